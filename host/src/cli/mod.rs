@@ -1,0 +1,46 @@
+//! Command-line interface: argument definitions and dispatch.
+
+mod udf;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Streaming pipelines whose step logic is sandboxed, hot-swappable WebAssembly.
+#[derive(Debug, Parser)]
+#[command(name = "rivulet", version, about)]
+pub struct Cli {
+    /// More logging (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with one UDF component locally.
+    #[command(subcommand)]
+    Udf(udf::UdfCommand),
+}
+
+/// Logs go to stderr; guest output is logged under `rivulet::guest` with its stage.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Udf(command) => udf::run(command),
+    }
+}

@@ -1,0 +1,404 @@
+//! `rivulet udf test` and `rivulet udf inspect`: run or describe one component locally.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
+use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
+use rivulet::udf::limits::human_bytes;
+use rivulet::udf::{CacheOutcome, Kind, Limits, ModuleCache, Runtime, UdfModule};
+use rivulet_rows::{Batch, BatchBuilder, RawBatch, RecordError, RowsOut, Scalar, WindowAcc};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum UdfCommand {
+    /// Run a UDF over a file: one record (parse) or one JSON row (map, aggregate, format)
+    /// per line. Prints each output or per-record error.
+    Test(TestArgs),
+    /// Print a UDF's kind, size, hash, imports and exports.
+    Inspect {
+        /// The component (`.wasm`).
+        module: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The component (`.wasm`).
+    module: PathBuf,
+    /// Input file (`-` for stdin).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Records per call into the component.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batch_size: u32,
+    /// Aggregates: the field to group rows by (default: one group).
+    #[arg(long)]
+    key: Option<String>,
+    /// Aggregates: window start handed to `finish`, in epoch milliseconds.
+    #[arg(long, default_value_t = 0)]
+    window_start: i64,
+    /// Aggregates: window end handed to `finish`, in epoch milliseconds.
+    #[arg(long, default_value_t = 0)]
+    window_end: i64,
+    /// Memory cap of the component, in MiB.
+    #[arg(long, default_value_t = 32)]
+    memory_mib: usize,
+    /// CPU deadline per batch, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    cpu_ms: u64,
+}
+
+pub fn run(command: UdfCommand) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(ModuleCache::default_location())?;
+    match command {
+        UdfCommand::Inspect { module } => inspect(&runtime, &module),
+        UdfCommand::Test(args) => test(&runtime, &args),
+    }
+}
+
+fn inspect(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let module = UdfModule::load(runtime, path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "module   {}", path.display())?;
+    writeln!(
+        out,
+        "kind     {} (world rivulet:udf/{}@0.1.0)",
+        module.kind, module.kind
+    )?;
+    writeln!(
+        out,
+        "size     {} ({} bytes)",
+        human_bytes(module.size),
+        module.size
+    )?;
+    writeln!(out, "sha256   {}", module.hash)?;
+    let cache = match module.cache {
+        CacheOutcome::Hit => "cache hit",
+        CacheOutcome::Miss => "compiled, now cached",
+        CacheOutcome::Disabled => "compiled, cache off",
+    };
+    writeln!(
+        out,
+        "load     {} ms ({cache})",
+        module.load_time.as_millis()
+    )?;
+    if module.kind == Kind::Aggregate {
+        let mut stage = WasmAggregate::new(runtime, &module, &stage_name(path), Limits::default())?;
+        writeln!(out, "state    version {}", stage.state_version()?)?;
+    }
+    writeln!(out, "exports  {}", module.exports.join(", "))?;
+    writeln!(out, "imports  {}", module.imports.len())?;
+    for import in &module.imports {
+        writeln!(out, "  {import}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stage_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "udf".to_owned())
+}
+
+fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read input {}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut lines = Vec::new();
+    for line in reader.split(b'\n') {
+        let mut line = line.with_context(|| format!("cannot read input {}", path.display()))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Totals printed at the end of a run.
+#[derive(Default)]
+struct Tally {
+    records: usize,
+    outputs: usize,
+    errors: usize,
+}
+
+fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let module = UdfModule::load(runtime, &args.module)?;
+    let lines = read_lines(&args.input)?;
+    let limits = Limits {
+        memory_bytes: args.memory_mib << 20,
+        cpu_per_batch: Duration::from_millis(args.cpu_ms),
+        ..Limits::default()
+    };
+    let stage = stage_name(&args.module);
+    let mut out = std::io::stdout().lock();
+    let mut tally = Tally::default();
+    let chunk = args.batch_size as usize;
+    match module.kind {
+        Kind::Parse => {
+            let mut udf = WasmParse::new(runtime, &module, &stage, limits)?;
+            for (first, lines) in (0..).step_by(chunk).zip(lines.chunks(chunk)) {
+                let mut batch = RawBatch::new();
+                for (i, line) in lines.iter().enumerate() {
+                    batch.push(None, line, 0, 0, (first + i) as i64, &[]);
+                }
+                let result = udf.parse(&batch);
+                print_rows(&mut out, &mut tally, first, lines.len(), result)?;
+            }
+        }
+        Kind::Map | Kind::Format => {
+            let mut map = (module.kind == Kind::Map)
+                .then(|| WasmMap::new(runtime, &module, &stage, limits))
+                .transpose()?;
+            let mut format = (module.kind == Kind::Format)
+                .then(|| WasmFormat::new(runtime, &module, &stage, limits))
+                .transpose()?;
+            for (first, lines) in (0..).step_by(chunk).zip(lines.chunks(chunk)) {
+                let (batch, positions) = json_rows(&mut out, &mut tally, first, lines)?;
+                if let Some(udf) = map.as_mut() {
+                    let result = udf.map(&batch);
+                    print_rows_at(&mut out, &mut tally, &positions, result)?;
+                } else if let Some(udf) = format.as_mut() {
+                    print_encoded(&mut out, &mut tally, &positions, udf.format(&batch))?;
+                }
+            }
+        }
+        Kind::Aggregate => aggregate(
+            runtime, &module, &stage, limits, args, &lines, &mut out, &mut tally,
+        )?,
+    }
+    writeln!(
+        out,
+        "-- {} records in, {} outputs, {} errors",
+        tally.records, tally.outputs, tally.errors
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses JSON rows; lines that are not JSON objects are reported and skipped. Returns the
+/// batch and, for each of its rows, its line index.
+fn json_rows(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    first: usize,
+    lines: &[Vec<u8>],
+) -> anyhow::Result<(Batch, Vec<usize>)> {
+    let mut builder = BatchBuilder::new();
+    let mut positions = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        tally.records += 1;
+        let pushed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line)
+            .map_err(|err| format!("not a JSON object: {err}"))
+            .and_then(|row| builder.push(&row).map_err(|err| err.to_string()));
+        match pushed {
+            Ok(()) => positions.push(first + i),
+            Err(message) => {
+                tally.errors += 1;
+                writeln!(out, "{}: error: {message}", first + i + 1)?;
+            }
+        }
+    }
+    Ok((builder.finish(), positions))
+}
+
+fn print_rows(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    first: usize,
+    count: usize,
+    result: Result<RowsOut, rivulet::udf::UdfError>,
+) -> anyhow::Result<()> {
+    tally.records += count;
+    let positions: Vec<usize> = (first..first + count).collect();
+    print_rows_at(out, tally, &positions, result)
+}
+
+fn print_rows_at(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    positions: &[usize],
+    result: Result<RowsOut, rivulet::udf::UdfError>,
+) -> anyhow::Result<()> {
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(err) => {
+            for position in positions {
+                writeln!(out, "{}: error: {err}", position + 1)?;
+            }
+            tally.errors += positions.len();
+            return Ok(());
+        }
+    };
+    let mut errors: BTreeMap<u32, &RecordError> = BTreeMap::new();
+    for error in &rows.errors {
+        errors.insert(error.index, error);
+    }
+    let mut produced = rows.origins.iter().enumerate().peekable();
+    for (index, position) in (0u32..).zip(positions) {
+        while let Some((row, _)) = produced.next_if(|(_, origin)| **origin == index) {
+            writeln!(
+                out,
+                "{}: {}",
+                position + 1,
+                serde_json::Value::Object(rows.rows.row_json(row))
+            )?;
+            tally.outputs += 1;
+        }
+        if let Some(error) = errors.get(&index) {
+            writeln!(out, "{}: error: {}", position + 1, error.message)?;
+            tally.errors += 1;
+        }
+    }
+    Ok(())
+}
+
+fn print_encoded(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    positions: &[usize],
+    result: Result<rivulet_rows::Encoded, rivulet::udf::UdfError>,
+) -> anyhow::Result<()> {
+    let encoded = match result {
+        Ok(encoded) => encoded,
+        Err(err) => {
+            for position in positions {
+                writeln!(out, "{}: error: {err}", position + 1)?;
+            }
+            tally.errors += positions.len();
+            return Ok(());
+        }
+    };
+    let errors: BTreeMap<u32, &RecordError> = encoded.errors.iter().map(|e| (e.index, e)).collect();
+    for (index, position) in positions.iter().enumerate() {
+        if let Some(error) = errors.get(&(index as u32)) {
+            writeln!(out, "{}: error: {}", position + 1, error.message)?;
+            tally.errors += 1;
+            continue;
+        }
+        let payload = encoded.payloads.get(index).unwrap_or_default();
+        let key = encoded
+            .keys
+            .as_ref()
+            .and_then(|k| k.get(index))
+            .filter(|k| !k.is_empty());
+        match key {
+            Some(key) => writeln!(
+                out,
+                "{}: [{}] {}",
+                position + 1,
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(payload)
+            )?,
+            None => writeln!(
+                out,
+                "{}: {}",
+                position + 1,
+                String::from_utf8_lossy(payload)
+            )?,
+        }
+        tally.outputs += 1;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn aggregate(
+    runtime: &Runtime,
+    module: &UdfModule,
+    stage: &str,
+    limits: Limits,
+    args: &TestArgs,
+    lines: &[Vec<u8>],
+    out: &mut impl Write,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let mut udf = WasmAggregate::new(runtime, module, stage, limits)?;
+    let empty = udf.create()?;
+    let mut groups: BTreeMap<Scalar, Vec<u8>> = BTreeMap::new();
+    let chunk = args.batch_size as usize;
+    for (first, lines) in (0..).step_by(chunk).zip(lines.chunks(chunk)) {
+        let (batch, positions) = json_rows(out, tally, first, lines)?;
+        let keys: Vec<Scalar> = (0..batch.len as usize)
+            .map(|row| {
+                args.key
+                    .as_deref()
+                    .and_then(|key| batch.column(key))
+                    .and_then(|column| column.scalar(row))
+                    .unwrap_or(Scalar::Null)
+            })
+            .collect();
+        let mut order: Vec<Scalar> = Vec::new();
+        let mut index: BTreeMap<&Scalar, u32> = BTreeMap::new();
+        let assigned: Vec<u32> = keys
+            .iter()
+            .map(|key| {
+                *index.entry(key).or_insert_with(|| {
+                    order.push(key.clone());
+                    (order.len() - 1) as u32
+                })
+            })
+            .collect();
+        let accs: Vec<Vec<u8>> = order
+            .iter()
+            .map(|key| groups.get(key).cloned().unwrap_or_else(|| empty.clone()))
+            .collect();
+        match udf.add(accs, &batch, &assigned) {
+            Ok(added) => {
+                for error in &added.errors {
+                    let line = positions.get(error.index as usize).map_or(0, |p| p + 1);
+                    writeln!(out, "{line}: error: {}", error.message)?;
+                    tally.errors += 1;
+                }
+                for (key, acc) in order.into_iter().zip(added.accs) {
+                    groups.insert(key, acc);
+                }
+            }
+            Err(err) => {
+                for position in &positions {
+                    writeln!(out, "{}: error: {err}", position + 1)?;
+                }
+                tally.errors += positions.len();
+            }
+        }
+    }
+    let windows: Vec<WindowAcc> = groups
+        .into_iter()
+        .map(|(key, acc)| WindowAcc {
+            key,
+            window_start: args.window_start,
+            window_end: args.window_end,
+            acc,
+        })
+        .collect();
+    let keys: Vec<Scalar> = windows.iter().map(|w| w.key.clone()).collect();
+    let finished = udf.finish(windows)?;
+    for (row, origin) in finished.origins.iter().enumerate() {
+        let key = keys
+            .get(*origin as usize)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "result [{key}]: {}",
+            serde_json::Value::Object(finished.rows.row_json(row))
+        )?;
+        tally.outputs += 1;
+    }
+    for error in &finished.errors {
+        writeln!(out, "result error: {}", error.message)?;
+        tally.errors += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! What can go wrong loading or running a UDF component.
+
+use super::limits::LimitHit;
+use std::path::PathBuf;
+
+/// A UDF failure, naming the module or stage and, for limits, the limit.
+#[derive(Debug, thiserror::Error)]
+pub enum UdfError {
+    #[error("cannot read UDF module {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is a core WebAssembly module, not a component: build the UDF with `cargo build --target wasm32-wasip2`",
+        path.display()
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{} is not a valid WebAssembly component: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{} exports no rivulet UDF (a parse, map, aggregate or format world of rivulet:udf@0.1.0); it exports: {exports}",
+        path.display()
+    )]
+    UnknownWorld { path: PathBuf, exports: String },
+    #[error("{} imports `{import}`, which the rivulet sandbox does not provide", path.display())]
+    ForbiddenImport { path: PathBuf, import: String },
+    #[error("{} is a {found} UDF, but stage `{stage}` needs a {expected} UDF", path.display())]
+    WrongWorld {
+        path: PathBuf,
+        stage: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{} does not match the rivulet:udf@0.1.0 {world} world: {reason}", path.display())]
+    Mismatch {
+        path: PathBuf,
+        world: &'static str,
+        reason: String,
+    },
+    #[error("stage `{stage}`: cannot start the UDF: {reason}")]
+    Instantiate { stage: String, reason: String },
+    #[error("stage `{stage}`: {limit}")]
+    Limit { stage: String, limit: LimitHit },
+    #[error("stage `{stage}`: UDF trapped: {reason}")]
+    Trap { stage: String, reason: String },
+    #[error("stage `{stage}`: UDF broke the contract: {reason}")]
+    Contract { stage: String, reason: String },
+    #[error("UDF runtime: {0}")]
+    Runtime(String),
+}
+
+impl UdfError {
+    /// The limit this error reports, if it is a limit.
+    pub fn limit(&self) -> Option<LimitHit> {
+        match self {
+            UdfError::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure was the guest's doing while running (a trap, a limit, a broken
+    /// contract), as opposed to a module that could not be loaded.
+    pub fn is_runtime_failure(&self) -> bool {
+        matches!(
+            self,
+            UdfError::Limit { .. }
+                | UdfError::Trap { .. }
+                | UdfError::Contract { .. }
+                | UdfError::Instantiate { .. }
+        )
+    }
+}

@@ -1,0 +1,17 @@
+//! The sandboxed UDF runtime: loads step components, runs them under limits, and recovers
+//! from anything they do.
+
+pub mod bindings;
+pub mod cache;
+pub mod error;
+pub mod instance;
+pub mod limits;
+pub mod module;
+pub mod runtime;
+pub mod sandbox;
+
+pub use cache::{CacheOutcome, ModuleCache};
+pub use error::UdfError;
+pub use limits::{LimitHit, Limits};
+pub use module::{Kind, UdfModule};
+pub use runtime::Runtime;

@@ -1,0 +1,150 @@
+//! Workshop step 1: parse the JSON orders of `partitioned-topic` and drop malformed ones.
+//!
+//! Input, one Kafka record per order:
+//! `{"customer":"customer-042","status":"SHIPPED","region":"eu-west","amount":88.40,"ts":"2024-05-23T12:34:56Z","tsMillis":1716467696000}`.
+//! A record that is not such an order becomes a per-record error naming why (the pipeline
+//! counts it and sends it to the dead-letter topic). Build and try it:
+//!
+//! ```text
+//! just udfs && rivulet udf test target/wasm32-wasip2/wasm/udf_parse_orders.wasm --input samples/orders.jsonl
+//! ```
+
+use rivulet_sdk::time::parse_iso8601;
+use rivulet_sdk::{Error, RawRecord};
+use serde::{Deserialize, Serialize};
+
+/// Orders larger than this are rejected instead of parsed: real ones are ~150 bytes.
+pub const MAX_ORDER_BYTES: usize = 64 * 1024;
+
+/// A well-formed order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub customer: String,
+    pub status: String,
+    pub region: String,
+    pub amount: f64,
+    /// Event time as ISO-8601 text.
+    pub ts: String,
+    /// Event time in milliseconds since the Unix epoch (derived from `ts` when absent).
+    #[serde(rename = "tsMillis")]
+    pub ts_millis: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    customer: String,
+    status: String,
+    region: String,
+    amount: f64,
+    ts: String,
+    #[serde(rename = "tsMillis")]
+    ts_millis: Option<i64>,
+}
+
+fn required(field: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        Err(Error::new(format!("field `{field}` is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses one order; `Err` names what is wrong with it.
+#[rivulet_sdk::parse]
+pub fn parse(rec: RawRecord) -> Result<Order, Error> {
+    if rec.payload.len() > MAX_ORDER_BYTES {
+        return Err(Error::new(format!(
+            "order of {} bytes exceeds the {MAX_ORDER_BYTES}-byte limit",
+            rec.payload.len()
+        )));
+    }
+    if rec.payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::new("empty payload"));
+    }
+    let wire: Wire = serde_json::from_slice(rec.payload)?;
+    required("customer", &wire.customer)?;
+    required("status", &wire.status)?;
+    required("region", &wire.region)?;
+    if !wire.amount.is_finite() || wire.amount < 0.0 {
+        return Err(Error::new(format!(
+            "field `amount` must be a non-negative number, got {}",
+            wire.amount
+        )));
+    }
+    let from_text = parse_iso8601(&wire.ts)?;
+    if let Some(millis) = wire.ts_millis
+        && millis != from_text
+    {
+        return Err(Error::new(format!(
+            "fields `ts` ({}) and `tsMillis` ({millis}) disagree",
+            wire.ts
+        )));
+    }
+    Ok(Order {
+        customer: wire.customer,
+        status: wire.status,
+        region: wire.region,
+        amount: wire.amount,
+        ts: wire.ts,
+        ts_millis: from_text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn record(payload: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            key: None,
+            payload,
+            timestamp: 0,
+            partition: 0,
+            offset: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn parses_the_workshop_order() {
+        let order = parse(record(br#"{"customer":"customer-042","status":"SHIPPED","region":"eu-west","amount":88.40,"ts":"2024-05-23T12:34:56Z","tsMillis":1716467696000}"#)).unwrap();
+        assert_eq!(order.status, "SHIPPED");
+        assert_eq!(order.ts_millis, 1_716_467_696_000);
+    }
+
+    #[test]
+    fn derives_millis_from_ts_when_absent() {
+        let order = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
+        assert_eq!(order.ts_millis, 1000);
+    }
+
+    #[test]
+    fn rejects_malformed_orders_with_a_reason() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "invalid JSON"),
+            (b"", "empty payload"),
+            (br#"{"customer":"c","status":"","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#, "`status` is empty"),
+            (br#"{"customer":"c","status":"NEW","region":"r","amount":"1","ts":"1970-01-01T00:00:01Z"}"#, "invalid type"),
+            (br#"{"customer":"c","status":"NEW","region":"r","amount":-1,"ts":"1970-01-01T00:00:01Z"}"#, "non-negative"),
+            (br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z","tsMillis":5}"#, "disagree"),
+        ];
+        for (payload, reason) in cases {
+            let err = parse(record(payload)).unwrap_err().to_string();
+            assert!(err.contains(reason), "{err:?} should contain {reason:?}");
+        }
+    }
+
+    #[test]
+    fn batch_keeps_good_rows_and_reports_bad_ones_by_index() {
+        let mut batch = rivulet_sdk::__private::RawBatch::default();
+        batch.push(None, br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#, 0, 0, 0, &[]);
+        batch.push(None, b"{", 0, 0, 1, &[]);
+        let out = __rivulet_parse_batch(&batch);
+        assert_eq!(out.rows.len, 1);
+        assert_eq!(out.origins, vec![0]);
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].index, 1);
+    }
+}
