@@ -25,7 +25,7 @@ pub enum UdfError {
     UnknownWorld { path: PathBuf, exports: String },
     #[error("{} imports `{import}`, which the rivulet sandbox does not provide", path.display())]
     ForbiddenImport { path: PathBuf, import: String },
-    #[error("{} is a {found} UDF, but stage `{stage}` needs a {expected} UDF", path.display())]
+    #[error("{} implements the {found} world, but stage `{stage}` needs the {expected} world", path.display())]
     WrongWorld {
         path: PathBuf,
         stage: String,

@@ -218,10 +218,8 @@ impl<W: World> Sandboxed<W> {
                         limit,
                     },
                     Failure::Trap(mut reason) => {
-                        if let Some(panic) =
-                            last_lines.iter().rev().find(|l| l.contains("panicked at"))
-                        {
-                            reason = format!("{reason}; guest said: {panic}");
+                        if let Some(panic) = panic_message(&last_lines) {
+                            reason = format!("{reason}: {panic}");
                         }
                         UdfError::Trap {
                             stage: self.stage.clone(),
@@ -251,6 +249,19 @@ impl<W: World> Sandboxed<W> {
     }
 }
 
+/// The panic a Rust guest printed before trapping: `panicked at <where>: <message>`.
+fn panic_message(lines: &[String]) -> Option<String> {
+    let start = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    let text: Vec<&str> = lines[start..]
+        .iter()
+        .map(|l| l.trim())
+        .take_while(|l| !l.starts_with("note: run with"))
+        .collect();
+    let joined = text.join(" ");
+    let from = joined.find("panicked at").unwrap_or(0);
+    Some(joined[from..].to_owned())
+}
+
 enum Failure {
     Limit(LimitHit),
     Trap(String),
@@ -268,9 +279,16 @@ fn classify(err: &wasmtime::Error, hit: Option<LimitHit>, limits: Limits) -> Fai
         Some(Trap::UnreachableCodeReached) => {
             Failure::Trap("the guest panicked or aborted (wasm `unreachable`)".to_owned())
         }
+        Some(Trap::MemoryOutOfBounds) => Failure::Trap(
+            "out-of-bounds memory access (a Rust guest's stack overflow from unbounded recursion shows up this way)"
+                .to_owned(),
+        ),
         Some(trap) => Failure::Trap(trap.to_string()),
         None => {
-            let message = root_cause(err);
+            if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                return Failure::Trap(format!("the guest called exit({})", exit.0));
+            }
+            let message = err.chain().last().map(ToString::to_string).unwrap_or_else(|| root_cause(err));
             if message.contains("count too high") || message.contains("instance count") {
                 Failure::Limit(LimitHit::Instances {
                     limit: limits.instances,

@@ -1,0 +1,39 @@
+//! Shared helpers of the host's integration tests.
+#![allow(dead_code)]
+
+use rivulet::udf::{Limits, ModuleCache, Runtime, UdfModule};
+use std::path::PathBuf;
+
+/// The components `just udfs` builds.
+pub fn wasm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RIVULET_UDF_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("wasm32-wasip2/wasm")
+}
+
+/// Path of a built component, e.g. `wasm("udf_parse_orders")`.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = wasm_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the UDFs first with `just udfs`",
+        path.display()
+    );
+    path
+}
+
+pub fn runtime() -> Runtime {
+    Runtime::new(ModuleCache::disabled()).expect("runtime")
+}
+
+pub fn load(runtime: &Runtime, name: &str) -> UdfModule {
+    UdfModule::load(runtime, &wasm(name)).expect("module loads")
+}
+
+pub fn limits() -> Limits {
+    Limits::default()
+}
