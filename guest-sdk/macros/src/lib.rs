@@ -52,7 +52,10 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     match expand_aggregate(&item_impl) {
         Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#err #item_impl).into()
+        }
     }
 }
 
@@ -95,7 +98,11 @@ fn expand(attr: TokenStream, item: TokenStream, kind: Kind) -> TokenStream {
     };
     match expand_fn(&func, kind) {
         Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
+        // Keep the item so the error is the only one the participant sees.
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#err #func).into()
+        }
     }
 }
 
@@ -152,8 +159,8 @@ fn check_signature(func: &ItemFn, kind: Kind) -> syn::Result<(&Type, &Type)> {
         ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             format!("{what} functions cannot be generic"),
         ));
     }
@@ -171,8 +178,8 @@ fn check_signature(func: &ItemFn, kind: Kind) -> syn::Result<(&Type, &Type)> {
             ));
         }
         (Some(_), Some(extra)) => {
-            return Err(syn::Error::new(
-                extra.span(),
+            return Err(syn::Error::new_spanned(
+                extra,
                 format!("{what} functions take {expected_arg}"),
             ));
         }
@@ -187,15 +194,15 @@ fn check_signature(func: &ItemFn, kind: Kind) -> syn::Result<(&Type, &Type)> {
         match last_segment(&arg.ty) {
             Some(seg) if seg.ident == "RawRecord" => {}
             _ => {
-                return Err(syn::Error::new(
-                    arg.ty.span(),
+                return Err(syn::Error::new_spanned(
+                    &arg.ty,
                     "#[parse] functions take one `RawRecord` argument (the Kafka record)",
                 ));
             }
         }
     } else if let Type::Reference(reference) = &*arg.ty {
-        return Err(syn::Error::new(
-            reference.span(),
+        return Err(syn::Error::new_spanned(
+            reference,
             format!("{what} functions take their row by value (it may borrow `&str` fields)"),
         ));
     }

@@ -1,0 +1,13 @@
+//! Wrong step signatures are refused at compile time, with the error on the offending span.
+
+#[test]
+fn wrong_signatures_get_spanned_errors() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
+
+#[test]
+fn right_signatures_compile() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/pass/*.rs");
+}

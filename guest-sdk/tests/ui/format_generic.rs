@@ -1,0 +1,6 @@
+#[rivulet_sdk::format]
+fn format<T: ToString>(row: T) -> String {
+    row.to_string()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rivulet_sdk::map]
+async fn map(a: String) -> String {
+    a
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rivulet_sdk::map]
+fn map(a: &String) -> String {
+    a.clone()
+}
+
+fn main() {}
