@@ -12,32 +12,42 @@
 use rivulet_sdk::time::parse_iso8601;
 use rivulet_sdk::{Error, RawRecord};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Orders larger than this are rejected instead of parsed: real ones are ~150 bytes.
 pub const MAX_ORDER_BYTES: usize = 64 * 1024;
 
 /// A well-formed order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    pub customer: String,
-    pub status: String,
-    pub region: String,
+pub struct Order<'a> {
+    #[serde(borrow)]
+    pub customer: Cow<'a, str>,
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
+    #[serde(borrow)]
+    pub region: Cow<'a, str>,
     pub amount: f64,
     /// Event time as ISO-8601 text.
-    pub ts: String,
+    #[serde(borrow)]
+    pub ts: Cow<'a, str>,
     /// Event time in milliseconds since the Unix epoch (derived from `ts` when absent).
     #[serde(rename = "tsMillis")]
     pub ts_millis: i64,
 }
 
+/// The order as it arrives; text is borrowed from the payload unless it has escapes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Wire {
-    customer: String,
-    status: String,
-    region: String,
+struct Wire<'a> {
+    #[serde(borrow)]
+    customer: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    region: Cow<'a, str>,
     amount: f64,
-    ts: String,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
     #[serde(rename = "tsMillis")]
     ts_millis: Option<i64>,
 }
@@ -52,7 +62,7 @@ fn required(field: &str, value: &str) -> Result<(), Error> {
 
 /// Parses one order; `Err` names what is wrong with it.
 #[rivulet_sdk::parse]
-pub fn parse(rec: RawRecord) -> Result<Order, Error> {
+pub fn parse(rec: RawRecord<'_>) -> Result<Order<'_>, Error> {
     if rec.payload.len() > MAX_ORDER_BYTES {
         return Err(Error::new(format!(
             "order of {} bytes exceeds the {MAX_ORDER_BYTES}-byte limit",
@@ -62,7 +72,7 @@ pub fn parse(rec: RawRecord) -> Result<Order, Error> {
     if rec.payload.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::new("empty payload"));
     }
-    let wire: Wire = serde_json::from_slice(rec.payload)?;
+    let wire: Wire<'_> = serde_json::from_slice(rec.payload)?;
     required("customer", &wire.customer)?;
     required("status", &wire.status)?;
     required("region", &wire.region)?;
