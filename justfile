@@ -41,3 +41,23 @@ bench: udfs
 # Run a UDF over a sample file, e.g. `just try parse-orders samples/orders.jsonl`.
 try name input: (udf name)
     cargo run --release -q -p rivulet -- udf test target/wasm32-wasip2/wasm/udf_{{ replace(name, "-", "_") }}.wasm --input {{ input }}
+
+# The workshop's steps 1-4 over a sample file, each step a sandboxed component.
+demo: udfs build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rivulet=target/release/rivulet
+    wasm=target/wasm32-wasip2/wasm
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    echo "== step 1: parse orders, drop malformed ones"
+    $rivulet udf test $wasm/udf_parse_orders.wasm --input samples/orders.jsonl | tee "$tmp/parsed.txt"
+    sed -n 's/^[0-9]*: \({.*\)$/\1/p' "$tmp/parsed.txt" > "$tmp/orders.jsonl"
+    echo "== step 2: order summaries"
+    $rivulet udf test $wasm/udf_order_summary.wasm --input "$tmp/orders.jsonl"
+    echo "== step 3: count per status (one window, bounds 12:34:30 to 12:35:00 handed to finish)"
+    $rivulet udf test $wasm/udf_count_by_status.wasm --input "$tmp/orders.jsonl" --key status \
+        --window-start 1716467670000 --window-end 1716467700000 | tee "$tmp/counts.txt"
+    sed -n 's/^result \[[^]]*\]: //p' "$tmp/counts.txt" > "$tmp/counts.jsonl"
+    echo "== step 4: the flink-aggregates records"
+    $rivulet udf test $wasm/udf_format_aggregate.wasm --input "$tmp/counts.jsonl"

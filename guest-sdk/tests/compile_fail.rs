@@ -1,4 +1,5 @@
 //! Wrong step signatures are refused at compile time, with the error on the offending span.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 #[test]
 fn wrong_signatures_get_spanned_errors() {

@@ -8,6 +8,7 @@
 //!
 //! Timings are medians of several rounds; the machine's other load shows up in them, the
 //! ratios much less.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 use rivulet::stage::native;
 use rivulet::stage::wasm::{WasmAggregate, WasmParse};
@@ -69,7 +70,11 @@ fn pass(stage: &mut dyn ParseStage, batches: &[RawBatch]) -> Duration {
 
 /// Median ns per record of `a` and of `b` over all `batches`, and the median of the
 /// per-round ratios a/b. Rounds alternate a and b so the machine's load hits both alike.
-fn compare(a: &mut dyn ParseStage, b: &mut dyn ParseStage, batches: &[RawBatch]) -> (f64, f64, f64) {
+fn compare(
+    a: &mut dyn ParseStage,
+    b: &mut dyn ParseStage,
+    batches: &[RawBatch],
+) -> (f64, f64, f64) {
     let records = batches.iter().map(|b| u64::from(b.len)).sum::<u64>() as f64;
     pass(a, batches);
     pass(b, batches);
@@ -90,14 +95,22 @@ fn main() {
     let runtime = Runtime::new(ModuleCache::disabled()).expect("runtime");
     let dir = wasm_dir();
     let parse_path = dir.join("udf_parse_orders.wasm");
-    let module = UdfModule::load(&runtime, &parse_path).unwrap_or_else(|err| panic!("{err} (run `just udfs` first)"));
+    let module = UdfModule::load(&runtime, &parse_path)
+        .unwrap_or_else(|err| panic!("{err} (run `just udfs` first)"));
 
     println!("parse-orders, per record (median of {ROUNDS} rounds over 16384 records)");
-    println!("{:>8} {:>12} {:>12} {:>12}", "batch", "wasm ns", "native ns", "wasm/native");
-    let sizes: Vec<u64> = std::env::var("BENCH_SIZES").ok().map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or_else(|| vec![1, 256, 4096]);
+    println!(
+        "{:>8} {:>12} {:>12} {:>12}",
+        "batch", "wasm ns", "native ns", "wasm/native"
+    );
+    let sizes: Vec<u64> = std::env::var("BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 256, 4096]);
     for size in sizes {
         let input = batches(16_384, size);
-        let mut wasm = WasmParse::new(&runtime, &module, "parse", Limits::default()).expect("stage");
+        let mut wasm =
+            WasmParse::new(&runtime, &module, "parse", Limits::default()).expect("stage");
         let mut native = native::parse_orders();
         let (w, n, ratio) = compare(&mut wasm, &mut native, &input);
         println!("{size:>8} {w:>12.0} {n:>12.0} {ratio:>12.2}");
@@ -110,12 +123,18 @@ fn main() {
             let rows = native::parse_orders().parse(b).expect("parse").rows;
             let status = rows.column("status").expect("status");
             let groups = (0..rows.len as usize)
-                .map(|i| STATUSES.iter().position(|s| Some(*s) == status.text_at(i)).unwrap_or(0) as u32)
+                .map(|i| {
+                    STATUSES
+                        .iter()
+                        .position(|s| Some(*s) == status.text_at(i))
+                        .unwrap_or(0) as u32
+                })
                 .collect();
             (rows, groups)
         })
         .collect();
-    let count = UdfModule::load(&runtime, &dir.join("udf_count_by_status.wasm")).expect("count module");
+    let count =
+        UdfModule::load(&runtime, &dir.join("udf_count_by_status.wasm")).expect("count module");
     let mut wasm = WasmAggregate::new(&runtime, &count, "count", Limits::default()).expect("stage");
     let mut native = native::count_by_status();
     let add = |stage: &mut dyn AggregateStage| {
@@ -123,7 +142,9 @@ fn main() {
         let run = |stage: &mut dyn AggregateStage| {
             let started = Instant::now();
             for (rows, groups) in &parsed {
-                stage.add(vec![empty.clone(); 5], rows, groups).expect("add");
+                stage
+                    .add(vec![empty.clone(); 5], rows, groups)
+                    .expect("add");
             }
             started.elapsed()
         };
@@ -131,7 +152,10 @@ fn main() {
         median((0..ROUNDS).map(|_| run(stage)).collect()).as_nanos() as f64 / 16_384.0
     };
     let (w, n) = (add(&mut wasm), add(&mut native));
-    println!("\ncount-by-status add, per row (batches of 4096): wasm {w:.0} ns, native {n:.0} ns, ratio {:.2}", w / n);
+    println!(
+        "\ncount-by-status add, per row (batches of 4096): wasm {w:.0} ns, native {n:.0} ns, ratio {:.2}",
+        w / n
+    );
 
     // Compiled-module cache: a fresh directory each miss round.
     let bytes = std::fs::read(&parse_path).expect("read");
@@ -163,7 +187,10 @@ fn main() {
             started.elapsed()
         })
         .collect();
-    println!("new stage instance (instantiate + first start): {:.2} ms", median(samples).as_secs_f64() * 1e3);
+    println!(
+        "new stage instance (instantiate + first start): {:.2} ms",
+        median(samples).as_secs_f64() * 1e3
+    );
 
     println!("\ncomponent sizes");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -174,6 +201,11 @@ fn main() {
     files.sort_by_key(|e| e.file_name());
     for entry in files {
         let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        println!("  {:<28} {:>8} bytes ({:.0} KiB)", entry.file_name().to_string_lossy(), size, size as f64 / 1024.0);
+        println!(
+            "  {:<28} {:>8} bytes ({:.0} KiB)",
+            entry.file_name().to_string_lossy(),
+            size,
+            size as f64 / 1024.0
+        );
     }
 }

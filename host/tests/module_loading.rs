@@ -1,5 +1,6 @@
 //! Loading UDF files: clear errors for everything that is not a rivulet component, the
 //! right kind detected for those that are, and the compiled-module cache.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 mod common;
 
@@ -11,7 +12,11 @@ use rivulet::udf::{CacheOutcome, Kind, ModuleCache, Runtime, UdfError, UdfModule
 fn missing_file_names_the_path() {
     let err = UdfModule::load(&runtime(), "no/such/udf.wasm".as_ref()).expect_err("missing");
     assert!(matches!(err, UdfError::Read { .. }));
-    assert!(err.to_string().starts_with("cannot read UDF module no/such/udf.wasm"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read UDF module no/such/udf.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -25,15 +30,24 @@ fn core_module_is_told_to_build_a_component() {
 #[test]
 fn corrupt_files_are_rejected_with_the_reason() {
     let runtime = runtime();
-    let text = UdfModule::from_bytes(&runtime, "notes.wasm".as_ref(), b"hello, world").expect_err("text");
-    assert!(text.to_string().contains("not a WebAssembly file"), "{text}");
+    let text =
+        UdfModule::from_bytes(&runtime, "notes.wasm".as_ref(), b"hello, world").expect_err("text");
+    assert!(
+        text.to_string().contains("not a WebAssembly file"),
+        "{text}"
+    );
     let empty = UdfModule::from_bytes(&runtime, "empty.wasm".as_ref(), b"").expect_err("empty");
     assert!(matches!(empty, UdfError::Corrupt { .. }));
     let good = std::fs::read(wasm("udf_parse_orders")).expect("read");
     let truncated = &good[..good.len() / 2];
-    let err = UdfModule::from_bytes(&runtime, "half.wasm".as_ref(), truncated).expect_err("truncated");
+    let err =
+        UdfModule::from_bytes(&runtime, "half.wasm".as_ref(), truncated).expect_err("truncated");
     assert!(matches!(err, UdfError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().starts_with("half.wasm is not a valid WebAssembly component"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("half.wasm is not a valid WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -52,7 +66,12 @@ fn each_workshop_udf_is_recognised_as_its_kind() {
         let module = load(&runtime, name);
         assert_eq!(module.kind, kind, "{name}");
         assert_eq!(module.hash.len(), 64);
-        assert!(module.imports.iter().all(|i| i.starts_with("wasi:") || i.starts_with("rivulet:udf/types@")));
+        assert!(
+            module
+                .imports
+                .iter()
+                .all(|i| i.starts_with("wasi:") || i.starts_with("rivulet:udf/types@"))
+        );
     }
 }
 
@@ -60,10 +79,13 @@ fn each_workshop_udf_is_recognised_as_its_kind() {
 fn component_of_the_wrong_world_is_refused_by_the_stage() {
     let runtime = runtime();
     let parse = load(&runtime, "udf_parse_orders");
-    let err = WasmAggregate::new(&runtime, &parse, "count", limits()).err().expect("wrong world");
+    let err = WasmAggregate::new(&runtime, &parse, "count", limits())
+        .err()
+        .expect("wrong world");
     assert!(matches!(err, UdfError::WrongWorld { .. }));
     assert!(
-        err.to_string().ends_with("implements the parse world, but stage `count` needs the aggregate world"),
+        err.to_string()
+            .ends_with("implements the parse world, but stage `count` needs the aggregate world"),
         "{err}"
     );
     let count = load(&runtime, "udf_count_by_status");
@@ -83,7 +105,14 @@ fn compiled_modules_are_cached_by_content_hash() {
     // The cached module runs.
     let mut stage = WasmParse::new(&runtime, &second, "parse", limits()).expect("stage");
     let mut batch = rivulet_rows::RawBatch::new();
-    batch.push(None, br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#, 0, 0, 0, &[]);
+    batch.push(
+        None,
+        br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#,
+        0,
+        0,
+        0,
+        &[],
+    );
     use rivulet::stage::ParseStage;
     assert_eq!(stage.parse(&batch).expect("parse").rows.len, 1);
 }
@@ -99,5 +128,8 @@ fn a_damaged_cache_entry_costs_a_compile_not_a_failure() {
     }
     let again = UdfModule::load(&runtime, &path).expect("load despite damage");
     assert_eq!(again.cache, CacheOutcome::Miss);
-    assert_eq!(UdfModule::load(&runtime, &path).expect("load").cache, CacheOutcome::Hit);
+    assert_eq!(
+        UdfModule::load(&runtime, &path).expect("load").cache,
+        CacheOutcome::Hit
+    );
 }

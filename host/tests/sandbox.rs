@@ -1,5 +1,6 @@
 //! Hostile guests against the sandbox: every escape or blow-up is stopped with an error that
 //! names the stage and the limit, and the same stage then processes the next batch correctly.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 mod common;
 
@@ -79,14 +80,28 @@ fn memory_bomb_is_stopped_at_the_cap() {
         }
         other => panic!("expected the memory limit, got {other:?} ({err})"),
     }
-    assert!(err.to_string().contains("memory limit of 16.0 MiB exceeded"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("memory limit of 16.0 MiB exceeded"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unbounded_recursion_traps_and_the_stage_recovers() {
     let mut stage = stage(Limits::default());
     let err = fails_then_recovers(&mut stage, "recurse");
-    assert!(matches!(err, UdfError::Trap { .. } | UdfError::Limit { limit: LimitHit::Stack, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            UdfError::Trap { .. }
+                | UdfError::Limit {
+                    limit: LimitHit::Stack,
+                    ..
+                }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -156,13 +171,18 @@ fn opening_a_socket_is_denied() {
     let mut stage = stage(Limits::default());
     let got = outcomes(&mut stage, &[&format!("connect:{addr}")]);
     assert!(got[0].starts_with("denied:"), "{got:?}");
-    assert!(listener.accept().is_err(), "the guest reached the host's listener");
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the host's listener"
+    );
 }
 
 #[test]
 fn a_record_error_is_not_a_batch_failure() {
     let mut stage = stage(Limits::default());
-    let out = stage.parse(&batch(&["hello", "fail", "hello"])).expect("batch succeeds");
+    let out = stage
+        .parse(&batch(&["hello", "fail", "hello"]))
+        .expect("batch succeeds");
     assert_eq!(out.origins, [0, 2]);
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.errors[0].index, 1);

@@ -1,5 +1,6 @@
 //! The workshop's UDFs, as components, against golden inputs (good, malformed, empty,
 //! wrong-typed and huge), and against the same functions run natively.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
 mod common;
 
@@ -25,7 +26,9 @@ fn raw(payloads: &[Vec<u8>]) -> RawBatch {
 }
 
 fn rows_json(out: &RowsOut) -> Vec<Value> {
-    (0..out.rows.len as usize).map(|i| Value::Object(out.rows.row_json(i))).collect()
+    (0..out.rows.len as usize)
+        .map(|i| Value::Object(out.rows.row_json(i)))
+        .collect()
 }
 
 fn rows(values: &[Value]) -> Batch {
@@ -38,7 +41,13 @@ fn rows(values: &[Value]) -> Batch {
 
 fn parse_orders_wasm() -> WasmParse {
     let runtime = runtime();
-    WasmParse::new(&runtime, &load(&runtime, "udf_parse_orders"), "parse", limits()).expect("stage")
+    WasmParse::new(
+        &runtime,
+        &load(&runtime, "udf_parse_orders"),
+        "parse",
+        limits(),
+    )
+    .expect("stage")
 }
 
 #[test]
@@ -56,23 +65,36 @@ fn parse_orders_keeps_good_orders_and_names_why_bad_ones_fail() {
             json!({"customer":"customer-042","status":"DELIVERED","region":"eu-west","amount":55.0,"ts":"2024-05-23T12:35:31Z","tsMillis":1716467731000i64}),
         ]
     );
-    let errors: Vec<(u32, &str)> = out.errors.iter().map(|e| (e.index, e.message.as_str())).collect();
+    let errors: Vec<(u32, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.index, e.message.as_str()))
+        .collect();
     let expected: [(u32, &str); 10] = [
         (3, "invalid JSON: EOF while parsing an object"),
         (4, "empty payload"),
-        (5, "invalid JSON: invalid type: string \"lots\", expected f64"),
+        (
+            5,
+            "invalid JSON: invalid type: string \"lots\", expected f64",
+        ),
         (6, "field `amount` must be a non-negative number, got -3"),
         (7, "field `status` is empty"),
         (8, "\"yesterday\" is not an ISO-8601 timestamp"),
         (9, "disagree"),
         (10, "unknown field `extra`"),
-        (11, "invalid JSON: invalid type: integer `1`, expected a string"),
+        (
+            11,
+            "invalid JSON: invalid type: integer `1`, expected a string",
+        ),
         (12, "invalid JSON: invalid type: null"),
     ];
     assert_eq!(errors.len(), expected.len(), "{errors:?}");
     for ((index, message), (want_index, want)) in errors.iter().zip(expected) {
         assert_eq!(*index, want_index);
-        assert!(message.contains(want), "record {index}: {message:?} should contain {want:?}");
+        assert!(
+            message.contains(want),
+            "record {index}: {message:?} should contain {want:?}"
+        );
     }
 }
 
@@ -84,13 +106,23 @@ fn parse_orders_rejects_huge_and_binary_payloads_and_handles_empty_batches() {
         "c".repeat(200_000)
     );
     let out = stage
-        .parse(&raw(&[huge.into_bytes(), vec![0xff, 0xfe, 0x00, 0x7b], b"{}".to_vec()]))
+        .parse(&raw(&[
+            huge.into_bytes(),
+            vec![0xff, 0xfe, 0x00, 0x7b],
+            b"{}".to_vec(),
+        ]))
         .expect("parse");
     assert_eq!(out.rows.len, 0);
     let messages: Vec<&str> = out.errors.iter().map(|e| e.message.as_str()).collect();
-    assert!(messages[0].contains("exceeds the 65536-byte limit"), "{messages:?}");
+    assert!(
+        messages[0].contains("exceeds the 65536-byte limit"),
+        "{messages:?}"
+    );
     assert!(messages[1].starts_with("invalid JSON"), "{messages:?}");
-    assert!(messages[2].contains("missing field `customer`"), "{messages:?}");
+    assert!(
+        messages[2].contains("missing field `customer`"),
+        "{messages:?}"
+    );
 
     let empty = stage.parse(&RawBatch::new()).expect("empty batch");
     assert_eq!((empty.rows.len, empty.errors.len()), (0, 0));
@@ -106,12 +138,19 @@ fn parse_orders_component_matches_the_native_function() {
 }
 
 fn parsed_orders() -> Batch {
-    let out = parse_orders_wasm().parse(&raw(&golden("orders.jsonl"))).expect("parse");
+    let out = parse_orders_wasm()
+        .parse(&raw(&golden("orders.jsonl")))
+        .expect("parse");
     out.rows
 }
 
 /// Groups rows by `key` the way the pipeline does and runs add + finish.
-fn aggregate(stage: &mut dyn AggregateStage, rows: &Batch, key: &str, window: (i64, i64)) -> Vec<Value> {
+fn aggregate(
+    stage: &mut dyn AggregateStage,
+    rows: &Batch,
+    key: &str,
+    window: (i64, i64),
+) -> Vec<Value> {
     let column = rows.column(key).expect("key column");
     let mut keys: Vec<Scalar> = Vec::new();
     let groups: Vec<u32> = (0..rows.len as usize)
@@ -131,7 +170,12 @@ fn aggregate(stage: &mut dyn AggregateStage, rows: &Batch, key: &str, window: (i
     let windows = keys
         .into_iter()
         .zip(added.accs)
-        .map(|(key, acc)| WindowAcc { key, window_start: window.0, window_end: window.1, acc })
+        .map(|(key, acc)| WindowAcc {
+            key,
+            window_start: window.0,
+            window_end: window.1,
+            acc,
+        })
         .collect();
     let out = stage.finish(windows).expect("finish");
     assert!(out.errors.is_empty());
@@ -143,7 +187,13 @@ const WINDOW: (i64, i64) = (1_716_467_670_000, 1_716_467_700_000);
 #[test]
 fn count_by_status_counts_each_status() {
     let runtime = runtime();
-    let mut stage = WasmAggregate::new(&runtime, &load(&runtime, "udf_count_by_status"), "count", limits()).expect("stage");
+    let mut stage = WasmAggregate::new(
+        &runtime,
+        &load(&runtime, "udf_count_by_status"),
+        "count",
+        limits(),
+    )
+    .expect("stage");
     assert_eq!(stage.state_version().expect("version"), 1);
     let got = aggregate(&mut stage, &parsed_orders(), "status", WINDOW);
     assert_eq!(
@@ -154,23 +204,49 @@ fn count_by_status_counts_each_status() {
             json!({"window_start":WINDOW.0,"window_end":WINDOW.1,"status":"DELIVERED","order_count":1}),
         ]
     );
-    assert_eq!(got, aggregate(&mut native::count_by_status(), &parsed_orders(), "status", WINDOW));
+    assert_eq!(
+        got,
+        aggregate(
+            &mut native::count_by_status(),
+            &parsed_orders(),
+            "status",
+            WINDOW
+        )
+    );
 }
 
 #[test]
 fn count_by_status_merges_partial_counts() {
     let runtime = runtime();
-    let mut stage = WasmAggregate::new(&runtime, &load(&runtime, "udf_count_by_status"), "count", limits()).expect("stage");
-    let merged = stage.merge(vec![(b"2".to_vec(), b"3".to_vec()), (b"0".to_vec(), b"1".to_vec())]).expect("merge");
+    let mut stage = WasmAggregate::new(
+        &runtime,
+        &load(&runtime, "udf_count_by_status"),
+        "count",
+        limits(),
+    )
+    .expect("stage");
+    let merged = stage
+        .merge(vec![
+            (b"2".to_vec(), b"3".to_vec()),
+            (b"0".to_vec(), b"1".to_vec()),
+        ])
+        .expect("merge");
     assert_eq!(merged, [b"5".to_vec(), b"1".to_vec()]);
-    let err = stage.merge(vec![(b"2".to_vec(), b"not a count".to_vec())]).expect_err("bad state");
-    assert!(err.to_string().contains("accumulator cannot be decoded"), "{err}");
+    let err = stage
+        .merge(vec![(b"2".to_vec(), b"not a count".to_vec())])
+        .expect_err("bad state");
+    assert!(
+        err.to_string().contains("accumulator cannot be decoded"),
+        "{err}"
+    );
 }
 
 #[test]
 fn avg_amount_averages_per_status() {
     let runtime = runtime();
-    let mut stage = WasmAggregate::new(&runtime, &load(&runtime, "udf_avg_amount"), "avg", limits()).expect("stage");
+    let mut stage =
+        WasmAggregate::new(&runtime, &load(&runtime, "udf_avg_amount"), "avg", limits())
+            .expect("stage");
     let got = aggregate(&mut stage, &parsed_orders(), "status", WINDOW);
     assert_eq!(got[0]["avg_amount"], json!(364.28));
     assert_eq!(got[0]["order_count"], json!(2));
@@ -181,21 +257,44 @@ fn avg_amount_averages_per_status() {
 #[test]
 fn aggregate_reports_rows_of_the_wrong_type_and_keeps_counting() {
     let runtime = runtime();
-    let mut stage = WasmAggregate::new(&runtime, &load(&runtime, "udf_avg_amount"), "avg", limits()).expect("stage");
+    let mut stage =
+        WasmAggregate::new(&runtime, &load(&runtime, "udf_avg_amount"), "avg", limits())
+            .expect("stage");
     // A null amount cannot be added; the other rows still count.
-    let batch = rows(&[json!({"amount": 10.0}), json!({"amount": null}), json!({"amount": 30})]);
+    let batch = rows(&[
+        json!({"amount": 10.0}),
+        json!({"amount": null}),
+        json!({"amount": 30}),
+    ]);
     let empty = stage.create().expect("create");
-    let added = stage.add(vec![empty.clone()], &batch, &[0, 0, 0]).expect("add");
+    let added = stage
+        .add(vec![empty.clone()], &batch, &[0, 0, 0])
+        .expect("add");
     assert_eq!(added.errors.len(), 1);
     assert_eq!(added.errors[0].index, 1);
-    assert!(added.errors[0].message.contains("missing field \"amount\""), "{}", added.errors[0].message);
+    assert!(
+        added.errors[0].message.contains("missing field \"amount\""),
+        "{}",
+        added.errors[0].message
+    );
     let acc: Value = serde_json::from_slice(&added.accs[0]).expect("json acc");
     assert_eq!(acc, json!({"sum": 40.0, "count": 2}));
     // Text where a number belongs: every row of the batch is reported, none counts.
     let text = rows(&[json!({"amount": "ten"}), json!({"amount": "eleven"})]);
-    let added = stage.add(vec![empty.clone(), empty], &text, &[0, 1]).expect("add");
-    assert_eq!(added.errors.iter().map(|e| e.index).collect::<Vec<_>>(), [0, 1]);
-    assert!(added.errors[0].message.contains("field \"amount\": expected a number, found text"), "{}", added.errors[0].message);
+    let added = stage
+        .add(vec![empty.clone(), empty], &text, &[0, 1])
+        .expect("add");
+    assert_eq!(
+        added.errors.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert!(
+        added.errors[0]
+            .message
+            .contains("field \"amount\": expected a number, found text"),
+        "{}",
+        added.errors[0].message
+    );
     let untouched: Value = serde_json::from_slice(&added.accs[0]).expect("json acc");
     assert_eq!(untouched, json!({"sum": 0.0, "count": 0}));
 }
@@ -203,7 +302,13 @@ fn aggregate_reports_rows_of_the_wrong_type_and_keeps_counting() {
 #[test]
 fn format_aggregate_writes_the_flink_sink_record() {
     let runtime = runtime();
-    let mut stage = WasmFormat::new(&runtime, &load(&runtime, "udf_format_aggregate"), "format", limits()).expect("stage");
+    let mut stage = WasmFormat::new(
+        &runtime,
+        &load(&runtime, "udf_format_aggregate"),
+        "format",
+        limits(),
+    )
+    .expect("stage");
     let millis = rows(&[
         json!({"window_start":WINDOW.0,"window_end":WINDOW.1,"status":"SHIPPED","order_count":2}),
         json!({"window_start":WINDOW.0,"window_end":WINDOW.1,"status":"NEW","order_count":null}),
@@ -213,11 +318,25 @@ fn format_aggregate_writes_the_flink_sink_record() {
         out.payloads.get(0).expect("payload"),
         br#"{"window_start":"2024-05-23T12:34:30Z","window_end":"2024-05-23T12:35:00Z","status":"SHIPPED","order_count":2}"#
     );
-    assert_eq!(out.payloads.get(1), Some(&b""[..]), "a failed row keeps an empty slot");
-    assert_eq!(out.keys.as_ref().and_then(|k| k.get(0)), Some(&b"SHIPPED"[..]));
+    assert_eq!(
+        out.payloads.get(1),
+        Some(&b""[..]),
+        "a failed row keeps an empty slot"
+    );
+    assert_eq!(
+        out.keys.as_ref().and_then(|k| k.get(0)),
+        Some(&b"SHIPPED"[..])
+    );
     assert_eq!(out.errors.iter().map(|e| e.index).collect::<Vec<_>>(), [1]);
-    assert!(out.errors[0].message.contains("order_count"), "{}", out.errors[0].message);
-    assert_eq!(out, native::format_aggregate().format(&millis).expect("native"));
+    assert!(
+        out.errors[0].message.contains("order_count"),
+        "{}",
+        out.errors[0].message
+    );
+    assert_eq!(
+        out,
+        native::format_aggregate().format(&millis).expect("native")
+    );
 
     let text = rows(&[
         json!({"window_start":"2024-05-23T14:34:30+02:00","window_end":"2024-05-23T12:35:00Z","status":"NEW","order_count":7}),
@@ -229,15 +348,31 @@ fn format_aggregate_writes_the_flink_sink_record() {
         br#"{"window_start":"2024-05-23T12:34:30Z","window_end":"2024-05-23T12:35:00Z","status":"NEW","order_count":7}"#
     );
     assert_eq!(out.errors.iter().map(|e| e.index).collect::<Vec<_>>(), [1]);
-    assert!(out.errors[0].message.contains("\"soon\" is not an ISO-8601 timestamp"), "{}", out.errors[0].message);
+    assert!(
+        out.errors[0]
+            .message
+            .contains("\"soon\" is not an ISO-8601 timestamp"),
+        "{}",
+        out.errors[0].message
+    );
 }
 
 #[test]
 fn order_summary_prints_one_line_per_order() {
     let runtime = runtime();
-    let mut stage = WasmFormat::new(&runtime, &load(&runtime, "udf_order_summary"), "summary", limits()).expect("stage");
+    let mut stage = WasmFormat::new(
+        &runtime,
+        &load(&runtime, "udf_order_summary"),
+        "summary",
+        limits(),
+    )
+    .expect("stage");
     let out = stage.format(&parsed_orders()).expect("format");
-    let lines: Vec<&str> = out.payloads.iter().map(|p| std::str::from_utf8(p).expect("utf8")).collect();
+    let lines: Vec<&str> = out
+        .payloads
+        .iter()
+        .map(|p| std::str::from_utf8(p).expect("utf8"))
+        .collect();
     assert_eq!(
         lines,
         [
@@ -253,10 +388,18 @@ fn order_summary_prints_one_line_per_order() {
 #[test]
 fn high_value_filters_and_tags_orders() {
     let runtime = runtime();
-    let mut stage = WasmMap::new(&runtime, &load(&runtime, "udf_high_value"), "map", limits()).expect("stage");
+    let mut stage =
+        WasmMap::new(&runtime, &load(&runtime, "udf_high_value"), "map", limits()).expect("stage");
     let out = stage.map(&parsed_orders()).expect("map");
     assert_eq!(out.origins, [0, 2, 3]);
-    let bands: Vec<&str> = (0..3).map(|i| out.rows.column("band").and_then(|c| c.text_at(i)).expect("band")).collect();
+    let bands: Vec<&str> = (0..3)
+        .map(|i| {
+            out.rows
+                .column("band")
+                .and_then(|c| c.text_at(i))
+                .expect("band")
+        })
+        .collect();
     assert_eq!(bands, ["high", "premium", "high"]);
     let wrong = stage.map(&rows(&[json!({"customer": 1})])).expect("map");
     assert_eq!(wrong.errors.len(), 1);
@@ -265,7 +408,13 @@ fn high_value_filters_and_tags_orders() {
 #[test]
 fn sales_job_sums_per_store() {
     let runtime = runtime();
-    let mut parse = WasmParse::new(&runtime, &load(&runtime, "udf_parse_sales"), "sales", limits()).expect("stage");
+    let mut parse = WasmParse::new(
+        &runtime,
+        &load(&runtime, "udf_parse_sales"),
+        "sales",
+        limits(),
+    )
+    .expect("stage");
     let input: Vec<Vec<u8>> = [
         r#"{"store_id":"store-1","sale_amount":10.10,"sale_ts":1716467671000}"#,
         r#"{"store_id":"store-2","sale_amount":5,"sale_ts":"2024-05-23T12:34:32Z"}"#,
@@ -279,15 +428,34 @@ fn sales_job_sums_per_store() {
     .collect();
     let parsed = parse.parse(&raw(&input)).expect("parse");
     assert_eq!(parsed.origins, [0, 1, 2, 3]);
-    assert_eq!(parsed.errors.iter().map(|e| e.index).collect::<Vec<_>>(), [4, 5]);
-    let mut sum = WasmAggregate::new(&runtime, &load(&runtime, "udf_sum_sales"), "sum", limits()).expect("stage");
-    let got = aggregate(&mut sum, &parsed.rows, "store_id", (1_716_467_640_000, 1_716_467_700_000));
+    assert_eq!(
+        parsed.errors.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    let mut sum = WasmAggregate::new(&runtime, &load(&runtime, "udf_sum_sales"), "sum", limits())
+        .expect("stage");
+    let got = aggregate(
+        &mut sum,
+        &parsed.rows,
+        "store_id",
+        (1_716_467_640_000, 1_716_467_700_000),
+    );
     let totals: Vec<(String, f64, u64)> = got
         .iter()
-        .map(|r| (r["store_id"].as_str().unwrap_or_default().to_owned(), r["total_sales"].as_f64().unwrap_or(-1.0), r["sale_count"].as_u64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["store_id"].as_str().unwrap_or_default().to_owned(),
+                r["total_sales"].as_f64().unwrap_or(-1.0),
+                r["sale_count"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(
         totals,
-        [("store-1".to_owned(), 10.3, 2), ("store-2".to_owned(), 5.0, 1), ("3".to_owned(), 1.0, 1)]
+        [
+            ("store-1".to_owned(), 10.3, 2),
+            ("store-2".to_owned(), 5.0, 1),
+            ("3".to_owned(), 1.0, 1)
+        ]
     );
 }

@@ -1,5 +1,5 @@
 //! Shared helpers of the host's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use rivulet::udf::{Limits, ModuleCache, Runtime, UdfModule};
 use std::path::PathBuf;
