@@ -207,3 +207,56 @@ fn every_hostile_command_in_turn_leaves_the_stage_working() {
         "one fresh instance per trap (not for the output limit), plus the first"
     );
 }
+
+/// Collects formatted log lines for one test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_stdout_and_stderr_go_to_the_log_tagged_with_the_stage() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut stage = stage(Limits::default());
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(
+            outcomes(&mut stage, &["say:hello from the guest"]),
+            ["said"]
+        );
+        stage.parse(&batch(&["panic"])).expect_err("panics");
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stdout: hello from the guest") && l.contains("stage=hostile")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stderr: hello from the guest") && l.contains("stage=hostile")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("hostile guest panics on purpose")),
+        "{log}"
+    );
+}
