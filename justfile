@@ -42,8 +42,12 @@ bench: udfs
 try name input: (udf name)
     cargo run --release -q -p rivulet -- udf test target/wasm32-wasip2/wasm/udf_{{ replace(name, "-", "_") }}.wasm --input {{ input }}
 
-# The workshop's steps 1-4 over a sample file, each step a sandboxed component.
-demo: udfs build
+# The workshop live: embedded broker, seeder, steps 3+4 as components, results as windows fire.
+demo *args: udfs build
+    target/release/rivulet demo {{ args }}
+
+# The workshop's steps 1-4 over a sample file, one component at a time, no Kafka.
+walkthrough: udfs build
     #!/usr/bin/env bash
     set -euo pipefail
     rivulet=target/release/rivulet

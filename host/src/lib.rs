@@ -1,4 +1,21 @@
 //! rivulet: streaming pipelines whose step logic runs as sandboxed WebAssembly components.
+//!
+//! [`pipeline`] is the data flow; [`assemble`] builds it from a [`spec`]; the rest are its
+//! parts, one concern each.
 
+pub mod aggregate;
+pub mod assemble;
+pub mod dead_letter;
+pub mod delivery;
+pub mod emit;
+pub mod kafka;
+pub mod pipeline;
+pub mod seed;
+pub mod sink;
+pub mod source;
+pub mod spec;
 pub mod stage;
+pub mod transform;
 pub mod udf;
+pub mod window;
+pub mod windowing;

@@ -1,5 +1,9 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod broker;
+mod demo;
+mod run;
+mod seed;
 mod udf;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +22,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a pipeline spec until Ctrl-C (or the end of a bounded input).
+    Run(run::RunArgs),
+    /// Start an embedded Kafka-protocol broker (development only) and print its address.
+    Broker(broker::BrokerArgs),
+    /// Write the workshop's synthetic data into Kafka.
+    #[command(subcommand)]
+    Seed(seed::SeedCommand),
+    /// Everything on one machine: embedded broker, seeder, the workshop's steps, results live.
+    Demo(demo::DemoArgs),
     /// Work with one UDF component locally.
     #[command(subcommand)]
     Udf(udf::UdfCommand),
@@ -41,6 +54,10 @@ pub fn init_logging(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
     }
 }

@@ -1,0 +1,150 @@
+//! Built-in aggregates: count, sum, avg, min, max over a numeric field.
+
+use crate::spec::{BuiltinFn, BuiltinSpec};
+use rivulet_rows::Batch;
+use serde_json::Value;
+
+/// The running state of one built-in aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuiltinAcc {
+    Count(u64),
+    Sum(f64),
+    Avg { sum: f64, count: u64 },
+    Min(Option<f64>),
+    Max(Option<f64>),
+}
+
+/// The configured built-ins of a job, in output order.
+#[derive(Debug, Clone)]
+pub struct Builtins {
+    specs: Vec<BuiltinSpec>,
+}
+
+impl Builtins {
+    pub fn new(specs: Vec<BuiltinSpec>) -> Self {
+        Builtins { specs }
+    }
+
+    pub fn create(&self) -> Vec<BuiltinAcc> {
+        self.specs
+            .iter()
+            .map(|s| match s.function {
+                BuiltinFn::Count => BuiltinAcc::Count(0),
+                BuiltinFn::Sum => BuiltinAcc::Sum(0.0),
+                BuiltinFn::Avg => BuiltinAcc::Avg { sum: 0.0, count: 0 },
+                BuiltinFn::Min => BuiltinAcc::Min(None),
+                BuiltinFn::Max => BuiltinAcc::Max(None),
+            })
+            .collect()
+    }
+
+    /// Adds row `row` of `rows` to `accs`, all or nothing: a missing or non-numeric input
+    /// field is an error naming it, and changes nothing.
+    pub fn add(&self, accs: &mut [BuiltinAcc], rows: &Batch, row: usize) -> Result<(), String> {
+        let mut values = Vec::with_capacity(self.specs.len());
+        for spec in &self.specs {
+            let value = match (&spec.function, &spec.field) {
+                (BuiltinFn::Count, _) | (_, None) => 0.0,
+                (_, Some(field)) => {
+                    let column = rows
+                        .column(field)
+                        .ok_or_else(|| format!("field `{field}` is missing"))?;
+                    if column.is_null(row) {
+                        return Err(format!("field `{field}` is null"));
+                    }
+                    column
+                        .f64_at(row)
+                        .ok_or_else(|| format!("field `{field}` is not a number"))?
+                }
+            };
+            values.push(value);
+        }
+        for (acc, value) in accs.iter_mut().zip(values) {
+            match acc {
+                BuiltinAcc::Count(n) => *n += 1,
+                BuiltinAcc::Sum(sum) => *sum += value,
+                BuiltinAcc::Avg { sum, count } => {
+                    *sum += value;
+                    *count += 1;
+                }
+                BuiltinAcc::Min(min) => *min = Some(min.map_or(value, |m| m.min(value))),
+                BuiltinAcc::Max(max) => *max = Some(max.map_or(value, |m| m.max(value))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Output fields and values.
+    pub fn finish(&self, accs: &[BuiltinAcc]) -> Vec<(String, Value)> {
+        self.specs
+            .iter()
+            .zip(accs)
+            .map(|(spec, acc)| {
+                let value = match acc {
+                    BuiltinAcc::Count(n) => Value::from(*n),
+                    BuiltinAcc::Sum(sum) => number(*sum),
+                    BuiltinAcc::Avg { count: 0, .. } => Value::Null,
+                    BuiltinAcc::Avg { sum, count } => number(sum / *count as f64),
+                    BuiltinAcc::Min(v) | BuiltinAcc::Max(v) => v.map_or(Value::Null, number),
+                };
+                (spec.name.clone(), value)
+            })
+            .collect()
+    }
+}
+
+/// Whole numbers print without a fraction; others keep at most 6 decimals (no 0.1+0.2 noise).
+fn number(value: f64) -> Value {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        Value::from(value as i64)
+    } else {
+        let rounded = (value * 1e6).round() / 1e6;
+        serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rivulet_rows::BatchBuilder;
+    use serde_json::json;
+
+    fn spec(name: &str, function: BuiltinFn, field: Option<&str>) -> BuiltinSpec {
+        BuiltinSpec {
+            name: name.into(),
+            function,
+            field: field.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn computes_every_builtin_and_rejects_bad_rows_whole() {
+        let builtins = Builtins::new(vec![
+            spec("n", BuiltinFn::Count, None),
+            spec("total", BuiltinFn::Sum, Some("amount")),
+            spec("avg", BuiltinFn::Avg, Some("amount")),
+            spec("lo", BuiltinFn::Min, Some("amount")),
+            spec("hi", BuiltinFn::Max, Some("amount")),
+        ]);
+        let mut b = BatchBuilder::new();
+        for row in [
+            json!({"amount": 0.1}),
+            json!({"amount": 0.2}),
+            json!({"amount": null}),
+            json!({"amount": 3}),
+        ] {
+            b.push(&row).unwrap();
+        }
+        let rows = b.finish();
+        let mut accs = builtins.create();
+        for row in 0..4 {
+            let result = builtins.add(&mut accs, &rows, row);
+            assert_eq!(result.is_err(), row == 2);
+        }
+        let out: serde_json::Map<String, Value> = builtins.finish(&accs).into_iter().collect();
+        assert_eq!(
+            Value::Object(out),
+            json!({"n": 3, "total": 3.3, "avg": 1.1, "lo": 0.1, "hi": 3})
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! `rivulet broker`: an in-process Kafka-protocol broker for development (librdkafka's
+//! mock cluster). Not for production: in memory only, gone when the process exits.
+
+use super::run::stop_on_signals;
+use clap::Args;
+use rivulet::kafka::broker::EmbeddedBroker;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Topics to create, as name:partitions.
+    #[arg(long = "topic", default_values_t = ["partitioned-topic:3".to_string(), "flink-aggregates:1".to_string(), "sales:1".to_string()])]
+    topics: Vec<String>,
+}
+
+/// Parses `name:partitions` (partitions default to 1).
+pub fn topic_arg(text: &str) -> anyhow::Result<(String, i32)> {
+    match text.split_once(':') {
+        Some((name, n)) => Ok((
+            name.to_owned(),
+            n.parse()
+                .map_err(|_| anyhow::anyhow!("`{text}`: partitions must be a number"))?,
+        )),
+        None => Ok((text.to_owned(), 1)),
+    }
+}
+
+pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let broker = EmbeddedBroker::start(1)?;
+    for topic in &args.topics {
+        let (name, partitions) = topic_arg(topic)?;
+        broker.create_topic(&name, partitions)?;
+    }
+    println!("{}", broker.bootstrap_servers());
+    eprintln!(
+        "embedded broker (development only: in memory, gone on exit) at {}; topics: {}; Ctrl-C to stop",
+        broker.bootstrap_servers(),
+        args.topics.join(", ")
+    );
+    let stop = stop_on_signals()?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}

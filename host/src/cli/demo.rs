@@ -1,0 +1,186 @@
+//! `rivulet demo`: the workshop on one machine. An embedded broker, the order seeder, step
+//! 3+4 (parse → count per status in tumbling windows → format → `flink-aggregates`) as
+//! sandboxed components, and a tail of `flink-aggregates` printing results as they fire.
+
+use super::run::{duration, report, stop_on_signals};
+use anyhow::Context;
+use clap::Args;
+use rivulet::assemble::RunOptions;
+use rivulet::delivery::Holds;
+use rivulet::kafka::KafkaConfig;
+use rivulet::kafka::broker::EmbeddedBroker;
+use rivulet::kafka::sink::KafkaSink;
+use rivulet::kafka::source::now_millis;
+use rivulet::pipeline::Pipeline;
+use rivulet::seed::Orders;
+use rivulet::spec::PipelineSpec;
+use rivulet::udf::{ModuleCache, Runtime};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop by itself after this long (default: at Ctrl-C).
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    /// Tumbling window of step 3 (the workshop uses 30s).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    window: Duration,
+    /// Orders per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Where `just udfs` put the components.
+    #[arg(long, default_value = "target/wasm32-wasip2/wasm")]
+    udf_dir: PathBuf,
+}
+
+fn step34(udfs: &Path, window: Duration) -> String {
+    let module = |name: &str| {
+        udfs.join(format!("{name}.wasm"))
+            .display()
+            .to_string()
+            .replace('\\', "/")
+    };
+    format!(
+        r#"
+name = "demo-count-by-status"
+[source]
+kind = "kafka"
+topic = "partitioned-topic"
+assign = "all"
+[[stages]]
+name = "parse-orders"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "{}ms"
+[aggregate]
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "flink-aggregates"
+[dead_letters]
+topic = "orders-dlq"
+"#,
+        module("udf_parse_orders"),
+        window.as_millis(),
+        module("udf_count_by_status"),
+        module("udf_format_aggregate"),
+    )
+}
+
+const TAIL: &str = r#"
+name = "demo-tail"
+[source]
+kind = "kafka"
+topic = "flink-aggregates"
+assign = "all"
+[sink]
+kind = "stdout"
+"#;
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let step34 = PipelineSpec::parse(&step34(&args.udf_dir, args.window), Path::new("demo"))?;
+    let tail = PipelineSpec::parse(TAIL, Path::new("demo-tail"))?;
+    if !args.udf_dir.join("udf_parse_orders.wasm").is_file() {
+        anyhow::bail!(
+            "no components in {}: build them with `just udfs` (or run `just demo`)",
+            args.udf_dir.display()
+        );
+    }
+    let broker = EmbeddedBroker::start(1)?;
+    for (topic, partitions) in [
+        ("partitioned-topic", 3),
+        ("flink-aggregates", 1),
+        ("orders-dlq", 1),
+    ] {
+        broker.create_topic(topic, partitions)?;
+    }
+    let brokers = broker.bootstrap_servers();
+    eprintln!(
+        "rivulet demo: embedded broker at {brokers} (development only); orders at {}/s, 5% malformed",
+        args.rate
+    );
+    eprintln!(
+        "step 3+4: parse-orders → count per status, {}s tumbling windows → format → flink-aggregates",
+        args.window.as_secs_f64()
+    );
+    eprintln!(
+        "results appear below as windows fire; Ctrl-C stops{}",
+        args.duration
+            .map(|d| format!(" (or after {}s)", d.as_secs()))
+            .unwrap_or_default()
+    );
+
+    let stop = stop_on_signals()?;
+    if let Some(limit) = args.duration {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let runtime = Runtime::new(ModuleCache::default_location())?;
+    let options = |stop: &Arc<AtomicBool>| RunOptions {
+        brokers: Some(brokers.clone()),
+        runtime: runtime.clone(),
+        stop: stop.clone(),
+        connect_timeout: Some(Duration::from_secs(30)),
+        commit_every: Duration::from_secs(1),
+    };
+    let mut job = Pipeline::from_spec(&step34, &options(&stop))?;
+    let mut printer = Pipeline::from_spec(&tail, &options(&stop))?;
+
+    let seeder = {
+        let stop = stop.clone();
+        let config = KafkaConfig::new(brokers.clone());
+        let rate = args.rate;
+        std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
+            let mut sink = KafkaSink::open(&config, "partitioned-topic")?;
+            let mut orders = Orders::new(42, 0.05);
+            let started = Instant::now();
+            let (mut written, mut malformed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let due = started + Duration::from_secs_f64(written as f64 / rate.max(0.1));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
+                    sink.poll()?;
+                    continue;
+                }
+                let order = orders.next(now_millis());
+                malformed += u64::from(order.malformed);
+                sink.send(
+                    Some(order.key.as_bytes()),
+                    order.payload.as_bytes(),
+                    &[],
+                    Holds::new(),
+                )?;
+                written += 1;
+            }
+            sink.flush(Duration::from_secs(10))?;
+            Ok((written, malformed))
+        })
+    };
+    let printing = std::thread::spawn(move || {
+        let result = printer.run();
+        (printer, result)
+    });
+    let result = job.run();
+    stop.store(true, Ordering::Relaxed);
+    let (written, malformed) = seeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the seeder panicked"))??;
+    let (_printer, printed) = printing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the printer panicked"))?;
+    eprintln!("seeded {written} orders ({malformed} malformed)");
+    report(&job);
+    result.context("step 3+4")?;
+    printed.context("printer")?;
+    Ok(())
+}

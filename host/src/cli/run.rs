@@ -1,0 +1,93 @@
+//! `rivulet run <pipeline.toml>`: runs one job until Ctrl-C (or the end of a bounded input).
+
+use anyhow::Context;
+use clap::Args;
+use rivulet::assemble::RunOptions;
+use rivulet::pipeline::Pipeline;
+use rivulet::spec::PipelineSpec;
+use rivulet::udf::{ModuleCache, Runtime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's spec (see `pipelines/`).
+    spec: PathBuf,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Commit offsets at most this often.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    commit_every: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (the workshop's: localhost:9094 from the host, kafka1:9092 in compose).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub brokers: Option<String>,
+    /// Give up when Kafka stays unreachable this long (default: keep retrying).
+    #[arg(long, value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
+}
+
+pub fn duration(text: &str) -> Result<Duration, String> {
+    rivulet::spec::parse_duration(text)
+}
+
+/// Ctrl-C and SIGTERM set the returned flag.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handler")?;
+    }
+    Ok(stop)
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let spec = PipelineSpec::load(&args.spec)?;
+    let options = RunOptions {
+        brokers: args.kafka.brokers,
+        runtime: Runtime::new(ModuleCache::default_location())?,
+        stop: stop_on_signals()?,
+        connect_timeout: args.kafka.connect_timeout,
+        commit_every: args.commit_every,
+    };
+    let mut pipeline = Pipeline::from_spec(&spec, &options)?;
+    tracing::info!(job = %spec.name, source = pipeline.source.name(), sink = %pipeline.emitter.sink.describe(), "running");
+    let result = pipeline.run();
+    report(&pipeline);
+    Ok(result?)
+}
+
+/// Counters of a finished or stopped job, in the log.
+pub fn report(pipeline: &Pipeline) {
+    tracing::info!(job = %pipeline.name, records = pipeline.records, "stopped");
+    for (stage, stats) in &pipeline.transform.stats {
+        tracing::info!(
+            stage,
+            records_in = stats.records_in,
+            rows_out = stats.rows_out,
+            rejected = stats.rejected,
+            failed_batches = stats.failed_batches,
+            "stage"
+        );
+    }
+    if let Some(windowing) = &pipeline.windowing {
+        let s = windowing.stats();
+        tracing::info!(
+            rows = s.rows,
+            results = s.results,
+            late_updates = s.late_updates,
+            too_late = s.too_late,
+            "windows"
+        );
+    }
+    let (sent, acked) = pipeline.emitter.sink.counts();
+    tracing::info!(sink = %pipeline.emitter.sink.describe(), sent, acked, "sink");
+    for (stage, count) in pipeline.dead.counts() {
+        tracing::info!(stage, count, "dead letters");
+    }
+}

@@ -1,0 +1,116 @@
+//! `rivulet seed orders|sales`: the workshop's synthetic input, into Kafka.
+
+use super::run::{KafkaArgs, stop_on_signals};
+use clap::{Args, Subcommand};
+use rivulet::delivery::Holds;
+use rivulet::kafka::KafkaConfig;
+use rivulet::kafka::sink::KafkaSink;
+use rivulet::kafka::source::now_millis;
+use rivulet::seed::{Orders, Sales, Seeded};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Orders into `partitioned-topic` (keyed by customer).
+    Orders {
+        #[command(flatten)]
+        common: SeedArgs,
+        #[arg(long, default_value = "partitioned-topic")]
+        topic: String,
+        /// Share of deliberately malformed orders (0 to 1).
+        #[arg(long, default_value_t = 0.05)]
+        malformed_ratio: f64,
+    },
+    /// Sales of three stores into `sales` (keyed by store).
+    Sales {
+        #[command(flatten)]
+        common: SeedArgs,
+        #[arg(long, default_value = "sales")]
+        topic: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Records per second (0: as fast as possible).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Records to write (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Random seed (same seed, same records).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn run(command: SeedCommand) -> anyhow::Result<()> {
+    let stop = stop_on_signals()?;
+    match command {
+        SeedCommand::Orders {
+            common,
+            topic,
+            malformed_ratio,
+        } => {
+            let mut orders = Orders::new(common.seed, malformed_ratio);
+            seed(&common, &topic, &stop, move |ts| orders.next(ts))
+        }
+        SeedCommand::Sales { common, topic } => {
+            let mut sales = Sales::new(common.seed);
+            let rate = if common.rate == 10.0 {
+                1.0
+            } else {
+                common.rate
+            };
+            let common = SeedArgs { rate, ..common };
+            seed(&common, &topic, &stop, move |ts| sales.next(ts))
+        }
+    }
+}
+
+/// Writes generated records at `rate` until `count` or `stop`; returns how many.
+pub fn seed(
+    args: &SeedArgs,
+    topic: &str,
+    stop: &Arc<AtomicBool>,
+    mut next: impl FnMut(i64) -> Seeded,
+) -> anyhow::Result<()> {
+    let brokers = args
+        .kafka
+        .brokers
+        .clone()
+        .unwrap_or_else(|| rivulet::assemble::DEFAULT_BROKERS.to_owned());
+    let mut sink = KafkaSink::open(&KafkaConfig::new(brokers.clone()), topic)?;
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut malformed = 0u64;
+    while !stop.load(Ordering::Relaxed) && (args.count == 0 || written < args.count) {
+        if args.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(written as f64 / args.rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
+                sink.poll()?;
+                continue;
+            }
+        }
+        let record = next(now_millis());
+        malformed += u64::from(record.malformed);
+        sink.send(
+            Some(record.key.as_bytes()),
+            record.payload.as_bytes(),
+            &[],
+            Holds::new(),
+        )?;
+        written += 1;
+        if written % 1000 == 0 {
+            sink.poll()?;
+            tracing::info!(topic, written, malformed, "seeding");
+        }
+    }
+    sink.flush(Duration::from_secs(30))?;
+    tracing::info!(topic, written, malformed, brokers = %brokers, "seeded");
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Dead letters: records a stage rejected or trapped on, sent on with headers saying which
+//! stage, why, and where the record came from.
+
+use crate::delivery::{Holds, hold};
+use crate::sink::{Sink, SinkError};
+use crate::spec::OnError;
+use std::collections::BTreeMap;
+
+/// Header names on dead-letter records.
+pub const STAGE: &str = "rivulet.stage";
+pub const ERROR: &str = "rivulet.error";
+pub const SOURCE_TOPIC: &str = "rivulet.source.topic";
+pub const SOURCE_PARTITION: &str = "rivulet.source.partition";
+pub const SOURCE_OFFSET: &str = "rivulet.source.offset";
+
+/// A record that failed, and where it came from.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    pub stage: &'a str,
+    pub error: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// The policy in force and where dead letters go; counts per stage.
+pub struct DeadLetters {
+    sink: Option<Sink>,
+    counts: BTreeMap<String, u64>,
+    dropped: BTreeMap<String, u64>,
+}
+
+/// A stage's policy said `fail`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stage `{stage}` rejected record {topic}/{partition}@{offset} and its policy is `fail`: {error}"
+)]
+pub struct FailPolicy {
+    pub stage: String,
+    pub error: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error(transparent)]
+    Fail(#[from] FailPolicy),
+    #[error("dead-letter sink: {0}")]
+    Sink(#[from] SinkError),
+}
+
+impl DeadLetters {
+    pub fn new(sink: Option<Sink>) -> Self {
+        DeadLetters {
+            sink,
+            counts: BTreeMap::new(),
+            dropped: BTreeMap::new(),
+        }
+    }
+
+    /// Handles one failed record under `policy`.
+    pub fn handle(
+        &mut self,
+        policy: OnError,
+        letter: &DeadLetter<'_>,
+    ) -> Result<(), DeadLetterError> {
+        match policy {
+            OnError::Fail => Err(FailPolicy {
+                stage: letter.stage.to_owned(),
+                error: letter.error.to_owned(),
+                topic: letter.topic.to_owned(),
+                partition: letter.partition,
+                offset: letter.offset,
+            }
+            .into()),
+            OnError::Drop => {
+                *self.dropped.entry(letter.stage.to_owned()).or_default() += 1;
+                Ok(())
+            }
+            OnError::Dlq => {
+                *self.counts.entry(letter.stage.to_owned()).or_default() += 1;
+                match &mut self.sink {
+                    Some(sink) => {
+                        let partition = letter.partition.to_string();
+                        let offset = letter.offset.to_string();
+                        let headers: [(&str, &[u8]); 5] = [
+                            (STAGE, letter.stage.as_bytes()),
+                            (ERROR, letter.error.as_bytes()),
+                            (SOURCE_TOPIC, letter.topic.as_bytes()),
+                            (SOURCE_PARTITION, partition.as_bytes()),
+                            (SOURCE_OFFSET, offset.as_bytes()),
+                        ];
+                        let holds = if letter.offset >= 0 {
+                            hold(letter.partition, letter.offset)
+                        } else {
+                            Holds::new()
+                        };
+                        sink.send(letter.key, letter.payload, &headers, holds)?;
+                    }
+                    None => tracing::warn!(
+                        stage = letter.stage,
+                        source = format!("{}/{}@{}", letter.topic, letter.partition, letter.offset),
+                        "dead letter (no dead-letter topic configured): {}",
+                        letter.error
+                    ),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn sink(&self) -> Option<&Sink> {
+        self.sink.as_ref()
+    }
+
+    pub fn sink_mut(&mut self) -> Option<&mut Sink> {
+        self.sink.as_mut()
+    }
+
+    /// Dead letters per stage.
+    pub fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
+    }
+
+    /// Dropped records per stage (policy `drop`).
+    pub fn dropped(&self) -> &BTreeMap<String, u64> {
+        &self.dropped
+    }
+}

@@ -1,0 +1,201 @@
+//! The Kafka sink: an idempotent producer (acks=all) that tracks every record until the
+//! broker acknowledges it, and with it the source offsets the record depends on.
+
+use super::{KafkaConfig, KafkaError, LogContext};
+use crate::delivery::Holds;
+use rdkafka::ClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Producer context: collects delivery outcomes by record id.
+#[derive(Default)]
+pub struct SinkContext {
+    log: LogContext,
+    outcomes: Arc<Mutex<Vec<(u64, Result<(), String>)>>>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((err, _)) => Err(err.to_string()),
+        };
+        self.outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((*id, outcome));
+    }
+}
+
+/// A topic being written.
+pub struct KafkaSink {
+    producer: BaseProducer<SinkContext>,
+    topic: String,
+    next_id: u64,
+    in_flight: BTreeMap<u64, Holds>,
+    outcomes: Arc<Mutex<Vec<(u64, Result<(), String>)>>>,
+    sent: u64,
+    acked: u64,
+}
+
+impl KafkaSink {
+    pub fn open(config: &KafkaConfig, topic: &str) -> Result<Self, KafkaError> {
+        let context = SinkContext::default();
+        let outcomes = context.outcomes.clone();
+        let producer: BaseProducer<SinkContext> = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "300000")
+            .create_with_context(context)
+            .map_err(KafkaError::client(format!(
+                "creating the producer for `{topic}`"
+            )))?;
+        Ok(KafkaSink {
+            producer,
+            topic: topic.to_owned(),
+            next_id: 0,
+            in_flight: BTreeMap::new(),
+            outcomes,
+            sent: 0,
+            acked: 0,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Queues a record; `holds` are the source offsets that must stay uncommitted until the
+    /// broker has it.
+    pub fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+        holds: Holds,
+    ) -> Result<(), KafkaError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (key, value) in headers {
+            owned = owned.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let topic = self.topic.clone();
+        let mut record = BaseRecord::with_opaque_to(&topic, Box::new(id)).payload(payload);
+        if !headers.is_empty() {
+            record = record.headers(owned);
+        }
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(50));
+                    self.collect()?;
+                }
+                Err((err, _)) => {
+                    return Err(KafkaError::Delivery {
+                        topic: self.topic.clone(),
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+        self.in_flight.insert(id, holds);
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn collect(&mut self) -> Result<(), KafkaError> {
+        let outcomes =
+            std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(PoisonError::into_inner));
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    self.in_flight.remove(&id);
+                    self.acked += 1;
+                }
+                Err(reason) => {
+                    return Err(KafkaError::Delivery {
+                        topic: self.topic.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves delivery reports; a record the producer gave up on is an error (at-least-once
+    /// cannot drop it: the pipeline stops and its offsets stay uncommitted).
+    pub fn poll(&mut self) -> Result<(), KafkaError> {
+        self.producer.poll(Duration::ZERO);
+        self.collect()
+    }
+
+    /// Waits until everything sent is acknowledged, or `timeout`.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
+        while !self.in_flight.is_empty() && Instant::now() < deadline {
+            let _ = self.producer.flush(Duration::from_millis(100));
+            self.poll()?;
+        }
+        if self.in_flight.is_empty() {
+            Ok(())
+        } else {
+            Err(KafkaError::Delivery {
+                topic: self.topic.clone(),
+                reason: format!(
+                    "{} records unacknowledged after {timeout:?}",
+                    self.in_flight.len()
+                ),
+            })
+        }
+    }
+
+    /// The smallest held offset per partition over records not yet acknowledged.
+    pub fn holds(&self) -> Holds {
+        let mut min = Holds::new();
+        for holds in self.in_flight.values() {
+            crate::delivery::merge_min(&mut min, holds);
+        }
+        min
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// (sent, acknowledged)
+    pub fn counts(&self) -> (u64, u64) {
+        (self.sent, self.acked)
+    }
+}

@@ -1,0 +1,153 @@
+//! One streaming job, as data flows through it:
+//!
+//! source → parse → map… → (key → window → aggregate → fire) → format → sink,
+//! with rejected records to the dead letters and offsets committed once nothing
+//! downstream holds them (at-least-once).
+
+use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::delivery::{self, Holds, hold};
+use crate::emit::Emitter;
+use crate::sink::{SinkError, all_holds};
+use crate::source::{Source, SourceError};
+use crate::spec::BatchSpec;
+use crate::transform::Transform;
+use crate::windowing::Windowing;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error(transparent)]
+    Udf(#[from] crate::udf::UdfError),
+}
+
+pub struct Pipeline {
+    pub name: String,
+    pub source: Source,
+    pub transform: Transform,
+    pub windowing: Option<Windowing>,
+    pub emitter: Emitter,
+    pub dead: DeadLetters,
+    pub batch: BatchSpec,
+    pub commit_every: Duration,
+    pub stop: Arc<AtomicBool>,
+    pub records: u64,
+}
+
+impl Pipeline {
+    /// Runs until stopped, or until a bounded source is exhausted and every window fired.
+    pub fn run(&mut self) -> Result<(), PipelineError> {
+        let topic = self.source.name().to_owned();
+        self.reset_windows(&self.source.partitions());
+        let mut last_commit = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(partitions) = self.source.take_rebalance() {
+                self.reset_windows(&partitions);
+            }
+            let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
+            self.records += u64::from(raw.len);
+            if raw.len > 0 {
+                let (rows, origins) = self.transform.run(&raw, &topic, &mut self.dead)?;
+                match &mut self.windowing {
+                    Some(windowing) => {
+                        windowing.ingest(&raw, &rows, &origins, &topic, &mut self.dead)?
+                    }
+                    None => {
+                        let holds: Vec<Holds> = origins
+                            .iter()
+                            .map(|&o| hold(raw.partitions[o as usize], raw.offsets[o as usize]))
+                            .collect();
+                        self.emitter.emit(&rows, &holds, &topic, &mut self.dead)?;
+                    }
+                }
+            }
+            if let Some(windowing) = &mut self.windowing {
+                let results = windowing.fire(&topic, &mut self.dead)?;
+                self.emitter
+                    .emit(&results.rows, &results.holds, &topic, &mut self.dead)?;
+            }
+            self.serve_sinks()?;
+            if last_commit.elapsed() >= self.commit_every {
+                self.commit(false)?;
+                last_commit = Instant::now();
+            }
+            if self.source.at_end() {
+                if let Some(windowing) = &mut self.windowing {
+                    let results = windowing.drain(&topic, &mut self.dead)?;
+                    self.emitter
+                        .emit(&results.rows, &results.holds, &topic, &mut self.dead)?;
+                }
+                break;
+            }
+        }
+        self.shutdown()
+    }
+
+    fn reset_windows(&mut self, partitions: &[i32]) {
+        let restored = self.source.restored_watermarks();
+        if let Some(windowing) = &mut self.windowing {
+            windowing.reset(partitions, &restored);
+        }
+    }
+
+    /// How long to wait for input: the batch wait, shortened to the next window timer.
+    fn poll_wait(&self) -> Duration {
+        let timer = self.windowing.as_ref().and_then(Windowing::next_timer_ms);
+        match timer {
+            Some(ms) => self
+                .batch
+                .max_wait
+                .min(Duration::from_millis(ms.max(0) as u64)),
+            None => self.batch.max_wait,
+        }
+    }
+
+    fn sinks_mut(&mut self) -> impl Iterator<Item = &mut crate::sink::Sink> {
+        let late = self.windowing.as_mut().and_then(Windowing::late_sink);
+        std::iter::once(&mut self.emitter.sink)
+            .chain(self.dead.sink_mut())
+            .chain(late)
+    }
+
+    fn serve_sinks(&mut self) -> Result<(), PipelineError> {
+        for sink in self.sinks_mut() {
+            sink.poll()?;
+        }
+        Ok(())
+    }
+
+    /// Commits every partition up to its smallest held offset.
+    fn commit(&mut self, sync: bool) -> Result<(), PipelineError> {
+        let mut holds = vec![all_holds(
+            std::iter::once(&self.emitter.sink).chain(self.dead.sink()),
+        )];
+        if let Some(windowing) = &self.windowing {
+            holds.push(windowing.holds());
+            holds.extend(windowing.late_sink_ref().map(|s| s.holds()));
+        }
+        let offsets = delivery::committable(&self.source.positions(), &holds);
+        let watermarks = match &self.windowing {
+            Some(windowing) => windowing.partition_watermarks(&self.source.partitions()),
+            None => Default::default(),
+        };
+        self.source.commit(&offsets, &watermarks, sync)?;
+        Ok(())
+    }
+
+    /// Flushes every sink and commits what is safe.
+    fn shutdown(&mut self) -> Result<(), PipelineError> {
+        for sink in self.sinks_mut() {
+            sink.flush(Duration::from_secs(30))?;
+        }
+        self.commit(true)
+    }
+}

@@ -1,0 +1,141 @@
+//! Where results go: a Kafka topic, standard output or a file. Every sink takes a record
+//! with the source offsets it holds, and releases them once the record is safe.
+
+use crate::delivery::{Holds, merge_min};
+use crate::kafka::sink::KafkaSink;
+use crate::kafka::{KafkaConfig, KafkaError};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("cannot write {target}: {source}")]
+    Io {
+        target: String,
+        source: std::io::Error,
+    },
+}
+
+/// A line-oriented sink: each record's payload on one line; safe once flushed.
+pub struct LineSink {
+    target: String,
+    out: Box<dyn Write + Send>,
+    written: u64,
+}
+
+impl LineSink {
+    pub fn stdout() -> Self {
+        LineSink {
+            target: "standard output".into(),
+            out: Box::new(std::io::stdout()),
+            written: 0,
+        }
+    }
+
+    pub fn file(path: &Path) -> Result<Self, SinkError> {
+        let target = path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| SinkError::Io {
+                target: target.clone(),
+                source,
+            })?;
+        Ok(LineSink {
+            target,
+            out: Box::new(std::io::BufWriter::new(file)),
+            written: 0,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> SinkError {
+        SinkError::Io {
+            target: self.target.clone(),
+            source,
+        }
+    }
+}
+
+/// One of the sinks.
+pub enum Sink {
+    Kafka(KafkaSink),
+    Lines(LineSink),
+}
+
+impl Sink {
+    pub fn kafka(config: &KafkaConfig, topic: &str) -> Result<Self, SinkError> {
+        Ok(Sink::Kafka(KafkaSink::open(config, topic)?))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Kafka(k) => format!("topic `{}`", k.topic()),
+            Sink::Lines(l) => l.target.clone(),
+        }
+    }
+
+    pub fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+        holds: Holds,
+    ) -> Result<(), SinkError> {
+        match self {
+            Sink::Kafka(kafka) => Ok(kafka.send(key, payload, headers, holds)?),
+            Sink::Lines(lines) => {
+                let result = lines
+                    .out
+                    .write_all(payload)
+                    .and_then(|()| lines.out.write_all(b"\n"));
+                result.map_err(|err| lines.io(err))?;
+                lines.written += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves acknowledgements (Kafka) or flushes (lines).
+    pub fn poll(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Kafka(kafka) => Ok(kafka.poll()?),
+            Sink::Lines(lines) => lines.out.flush().map_err(|err| lines.io(err)),
+        }
+    }
+
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        match self {
+            Sink::Kafka(kafka) => Ok(kafka.flush(timeout)?),
+            Sink::Lines(lines) => lines.out.flush().map_err(|err| lines.io(err)),
+        }
+    }
+
+    /// Offsets still held by records not yet safe.
+    pub fn holds(&self) -> Holds {
+        match self {
+            Sink::Kafka(kafka) => kafka.holds(),
+            Sink::Lines(_) => Holds::new(),
+        }
+    }
+
+    /// Records written (and, for Kafka, acknowledged).
+    pub fn counts(&self) -> (u64, u64) {
+        match self {
+            Sink::Kafka(kafka) => kafka.counts(),
+            Sink::Lines(lines) => (lines.written, lines.written),
+        }
+    }
+}
+
+/// The holds of several sinks together.
+pub fn all_holds<'a>(sinks: impl IntoIterator<Item = &'a Sink>) -> Holds {
+    let mut holds = Holds::new();
+    for sink in sinks {
+        merge_min(&mut holds, &sink.holds());
+    }
+    holds
+}

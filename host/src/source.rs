@@ -1,0 +1,144 @@
+//! Where records come from: a Kafka topic, or lines of a file or standard input (replays
+//! and benchmarks; one record per line, offsets are line numbers, partition 0).
+
+use crate::delivery::Holds;
+use crate::kafka::KafkaError;
+use crate::kafka::source::{KafkaSource, now_millis};
+use rivulet_rows::RawBatch;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::time::Duration;
+
+/// Lines of a file or of standard input.
+pub struct LineSource {
+    name: String,
+    reader: Box<dyn BufRead + Send>,
+    next: i64,
+    ended: bool,
+}
+
+impl LineSource {
+    pub fn file(path: &std::path::Path) -> Result<Self, std::io::Error> {
+        let file = std::fs::File::open(path)?;
+        Ok(LineSource {
+            name: path.display().to_string(),
+            reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            next: 0,
+            ended: false,
+        })
+    }
+
+    pub fn stdin() -> Self {
+        LineSource {
+            name: "stdin".into(),
+            reader: Box::new(std::io::BufReader::new(std::io::stdin())),
+            next: 0,
+            ended: false,
+        }
+    }
+
+    fn poll(&mut self, max: usize) -> Result<RawBatch, std::io::Error> {
+        let mut batch = RawBatch::new();
+        let mut line = Vec::new();
+        let now = now_millis();
+        while (batch.len as usize) < max && !self.ended {
+            line.clear();
+            if self.reader.read_until(b'\n', &mut line)? == 0 {
+                self.ended = true;
+                break;
+            }
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            batch.push(None, &line, now, 0, self.next, &[]);
+            self.next += 1;
+        }
+        Ok(batch)
+    }
+}
+
+/// A job's source.
+pub enum Source {
+    Kafka(KafkaSource),
+    Lines(LineSource),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("cannot read {name}: {source}")]
+    Io {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+impl Source {
+    /// The topic (or file) records come from, for dead-letter headers.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Kafka(kafka) => kafka.topic(),
+            Source::Lines(lines) => &lines.name,
+        }
+    }
+
+    pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, SourceError> {
+        match self {
+            Source::Kafka(kafka) => Ok(kafka.poll(max, wait)),
+            Source::Lines(lines) => lines.poll(max).map_err(|source| SourceError::Io {
+                name: lines.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn at_end(&self) -> bool {
+        match self {
+            Source::Kafka(kafka) => kafka.at_end(),
+            Source::Lines(lines) => lines.ended,
+        }
+    }
+
+    /// Next offset to read, per partition.
+    pub fn positions(&self) -> Holds {
+        match self {
+            Source::Kafka(kafka) => kafka.positions().clone(),
+            Source::Lines(lines) => BTreeMap::from([(0, lines.next)]),
+        }
+    }
+
+    pub fn partitions(&self) -> Vec<i32> {
+        match self {
+            Source::Kafka(kafka) => kafka.partitions().to_vec(),
+            Source::Lines(_) => vec![0],
+        }
+    }
+
+    pub fn restored_watermarks(&self) -> BTreeMap<i32, i64> {
+        match self {
+            Source::Kafka(kafka) => kafka.restored_watermarks().clone(),
+            Source::Lines(_) => BTreeMap::new(),
+        }
+    }
+
+    pub fn take_rebalance(&mut self) -> Option<Vec<i32>> {
+        match self {
+            Source::Kafka(kafka) => kafka.take_rebalance(),
+            Source::Lines(_) => None,
+        }
+    }
+
+    /// Commits offsets (Kafka only; lines have nothing to commit).
+    pub fn commit(
+        &mut self,
+        offsets: &Holds,
+        watermarks: &BTreeMap<i32, i64>,
+        sync: bool,
+    ) -> Result<usize, SourceError> {
+        match self {
+            Source::Kafka(kafka) => Ok(kafka.commit(offsets, watermarks, sync)?),
+            Source::Lines(_) => Ok(0),
+        }
+    }
+}

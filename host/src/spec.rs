@@ -1,0 +1,537 @@
+//! Pipeline specs: one TOML file per job (see `pipelines/`). Parsing names the offending
+//! field and line; validation names the field and why.
+
+use crate::udf::Limits;
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A spec that cannot be used, with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read pipeline spec {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pipeline spec {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("pipeline spec {}: `{field}`: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+/// One streaming job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Names the job in logs, metrics and default group/topic names.
+    pub name: String,
+    pub source: SourceSpec,
+    /// Parse (at most one, first) and map steps, in order.
+    #[serde(default)]
+    pub stages: Vec<StageSpec>,
+    pub window: Option<WindowSpec>,
+    pub aggregate: Option<AggregateSpec>,
+    pub format: Option<FormatSpec>,
+    pub sink: SinkSpec,
+    #[serde(default)]
+    pub dead_letters: DeadLetterSpec,
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+    #[serde(default)]
+    pub batch: BatchSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// A Kafka topic.
+    Kafka {
+        topic: String,
+        /// Consumer group (default `rivulet-<name>`); offsets are committed here.
+        group: Option<String>,
+        #[serde(default)]
+        start: StartAt,
+        #[serde(default)]
+        assign: AssignMode,
+        /// Stop at the end offsets seen at start, after emitting every window.
+        #[serde(default)]
+        bounded: bool,
+    },
+    /// A file of records, one per line (replays, benchmarks). Ends when the file does.
+    File { path: PathBuf },
+    /// Standard input, one record per line.
+    Stdin,
+}
+
+/// Where a Kafka source starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// The group's committed offsets; where there are none, the earliest.
+    #[default]
+    Committed,
+    /// The beginning of every partition, whatever was committed.
+    Earliest,
+    /// The end of every partition: only new records.
+    Latest,
+}
+
+/// How a Kafka source gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignMode {
+    /// Join the consumer group; partitions are balanced across instances.
+    #[default]
+    Group,
+    /// Read every partition of the topic without a group join (offsets still committed
+    /// to the group). Starts at once; one instance per job.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Parse,
+    Map,
+}
+
+/// What happens to a record a stage rejects or traps on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Send it to the dead-letter topic (or file) with headers saying why.
+    #[default]
+    Dlq,
+    /// Count it and drop it.
+    Drop,
+    /// Stop the pipeline with the error.
+    Fail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    pub kind: StageKind,
+    /// The component; relative paths are relative to the spec file.
+    pub module: Option<PathBuf>,
+    /// A built-in step instead of a module: `json` (parse: each payload a JSON object).
+    pub builtin: Option<String>,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Which clock windows follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeDomain {
+    /// Arrival time at rivulet; windows fire on the wall clock, even without input.
+    #[default]
+    Processing,
+    /// A timestamp carried by each record; windows fire on the watermark.
+    Event,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// The row field to key by (`status`); absent: one key for all rows.
+    pub key: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub size: Duration,
+    #[serde(default)]
+    pub time: TimeDomain,
+    /// Event time: a row field (epoch ms or ISO-8601 text), or `kafka` for the record timestamp.
+    pub timestamp: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub out_of_orderness: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    pub allowed_lateness: Duration,
+    /// A partition without records for this long stops holding the watermark back.
+    #[serde(default = "default_idle", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Records later than the allowed lateness go here (else they are counted and dropped).
+    pub late_topic: Option<String>,
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    /// A Wasm aggregate component.
+    pub module: Option<PathBuf>,
+    /// Built-in aggregates instead.
+    #[serde(default)]
+    pub builtin: Vec<BuiltinSpec>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinFn {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinSpec {
+    /// Output field (`order_count`).
+    pub name: String,
+    #[serde(rename = "fn")]
+    pub function: BuiltinFn,
+    /// Input field (all but `count`).
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    pub module: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// A Kafka topic (idempotent producer, acks=all). `key`: a row field for the record key.
+    Kafka { topic: String, key: Option<String> },
+    /// Standard output, one record per line.
+    Stdout,
+    /// A file, appended one record per line.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSpec {
+    /// Topic for rejected records (default `<name>-dlq` when the job uses Kafka).
+    pub topic: Option<String>,
+    /// A file instead of a topic.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSpec {
+    /// Bootstrap servers; `--brokers` and `KAFKA_BOOTSTRAP_SERVERS` override it.
+    pub brokers: Option<String>,
+    /// Extra librdkafka properties for every client.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Records per batch through the stages.
+    pub max_records: usize,
+    /// How long a batch may wait to fill.
+    #[serde(deserialize_with = "duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_records: 1024,
+            max_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// `"30s"`, `"500ms"`, `"1m"`, `"2h"`, or a number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like \"30s\", \"500ms\" or \"1m\""))?;
+    let millis = match unit.trim() {
+        "ms" => value,
+        "" | "s" => value * 1000.0,
+        "m" | "min" => value * 60_000.0,
+        "h" => value * 3_600_000.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !millis.is_finite() || millis < 0.0 || millis > 1e15 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_micros((millis * 1000.0) as u64))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+impl PipelineSpec {
+    /// Reads, parses and validates a spec; module paths become relative to the spec's folder.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut spec = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        spec.resolve_paths(base);
+        Ok(spec)
+    }
+
+    /// Parses and validates spec text (`path` is for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SpecError> {
+        let spec: PipelineSpec = toml::from_str(text).map_err(|err| SpecError::Parse {
+            path: path.to_owned(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })?;
+        spec.validate(path)?;
+        Ok(spec)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for stage in &mut self.stages {
+            if let Some(module) = &mut stage.module {
+                fix(module);
+            }
+        }
+        if let Some(module) = self.aggregate.as_mut().and_then(|a| a.module.as_mut()) {
+            fix(module);
+        }
+        if let Some(format) = &mut self.format {
+            fix(&mut format.module);
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), SpecError> {
+        let invalid = |field: &str, reason: &str| {
+            Err(SpecError::Invalid {
+                path: path.to_owned(),
+                field: field.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.name.trim().is_empty() {
+            return invalid("name", "must not be empty");
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            let field = format!("stages[{i}]");
+            if stage.kind == StageKind::Parse && i != 0 {
+                return invalid(
+                    &format!("{field}.kind"),
+                    "a parse stage must be the first stage",
+                );
+            }
+            match (&stage.module, &stage.builtin) {
+                (Some(_), Some(_)) => {
+                    return invalid(&field, "give `module` or `builtin`, not both");
+                }
+                (None, None) => {
+                    return invalid(&field, "needs `module` (a component) or `builtin`");
+                }
+                (None, Some(b)) if !(stage.kind == StageKind::Parse && b == "json") => {
+                    return invalid(
+                        &format!("{field}.builtin"),
+                        "the only built-in stage is `json` (a parse stage)",
+                    );
+                }
+                _ => {}
+            }
+            if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                return invalid(&format!("{field}.name"), "stage names must be unique");
+            }
+        }
+        match (&self.window, &self.aggregate) {
+            (Some(_), None) => return invalid("aggregate", "a window needs an [aggregate]"),
+            (None, Some(_)) => return invalid("window", "an [aggregate] needs a [window]"),
+            _ => {}
+        }
+        if let Some(window) = &self.window {
+            if window.size.as_millis() == 0 {
+                return invalid("window.size", "must be at least 1ms");
+            }
+            if window.time == TimeDomain::Event && window.timestamp.is_none() {
+                return invalid(
+                    "window.timestamp",
+                    "event time needs a timestamp field (or \"kafka\")",
+                );
+            }
+            if window.time == TimeDomain::Processing && window.timestamp.is_some() {
+                return invalid(
+                    "window.timestamp",
+                    "only event-time windows read a timestamp (set time = \"event\")",
+                );
+            }
+        }
+        if let Some(aggregate) = &self.aggregate {
+            match (&aggregate.module, aggregate.builtin.is_empty()) {
+                (Some(_), false) => {
+                    return invalid("aggregate", "give `module` or `builtin`, not both");
+                }
+                (None, true) => {
+                    return invalid(
+                        "aggregate",
+                        "needs `module` (a component) or `builtin` aggregates",
+                    );
+                }
+                _ => {}
+            }
+            for (i, builtin) in aggregate.builtin.iter().enumerate() {
+                if builtin.function != BuiltinFn::Count && builtin.field.is_none() {
+                    return invalid(
+                        &format!("aggregate.builtin[{i}].field"),
+                        "needs the input field",
+                    );
+                }
+            }
+        }
+        if self.batch.max_records == 0 || self.batch.max_records > 1_000_000 {
+            return invalid("batch.max_records", "must be between 1 and 1000000");
+        }
+        Ok(())
+    }
+
+    /// Whether any part of the job talks to Kafka.
+    pub fn uses_kafka(&self) -> bool {
+        matches!(self.source, SourceSpec::Kafka { .. })
+            || matches!(self.sink, SinkSpec::Kafka { .. })
+            || self.dead_letters.topic.is_some()
+            || self.window.as_ref().is_some_and(|w| w.late_topic.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP3: &str = r#"
+        name = "count-by-status"
+        [source]
+        kind = "kafka"
+        topic = "partitioned-topic"
+        [[stages]]
+        name = "parse"
+        kind = "parse"
+        module = "../target/wasm32-wasip2/wasm/udf_parse_orders.wasm"
+        [window]
+        key = "status"
+        size = "30s"
+        [aggregate]
+        builtin = [{ name = "order_count", fn = "count" }]
+        [sink]
+        kind = "kafka"
+        topic = "flink-aggregates"
+    "#;
+
+    fn parse(text: &str) -> Result<PipelineSpec, SpecError> {
+        PipelineSpec::parse(text, Path::new("job.toml"))
+    }
+
+    #[test]
+    fn reads_the_workshop_step3_spec_with_defaults() {
+        let spec = parse(STEP3).unwrap();
+        let window = spec.window.unwrap();
+        assert_eq!(window.size, Duration::from_secs(30));
+        assert_eq!(window.time, TimeDomain::Processing);
+        assert_eq!(spec.batch.max_records, 1024);
+        assert!(matches!(
+            spec.source,
+            SourceSpec::Kafka {
+                start: StartAt::Committed,
+                assign: AssignMode::Group,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let err = parse(&STEP3.replace("size = \"30s\"", "sise = \"30s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sise`"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_problem() {
+        let err = parse(&STEP3.replace("\"30s\"", "\"30 parsecs\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown duration unit"), "{err}");
+    }
+
+    #[test]
+    fn event_time_needs_a_timestamp_field() {
+        let err = parse(&STEP3.replace("size = \"30s\"", "size = \"30s\"\ntime = \"event\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`window.timestamp`"), "{err}");
+    }
+
+    #[test]
+    fn window_without_aggregate_is_refused() {
+        let text = STEP3.replace(
+            "[aggregate]\n        builtin = [{ name = \"order_count\", fn = \"count\" }]",
+            "",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("`aggregate`: a window needs an [aggregate]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sum_without_field_is_refused() {
+        let err = parse(&STEP3.replace("fn = \"count\"", "fn = \"sum\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`aggregate.builtin[0].field`"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

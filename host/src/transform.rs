@@ -1,0 +1,139 @@
+//! The row-producing part of a job: parse raw records, then each map step in turn. Records
+//! a step rejects (or whose batch traps) go to the dead letters; the rest flow on with
+//! the index of the raw record each row came from.
+
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::pipeline::PipelineError;
+use crate::spec::OnError;
+use crate::stage::{MapStage, ParseStage};
+use rivulet_rows::{Batch, RawBatch};
+use std::collections::BTreeMap;
+
+/// A step with its name and error policy.
+pub struct Step<S: ?Sized> {
+    pub name: String,
+    pub policy: OnError,
+    pub stage: Box<S>,
+}
+
+/// Counters of one step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    pub records_in: u64,
+    pub rows_out: u64,
+    pub rejected: u64,
+    pub failed_batches: u64,
+}
+
+pub struct Transform {
+    pub parse: Step<dyn ParseStage>,
+    pub maps: Vec<Step<dyn MapStage>>,
+    pub stats: BTreeMap<String, StepStats>,
+}
+
+fn letter<'a>(
+    raw: &'a RawBatch,
+    index: usize,
+    stage: &'a str,
+    error: &'a str,
+    topic: &'a str,
+) -> DeadLetter<'a> {
+    let record = raw.record(index);
+    DeadLetter {
+        stage,
+        error,
+        topic,
+        partition: record.as_ref().map_or(0, |r| r.partition),
+        offset: record.as_ref().map_or(-1, |r| r.offset),
+        key: record.as_ref().and_then(|r| r.key),
+        payload: record.as_ref().map_or(&[][..], |r| r.payload),
+    }
+}
+
+impl Transform {
+    /// Rows from `raw`, and for each row the index of its record in `raw`.
+    pub fn run(
+        &mut self,
+        raw: &RawBatch,
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<(Batch, Vec<u32>), PipelineError> {
+        let parse = &mut self.parse;
+        let stats = self.stats.entry(parse.name.clone()).or_default();
+        stats.records_in += u64::from(raw.len);
+        let (mut rows, mut origins) = match parse.stage.parse(raw) {
+            Ok(out) => {
+                for error in &out.errors {
+                    dead.handle(
+                        parse.policy,
+                        &letter(
+                            raw,
+                            error.index as usize,
+                            &parse.name,
+                            &error.message,
+                            topic,
+                        ),
+                    )?;
+                }
+                stats.rejected += out.errors.len() as u64;
+                (out.rows, out.origins)
+            }
+            Err(err) => {
+                stats.failed_batches += 1;
+                stats.rejected += u64::from(raw.len);
+                let error = err.to_string();
+                tracing::warn!(stage = %parse.name, records = raw.len, "{error}");
+                for index in 0..raw.len as usize {
+                    dead.handle(
+                        parse.policy,
+                        &letter(raw, index, &parse.name, &error, topic),
+                    )?;
+                }
+                (Batch::default(), Vec::new())
+            }
+        };
+        stats.rows_out += u64::from(rows.len);
+        for map in &mut self.maps {
+            if rows.len == 0 {
+                break;
+            }
+            let stats = self.stats.entry(map.name.clone()).or_default();
+            stats.records_in += u64::from(rows.len);
+            match map.stage.map(&rows) {
+                Ok(out) => {
+                    for error in &out.errors {
+                        let index =
+                            origins.get(error.index as usize).copied().unwrap_or(0) as usize;
+                        dead.handle(
+                            map.policy,
+                            &letter(raw, index, &map.name, &error.message, topic),
+                        )?;
+                    }
+                    stats.rejected += out.errors.len() as u64;
+                    origins = out
+                        .origins
+                        .iter()
+                        .map(|&o| origins.get(o as usize).copied().unwrap_or(0))
+                        .collect();
+                    rows = out.rows;
+                }
+                Err(err) => {
+                    stats.failed_batches += 1;
+                    stats.rejected += u64::from(rows.len);
+                    let error = err.to_string();
+                    tracing::warn!(stage = %map.name, rows = rows.len, "{error}");
+                    for &index in &origins {
+                        dead.handle(
+                            map.policy,
+                            &letter(raw, index as usize, &map.name, &error, topic),
+                        )?;
+                    }
+                    rows = Batch::default();
+                    origins.clear();
+                }
+            }
+            stats.rows_out += u64::from(rows.len);
+        }
+        Ok((rows, origins))
+    }
+}

@@ -1,0 +1,20 @@
+//! Windowing building blocks: pure, deterministic state machines with no I/O.
+//!
+//! - [`tumbling`]: [`TumblingWindows`] keeps one accumulator per (tumbling window, key),
+//!   decides where a record goes given the current watermark ([`Assignment`]), and fires
+//!   windows as the watermark passes their end ([`Firing`]), re-emitting updated keys for
+//!   records that arrive within the allowed lateness. It also tracks, per source
+//!   partition, the smallest offset that still contributes to held state, so callers know
+//!   which offsets are safe to commit. It works for event time (the caller passes
+//!   watermarks) and processing time (the caller passes the wall clock as the watermark).
+//! - [`watermark`]: [`Watermarks`] derives an event-time watermark per source partition
+//!   (max event time seen minus the bounded out-of-orderness) and combines them into one
+//!   monotonic watermark, ignoring partitions that have been idle for too long.
+//!
+//! All times are `i64` milliseconds; every clock reading is passed in by the caller.
+
+pub mod tumbling;
+pub mod watermark;
+
+pub use tumbling::{Assignment, Firing, TumblingWindows, WindowError};
+pub use watermark::Watermarks;

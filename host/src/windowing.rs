@@ -1,0 +1,486 @@
+//! A windowed job's middle: key each row, find its event (or processing) time, put it in
+//! its tumbling window's accumulator, and turn fired windows into result rows.
+
+use crate::aggregate::{Acc, Aggregator};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::delivery::Holds;
+use crate::kafka::source::now_millis;
+use crate::pipeline::PipelineError;
+use crate::sink::Sink;
+use crate::spec::{OnError, TimeDomain, WindowSpec};
+use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
+use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
+use rivulet_sdk::time::{iso8601, parse_iso8601};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Name of the aggregate step in dead letters and logs.
+pub const AGGREGATE: &str = "aggregate";
+
+/// Counters of the windowing step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowStats {
+    pub rows: u64,
+    pub late_updates: u64,
+    pub too_late: u64,
+    pub results: u64,
+}
+
+/// Rows produced by fired windows, with the source offsets each one holds.
+pub struct Results {
+    pub rows: Batch,
+    pub holds: Vec<Holds>,
+}
+
+pub struct Windowing {
+    spec: WindowSpec,
+    windows: TumblingWindows<Acc>,
+    watermarks: Watermarks,
+    aggregator: Aggregator,
+    policy: OnError,
+    late: Option<Sink>,
+    clock: Instant,
+    stats: WindowStats,
+}
+
+/// Where a row's source record is, for dead letters and holds.
+struct Origin<'a> {
+    raw: &'a RawBatch,
+    index: usize,
+}
+
+impl Origin<'_> {
+    fn partition(&self) -> i32 {
+        self.raw.partitions.get(self.index).copied().unwrap_or(0)
+    }
+
+    fn offset(&self) -> i64 {
+        self.raw.offsets.get(self.index).copied().unwrap_or(-1)
+    }
+
+    fn letter<'a>(&'a self, stage: &'a str, error: &'a str, topic: &'a str) -> DeadLetter<'a> {
+        let record = self.raw.record(self.index);
+        DeadLetter {
+            stage,
+            error,
+            topic,
+            partition: self.partition(),
+            offset: self.offset(),
+            key: record.as_ref().and_then(|r| r.key),
+            payload: record.as_ref().map_or(&[][..], |r| r.payload),
+        }
+    }
+}
+
+impl Windowing {
+    pub fn new(
+        spec: WindowSpec,
+        aggregator: Aggregator,
+        policy: OnError,
+        late: Option<Sink>,
+    ) -> Result<Self, PipelineError> {
+        let size = i64::try_from(spec.size.as_millis()).unwrap_or(i64::MAX);
+        let lateness = i64::try_from(spec.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+        let windows = TumblingWindows::new(size, lateness)
+            .map_err(|err| PipelineError::Config(err.to_string()))?;
+        let watermarks = Watermarks::new(
+            i64::try_from(spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX),
+            i64::try_from(spec.idle_timeout.as_millis()).unwrap_or(i64::MAX),
+        );
+        Ok(Windowing {
+            spec,
+            windows,
+            watermarks,
+            aggregator,
+            policy,
+            late,
+            clock: Instant::now(),
+            stats: WindowStats::default(),
+        })
+    }
+
+    fn mono(&self) -> i64 {
+        i64::try_from(self.clock.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// New partitions (start or rebalance): drop all state; watermarks restart from what the
+    /// commits recorded.
+    pub fn reset(&mut self, partitions: &[i32], restored: &std::collections::BTreeMap<i32, i64>) {
+        let out_of_orderness =
+            i64::try_from(self.spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX);
+        let idle = i64::try_from(self.spec.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.windows.clear();
+        self.watermarks = Watermarks::new(out_of_orderness, idle);
+        let now = self.mono();
+        self.watermarks.assign(partitions, now);
+        for (&p, &wm) in restored {
+            self.watermarks.restore(p, wm, now);
+        }
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        self.stats
+    }
+
+    pub fn late_sink(&mut self) -> Option<&mut Sink> {
+        self.late.as_mut()
+    }
+
+    pub fn late_sink_ref(&self) -> Option<&Sink> {
+        self.late.as_ref()
+    }
+
+    /// Offsets held by open windows.
+    pub fn holds(&self) -> Holds {
+        self.windows.min_offsets()
+    }
+
+    /// Watermark per partition (committed as metadata).
+    pub fn partition_watermarks(&self, partitions: &[i32]) -> std::collections::BTreeMap<i32, i64> {
+        partitions
+            .iter()
+            .filter_map(|&p| self.watermarks.partition(p).map(|wm| (p, wm)))
+            .collect()
+    }
+
+    /// Milliseconds until the next processing-time window closes.
+    pub fn next_timer_ms(&self) -> Option<i64> {
+        match self.spec.time {
+            TimeDomain::Processing => self.windows.next_fire_at().map(|at| at - now_millis()),
+            TimeDomain::Event => None,
+        }
+    }
+
+    fn event_time(&self, rows: &Batch, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
+        let field = self.spec.timestamp.as_deref().unwrap_or("kafka");
+        if field == "kafka" {
+            return origin
+                .raw
+                .timestamps
+                .get(origin.index)
+                .copied()
+                .ok_or_else(|| "the record has no Kafka timestamp".to_owned());
+        }
+        let column = rows
+            .column(field)
+            .ok_or_else(|| format!("no event time: field `{field}` is missing"))?;
+        if column.is_null(row) {
+            return Err(format!("no event time: field `{field}` is null"));
+        }
+        match column.scalar(row) {
+            Some(Scalar::Integer(ms)) => Ok(ms),
+            Some(Scalar::Float(ms)) if ms.is_finite() => Ok(ms as i64),
+            Some(Scalar::Text(text)) => {
+                parse_iso8601(&text).map_err(|err| format!("no event time: field `{field}`: {err}"))
+            }
+            _ => Err(format!(
+                "no event time: field `{field}` is not a number of milliseconds or ISO-8601 text"
+            )),
+        }
+    }
+
+    /// Adds a batch of rows (`origins[i]` is row i's record in `raw`).
+    pub fn ingest(
+        &mut self,
+        raw: &RawBatch,
+        rows: &Batch,
+        origins: &[u32],
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<(), PipelineError> {
+        let now = now_millis();
+        let mono = self.mono();
+        let event = self.spec.time == TimeDomain::Event;
+        let watermark = if event {
+            self.watermarks.current(mono)
+        } else {
+            None
+        };
+        let key_column = self.spec.key.as_deref().map(|k| (k, rows.column(k)));
+        let mut selected: Vec<u32> = Vec::with_capacity(rows.len as usize);
+        let mut targets: Vec<(i64, Scalar, i32, i64)> = Vec::with_capacity(rows.len as usize);
+        for (row, &origin_index) in origins.iter().enumerate().take(rows.len as usize) {
+            let origin = Origin {
+                raw,
+                index: origin_index as usize,
+            };
+            let key = match key_column {
+                None => Scalar::Null,
+                Some((name, column)) => match column.and_then(|c| c.scalar(row)) {
+                    Some(Scalar::Null) | None => {
+                        let error = format!("no key: field `{name}` is missing or null");
+                        dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
+                        continue;
+                    }
+                    Some(key) => key,
+                },
+            };
+            let ts = if event {
+                match self.event_time(rows, row, &origin) {
+                    Ok(ts) => ts,
+                    Err(error) => {
+                        dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
+                        continue;
+                    }
+                }
+            } else {
+                now
+            };
+            if event {
+                self.watermarks.observe(origin.partition(), ts, mono);
+            }
+            match self.windows.assign(ts, watermark) {
+                Assignment::Open { start } => {
+                    selected.push(row as u32);
+                    targets.push((start, key, origin.partition(), origin.offset()));
+                }
+                Assignment::Late { start } => {
+                    self.stats.late_updates += 1;
+                    selected.push(row as u32);
+                    targets.push((start, key, origin.partition(), origin.offset()));
+                }
+                Assignment::TooLate { .. } => {
+                    self.stats.too_late += 1;
+                    if let Some(late) = &mut self.late {
+                        let record = raw.record(origin.index);
+                        let payload = record.as_ref().map_or(&[][..], |r| r.payload);
+                        let key = record.as_ref().and_then(|r| r.key);
+                        late.send(
+                            key,
+                            payload,
+                            &[],
+                            crate::delivery::hold(origin.partition(), origin.offset()),
+                        )?;
+                    }
+                }
+            }
+        }
+        self.stats.rows += selected.len() as u64;
+        self.add(raw, rows, origins, &selected, &targets, topic, dead)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        raw: &RawBatch,
+        rows: &Batch,
+        origins: &[u32],
+        selected: &[u32],
+        targets: &[(i64, Scalar, i32, i64)],
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<(), PipelineError> {
+        let origin_of = |row: u32| Origin {
+            raw,
+            index: origins.get(row as usize).copied().unwrap_or(0) as usize,
+        };
+        match &mut self.aggregator {
+            Aggregator::Builtin(builtins) => {
+                let empty = builtins.create();
+                for (&row, (start, key, p, offset)) in selected.iter().zip(targets) {
+                    let acc = self
+                        .windows
+                        .accumulator(*start, key, *p, *offset, || Acc::Builtin(empty.clone()));
+                    if let Acc::Builtin(accs) = acc
+                        && let Err(error) = builtins.add(accs, rows, row as usize)
+                    {
+                        dead.handle(
+                            self.policy,
+                            &origin_of(row).letter(AGGREGATE, &error, topic),
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            Aggregator::Wasm { stage, empty, .. } => {
+                if selected.is_empty() {
+                    return Ok(());
+                }
+                let mut group_of: HashMap<(i64, Scalar), (u32, i32, i64)> = HashMap::new();
+                let mut accs: Vec<Vec<u8>> = Vec::new();
+                let mut groups: Vec<u32> = Vec::with_capacity(targets.len());
+                for (start, key, p, offset) in targets {
+                    let acc = self
+                        .windows
+                        .accumulator(*start, key, *p, *offset, || Acc::Bytes(empty.clone()));
+                    let next = accs.len() as u32;
+                    let (group, ..) = *group_of.entry((*start, key.clone())).or_insert_with(|| {
+                        accs.push(match acc {
+                            Acc::Bytes(bytes) => bytes.clone(),
+                            Acc::Builtin(_) => empty.clone(),
+                        });
+                        (next, *p, *offset)
+                    });
+                    groups.push(group);
+                }
+                let subset = rows.select(selected);
+                match stage.add(accs, &subset, &groups) {
+                    Ok(out) => {
+                        for ((start, key), (group, p, offset)) in group_of {
+                            if let Some(bytes) = out.accs.get(group as usize) {
+                                *self.windows.accumulator(start, &key, p, offset, || {
+                                    Acc::Bytes(Vec::new())
+                                }) = Acc::Bytes(bytes.clone());
+                            }
+                        }
+                        for error in &out.errors {
+                            if let Some(&row) = selected.get(error.index as usize) {
+                                dead.handle(
+                                    self.policy,
+                                    &origin_of(row).letter(AGGREGATE, &error.message, topic),
+                                )?;
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        let error = err.to_string();
+                        for &row in selected {
+                            dead.handle(
+                                self.policy,
+                                &origin_of(row).letter(AGGREGATE, &error, topic),
+                            )?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Fires what the watermark (event time) or the clock (processing time) has closed.
+    pub fn fire(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
+        let watermark = match self.spec.time {
+            TimeDomain::Event => {
+                let mono = self.mono();
+                self.watermarks.current(mono)
+            }
+            TimeDomain::Processing => Some(now_millis()),
+        };
+        let firings = match watermark {
+            Some(wm) => self.windows.advance(wm),
+            None => Vec::new(),
+        };
+        self.finish(firings, topic, dead)
+    }
+
+    /// Fires everything (end of a bounded input).
+    pub fn drain(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
+        self.watermarks.finish();
+        let firings = self.windows.drain();
+        self.finish(firings, topic, dead)
+    }
+
+    fn finish(
+        &mut self,
+        firings: Vec<Firing<Acc>>,
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<Results, PipelineError> {
+        let mut results = Results {
+            rows: Batch::default(),
+            holds: Vec::new(),
+        };
+        if firings.iter().all(|f| f.groups.is_empty()) {
+            return Ok(results);
+        }
+        let key_name = self.spec.key.clone();
+        match &mut self.aggregator {
+            Aggregator::Builtin(builtins) => {
+                let mut builder = BatchBuilder::new();
+                for firing in &firings {
+                    for (key, acc) in &firing.groups {
+                        let Acc::Builtin(accs) = acc else { continue };
+                        let mut row = serde_json::Map::new();
+                        row.insert("window_start".into(), iso8601(firing.start).into());
+                        row.insert("window_end".into(), iso8601(firing.end).into());
+                        if let Some(name) = &key_name {
+                            row.insert(name.clone(), key.to_json());
+                        }
+                        row.extend(builtins.finish(accs));
+                        match builder.push(&row) {
+                            Ok(()) => results.holds.push(firing.min_offsets.clone()),
+                            Err(err) => {
+                                let error = format!("window result cannot be stored: {err}");
+                                let payload = serde_json::Value::Object(row).to_string();
+                                dead.handle(
+                                    self.policy,
+                                    &window_letter(&error, topic, payload.as_bytes()),
+                                )?;
+                            }
+                        }
+                    }
+                }
+                results.rows = builder.finish();
+            }
+            Aggregator::Wasm { stage, .. } => {
+                let mut windows = Vec::new();
+                let mut holds = Vec::new();
+                for firing in &firings {
+                    for (key, acc) in &firing.groups {
+                        let Acc::Bytes(bytes) = acc else { continue };
+                        windows.push(WindowAcc {
+                            key: key.clone(),
+                            window_start: firing.start,
+                            window_end: firing.end,
+                            acc: bytes.clone(),
+                        });
+                        holds.push(firing.min_offsets.clone());
+                    }
+                }
+                let described: Vec<String> = windows
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
+                            iso8601(w.window_start),
+                            iso8601(w.window_end),
+                            w.key.to_json()
+                        )
+                    })
+                    .collect();
+                match stage.finish(windows) {
+                    Ok(out) => {
+                        for error in &out.errors {
+                            let payload = described
+                                .get(error.index as usize)
+                                .map_or("", String::as_str);
+                            dead.handle(
+                                self.policy,
+                                &window_letter(&error.message, topic, payload.as_bytes()),
+                            )?;
+                        }
+                        results.holds = out
+                            .origins
+                            .iter()
+                            .map(|&o| holds.get(o as usize).cloned().unwrap_or_default())
+                            .collect();
+                        results.rows = out.rows;
+                    }
+                    Err(err) => {
+                        let error = err.to_string();
+                        for payload in &described {
+                            dead.handle(
+                                self.policy,
+                                &window_letter(&error, topic, payload.as_bytes()),
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.results += u64::from(results.rows.len);
+        Ok(results)
+    }
+}
+
+fn window_letter<'a>(error: &'a str, topic: &'a str, payload: &'a [u8]) -> DeadLetter<'a> {
+    DeadLetter {
+        stage: AGGREGATE,
+        error,
+        topic,
+        partition: -1,
+        offset: -1,
+        key: None,
+        payload,
+    }
+}
