@@ -360,7 +360,7 @@ fn wait_for_topic<C: ConsumerContext>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let reason = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+        let reason = match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
             Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                     return Ok(t.partitions().iter().map(|p| p.id()).collect());

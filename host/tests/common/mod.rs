@@ -37,3 +37,4 @@ pub fn load(runtime: &Runtime, name: &str) -> UdfModule {
 pub fn limits() -> Limits {
     Limits::default()
 }
+pub mod kafka;
