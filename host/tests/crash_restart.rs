@@ -1,0 +1,167 @@
+//! At-least-once across a crash: the `rivulet` process is SIGKILLed mid-run and restarted;
+//! every window result is on the sink afterwards, exact (duplicates allowed, partial
+//! results not).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::kafka::{Read, TestBroker, produce, read_until};
+use common::wasm;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000_000;
+const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
+
+fn order(p: i32, i: i64, ts: i64, status: &str) -> Vec<u8> {
+    format!(
+        r#"{{"customer":"c-{p}-{i}","status":"{status}","region":"r","amount":1,"ts":"{}","tsMillis":{ts}}}"#,
+        rivulet_sdk::time::iso8601(ts)
+    )
+    .into_bytes()
+}
+
+fn spawn(spec: &std::path::Path, brokers: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--brokers", brokers, "--commit-every", "100ms"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rivulet")
+}
+
+fn counts(records: &[Read]) -> BTreeMap<(String, String), Vec<u64>> {
+    let mut out: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for r in records {
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        out.entry((v["window_start"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()))
+            .or_default()
+            .push(v["order_count"].as_u64().unwrap());
+    }
+    out
+}
+
+#[test]
+fn sigkill_mid_run_and_restart_loses_no_window_result() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("orders", 3);
+    broker.topic("counts", 1);
+    broker.topic("dlq", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "crash"
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+group = "crash-test"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+out_of_orderness = "1s"
+idle_timeout = "60s"
+[aggregate]
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "counts"
+[dead_letters]
+topic = "dlq"
+[batch]
+max_records = 32
+max_wait = "20ms"
+"#,
+            wasm("udf_parse_orders").display(),
+            wasm("udf_count_by_status").display(),
+            wasm("udf_format_aggregate").display()
+        ),
+    )
+    .unwrap();
+
+    // 3 partitions × 3000 orders, 100 ms apart: 300 s of event time, 30 windows.
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for p in 0..3 {
+        for i in 0..3000i64 {
+            let ts = T0 + i * 100;
+            let status = STATUSES[((i * 7 + p as i64) % 5) as usize];
+            let record = (p, format!("k{p}"), order(p, i, ts, status));
+            if i < 1500 { first.push(record) } else { second.push(record) }
+            let start = ts - ts.rem_euclid(10_000);
+            *expected.entry((rivulet_sdk::time::iso8601(start), status.to_owned())).or_default() += 1;
+        }
+        // An order an hour later closes every window above (its own never closes).
+        second.push((p, format!("k{p}"), order(p, 9999, T0 + 3_600_000, "NEW")));
+    }
+    produce(&address, "orders", &first);
+
+    let mut child = spawn(&spec, &address);
+    // Kill as soon as the first results are out: mid-run.
+    let early = read_until(&address, "counts", 1, Duration::from_secs(60), |r| !r.is_empty());
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    assert!(!early.is_empty(), "the job produced results before the kill");
+    let done_before = counts(&early).len();
+    assert!(done_before < expected.len(), "killed mid-run ({done_before} of {} results out)", expected.len());
+
+    let committed = committed_offsets(&address, "crash-test", "orders", 3);
+    assert!(committed.iter().any(|&o| o > 0), "offsets were committed before the kill: {committed:?}");
+    assert!(committed.iter().all(|&o| o < 1500), "nothing past unsafe records was committed: {committed:?}");
+
+    produce(&address, "orders", &second);
+    let mut child = spawn(&spec, &address);
+    let all = read_until(&address, "counts", 1, Duration::from_secs(120), |r| {
+        let got = counts(r);
+        expected.iter().all(|(k, n)| got.get(k).is_some_and(|v| v.contains(n)))
+    });
+    child.kill().expect("stop");
+    child.wait().unwrap();
+
+    let got = counts(&all);
+    for (key, n) in &expected {
+        let seen = got.get(key).unwrap_or_else(|| panic!("window result {key:?} lost"));
+        assert!(seen.contains(n), "{key:?}: expected {n}, saw {seen:?}");
+        assert!(seen.iter().all(|c| c == n), "{key:?}: a partial result was emitted: {seen:?}");
+    }
+    assert_eq!(got.len(), expected.len(), "no result for a window that should not close");
+}
+
+fn committed_offsets(address: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(n) => n,
+            _ => -1,
+        })
+        .collect()
+}
