@@ -155,7 +155,7 @@ impl Pipeline {
             SourceSpec::File { path } => {
                 Source::Lines(LineSource::file(path).map_err(|source| SourceError::Io {
                     name: path.display().to_string(),
-                    source,
+                    error: source,
                 })?)
             }
             SourceSpec::Stdin => Source::Lines(LineSource::stdin()),

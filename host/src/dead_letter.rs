@@ -84,6 +84,18 @@ impl DeadLetters {
             OnError::Dlq => {
                 *self.counts.entry(letter.stage.to_owned()).or_default() += 1;
                 match &mut self.sink {
+                    Some(crate::sink::Sink::Lines(_)) => {
+                        let line = serde_json::json!({
+                            "stage": letter.stage,
+                            "error": letter.error,
+                            "source": {"topic": letter.topic, "partition": letter.partition, "offset": letter.offset},
+                            "key": letter.key.map(String::from_utf8_lossy),
+                            "payload": String::from_utf8_lossy(letter.payload),
+                        });
+                        if let Some(sink) = &mut self.sink {
+                            sink.send(None, line.to_string().as_bytes(), &[], Holds::new())?;
+                        }
+                    }
                     Some(sink) => {
                         let partition = letter.partition.to_string();
                         let offset = letter.offset.to_string();

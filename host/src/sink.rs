@@ -12,10 +12,10 @@ use std::time::Duration;
 pub enum SinkError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error("cannot write {target}: {source}")]
+    #[error("cannot write {target}: {error}")]
     Io {
         target: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -43,7 +43,7 @@ impl LineSink {
             .open(path)
             .map_err(|source| SinkError::Io {
                 target: target.clone(),
-                source,
+                error: source,
             })?;
         Ok(LineSink {
             target,
@@ -55,7 +55,7 @@ impl LineSink {
     fn io(&self, source: std::io::Error) -> SinkError {
         SinkError::Io {
             target: self.target.clone(),
-            source,
+            error: source,
         }
     }
 }

@@ -67,11 +67,8 @@ pub enum Source {
 pub enum SourceError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error("cannot read {name}: {source}")]
-    Io {
-        name: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {name}: {error}")]
+    Io { name: String, error: std::io::Error },
 }
 
 impl Source {
@@ -88,7 +85,7 @@ impl Source {
             Source::Kafka(kafka) => Ok(kafka.poll(max, wait)),
             Source::Lines(lines) => lines.poll(max).map_err(|source| SourceError::Io {
                 name: lines.name.clone(),
-                source,
+                error: source,
             }),
         }
     }

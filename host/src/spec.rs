@@ -9,10 +9,10 @@ use std::time::Duration;
 /// A spec that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read pipeline spec {}: {source}", path.display())]
+    #[error("cannot read pipeline spec {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("pipeline spec {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
@@ -298,11 +298,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 impl PipelineSpec {
-    /// Reads, parses and validates a spec; module paths become relative to the spec's folder.
+    /// Reads, parses and validates a spec; relative paths in it (modules, files) are
+    /// relative to the spec's folder.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         let mut spec = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -336,6 +337,15 @@ impl PipelineSpec {
         }
         if let Some(format) = &mut self.format {
             fix(&mut format.module);
+        }
+        if let SourceSpec::File { path } = &mut self.source {
+            fix(path);
+        }
+        if let SinkSpec::File { path } = &mut self.sink {
+            fix(path);
+        }
+        if let Some(path) = &mut self.dead_letters.path {
+            fix(path);
         }
     }
 

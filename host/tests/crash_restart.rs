@@ -25,7 +25,14 @@ fn order(p: i32, i: i64, ts: i64, status: &str) -> Vec<u8> {
 
 fn spawn(spec: &std::path::Path, brokers: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args(["run", spec.to_str().unwrap(), "--brokers", brokers, "--commit-every", "100ms"])
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--brokers",
+            brokers,
+            "--commit-every",
+            "100ms",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -37,9 +44,12 @@ fn counts(records: &[Read]) -> BTreeMap<(String, String), Vec<u64>> {
     let mut out: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for r in records {
         let v: Value = serde_json::from_slice(&r.payload).unwrap();
-        out.entry((v["window_start"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()))
-            .or_default()
-            .push(v["order_count"].as_u64().unwrap());
+        out.entry((
+            v["window_start"].as_str().unwrap().to_owned(),
+            v["status"].as_str().unwrap().to_owned(),
+        ))
+        .or_default()
+        .push(v["order_count"].as_u64().unwrap());
     }
     out
 }
@@ -103,9 +113,15 @@ max_wait = "20ms"
             let ts = T0 + i * 100;
             let status = STATUSES[((i * 7 + p as i64) % 5) as usize];
             let record = (p, format!("k{p}"), order(p, i, ts, status));
-            if i < 1500 { first.push(record) } else { second.push(record) }
+            if i < 1500 {
+                first.push(record)
+            } else {
+                second.push(record)
+            }
             let start = ts - ts.rem_euclid(10_000);
-            *expected.entry((rivulet_sdk::time::iso8601(start), status.to_owned())).or_default() += 1;
+            *expected
+                .entry((rivulet_sdk::time::iso8601(start), status.to_owned()))
+                .or_default() += 1;
         }
         // An order an hour later closes every window above (its own never closes).
         second.push((p, format!("k{p}"), order(p, 9999, T0 + 3_600_000, "NEW")));
@@ -114,33 +130,59 @@ max_wait = "20ms"
 
     let mut child = spawn(&spec, &address);
     // Kill as soon as the first results are out: mid-run.
-    let early = read_until(&address, "counts", 1, Duration::from_secs(60), |r| !r.is_empty());
+    let early = read_until(&address, "counts", 1, Duration::from_secs(60), |r| {
+        !r.is_empty()
+    });
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
-    assert!(!early.is_empty(), "the job produced results before the kill");
+    assert!(
+        !early.is_empty(),
+        "the job produced results before the kill"
+    );
     let done_before = counts(&early).len();
-    assert!(done_before < expected.len(), "killed mid-run ({done_before} of {} results out)", expected.len());
+    assert!(
+        done_before < expected.len(),
+        "killed mid-run ({done_before} of {} results out)",
+        expected.len()
+    );
 
     let committed = committed_offsets(&address, "crash-test", "orders", 3);
-    assert!(committed.iter().any(|&o| o > 0), "offsets were committed before the kill: {committed:?}");
-    assert!(committed.iter().all(|&o| o < 1500), "nothing past unsafe records was committed: {committed:?}");
+    assert!(
+        committed.iter().any(|&o| o > 0),
+        "offsets were committed before the kill: {committed:?}"
+    );
+    assert!(
+        committed.iter().all(|&o| o < 1500),
+        "nothing past unsafe records was committed: {committed:?}"
+    );
 
     produce(&address, "orders", &second);
     let mut child = spawn(&spec, &address);
     let all = read_until(&address, "counts", 1, Duration::from_secs(120), |r| {
         let got = counts(r);
-        expected.iter().all(|(k, n)| got.get(k).is_some_and(|v| v.contains(n)))
+        expected
+            .iter()
+            .all(|(k, n)| got.get(k).is_some_and(|v| v.contains(n)))
     });
     child.kill().expect("stop");
     child.wait().unwrap();
 
     let got = counts(&all);
     for (key, n) in &expected {
-        let seen = got.get(key).unwrap_or_else(|| panic!("window result {key:?} lost"));
+        let seen = got
+            .get(key)
+            .unwrap_or_else(|| panic!("window result {key:?} lost"));
         assert!(seen.contains(n), "{key:?}: expected {n}, saw {seen:?}");
-        assert!(seen.iter().all(|c| c == n), "{key:?}: a partial result was emitted: {seen:?}");
+        assert!(
+            seen.iter().all(|c| c == n),
+            "{key:?}: a partial result was emitted: {seen:?}"
+        );
     }
-    assert_eq!(got.len(), expected.len(), "no result for a window that should not close");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no result for a window that should not close"
+    );
 }
 
 fn committed_offsets(address: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
@@ -155,7 +197,9 @@ fn committed_offsets(address: &str, group: &str, topic: &str, partitions: i32) -
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     committed
         .elements()
         .iter()

@@ -51,10 +51,10 @@ pub enum KafkaError {
         attempts: u32,
         reason: String,
     },
-    #[error("Kafka {what}: {source}")]
+    #[error("Kafka {what}: {error}")]
     Client {
         what: String,
-        source: rdkafka::error::KafkaError,
+        error: rdkafka::error::KafkaError,
     },
     #[error("delivery to topic `{topic}` failed: {reason}")]
     Delivery { topic: String, reason: String },
@@ -67,7 +67,7 @@ impl KafkaError {
         what: impl Into<String>,
     ) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         let what = what.into();
-        move |source| KafkaError::Client { what, source }
+        move |error| KafkaError::Client { what, error }
     }
 }
 

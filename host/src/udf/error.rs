@@ -6,10 +6,10 @@ use std::path::PathBuf;
 /// A UDF failure, naming the module or stage and, for limits, the limit.
 #[derive(Debug, thiserror::Error)]
 pub enum UdfError {
-    #[error("cannot read UDF module {}: {source}", path.display())]
+    #[error("cannot read UDF module {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{} is a core WebAssembly module, not a component: build the UDF with `cargo build --target wasm32-wasip2`",

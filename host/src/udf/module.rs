@@ -82,7 +82,7 @@ impl UdfModule {
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Self, UdfError> {
         let bytes = std::fs::read(path).map_err(|source| UdfError::Read {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Self::from_bytes(runtime, path, &bytes)
     }
