@@ -65,3 +65,22 @@ walkthrough: udfs build
     sed -n 's/^result \[[^]]*\]: //p' "$tmp/counts.txt" > "$tmp/counts.jsonl"
     echo "== step 4: the flink-aggregates records"
     $rivulet udf test $wasm/udf_format_aggregate.wasm --input "$tmp/counts.jsonl"
+
+# Real Apache Kafka for the workshop (needs a Docker engine): localhost:9094 from the host.
+kafka-up:
+    docker compose up -d kafka1 kafka-init
+    @echo "Kafka at localhost:9094 (kafka1:9092 inside the compose network)"
+
+# Stop the compose services.
+kafka-down:
+    docker compose down
+
+# Validate docker-compose.yml without a Docker engine (Debian's docker-compose).
+compose-check:
+    @command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+    docker-compose -f docker-compose.yml config -q
+    @echo "docker-compose.yml is valid"
+
+# Pipeline figures: records/s and CPU per record (file source, mock broker), fire lateness.
+bench-pipeline: udfs
+    cargo bench -p rivulet --bench pipeline

@@ -137,6 +137,7 @@ impl KafkaSource {
                         "reading the end of partition {p}"
                     )))?;
                 ends.insert(p, high);
+                tracing::debug!(partition = p, end = high, "bounded read");
             }
             source.ends = Some(ends);
         }
