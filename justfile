@@ -84,3 +84,7 @@ compose-check:
 # Pipeline figures: records/s and CPU per record (file source, mock broker), fire lateness.
 bench-pipeline: udfs
     cargo bench -p rivulet --bench pipeline
+
+# The Kafka pipeline tests against a separate Tansu broker process (built once, cached).
+test-tansu: udfs
+    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka -- --test-threads 1

@@ -31,14 +31,23 @@ fn wasm(name: &str) -> String {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join(format!("wasm32-wasip2/wasm/{name}.wasm")).display().to_string()
+    target
+        .join(format!("wasm32-wasip2/wasm/{name}.wasm"))
+        .display()
+        .to_string()
 }
 
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 
@@ -90,13 +99,23 @@ fn measure(spec: &str, brokers: Option<String>, native_parse: bool, records: i64
     let (wall, cpu) = (Instant::now(), cpu_time());
     pipeline.run().unwrap();
     let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
-    assert_eq!(pipeline.records, records as u64, "positions at end: {:?}", pipeline.source.positions());
-    (records as f64 / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / records as f64)
+    assert_eq!(
+        pipeline.records,
+        records as u64,
+        "positions at end: {:?}",
+        pipeline.source.positions()
+    );
+    (
+        records as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / records as f64,
+    )
 }
 
 fn orders(count: i64) -> Vec<String> {
     let mut generator = Orders::new(1, 0.0);
-    (0..count).map(|i| generator.next(T0 + i * 10).payload).collect()
+    (0..count)
+        .map(|i| generator.next(T0 + i * 10).payload)
+        .collect()
 }
 
 fn main() {
@@ -106,13 +125,21 @@ fn main() {
     let sink = dir.path().join("out.jsonl");
 
     println!("step 3 (parse → 30 s event-time windows → count), {RECORDS} orders, one core");
-    println!("{:<26} {:>12} {:>14}", "source / parse", "records/s", "CPU µs/record");
+    println!(
+        "{:<26} {:>12} {:>14}",
+        "source / parse", "records/s", "CPU µs/record"
+    );
     let file_source = format!("[source]\nkind = \"file\"\npath = \"{}\"", input.display());
     // Alternate wasm and native runs, five each, and report medians.
     let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..5 {
         for (i, native_parse) in [false, true].into_iter().enumerate() {
-            runs[i].push(measure(&step3(&file_source, &sink), None, native_parse, RECORDS));
+            runs[i].push(measure(
+                &step3(&file_source, &sink),
+                None,
+                native_parse,
+                RECORDS,
+            ));
         }
     }
     let median = |v: &mut Vec<(f64, f64)>| {
@@ -128,17 +155,29 @@ fn main() {
             cpu
         })
         .collect();
-    println!("wasm pipeline speed vs native, per CPU: {:.2}x", rows[1] / rows[0]);
+    println!(
+        "wasm pipeline speed vs native, per CPU: {:.2}x",
+        rows[1] / rows[0]
+    );
 
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("orders", 3).unwrap();
     let address = broker.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &address).set("linger.ms", "20").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
     // The mock cluster keeps a bounded log per partition: stay well inside it.
     let on_broker = 60_000;
-    println!("(the embedded broker runs take {on_broker} orders: its log per partition is bounded)");
+    println!(
+        "(the embedded broker runs take {on_broker} orders: its log per partition is bounded)"
+    );
     for (i, payload) in orders(on_broker).iter().enumerate() {
-        let mut record = BaseRecord::to("orders").partition((i % 3) as i32).payload(payload.as_bytes()).key("k");
+        let mut record = BaseRecord::to("orders")
+            .partition((i % 3) as i32)
+            .payload(payload.as_bytes())
+            .key("k");
         while let Err((_, back)) = producer.send(record) {
             record = back;
             producer.poll(Duration::from_millis(10));
@@ -149,8 +188,16 @@ fn main() {
         let kafka_source = format!(
             "[source]\nkind = \"kafka\"\ntopic = \"orders\"\nassign = \"all\"\nstart = \"earliest\"\nbounded = true\ngroup = \"bench-{native_parse}\""
         );
-        let (rate, cpu) = measure(&step3(&kafka_source, &sink), Some(address.clone()), native_parse, on_broker);
-        let label = format!("mock broker / {}", if native_parse { "native" } else { "wasm" });
+        let (rate, cpu) = measure(
+            &step3(&kafka_source, &sink),
+            Some(address.clone()),
+            native_parse,
+            on_broker,
+        );
+        let label = format!(
+            "mock broker / {}",
+            if native_parse { "native" } else { "wasm" }
+        );
         println!("{label:<26} {rate:>12.0} {cpu:>14.2}");
     }
 
@@ -189,7 +236,11 @@ topic = "steady-counts"
     let stop = options.stop.clone();
     let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
     let job = std::thread::spawn(move || pipeline.run().unwrap());
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &address).set("linger.ms", "5").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
     let mut generator = Orders::new(2, 0.0);
     let started = Instant::now();
     let seconds = 15;
@@ -197,7 +248,10 @@ topic = "steady-counts"
     while started.elapsed() < Duration::from_secs(seconds) {
         while sent < (started.elapsed().as_secs_f64() * 2000.0) as u64 {
             let order = generator.next(rivulet::kafka::source::now_millis());
-            let mut record = BaseRecord::to("steady").partition((sent % 3) as i32).payload(order.payload.as_bytes()).key("k");
+            let mut record = BaseRecord::to("steady")
+                .partition((sent % 3) as i32)
+                .payload(order.payload.as_bytes())
+                .key("k");
             while let Err((_, back)) = producer.send(record) {
                 record = back;
                 producer.poll(Duration::from_millis(1));
@@ -212,9 +266,14 @@ topic = "steady-counts"
     stop.store(true, Ordering::Relaxed);
     job.join().unwrap();
 
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &address).set("group.id", "bench-reader").create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("group.id", "bench-reader")
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("steady-counts", 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset("steady-counts", 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut lateness = Vec::new();
     while let Some(Ok(m)) = consumer.poll(Duration::from_secs(2)) {
@@ -225,7 +284,12 @@ topic = "steady-counts"
         }
     }
     lateness.sort();
-    let pct = |p: f64| lateness.get(((lateness.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(-1);
+    let pct = |p: f64| {
+        lateness
+            .get(((lateness.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(-1)
+    };
     println!(
         "\nwindow-fire lateness (1 s processing-time windows, 2000 orders/s, {sent} orders, {} results): p50 {} ms, p99 {} ms, max {} ms",
         lateness.len(),

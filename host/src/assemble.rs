@@ -1,7 +1,7 @@
 //! Builds a runnable [`Pipeline`] from a [`PipelineSpec`]: loads and starts every
 //! component, connects the source and the sinks.
 
-use crate::aggregate::{Aggregator, builtin::Builtins};
+use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
 use crate::kafka::KafkaConfig;
@@ -118,11 +118,11 @@ impl Pipeline {
                         WasmAggregate::new(runtime, &module, AGGREGATE, aggregate.limits)?;
                     let empty = stage.create()?;
                     let state_version = stage.state_version()?;
-                    Aggregator::Wasm {
-                        stage: Box::new(stage) as Box<dyn AggregateStage>,
+                    Aggregator::Wasm(Generations::new(
+                        Box::new(stage) as Box<dyn AggregateStage>,
                         empty,
                         state_version,
-                    }
+                    ))
                 }
                 None => Aggregator::Builtin(Builtins::new(aggregate.builtin.clone())),
             }),

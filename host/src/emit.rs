@@ -26,6 +26,19 @@ fn key_of(rows: &Batch, row: usize, field: Option<&str>) -> Option<Vec<u8>> {
 }
 
 impl Emitter {
+    /// Formats and sends fired windows' results.
+    pub fn emit_all(
+        &mut self,
+        results: &crate::windowing::Results,
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<(), PipelineError> {
+        for (rows, holds) in &results.parts {
+            self.emit(rows, holds, topic, dead)?;
+        }
+        Ok(())
+    }
+
     /// Formats and sends `rows`; `holds[i]` are row i's source offsets.
     pub fn emit(
         &mut self,

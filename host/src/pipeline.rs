@@ -72,8 +72,7 @@ impl Pipeline {
             }
             if let Some(windowing) = &mut self.windowing {
                 let results = windowing.fire(&topic, &mut self.dead)?;
-                self.emitter
-                    .emit(&results.rows, &results.holds, &topic, &mut self.dead)?;
+                self.emitter.emit_all(&results, &topic, &mut self.dead)?;
             }
             self.serve_sinks()?;
             if last_commit.elapsed() >= self.commit_every {
@@ -83,8 +82,7 @@ impl Pipeline {
             if self.source.at_end() {
                 if let Some(windowing) = &mut self.windowing {
                     let results = windowing.drain(&topic, &mut self.dead)?;
-                    self.emitter
-                        .emit(&results.rows, &results.holds, &topic, &mut self.dead)?;
+                    self.emitter.emit_all(&results, &topic, &mut self.dead)?;
                 }
                 break;
             }

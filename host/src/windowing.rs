@@ -11,7 +11,7 @@ use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
 use rivulet_sdk::time::{iso8601, parse_iso8601};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 /// Name of the aggregate step in dead letters and logs.
@@ -26,10 +26,11 @@ pub struct WindowStats {
     pub results: u64,
 }
 
-/// Rows produced by fired windows, with the source offsets each one holds.
+/// Rows produced by fired windows, with the source offsets each one holds: one part per
+/// aggregate module generation (their rows may differ in shape).
+#[derive(Default)]
 pub struct Results {
-    pub rows: Batch,
-    pub holds: Vec<Holds>,
+    pub parts: Vec<(Batch, Vec<Holds>)>,
 }
 
 pub struct Windowing {
@@ -41,6 +42,8 @@ pub struct Windowing {
     late: Option<Sink>,
     clock: Instant,
     stats: WindowStats,
+    /// Wasm aggregates: the module generation each open window started with.
+    window_generation: BTreeMap<i64, u32>,
 }
 
 /// Where a row's source record is, for dead letters and holds.
@@ -96,6 +99,7 @@ impl Windowing {
             late,
             clock: Instant::now(),
             stats: WindowStats::default(),
+            window_generation: BTreeMap::new(),
         })
     }
 
@@ -110,6 +114,7 @@ impl Windowing {
             i64::try_from(self.spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX);
         let idle = i64::try_from(self.spec.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         self.windows.clear();
+        self.window_generation.clear();
         self.watermarks = Watermarks::new(out_of_orderness, idle);
         let now = self.mono();
         self.watermarks.assign(partitions, now);
@@ -292,53 +297,78 @@ impl Windowing {
                 }
                 Ok(())
             }
-            Aggregator::Wasm { stage, empty, .. } => {
+            Aggregator::Wasm(generations) => {
                 if selected.is_empty() {
                     return Ok(());
                 }
-                let mut group_of: HashMap<(i64, Scalar), (u32, i32, i64)> = HashMap::new();
-                let mut accs: Vec<Vec<u8>> = Vec::new();
-                let mut groups: Vec<u32> = Vec::with_capacity(targets.len());
-                for (start, key, p, offset) in targets {
-                    let acc = self
-                        .windows
-                        .accumulator(*start, key, *p, *offset, || Acc::Bytes(empty.clone()));
-                    let next = accs.len() as u32;
-                    let (group, ..) = *group_of.entry((*start, key.clone())).or_insert_with(|| {
-                        accs.push(match acc {
-                            Acc::Bytes(bytes) => bytes.clone(),
-                            Acc::Builtin(_) => empty.clone(),
-                        });
-                        (next, *p, *offset)
-                    });
-                    groups.push(group);
+                // Each window stays with the module generation it was opened with.
+                let mut by_generation: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+                for (i, (start, ..)) in targets.iter().enumerate() {
+                    let generation = *self
+                        .window_generation
+                        .entry(*start)
+                        .or_insert(generations.current.id);
+                    by_generation.entry(generation).or_default().push(i);
                 }
-                let subset = rows.select(selected);
-                match stage.add(accs, &subset, &groups) {
-                    Ok(out) => {
-                        for ((start, key), (group, p, offset)) in group_of {
-                            if let Some(bytes) = out.accs.get(group as usize) {
-                                *self.windows.accumulator(start, &key, p, offset, || {
-                                    Acc::Bytes(Vec::new())
-                                }) = Acc::Bytes(bytes.clone());
+                for (generation_id, members) in by_generation {
+                    let Some(generation) = generations.get_mut(generation_id) else {
+                        continue;
+                    };
+                    let mut group_of: HashMap<(i64, Scalar), (u32, i32, i64)> = HashMap::new();
+                    let mut accs: Vec<Vec<u8>> = Vec::new();
+                    let mut groups: Vec<u32> = Vec::with_capacity(members.len());
+                    let mut rows_of_call: Vec<u32> = Vec::with_capacity(members.len());
+                    for &i in &members {
+                        let (start, key, p, offset) = &targets[i];
+                        let empty = &generation.empty;
+                        let acc =
+                            self.windows
+                                .accumulator(*start, key, *p, *offset, || Acc::Bytes {
+                                    generation: generation_id,
+                                    bytes: empty.clone(),
+                                });
+                        let next = accs.len() as u32;
+                        let (group, ..) =
+                            *group_of.entry((*start, key.clone())).or_insert_with(|| {
+                                accs.push(match acc {
+                                    Acc::Bytes { bytes, .. } => bytes.clone(),
+                                    Acc::Builtin(_) => empty.clone(),
+                                });
+                                (next, *p, *offset)
+                            });
+                        groups.push(group);
+                        rows_of_call.push(selected[i]);
+                    }
+                    let subset = rows.select(&rows_of_call);
+                    match generation.stage.add(accs, &subset, &groups) {
+                        Ok(out) => {
+                            for ((start, key), (group, p, offset)) in group_of {
+                                if let Some(bytes) = out.accs.get(group as usize) {
+                                    *self.windows.accumulator(start, &key, p, offset, || {
+                                        Acc::Builtin(Vec::new())
+                                    }) = Acc::Bytes {
+                                        generation: generation_id,
+                                        bytes: bytes.clone(),
+                                    };
+                                }
+                            }
+                            for error in &out.errors {
+                                if let Some(&row) = rows_of_call.get(error.index as usize) {
+                                    dead.handle(
+                                        self.policy,
+                                        &origin_of(row).letter(AGGREGATE, &error.message, topic),
+                                    )?;
+                                }
                             }
                         }
-                        for error in &out.errors {
-                            if let Some(&row) = selected.get(error.index as usize) {
+                        Err(err) => {
+                            let error = err.to_string();
+                            for &row in &rows_of_call {
                                 dead.handle(
                                     self.policy,
-                                    &origin_of(row).letter(AGGREGATE, &error.message, topic),
+                                    &origin_of(row).letter(AGGREGATE, &error, topic),
                                 )?;
                             }
-                        }
-                    }
-                    Err(err) => {
-                        let error = err.to_string();
-                        for &row in selected {
-                            dead.handle(
-                                self.policy,
-                                &origin_of(row).letter(AGGREGATE, &error, topic),
-                            )?;
                         }
                     }
                 }
@@ -376,17 +406,19 @@ impl Windowing {
         topic: &str,
         dead: &mut DeadLetters,
     ) -> Result<Results, PipelineError> {
-        let mut results = Results {
-            rows: Batch::default(),
-            holds: Vec::new(),
-        };
+        let mut results = Results::default();
+        for firing in firings.iter().filter(|f| f.is_final) {
+            self.window_generation.remove(&firing.start);
+        }
         if firings.iter().all(|f| f.groups.is_empty()) {
+            self.retire_unused();
             return Ok(results);
         }
         let key_name = self.spec.key.clone();
         match &mut self.aggregator {
             Aggregator::Builtin(builtins) => {
                 let mut builder = BatchBuilder::new();
+                let mut holds = Vec::new();
                 for firing in &firings {
                     for (key, acc) in &firing.groups {
                         let Acc::Builtin(accs) = acc else { continue };
@@ -398,7 +430,7 @@ impl Windowing {
                         }
                         row.extend(builtins.finish(accs));
                         match builder.push(&row) {
-                            Ok(()) => results.holds.push(firing.min_offsets.clone()),
+                            Ok(()) => holds.push(firing.min_offsets.clone()),
                             Err(err) => {
                                 let error = format!("window result cannot be stored: {err}");
                                 let payload = serde_json::Value::Object(row).to_string();
@@ -410,14 +442,17 @@ impl Windowing {
                         }
                     }
                 }
-                results.rows = builder.finish();
+                results.parts.push((builder.finish(), holds));
             }
-            Aggregator::Wasm { stage, .. } => {
-                let mut windows = Vec::new();
-                let mut holds = Vec::new();
+            Aggregator::Wasm(generations) => {
+                // One finish call per module generation, in window order within each.
+                let mut calls: BTreeMap<u32, (Vec<WindowAcc>, Vec<Holds>)> = BTreeMap::new();
                 for firing in &firings {
                     for (key, acc) in &firing.groups {
-                        let Acc::Bytes(bytes) = acc else { continue };
+                        let Acc::Bytes { generation, bytes } = acc else {
+                            continue;
+                        };
+                        let (windows, holds) = calls.entry(*generation).or_default();
                         windows.push(WindowAcc {
                             key: key.clone(),
                             window_start: firing.start,
@@ -427,49 +462,75 @@ impl Windowing {
                         holds.push(firing.min_offsets.clone());
                     }
                 }
-                let described: Vec<String> = windows
-                    .iter()
-                    .map(|w| {
-                        format!(
-                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
-                            iso8601(w.window_start),
-                            iso8601(w.window_end),
-                            w.key.to_json()
-                        )
-                    })
-                    .collect();
-                match stage.finish(windows) {
-                    Ok(out) => {
-                        for error in &out.errors {
-                            let payload = described
-                                .get(error.index as usize)
-                                .map_or("", String::as_str);
-                            dead.handle(
-                                self.policy,
-                                &window_letter(&error.message, topic, payload.as_bytes()),
-                            )?;
+                for (generation_id, (windows, holds)) in calls {
+                    let described: Vec<String> = windows
+                        .iter()
+                        .map(|w| {
+                            format!(
+                                r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
+                                iso8601(w.window_start),
+                                iso8601(w.window_end),
+                                w.key.to_json()
+                            )
+                        })
+                        .collect();
+                    let outcome = match generations.get_mut(generation_id) {
+                        Some(generation) => generation
+                            .stage
+                            .finish(windows)
+                            .map_err(|err| err.to_string()),
+                        None => Err(format!(
+                            "aggregate module generation {generation_id} is gone"
+                        )),
+                    };
+                    match outcome {
+                        Ok(out) => {
+                            for error in &out.errors {
+                                let payload = described
+                                    .get(error.index as usize)
+                                    .map_or("", String::as_str);
+                                dead.handle(
+                                    self.policy,
+                                    &window_letter(&error.message, topic, payload.as_bytes()),
+                                )?;
+                            }
+                            let holds = out
+                                .origins
+                                .iter()
+                                .map(|&o| holds.get(o as usize).cloned().unwrap_or_default())
+                                .collect();
+                            results.parts.push((out.rows, holds));
                         }
-                        results.holds = out
-                            .origins
-                            .iter()
-                            .map(|&o| holds.get(o as usize).cloned().unwrap_or_default())
-                            .collect();
-                        results.rows = out.rows;
-                    }
-                    Err(err) => {
-                        let error = err.to_string();
-                        for payload in &described {
-                            dead.handle(
-                                self.policy,
-                                &window_letter(&error, topic, payload.as_bytes()),
-                            )?;
+                        Err(error) => {
+                            for payload in &described {
+                                dead.handle(
+                                    self.policy,
+                                    &window_letter(&error, topic, payload.as_bytes()),
+                                )?;
+                            }
                         }
                     }
                 }
             }
         }
-        self.stats.results += u64::from(results.rows.len);
+        self.retire_unused();
+        self.stats.results += results
+            .parts
+            .iter()
+            .map(|(rows, _)| u64::from(rows.len))
+            .sum::<u64>();
         Ok(results)
+    }
+}
+
+impl Windowing {
+    /// Drops aggregate module generations that no open window uses.
+    fn retire_unused(&mut self) {
+        if let Aggregator::Wasm(generations) = &mut self.aggregator {
+            let in_use: std::collections::BTreeSet<u32> =
+                self.window_generation.values().copied().collect();
+            generations.retire_unused(|id| in_use.contains(&id));
+        }
     }
 }
 
