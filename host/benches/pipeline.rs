@@ -58,6 +58,7 @@ fn options(brokers: Option<String>) -> RunOptions {
         stop: Arc::new(AtomicBool::new(false)),
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
+        swappable: false,
     }
 }
 

@@ -13,7 +13,10 @@ use crate::spec::{OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind};
 use crate::stage::native::JsonParse;
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
+use crate::status::{JobStatus, StageInfo};
+use crate::swap::Swappable;
 use crate::transform::{Step, Transform};
+use crate::udf::Kind;
 use crate::udf::{Runtime, UdfModule};
 use crate::windowing::{AGGREGATE, Windowing};
 use std::collections::BTreeMap;
@@ -33,6 +36,8 @@ pub struct RunOptions {
     /// Give up on an unreachable broker after this long (None: retry until stopped).
     pub connect_timeout: Option<Duration>,
     pub commit_every: Duration,
+    /// Accept module swaps (from the control API or the watcher).
+    pub swappable: bool,
 }
 
 fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, PipelineError> {
@@ -52,6 +57,8 @@ impl Pipeline {
                 .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
             properties: spec.kafka.properties.clone(),
         };
+        let status = Arc::new(JobStatus::new(&spec.name));
+        let mut swappable = Swappable::new();
         // Stages first: a broken module fails fast, before any connection.
         let mut parse: Option<Step<dyn ParseStage>> = None;
         let mut maps: Vec<Step<dyn MapStage>> = Vec::new();
@@ -59,6 +66,8 @@ impl Pipeline {
             match (stage.kind, &stage.module) {
                 (StageKind::Parse, Some(path)) => {
                     let module = load(runtime, path)?;
+                    status.set_stage(StageInfo::module(&stage.name, &module, None));
+                    swappable.insert(stage.name.clone(), (Kind::Parse, stage.limits));
                     parse = Some(Step {
                         name: stage.name.clone(),
                         policy: stage.on_error,
@@ -71,6 +80,7 @@ impl Pipeline {
                     });
                 }
                 (StageKind::Parse, None) => {
+                    status.set_stage(StageInfo::builtin(&stage.name, Kind::Parse));
                     parse = Some(Step {
                         name: stage.name.clone(),
                         policy: stage.on_error,
@@ -79,6 +89,8 @@ impl Pipeline {
                 }
                 (StageKind::Map, Some(path)) => {
                     let module = load(runtime, path)?;
+                    status.set_stage(StageInfo::module(&stage.name, &module, None));
+                    swappable.insert(stage.name.clone(), (Kind::Map, stage.limits));
                     maps.push(Step {
                         name: stage.name.clone(),
                         policy: stage.on_error,
@@ -101,6 +113,8 @@ impl Pipeline {
         let format = match &spec.format {
             Some(format) => {
                 let module = load(runtime, &format.module)?;
+                status.set_stage(StageInfo::module("format", &module, None));
+                swappable.insert("format".to_owned(), (Kind::Format, format.limits));
                 Some(Step {
                     name: "format".into(),
                     policy: format.on_error,
@@ -118,6 +132,8 @@ impl Pipeline {
                         WasmAggregate::new(runtime, &module, AGGREGATE, aggregate.limits)?;
                     let empty = stage.create()?;
                     let state_version = stage.state_version()?;
+                    status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
+                    swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
                     Aggregator::Wasm(Generations::new(
                         Box::new(stage) as Box<dyn AggregateStage>,
                         empty,
@@ -188,21 +204,45 @@ impl Pipeline {
         };
         let mut stats = BTreeMap::new();
         stats.insert(parse.name.clone(), Default::default());
+        let (swap_requests, swaps) = if options.swappable && !swappable.is_empty() {
+            let (requests, prepared) =
+                crate::swap::spawn(runtime.clone(), status.clone(), swappable).map_err(|err| {
+                    PipelineError::Config(format!("cannot start the swap worker: {err}"))
+                })?;
+            (Some(requests), Some(prepared))
+        } else {
+            (None, None)
+        };
+        let samples = swaps.is_some().then(|| status.clone());
+        let windowing = windowing.map(|mut w| {
+            w.samples = samples.clone();
+            w
+        });
         Ok(Pipeline {
             name: spec.name.clone(),
             source,
-            transform: Transform { parse, maps, stats },
+            transform: Transform {
+                parse,
+                maps,
+                stats,
+                samples: samples.clone(),
+            },
             windowing,
             emitter: Emitter {
                 format,
                 sink,
                 key_field,
+                samples,
             },
             dead: DeadLetters::new(dead_sink),
             batch: spec.batch.clone(),
             commit_every: options.commit_every,
             stop: options.stop.clone(),
             records: 0,
+            status,
+            swaps,
+            swap_requests,
+            swap_pauses: Vec::new(),
         })
     }
 }

@@ -14,6 +14,8 @@ pub struct Emitter {
     pub sink: Sink,
     /// Row field whose value becomes the record key (when the formatter sets none).
     pub key_field: Option<String>,
+    /// Where the formatter's recent input is kept for trying swapped-in modules.
+    pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
 fn key_of(rows: &Batch, row: usize, field: Option<&str>) -> Option<Vec<u8>> {
@@ -61,7 +63,12 @@ impl Emitter {
                         .send(key.as_deref(), payload.as_bytes(), &[], hold_of(i))?;
                 }
             }
-            Some(format) => match format.stage.format(rows) {
+            Some(format) => match {
+                if let Some(samples) = &self.samples {
+                    samples.sample_rows(&format.name, rows);
+                }
+                format.stage.format(rows)
+            } {
                 Ok(encoded) => {
                     let failed: std::collections::BTreeMap<u32, &str> = encoded
                         .errors

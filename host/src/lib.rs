@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod assemble;
+pub mod control;
 pub mod dead_letter;
 pub mod delivery;
 pub mod emit;
@@ -15,7 +16,10 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod stage;
+pub mod status;
+pub mod swap;
 pub mod transform;
 pub mod udf;
+pub mod watch;
 pub mod window;
 pub mod windowing;

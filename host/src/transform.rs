@@ -29,6 +29,8 @@ pub struct Transform {
     pub parse: Step<dyn ParseStage>,
     pub maps: Vec<Step<dyn MapStage>>,
     pub stats: BTreeMap<String, StepStats>,
+    /// Where each step's recent input is kept for trying swapped-in modules.
+    pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
 fn letter<'a>(
@@ -59,6 +61,9 @@ impl Transform {
         dead: &mut DeadLetters,
     ) -> Result<(Batch, Vec<u32>), PipelineError> {
         let parse = &mut self.parse;
+        if let Some(samples) = &self.samples {
+            samples.sample_raw(&parse.name, raw);
+        }
         let stats = self.stats.entry(parse.name.clone()).or_default();
         stats.records_in += u64::from(raw.len);
         let (mut rows, mut origins) = match parse.stage.parse(raw) {
@@ -96,6 +101,9 @@ impl Transform {
         for map in &mut self.maps {
             if rows.len == 0 {
                 break;
+            }
+            if let Some(samples) = &self.samples {
+                samples.sample_rows(&map.name, &rows);
             }
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);

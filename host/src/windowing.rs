@@ -44,6 +44,8 @@ pub struct Windowing {
     stats: WindowStats,
     /// Wasm aggregates: the module generation each open window started with.
     window_generation: BTreeMap<i64, u32>,
+    /// Where the aggregate's recent input is kept for trying swapped-in modules.
+    pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
 /// Where a row's source record is, for dead letters and holds.
@@ -100,6 +102,7 @@ impl Windowing {
             clock: Instant::now(),
             stats: WindowStats::default(),
             window_generation: BTreeMap::new(),
+            samples: None,
         })
     }
 
@@ -120,6 +123,26 @@ impl Windowing {
         self.watermarks.assign(partitions, now);
         for (&p, &wm) in restored {
             self.watermarks.restore(p, wm, now);
+        }
+    }
+
+    /// Puts a new aggregate module in service; `Ok(true)` when its state version differs
+    /// (windows already open finish with the previous module).
+    pub fn swap_aggregate(
+        &mut self,
+        stage: Box<dyn crate::stage::AggregateStage>,
+        empty: Vec<u8>,
+        state_version: u32,
+    ) -> Result<bool, String> {
+        match &mut self.aggregator {
+            Aggregator::Wasm(generations) => {
+                let new_generation = generations.install(stage, empty, state_version);
+                self.retire_unused();
+                Ok(new_generation)
+            }
+            Aggregator::Builtin(_) => {
+                Err("this job's aggregate is built in, not a component".to_owned())
+            }
         }
     }
 
@@ -340,6 +363,9 @@ impl Windowing {
                         rows_of_call.push(selected[i]);
                     }
                     let subset = rows.select(&rows_of_call);
+                    if let Some(samples) = &self.samples {
+                        samples.sample_rows(AGGREGATE, &subset);
+                    }
                     match generation.stage.add(accs, &subset, &groups) {
                         Ok(out) => {
                             for ((start, key), (group, p, offset)) in group_of {

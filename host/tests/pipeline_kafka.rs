@@ -53,6 +53,7 @@ impl Job {
             stop: stop.clone(),
             connect_timeout: Some(Duration::from_secs(30)),
             commit_every: Duration::from_millis(200),
+            swappable: false,
         };
         let handle = std::thread::spawn(move || {
             let mut pipeline = Pipeline::from_spec(&spec, &options).map_err(|e| e.to_string())?;
@@ -399,6 +400,7 @@ fn unreachable_broker_is_retried_then_reported_clearly() {
         stop: Arc::new(AtomicBool::new(false)),
         connect_timeout: Some(Duration::from_secs(6)),
         commit_every: Duration::from_secs(1),
+        swappable: false,
     };
     let started = Instant::now();
     let err = Pipeline::from_spec(&spec, &options)

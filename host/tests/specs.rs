@@ -93,6 +93,7 @@ path = "dlq.jsonl"
         stop: Arc::new(AtomicBool::new(false)),
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
+        swappable: false,
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
 

@@ -34,6 +34,11 @@ pub struct DemoArgs {
     /// Where `just udfs` put the components.
     #[arg(long, default_value = "target/wasm32-wasip2/wasm")]
     udf_dir: PathBuf,
+    /// Do not swap in rebuilt components automatically.
+    #[arg(long)]
+    no_watch: bool,
+    #[command(flatten)]
+    control: super::run::ControlArgs,
 }
 
 fn step34(udfs: &Path, window: Duration) -> String {
@@ -132,9 +137,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         stop: stop.clone(),
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
+        swappable: true,
     };
     let mut job = Pipeline::from_spec(&step34, &options(&stop))?;
     let mut printer = Pipeline::from_spec(&tail, &options(&stop))?;
+    // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
+    super::run::start_control(&job, &args.control, !args.no_watch)?;
 
     let seeder = {
         let stop = stop.clone();

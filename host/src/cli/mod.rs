@@ -4,6 +4,7 @@ mod broker;
 mod demo;
 mod run;
 mod seed;
+mod swap;
 mod udf;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ enum Command {
     Seed(seed::SeedCommand),
     /// Everything on one machine: embedded broker, seeder, the workshop's steps, results live.
     Demo(demo::DemoArgs),
+    /// Replace a stage's module in a running job (checked first; rejected modules change nothing).
+    Swap(swap::SwapArgs),
+    /// Show a running job's stages and their modules.
+    Status(swap::StatusArgs),
     /// Work with one UDF component locally.
     #[command(subcommand)]
     Udf(udf::UdfCommand),
@@ -58,6 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Swap(args) => swap::swap(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
     }
 }

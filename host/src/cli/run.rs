@@ -20,6 +20,43 @@ pub struct RunArgs {
     /// Commit offsets at most this often.
     #[arg(long, default_value = "1s", value_parser = duration)]
     commit_every: Duration,
+    /// Swap in a stage's module whenever its file changes.
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Local address of the control API (`rivulet swap`, `rivulet status`); `off` disables it.
+    #[arg(long = "control", env = "RIVULET_CONTROL", default_value = DEFAULT_CONTROL)]
+    pub addr: String,
+}
+
+/// Where `rivulet run` serves its control API, and where `swap`/`status` look for it.
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:7787";
+
+/// Starts the control API and (with `watch`) the file watcher for a pipeline.
+pub fn start_control(
+    pipeline: &Pipeline,
+    control: &ControlArgs,
+    watch: bool,
+) -> anyhow::Result<()> {
+    let Some(requests) = pipeline.swap_requests.clone() else {
+        return Ok(());
+    };
+    if control.addr != "off" {
+        let bound =
+            rivulet::control::serve(&control.addr, pipeline.status.clone(), requests.clone())
+                .with_context(|| format!("starting the control API on {}", control.addr))?;
+        eprintln!("control API at http://{bound} (rivulet status --control {bound})");
+    }
+    if watch {
+        rivulet::watch::spawn(pipeline.status.clone(), requests, pipeline.stop.clone())
+            .context("starting the file watcher")?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -54,8 +91,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         stop: stop_on_signals()?,
         connect_timeout: args.kafka.connect_timeout,
         commit_every: args.commit_every,
+        swappable: args.watch || args.control.addr != "off",
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options)?;
+    start_control(&pipeline, &args.control, args.watch)?;
     tracing::info!(job = %spec.name, source = pipeline.source.name(), sink = %pipeline.emitter.sink.describe(), "running");
     let result = pipeline.run();
     report(&pipeline);
@@ -89,5 +128,15 @@ pub fn report(pipeline: &Pipeline) {
     tracing::info!(sink = %pipeline.emitter.sink.describe(), sent, acked, "sink");
     for (stage, count) in pipeline.dead.counts() {
         tracing::info!(stage, count, "dead letters");
+    }
+    if !pipeline.swap_pauses.is_empty() {
+        let mut pauses: Vec<u128> = pipeline.swap_pauses.iter().map(|d| d.as_micros()).collect();
+        pauses.sort();
+        tracing::info!(
+            swaps = pauses.len(),
+            p50_us = pauses[pauses.len() / 2],
+            max_us = pauses[pauses.len() - 1],
+            "swap pauses"
+        );
     }
 }

@@ -1,0 +1,194 @@
+//! Hot swap. A candidate module is compiled, checked against its stage's world, started and
+//! run over the stage's recent sample input on a worker thread — off the hot path. Only a
+//! candidate that passes all of that reaches the pipeline, which installs it between two
+//! batches. A rejected candidate changes nothing; the old module keeps running.
+
+use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
+use crate::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
+use crate::status::{JobStatus, Sample};
+use crate::udf::{Kind, Limits, Runtime, UdfModule};
+use rivulet_rows::{Scalar, WindowAcc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+/// Asks for `bytes` to replace the module of `stage`.
+pub struct SwapRequest {
+    pub stage: String,
+    pub bytes: Vec<u8>,
+    /// Where the module came from, for logs and status (a path, or `control API`).
+    pub origin: String,
+    pub reply: Option<Sender<Result<SwapOutcome, String>>>,
+}
+
+/// What a successful swap did.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SwapOutcome {
+    pub stage: String,
+    pub hash: String,
+    pub previous_hash: Option<String>,
+    pub state_version: Option<u32>,
+    /// Whether open windows stay with the previous module (its state version differs).
+    pub new_generation: bool,
+    pub prepare_ms: f64,
+    /// How long the record flow paused for the swap itself.
+    pub pause_us: u64,
+}
+
+/// A started, checked module of one stage kind.
+pub enum Candidate {
+    Parse(Box<dyn ParseStage>),
+    Map(Box<dyn MapStage>),
+    Format(Box<dyn FormatStage>),
+    Aggregate {
+        stage: Box<dyn AggregateStage>,
+        empty: Vec<u8>,
+        state_version: u32,
+    },
+}
+
+/// A candidate ready to install.
+pub struct Prepared {
+    pub stage: String,
+    pub candidate: Candidate,
+    pub module: UdfModule,
+    pub origin: String,
+    pub prepared_in: Duration,
+    pub reply: Option<Sender<Result<SwapOutcome, String>>>,
+}
+
+/// The stages that can be swapped: kind and limits.
+pub type Swappable = BTreeMap<String, (Kind, Limits)>;
+
+/// Starts the worker; returns where to send requests and where prepared swaps arrive.
+pub fn spawn(
+    runtime: Runtime,
+    status: Arc<JobStatus>,
+    stages: Swappable,
+) -> std::io::Result<(Sender<SwapRequest>, Receiver<Prepared>)> {
+    let (requests, incoming) = channel::<SwapRequest>();
+    let (ready, prepared) = channel::<Prepared>();
+    std::thread::Builder::new().name("rivulet-swap".into()).spawn(move || {
+        for request in incoming {
+            let started = Instant::now();
+            match prepare(&runtime, &status, &stages, &request) {
+                Ok((module, candidate)) => {
+                    let prepared = Prepared {
+                        stage: request.stage,
+                        candidate,
+                        module,
+                        origin: request.origin,
+                        prepared_in: started.elapsed(),
+                        reply: request.reply,
+                    };
+                    if ready.send(prepared).is_err() {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(stage = %request.stage, origin = %request.origin, "swap rejected, the current module keeps running: {reason}");
+                    status.update_stage(&request.stage, |info| {
+                        info.rejected += 1;
+                        info.last_rejection = Some(reason.clone());
+                    });
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(Err(reason));
+                    }
+                }
+            }
+        }
+    })?;
+    Ok((requests, prepared))
+}
+
+fn prepare(
+    runtime: &Runtime,
+    status: &JobStatus,
+    stages: &Swappable,
+    request: &SwapRequest,
+) -> Result<(UdfModule, Candidate), String> {
+    let Some((kind, limits)) = stages.get(&request.stage) else {
+        let names: Vec<String> = stages.keys().cloned().collect();
+        return Err(format!(
+            "no swappable stage `{}` (this job's component stages: {})",
+            request.stage,
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    let module = UdfModule::from_bytes(runtime, Path::new(&request.origin), &request.bytes)
+        .map_err(|e| e.to_string())?;
+    if module.kind != *kind {
+        return Err(format!(
+            "{} implements the {} world, but stage `{}` needs the {} world",
+            request.origin, module.kind, request.stage, kind
+        ));
+    }
+    let stage = &request.stage;
+    let sample = status.sample(stage);
+    let trapped = |err: crate::udf::UdfError| {
+        format!("the new module failed on the stage's sample input: {err}")
+    };
+    let candidate = match kind {
+        Kind::Parse => {
+            let mut new =
+                WasmParse::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
+            if let Some(Sample::Raw(raw)) = &sample {
+                new.parse(raw).map_err(trapped)?;
+            }
+            Candidate::Parse(Box::new(new))
+        }
+        Kind::Map => {
+            let mut new =
+                WasmMap::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
+            if let Some(Sample::Rows(rows)) = &sample {
+                new.map(rows).map_err(trapped)?;
+            }
+            Candidate::Map(Box::new(new))
+        }
+        Kind::Format => {
+            let mut new =
+                WasmFormat::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
+            if let Some(Sample::Rows(rows)) = &sample {
+                new.format(rows).map_err(trapped)?;
+            }
+            Candidate::Format(Box::new(new))
+        }
+        Kind::Aggregate => {
+            let mut new =
+                WasmAggregate::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
+            let empty = new.create().map_err(trapped)?;
+            let state_version = new.state_version().map_err(trapped)?;
+            if let Some(Sample::Rows(rows)) = &sample {
+                let groups = vec![0; rows.len as usize];
+                let added = new
+                    .add(vec![empty.clone()], rows, &groups)
+                    .map_err(trapped)?;
+                let acc = added
+                    .accs
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| empty.clone());
+                let window = WindowAcc {
+                    key: Scalar::Null,
+                    window_start: 0,
+                    window_end: 0,
+                    acc,
+                };
+                new.finish(vec![window]).map_err(trapped)?;
+            }
+            Candidate::Aggregate {
+                stage: Box::new(new),
+                empty,
+                state_version,
+            }
+        }
+    };
+    Ok((module, candidate))
+}
