@@ -1,0 +1,421 @@
+//! Hot swap in a running job: many swaps mid-stream lose and duplicate nothing, broken
+//! modules are rejected without touching the output, and an aggregate with a new state
+//! version lets open windows finish with the old module.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::kafka::TestBroker;
+use common::wasm;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rivulet::assemble::RunOptions;
+use rivulet::pipeline::Pipeline;
+use rivulet::spec::PipelineSpec;
+use rivulet::status::JobStatus;
+use rivulet::swap::{SwapOutcome, SwapRequest};
+use rivulet::udf::{ModuleCache, Runtime};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_700_000_000_000;
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    status: Arc<JobStatus>,
+    swaps: Sender<SwapRequest>,
+    handle: JoinHandle<Pipeline>,
+}
+
+fn start(spec: &str, brokers: &str, cache: &Path) -> Running {
+    let spec = PipelineSpec::parse(spec, Path::new("swap.toml")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        brokers: Some(brokers.to_owned()),
+        runtime: Runtime::new(ModuleCache::at(cache)).unwrap(),
+        stop: stop.clone(),
+        connect_timeout: Some(Duration::from_secs(30)),
+        commit_every: Duration::from_millis(200),
+        swappable: true,
+    };
+    let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
+    let status = pipeline.status.clone();
+    let swaps = pipeline.swap_requests.clone().expect("swappable");
+    let handle = std::thread::spawn(move || {
+        pipeline.run().unwrap();
+        pipeline
+    });
+    Running {
+        stop,
+        status,
+        swaps,
+        handle,
+    }
+}
+
+impl Running {
+    fn swap(&self, stage: &str, bytes: Vec<u8>) -> Result<SwapOutcome, String> {
+        let (reply, answer) = channel();
+        self.swaps
+            .send(SwapRequest {
+                stage: stage.into(),
+                bytes,
+                origin: format!("test:{stage}"),
+                reply: Some(reply),
+            })
+            .unwrap();
+        answer.recv_timeout(Duration::from_secs(60)).unwrap()
+    }
+
+    fn wait_records(&self, n: u64) {
+        let started = Instant::now();
+        while self.status.records.load(Ordering::Relaxed) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the job read {} of {n} records",
+                self.status.records.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(self) -> Pipeline {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+fn producer(address: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("linger.ms", "2")
+        .create()
+        .unwrap()
+}
+
+fn send(producer: &BaseProducer, topic: &str, payload: &str, ts: Option<i64>) {
+    let mut record = BaseRecord::to(topic).partition(0).payload(payload).key("k");
+    if let Some(ts) = ts {
+        record = record.timestamp(ts);
+    }
+    while let Err((_, back)) = producer.send(record) {
+        record = back;
+        producer.poll(Duration::from_millis(5));
+    }
+}
+
+fn module(name: &str) -> Vec<u8> {
+    std::fs::read(wasm(name)).unwrap()
+}
+
+fn lines(path: &PathBuf, at_least: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= at_least || started.elapsed() > Duration::from_secs(60) {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn parse_map_spec(topic: &str, out: &Path) -> String {
+    format!(
+        r#"
+name = "swaps"
+[source]
+kind = "kafka"
+topic = "{topic}"
+assign = "all"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[[stages]]
+name = "map"
+kind = "map"
+module = "{}"
+[sink]
+kind = "file"
+path = "{}"
+[batch]
+max_records = 20
+max_wait = "10ms"
+"#,
+        wasm("swap_parse_v1").display(),
+        wasm("swap_map_v1").display(),
+        out.display()
+    )
+}
+
+#[test]
+fn twenty_four_swaps_mid_stream_lose_nothing_and_process_nothing_twice() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
+    const N: i64 = 4000;
+    let address = broker.address();
+    let feeding = std::thread::spawn(move || {
+        let producer = producer(&address);
+        for chunk in 0..N / 40 {
+            for id in chunk * 40..(chunk + 1) * 40 {
+                send(&producer, "ids", &format!(r#"{{"id":{id}}}"#), None);
+            }
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+    job.wait_records(100);
+    // Behaviour-changing and identical swaps of both stages, while records flow.
+    let plan = [
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v1"),
+        ("parse", "swap_parse_v1"),
+        ("map", "swap_map_v1"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v1"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v1"),
+        ("map", "swap_map_v1"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v1"),
+        ("parse", "swap_parse_v1"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v2"),
+        ("parse", "swap_parse_v1"),
+        ("map", "swap_map_v1"),
+        ("parse", "swap_parse_v2"),
+        ("map", "swap_map_v1"),
+    ];
+    for (stage, name) in plan {
+        let outcome = job
+            .swap(stage, module(name))
+            .unwrap_or_else(|e| panic!("{stage} ← {name}: {e}"));
+        assert_eq!(outcome.stage, stage);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    feeding.join().unwrap();
+    let rows = lines(&out, N as usize);
+    let pipeline = job.stop();
+
+    assert_eq!(rows.len(), N as usize, "every record came out exactly once");
+    let mut ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..N).collect::<Vec<_>>());
+    let (mut parsers, mut mappers) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for r in &rows {
+        let id = r["id"].as_i64().unwrap();
+        let parsed_by = r["parsed_by"].as_str().unwrap();
+        let mapped_by = r["mapped_by"].as_str().unwrap();
+        let value = id * if parsed_by == "v2" { 10 } else { 1 };
+        assert_eq!(
+            r["value"].as_i64(),
+            Some(value),
+            "{r}: parsed as its module says"
+        );
+        assert_eq!(
+            r["value2"].as_i64(),
+            Some(value + if mapped_by == "v2" { 1000 } else { 0 }),
+            "{r}"
+        );
+        parsers.insert(parsed_by.to_owned());
+        mappers.insert(mapped_by.to_owned());
+    }
+    assert_eq!(parsers.len(), 2, "both parse variants processed records");
+    assert_eq!(mappers.len(), 2, "both map variants processed records");
+    let status = pipeline.status.snapshot();
+    let swaps: u64 = status.stages.iter().map(|s| s.swaps).sum();
+    assert_eq!(swaps, 24);
+    let mut pauses: Vec<u128> = pipeline
+        .swap_pauses
+        .iter()
+        .map(Duration::as_micros)
+        .collect();
+    pauses.sort();
+    eprintln!(
+        "swap pause over {} swaps: p50 {} µs, max {} µs",
+        pauses.len(),
+        pauses[pauses.len() / 2],
+        pauses[pauses.len() - 1]
+    );
+}
+
+#[test]
+fn broken_modules_are_rejected_and_the_output_is_unaffected() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    for id in 0..300 {
+        send(&producer, "ids", &format!(r#"{{"id":{id}}}"#), None);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    job.wait_records(300);
+
+    let good = module("swap_parse_v2");
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "parse",
+            module("swap_map_v1"),
+            "implements the map world, but stage `parse` needs the parse world",
+        ),
+        (
+            "parse",
+            module("swap_parse_trap"),
+            "failed on the stage's sample input",
+        ),
+        (
+            "parse",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "parse",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "parse",
+            good[..good.len() / 3].to_vec(),
+            "is not a valid WebAssembly component",
+        ),
+        ("nope", good.clone(), "no swappable stage `nope`"),
+    ];
+    for (stage, bytes, expected) in cases {
+        let err = job.swap(stage, bytes).expect_err("rejected");
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
+    }
+    for id in 300..600 {
+        send(&producer, "ids", &format!(r#"{{"id":{id}}}"#), None);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let rows = lines(&out, 600);
+    let pipeline = job.stop();
+    assert_eq!(rows.len(), 600);
+    assert!(
+        rows.iter()
+            .all(|r| r["parsed_by"] == "v1" && r["mapped_by"] == "v1"),
+        "only the original modules ran"
+    );
+    let parse = pipeline.status.stage("parse").unwrap();
+    assert_eq!((parse.swaps, parse.rejected), (0, 5));
+    assert!(
+        parse
+            .last_rejection
+            .unwrap()
+            .contains("is not a valid WebAssembly component")
+    );
+}
+
+#[test]
+fn aggregate_with_a_new_state_version_lets_open_windows_finish_with_the_old_module() {
+    let broker = TestBroker::embedded();
+    broker.topic("events", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let spec = format!(
+        r#"
+name = "agg-swaps"
+[source]
+kind = "kafka"
+topic = "events"
+assign = "all"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+size = "10s"
+time = "event"
+timestamp = "kafka"
+idle_timeout = "60s"
+[aggregate]
+module = "{}"
+[sink]
+kind = "file"
+path = "{}"
+"#,
+        wasm("swap_parse_v1").display(),
+        wasm("swap_aggregate_v1").display(),
+        out.display()
+    );
+    let job = start(&spec, &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    let mut sent = 0u64;
+    let mut emit = |ts: i64, n: u64| {
+        for _ in 0..n {
+            send(
+                &producer,
+                "events",
+                &format!(r#"{{"id":{sent}}}"#),
+                Some(ts),
+            );
+            sent += 1;
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        sent
+    };
+    // 30 records in W0 = [0 s, 10 s) and 30 in W1 = [10 s, 20 s): W0 closes, W1 stays open.
+    emit(T0 + 5_000, 30);
+    let n = emit(T0 + 19_000, 30);
+    job.wait_records(n);
+    // Same state version: v2 takes over W1's accumulator.
+    let same = job.swap("aggregate", module("swap_aggregate_v2")).unwrap();
+    assert!(!same.new_generation);
+    let n = emit(T0 + 19_100, 10);
+    job.wait_records(n);
+    // New state version: W1 finishes with the module it was opened with (v2); W2 uses v3.
+    let new = job.swap("aggregate", module("swap_aggregate_v3")).unwrap();
+    assert!(new.new_generation);
+    assert_eq!(new.state_version, Some(2));
+    emit(T0 + 19_500, 5);
+    emit(T0 + 25_000, 20);
+    emit(T0 + 100_000, 1);
+    let rows = lines(&out, 3);
+    let pipeline = job.stop();
+    let by_window: std::collections::BTreeMap<i64, &Value> = rows
+        .iter()
+        .map(|r| (r["window_start"].as_i64().unwrap(), r))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(by_window[&T0]["counts"], serde_json::json!({"v1": 30}));
+    assert_eq!(by_window[&T0]["finished_by"], "v1");
+    assert_eq!(
+        by_window[&(T0 + 10_000)]["counts"],
+        serde_json::json!({"v1": 30, "v2": 15}),
+        "W1 kept its state across both swaps"
+    );
+    assert_eq!(by_window[&(T0 + 10_000)]["finished_by"], "v2");
+    assert_eq!(
+        by_window[&(T0 + 20_000)]["counts"],
+        serde_json::json!({"plain": 20})
+    );
+    assert_eq!(by_window[&(T0 + 20_000)]["finished_by"], "v3");
+    assert_eq!(
+        pipeline.status.stage("aggregate").unwrap().state_version,
+        Some(2)
+    );
+}
