@@ -100,3 +100,7 @@ bench-pipeline: udfs
 # The Kafka pipeline tests against a separate Tansu broker process (built once, cached).
 test-tansu: udfs
     scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka -- --test-threads 1
+
+# Hot-swap figures: pause per swap, rebuilt file to first new output.
+bench-swap: udfs
+    cargo bench -p rivulet --bench swap
