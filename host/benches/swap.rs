@@ -64,12 +64,19 @@ fn main() {
         let stop = feeding_stop.clone();
         let address = address.clone();
         std::thread::spawn(move || {
-            let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &address).set("linger.ms", "1").create().unwrap();
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &address)
+                .set("linger.ms", "1")
+                .create()
+                .unwrap();
             let mut id = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..10 {
                     let payload = format!(r#"{{"id":{id}}}"#);
-                    let mut record = BaseRecord::to("ids").partition(0).payload(&payload).key("k");
+                    let mut record = BaseRecord::to("ids")
+                        .partition(0)
+                        .payload(&payload)
+                        .key("k");
                     while let Err((_, back)) = producer.send(record) {
                         record = back;
                         producer.poll(Duration::from_millis(1));
@@ -85,30 +92,50 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
 
     // 100 swaps through the API, alternating two modules (compiled once, then cached).
-    let modules = [std::fs::read(wasm("swap_parse_v2")).unwrap(), std::fs::read(wasm("swap_parse_v1")).unwrap()];
+    let modules = [
+        std::fs::read(wasm("swap_parse_v2")).unwrap(),
+        std::fs::read(wasm("swap_parse_v1")).unwrap(),
+    ];
     for i in 0..100 {
         let (reply, answer) = channel();
         requests
-            .send(SwapRequest { stage: "parse".into(), bytes: modules[i % 2].clone(), origin: "bench".into(), reply: Some(reply) })
+            .send(SwapRequest {
+                stage: "parse".into(),
+                bytes: modules[i % 2].clone(),
+                origin: "bench".into(),
+                reply: Some(reply),
+            })
             .unwrap();
-        answer.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+        answer
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
 
     // Rebuild-to-output: overwrite the watched file, wait for the first row of the new logic.
     let mut latencies = Vec::new();
     for (round, variant) in ["v2", "v1", "v2", "v1", "v2"].iter().enumerate() {
-        let before = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+        let before = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count();
         let started = Instant::now();
         std::fs::copy(wasm(&format!("swap_parse_{variant}")), &watched).unwrap();
         loop {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
-            let seen = text.lines().skip(before).any(|l| l.contains(&format!("\"parsed_by\":\"{variant}\"")));
+            let seen = text
+                .lines()
+                .skip(before)
+                .any(|l| l.contains(&format!("\"parsed_by\":\"{variant}\"")));
             if seen {
                 latencies.push(started.elapsed());
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "round {round}: new logic never showed");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "round {round}: new logic never showed"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -118,10 +145,20 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let pipeline = job.join().unwrap();
 
-    let mut pauses: Vec<u128> = pipeline.swap_pauses.iter().map(Duration::as_micros).collect();
+    let mut pauses: Vec<u128> = pipeline
+        .swap_pauses
+        .iter()
+        .map(Duration::as_micros)
+        .collect();
     pauses.sort();
     let pct = |p: f64| pauses[((pauses.len() - 1) as f64 * p) as usize];
-    println!("swap pause of the record flow over {} swaps: p50 {} µs, p99 {} µs, max {} µs", pauses.len(), pct(0.5), pct(0.99), pauses[pauses.len() - 1]);
+    println!(
+        "swap pause of the record flow over {} swaps: p50 {} µs, p99 {} µs, max {} µs",
+        pauses.len(),
+        pct(0.5),
+        pct(0.99),
+        pauses[pauses.len() - 1]
+    );
     latencies.sort();
     println!(
         "module file rewritten → first output of the new logic (watching, 200 ms polls): median {} ms, max {} ms",

@@ -63,12 +63,7 @@ impl Emitter {
                         .send(key.as_deref(), payload.as_bytes(), &[], hold_of(i))?;
                 }
             }
-            Some(format) => match {
-                if let Some(samples) = &self.samples {
-                    samples.sample_rows(&format.name, rows);
-                }
-                format.stage.format(rows)
-            } {
+            Some(format) => match sample_then_format(format, rows, self.samples.as_deref()) {
                 Ok(encoded) => {
                     let failed: std::collections::BTreeMap<u32, &str> = encoded
                         .errors
@@ -128,4 +123,16 @@ fn result_letter<'a>(
         key: None,
         payload,
     }
+}
+
+/// Keeps the formatter's input as a sample (for trying swapped-in modules), then formats.
+fn sample_then_format(
+    format: &mut Step<dyn FormatStage>,
+    rows: &Batch,
+    samples: Option<&crate::status::JobStatus>,
+) -> Result<rivulet_rows::Encoded, crate::udf::UdfError> {
+    if let Some(samples) = samples {
+        samples.sample_rows(&format.name, rows);
+    }
+    format.stage.format(rows)
 }

@@ -105,7 +105,7 @@ pub fn seed(
             Holds::new(),
         )?;
         written += 1;
-        if written % 1000 == 0 {
+        if written.is_multiple_of(1000) {
             sink.poll()?;
             tracing::info!(topic, written, malformed, "seeding");
         }

@@ -11,11 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// Delivery outcomes by record id, filled by librdkafka's callback.
+type Outcomes = Arc<Mutex<Vec<(u64, Result<(), String>)>>>;
+
 /// Producer context: collects delivery outcomes by record id.
 #[derive(Default)]
 pub struct SinkContext {
     log: LogContext,
-    outcomes: Arc<Mutex<Vec<(u64, Result<(), String>)>>>,
+    outcomes: Outcomes,
 }
 
 impl ClientContext for SinkContext {
@@ -49,7 +52,7 @@ pub struct KafkaSink {
     topic: String,
     next_id: u64,
     in_flight: BTreeMap<u64, Holds>,
-    outcomes: Arc<Mutex<Vec<(u64, Result<(), String>)>>>,
+    outcomes: Outcomes,
     sent: u64,
     acked: u64,
 }

@@ -367,10 +367,7 @@ fn wait_for_topic<C: ConsumerContext>(
                     return Ok(t.partitions().iter().map(|p| p.id()).collect());
                 }
                 Some(t) => match t.error() {
-                    Some(err) => format!(
-                        "topic `{topic}`: {:?}",
-                        rdkafka::types::RDKafkaRespErr::from(err)
-                    ),
+                    Some(err) => format!("topic `{topic}`: {:?}", err),
                     None => format!("topic `{topic}` has no partitions"),
                 },
                 None => format!("topic `{topic}` does not exist"),
