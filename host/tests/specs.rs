@@ -128,3 +128,59 @@ path = "dlq.jsonl"
         );
     }
 }
+
+fn run_file_job(dir: &Path, on_error: &str) -> Result<(), String> {
+    std::fs::write(dir.join("in.jsonl"), "{\"customer\":\"c\",\"status\":\"NEW\",\"region\":\"r\",\"amount\":1,\"ts\":\"2024-05-23T12:35:00Z\"}\nnot an order\n").unwrap();
+    let spec = format!(
+        "name = \"policy\"\n[source]\nkind = \"file\"\npath = \"in.jsonl\"\n[[stages]]\nname = \"parse-orders\"\nkind = \"parse\"\nmodule = \"{}\"\non_error = \"{on_error}\"\n[sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[dead_letters]\npath = \"dlq.jsonl\"\n",
+        common::wasm("udf_parse_orders").display()
+    );
+    std::fs::write(dir.join("job.toml"), spec).unwrap();
+    let spec = PipelineSpec::load(&dir.join("job.toml")).unwrap();
+    let options = RunOptions {
+        brokers: None,
+        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
+        stop: Arc::new(AtomicBool::new(false)),
+        connect_timeout: None,
+        commit_every: Duration::from_secs(1),
+        swappable: false,
+    };
+    let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
+    let result = pipeline.run().map_err(|e| e.to_string());
+    if on_error == "drop" {
+        assert_eq!(pipeline.dead.dropped().get("parse-orders"), Some(&1));
+    }
+    result
+}
+
+#[test]
+fn drop_policy_counts_and_drops_rejected_records() {
+    let dir = tempfile::tempdir().unwrap();
+    run_file_job(dir.path(), "drop").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("dlq.jsonl"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[test]
+fn fail_policy_stops_the_job_naming_the_stage_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run_file_job(dir.path(), "fail").unwrap_err();
+    assert!(
+        err.starts_with("stage `parse-orders` rejected record"),
+        "{err}"
+    );
+    assert!(
+        err.contains("@1 and its policy is `fail`: invalid JSON"),
+        "{err}"
+    );
+}

@@ -36,9 +36,9 @@ pub enum SeedCommand {
 pub struct SeedArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Records per second (0: as fast as possible).
-    #[arg(long, default_value_t = 10.0)]
-    rate: f64,
+    /// Records per second (0: as fast as possible; default 20 orders/s, 1 sale/s).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Records to write (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -60,12 +60,10 @@ pub fn run(command: SeedCommand) -> anyhow::Result<()> {
         }
         SeedCommand::Sales { common, topic } => {
             let mut sales = Sales::new(common.seed);
-            let rate = if common.rate == 10.0 {
-                1.0
-            } else {
-                common.rate
+            let common = SeedArgs {
+                rate: Some(common.rate.unwrap_or(1.0)),
+                ..common
             };
-            let common = SeedArgs { rate, ..common };
             seed(&common, &topic, &stop, move |ts| sales.next(ts))
         }
     }
@@ -84,12 +82,13 @@ pub fn seed(
         .clone()
         .unwrap_or_else(|| rivulet::assemble::DEFAULT_BROKERS.to_owned());
     let mut sink = KafkaSink::open(&KafkaConfig::new(brokers.clone()), topic)?;
+    let rate = args.rate.unwrap_or(20.0);
     let started = Instant::now();
     let mut written = 0u64;
     let mut malformed = 0u64;
     while !stop.load(Ordering::Relaxed) && (args.count == 0 || written < args.count) {
-        if args.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(written as f64 / args.rate);
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(written as f64 / rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait.min(Duration::from_millis(100)));
                 sink.poll()?;
