@@ -88,7 +88,10 @@ impl Pipeline {
             }
             self.serve_sinks()?;
             if last_commit.elapsed() >= self.commit_every {
-                self.commit(false)?;
+                // A failed periodic commit only delays progress: the next one retries it.
+                if let Err(err) = self.commit(false) {
+                    tracing::warn!(job = %self.name, "commit failed, will retry: {err}");
+                }
                 last_commit = Instant::now();
             }
             if self.source.at_end() {

@@ -431,6 +431,17 @@ impl PipelineSpec {
                 }
             }
         }
+        if let SourceSpec::Kafka {
+            bounded: true,
+            assign: AssignMode::Group,
+            ..
+        } = self.source
+        {
+            return invalid(
+                "source.bounded",
+                "a bounded read needs assign = \"all\" (it reads every partition to its end)",
+            );
+        }
         if self.batch.max_records == 0 || self.batch.max_records > 1_000_000 {
             return invalid("batch.max_records", "must be between 1 and 1000000");
         }

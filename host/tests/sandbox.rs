@@ -260,3 +260,26 @@ fn guest_stdout_and_stderr_go_to_the_log_tagged_with_the_stage() {
         "{log}"
     );
 }
+
+#[test]
+fn instance_limit_is_enforced_and_named() {
+    let runtime = runtime();
+    let module = load(&runtime, "hostile_guest");
+    let err = WasmParse::new(
+        &runtime,
+        &module,
+        "hostile",
+        Limits {
+            instances: 1,
+            ..Limits::default()
+        },
+    )
+    .err()
+    .expect("a Rust component needs more than one core instance");
+    assert_eq!(err.limit(), Some(LimitHit::Instances { limit: 1 }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("instance limit of 1 per component exceeded"),
+        "{err}"
+    );
+}
