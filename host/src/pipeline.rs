@@ -261,6 +261,8 @@ impl Pipeline {
         for sink in self.sinks_mut() {
             sink.flush(Duration::from_secs(30))?;
         }
-        self.commit(true)
+        let committed = self.commit(true);
+        self.source.close();
+        committed
     }
 }

@@ -126,6 +126,13 @@ impl Source {
         }
     }
 
+    /// Releases the source (leaves a consumer group promptly).
+    pub fn close(&mut self) {
+        if let Source::Kafka(kafka) = self {
+            kafka.close();
+        }
+    }
+
     /// Commits offsets (Kafka only; lines have nothing to commit).
     pub fn commit(
         &mut self,

@@ -420,3 +420,58 @@ fn unreachable_broker_is_retried_then_reported_clearly() {
     assert!(attempts >= 2, "retried: {err}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn group_consumer_honours_earliest_and_committed_start_positions() {
+    let broker = broker();
+    let address = broker.address();
+    let topic = unique("group-orders");
+    broker.topic(&topic, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let group = unique("group");
+    let spec = |start: &str| {
+        format!(
+            "name = \"group\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nstart = \"{start}\"\n[sink]\nkind = \"file\"\npath = \"{}\"\n",
+            out.display()
+        )
+    };
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_lines = |n: usize| {
+        let started = Instant::now();
+        while lines() < n && started.elapsed() < Duration::from_secs(90) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lines()
+    };
+    let batch = |from: i64, to: i64| -> Vec<(i32, String, Vec<u8>)> {
+        (from..to)
+            .map(|i| {
+                (
+                    (i % 2) as i32,
+                    "k".to_owned(),
+                    format!(r#"{{"n":{i}}}"#).into_bytes(),
+                )
+            })
+            .collect()
+    };
+    produce(&address, &topic, &batch(0, 5));
+    // earliest: everything, even after a run of the same group committed it.
+    for round in 1..=2 {
+        let job = Job::start(&spec("earliest"), &address);
+        assert_eq!(wait_lines(5 * round), 5 * round, "round {round}");
+        job.assert_running().stop();
+    }
+    // committed: only what came after the last commit.
+    let job = Job::start(&spec("committed"), &address);
+    produce(&address, &topic, &batch(5, 8));
+    assert_eq!(wait_lines(13), 13);
+    std::thread::sleep(Duration::from_secs(1));
+    job.assert_running().stop();
+    assert_eq!(lines(), 13, "nothing read twice under `committed`");
+}

@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Consumer context: logs, and notes group rebalances for the pipeline.
+/// Consumer context: logs, notes group rebalances for the pipeline, and applies the start
+/// position (earliest/latest) to the first assignment of a group consumer.
 #[derive(Default)]
 pub struct SourceContext {
     log: LogContext,
     assigned: Mutex<Option<Vec<i32>>>,
+    /// Offset to start from on the first assignment (None: the committed offsets).
+    first_start: Mutex<Option<Offset>>,
 }
 
 impl ClientContext for SourceContext {
@@ -34,6 +37,40 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(start) = self
+                    .first_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    && let Err(err) = tpl.set_all_offsets(start)
+                {
+                    tracing::warn!("cannot apply the start position: {err}");
+                }
+                tracing::debug!(assignment = ?tpl, "assigning");
+                if let Err(err) = consumer.assign(tpl) {
+                    tracing::warn!("assigning partitions failed: {err}");
+                }
+                Rebalance::Assign(tpl)
+            }
+            _ => {
+                if let Err(err) = consumer.unassign() {
+                    tracing::warn!("releasing partitions failed: {err}");
+                }
+                Rebalance::Revoke(tpl)
+            }
+        };
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = match rebalance {
             Rebalance::Assign(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
@@ -60,6 +97,8 @@ pub struct KafkaSource {
     /// Event-time watermarks read back from commit metadata.
     restored: BTreeMap<i32, i64>,
     partitions: Vec<i32>,
+    /// The first group assignment starts at earliest/latest: commit metadata does not apply.
+    reread_from_start: bool,
 }
 
 /// How to open a [`KafkaSource`].
@@ -97,6 +136,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
             .set("enable.partition.eof", "false")
+            // A crashed or restarted member is replaced in seconds, not the default 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000")
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("creating the consumer"))?;
         let partitions = wait_for_topic(
@@ -114,10 +156,23 @@ impl KafkaSource {
             committed: BTreeMap::new(),
             restored: BTreeMap::new(),
             partitions: partitions.clone(),
+            reread_from_start: false,
         };
         match options.assign {
             AssignMode::All => source.assign_all(&partitions, options.start)?,
             AssignMode::Group => {
+                let first = match options.start {
+                    StartAt::Committed => None,
+                    StartAt::Earliest => Some(Offset::Beginning),
+                    StartAt::Latest => Some(Offset::End),
+                };
+                source.reread_from_start = first.is_some();
+                *source
+                    .consumer
+                    .context()
+                    .first_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = first;
                 source
                     .consumer
                     .subscribe(&[&options.topic])
@@ -223,13 +278,16 @@ impl KafkaSource {
         self.positions.clear();
         self.restored.clear();
         self.committed.clear();
+        let reread = std::mem::take(&mut self.reread_from_start);
         if let Ok(committed) = self.consumer.committed(METADATA_TIMEOUT) {
             for elem in committed.elements() {
                 if let Offset::Offset(n) = elem.offset() {
                     self.committed.insert(elem.partition(), n);
-                    self.positions.insert(elem.partition(), n);
-                    if let Some(wm) = parse_metadata(elem.metadata()) {
-                        self.restored.insert(elem.partition(), wm);
+                    if !reread {
+                        self.positions.insert(elem.partition(), n);
+                        if let Some(wm) = parse_metadata(elem.metadata()) {
+                            self.restored.insert(elem.partition(), wm);
+                        }
                     }
                 }
             }
@@ -296,6 +354,22 @@ impl KafkaSource {
             }
         }
         batch
+    }
+
+    /// Leaves the consumer group at once (instead of after the session timeout), so a
+    /// restarted job gets its partitions back quickly.
+    pub fn close(&mut self) {
+        if self.consumer.subscription().is_ok_and(|s| s.count() > 0) {
+            self.consumer.unsubscribe();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if self.consumer.poll(Duration::from_millis(100)).is_none()
+                    && self.consumer.assignment().is_ok_and(|a| a.count() == 0)
+                {
+                    break;
+                }
+            }
+        }
     }
 
     /// Commits `offsets` (next offset to read, per partition) where they moved forward,
