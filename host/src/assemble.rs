@@ -204,14 +204,18 @@ impl Pipeline {
         };
         let mut stats = BTreeMap::new();
         stats.insert(parse.name.clone(), Default::default());
-        let (swap_requests, swaps) = if options.swappable && !swappable.is_empty() {
-            let (requests, prepared) =
+        let (swap_requests, swaps, retired) = if options.swappable && !swappable.is_empty() {
+            let channels =
                 crate::swap::spawn(runtime.clone(), status.clone(), swappable).map_err(|err| {
                     PipelineError::Config(format!("cannot start the swap worker: {err}"))
                 })?;
-            (Some(requests), Some(prepared))
+            (
+                Some(channels.requests),
+                Some(channels.prepared),
+                Some(channels.retired),
+            )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let samples = swaps.is_some().then(|| status.clone());
         let windowing = windowing.map(|mut w| {
@@ -243,6 +247,7 @@ impl Pipeline {
             swaps,
             swap_requests,
             swap_pauses: Vec::new(),
+            retired,
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::sink::{SinkError, all_holds};
 use crate::source::{Source, SourceError};
 use crate::spec::BatchSpec;
 use crate::status::JobStatus;
-use crate::swap::{Candidate, Prepared, SwapOutcome};
+use crate::swap::{Prepared, Retired};
 use crate::transform::Transform;
 use crate::windowing::Windowing;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct Pipeline {
     pub swap_requests: Option<std::sync::mpsc::Sender<crate::swap::SwapRequest>>,
     /// How long each swap paused the record flow.
     pub swap_pauses: Vec<Duration>,
+    /// Replaced modules, dropped on the swap worker (not on the hot path).
+    pub retired: Option<std::sync::mpsc::Sender<Retired>>,
 }
 
 impl Pipeline {
@@ -103,106 +105,6 @@ impl Pipeline {
             }
         }
         self.shutdown()
-    }
-
-    /// Installs every prepared swap: between two batches, so no record sees two modules.
-    fn install_swaps(&mut self) {
-        let prepared: Vec<Prepared> = match &self.swaps {
-            Some(swaps) => swaps.try_iter().collect(),
-            None => return,
-        };
-        for swap in prepared {
-            let started = Instant::now();
-            let new_version = match &swap.candidate {
-                Candidate::Aggregate { state_version, .. } => Some(*state_version),
-                _ => None,
-            };
-            let installed: Result<bool, String> = match swap.candidate {
-                Candidate::Parse(stage) if self.transform.parse.name == swap.stage => {
-                    self.transform.parse.stage = stage;
-                    Ok(false)
-                }
-                Candidate::Map(stage) => match self
-                    .transform
-                    .maps
-                    .iter_mut()
-                    .find(|m| m.name == swap.stage)
-                {
-                    Some(map) => {
-                        map.stage = stage;
-                        Ok(false)
-                    }
-                    None => Err(format!("no map stage `{}`", swap.stage)),
-                },
-                Candidate::Format(stage) => match self
-                    .emitter
-                    .format
-                    .as_mut()
-                    .filter(|f| f.name == swap.stage)
-                {
-                    Some(format) => {
-                        format.stage = stage;
-                        Ok(false)
-                    }
-                    None => Err(format!("no format stage `{}`", swap.stage)),
-                },
-                Candidate::Aggregate {
-                    stage,
-                    empty,
-                    state_version,
-                } => match &mut self.windowing {
-                    Some(windowing) => windowing.swap_aggregate(stage, empty, state_version),
-                    None => Err("this job has no aggregate".to_owned()),
-                },
-                Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
-            };
-            let pause = started.elapsed();
-            let module = &swap.module;
-            let outcome = installed.map(|new_generation| {
-                self.swap_pauses.push(pause);
-                let previous = self.status.stage(&swap.stage).and_then(|s| s.hash);
-                SwapOutcome {
-                    stage: swap.stage.clone(),
-                    hash: module.hash.clone(),
-                    previous_hash: previous,
-                    state_version: new_version,
-                    new_generation,
-                    prepare_ms: swap.prepared_in.as_secs_f64() * 1e3,
-                    pause_us: pause.as_micros() as u64,
-                }
-            });
-            match &outcome {
-                Ok(outcome) => {
-                    self.status.update_stage(&swap.stage, |info| {
-                        info.origin = Some(swap.origin.clone());
-                        info.hash = Some(module.hash.clone());
-                        info.size = module.size;
-                        info.load_ms = swap.prepared_in.as_secs_f64() * 1e3;
-                        info.loaded_at =
-                            rivulet_sdk::time::iso8601(crate::kafka::source::now_millis());
-                        info.swaps += 1;
-                        info.last_swap_pause_us = Some(outcome.pause_us);
-                        if new_version.is_some() {
-                            info.state_version = new_version;
-                        }
-                    });
-                    tracing::info!(
-                        stage = %swap.stage,
-                        origin = %swap.origin,
-                        hash = module.short_hash(),
-                        previous = outcome.previous_hash.as_deref().and_then(|h| h.get(..12)).unwrap_or("-"),
-                        new_generation = outcome.new_generation,
-                        prepare_ms = format!("{:.1}", outcome.prepare_ms),
-                        pause_us = outcome.pause_us,
-                        "swapped in a new module"
-                    );
-                }
-                Err(reason) => tracing::warn!(stage = %swap.stage, "swap not installed: {reason}"),
-            }
-            if let Some(reply) = swap.reply {
-                let _ = reply.send(outcome);
-            }
-        }
     }
 
     fn reset_windows(&mut self, partitions: &[i32]) {

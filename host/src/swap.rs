@@ -50,6 +50,22 @@ pub enum Candidate {
     },
 }
 
+/// A replaced module, sent to the swap worker to be dropped there: freeing an instance's
+/// memory takes a few hundred microseconds that the record flow should not wait for.
+pub enum Retired {
+    Parse(Box<dyn ParseStage>),
+    Map(Box<dyn MapStage>),
+    Format(Box<dyn FormatStage>),
+    Aggregate(Box<dyn AggregateStage>),
+}
+
+fn retire(graveyard: &Option<Sender<Retired>>, old: Retired) {
+    if let Some(graveyard) = graveyard {
+        // If the worker is gone the module is simply dropped here.
+        let _ = graveyard.send(old);
+    }
+}
+
 /// A candidate ready to install.
 pub struct Prepared {
     pub stage: String,
@@ -63,14 +79,25 @@ pub struct Prepared {
 /// The stages that can be swapped: kind and limits.
 pub type Swappable = BTreeMap<String, (Kind, Limits)>;
 
-/// Starts the worker; returns where to send requests and where prepared swaps arrive.
+/// The pipeline's ends of the swap worker's channels.
+pub struct SwapChannels {
+    pub requests: Sender<SwapRequest>,
+    pub prepared: Receiver<Prepared>,
+    pub retired: Sender<Retired>,
+}
+
+/// Starts the worker (and the thread that drops replaced modules).
 pub fn spawn(
     runtime: Runtime,
     status: Arc<JobStatus>,
     stages: Swappable,
-) -> std::io::Result<(Sender<SwapRequest>, Receiver<Prepared>)> {
+) -> std::io::Result<SwapChannels> {
     let (requests, incoming) = channel::<SwapRequest>();
     let (ready, prepared) = channel::<Prepared>();
+    let (retired, graveyard) = channel::<Retired>();
+    std::thread::Builder::new()
+        .name("rivulet-retire".into())
+        .spawn(move || graveyard.into_iter().for_each(drop))?;
     std::thread::Builder::new().name("rivulet-swap".into()).spawn(move || {
         for request in incoming {
             let started = Instant::now();
@@ -101,7 +128,11 @@ pub fn spawn(
             }
         }
     })?;
-    Ok((requests, prepared))
+    Ok(SwapChannels {
+        requests,
+        prepared,
+        retired,
+    })
 }
 
 fn prepare(
@@ -191,4 +222,118 @@ fn prepare(
         }
     };
     Ok((module, candidate))
+}
+
+impl crate::pipeline::Pipeline {
+    /// Installs every prepared swap: between two batches, so no record sees two modules.
+    pub(crate) fn install_swaps(&mut self) {
+        let prepared: Vec<Prepared> = match &self.swaps {
+            Some(swaps) => swaps.try_iter().collect(),
+            None => return,
+        };
+        for swap in prepared {
+            let started = Instant::now();
+            let new_version = match &swap.candidate {
+                Candidate::Aggregate { state_version, .. } => Some(*state_version),
+                _ => None,
+            };
+            let installed: Result<bool, String> = match swap.candidate {
+                Candidate::Parse(stage) if self.transform.parse.name == swap.stage => {
+                    let old = std::mem::replace(&mut self.transform.parse.stage, stage);
+                    retire(&self.retired, Retired::Parse(old));
+                    Ok(false)
+                }
+                Candidate::Map(stage) => match self
+                    .transform
+                    .maps
+                    .iter_mut()
+                    .find(|m| m.name == swap.stage)
+                {
+                    Some(map) => {
+                        retire(
+                            &self.retired,
+                            Retired::Map(std::mem::replace(&mut map.stage, stage)),
+                        );
+                        Ok(false)
+                    }
+                    None => Err(format!("no map stage `{}`", swap.stage)),
+                },
+                Candidate::Format(stage) => match self
+                    .emitter
+                    .format
+                    .as_mut()
+                    .filter(|f| f.name == swap.stage)
+                {
+                    Some(format) => {
+                        let old = std::mem::replace(&mut format.stage, stage);
+                        retire(&self.retired, Retired::Format(old));
+                        Ok(false)
+                    }
+                    None => Err(format!("no format stage `{}`", swap.stage)),
+                },
+                Candidate::Aggregate {
+                    stage,
+                    empty,
+                    state_version,
+                } => match &mut self.windowing {
+                    Some(windowing) => windowing.swap_aggregate(stage, empty, state_version).map(
+                        |(new_generation, old)| {
+                            if let Some(old) = old {
+                                retire(&self.retired, Retired::Aggregate(old));
+                            }
+                            new_generation
+                        },
+                    ),
+                    None => Err("this job has no aggregate".to_owned()),
+                },
+                Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
+            };
+            let pause = started.elapsed();
+            let module = &swap.module;
+            let outcome = installed.map(|new_generation| {
+                self.swap_pauses.push(pause);
+                let previous = self.status.stage(&swap.stage).and_then(|s| s.hash);
+                SwapOutcome {
+                    stage: swap.stage.clone(),
+                    hash: module.hash.clone(),
+                    previous_hash: previous,
+                    state_version: new_version,
+                    new_generation,
+                    prepare_ms: swap.prepared_in.as_secs_f64() * 1e3,
+                    pause_us: pause.as_micros() as u64,
+                }
+            });
+            match &outcome {
+                Ok(outcome) => {
+                    self.status.update_stage(&swap.stage, |info| {
+                        info.origin = Some(swap.origin.clone());
+                        info.hash = Some(module.hash.clone());
+                        info.size = module.size;
+                        info.load_ms = swap.prepared_in.as_secs_f64() * 1e3;
+                        info.loaded_at =
+                            rivulet_sdk::time::iso8601(crate::kafka::source::now_millis());
+                        info.swaps += 1;
+                        info.last_swap_pause_us = Some(outcome.pause_us);
+                        if new_version.is_some() {
+                            info.state_version = new_version;
+                        }
+                    });
+                    tracing::info!(
+                        stage = %swap.stage,
+                        origin = %swap.origin,
+                        hash = module.short_hash(),
+                        previous = outcome.previous_hash.as_deref().and_then(|h| h.get(..12)).unwrap_or("-"),
+                        new_generation = outcome.new_generation,
+                        prepare_ms = format!("{:.1}", outcome.prepare_ms),
+                        pause_us = outcome.pause_us,
+                        "swapped in a new module"
+                    );
+                }
+                Err(reason) => tracing::warn!(stage = %swap.stage, "swap not installed: {reason}"),
+            }
+            if let Some(reply) = swap.reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
 }

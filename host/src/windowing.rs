@@ -126,19 +126,21 @@ impl Windowing {
         }
     }
 
-    /// Puts a new aggregate module in service; `Ok(true)` when its state version differs
-    /// (windows already open finish with the previous module).
+    /// Puts a new aggregate module in service; `Ok((true, _))` when its state version differs
+    /// (windows already open finish with the previous module). Also returns the module it
+    /// replaced outright (same state version), to be dropped off the hot path.
+    #[allow(clippy::type_complexity)]
     pub fn swap_aggregate(
         &mut self,
         stage: Box<dyn crate::stage::AggregateStage>,
         empty: Vec<u8>,
         state_version: u32,
-    ) -> Result<bool, String> {
+    ) -> Result<(bool, Option<Box<dyn crate::stage::AggregateStage>>), String> {
         match &mut self.aggregator {
             Aggregator::Wasm(generations) => {
-                let new_generation = generations.install(stage, empty, state_version);
+                let outcome = generations.install(stage, empty, state_version);
                 self.retire_unused();
-                Ok(new_generation)
+                Ok(outcome)
             }
             Aggregator::Builtin(_) => {
                 Err("this job's aggregate is built in, not a component".to_owned())

@@ -59,17 +59,17 @@ impl Generations {
     }
 
     /// Puts a new module in service. Returns whether the state version changed (then the
-    /// old module keeps serving the windows it opened).
+    /// old module keeps serving the windows it opened), and the module replaced outright.
     pub fn install(
         &mut self,
         stage: Box<dyn AggregateStage>,
         empty: Vec<u8>,
         state_version: u32,
-    ) -> bool {
+    ) -> (bool, Option<Box<dyn AggregateStage>>) {
         if state_version == self.current.state_version {
-            self.current.stage = stage;
+            let old = std::mem::replace(&mut self.current.stage, stage);
             self.current.empty = empty;
-            return false;
+            return (false, Some(old));
         }
         let next = Generation {
             id: self.current.id + 1,
@@ -79,7 +79,7 @@ impl Generations {
         };
         let old = std::mem::replace(&mut self.current, next);
         self.retiring.push(old);
-        true
+        (true, None)
     }
 
     /// Drops retiring modules no window uses any more.
