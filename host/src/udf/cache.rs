@@ -100,8 +100,10 @@ impl ModuleCache {
 }
 
 /// Writes atomically: a crashed writer leaves a temp file, never a torn entry.
-fn store(path: &Path, component: &Component) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
+fn store(path: &Path, component: &Component) -> std::io::Result<()> {
+    let bytes = component
+        .serialize()
+        .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
