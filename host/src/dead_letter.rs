@@ -23,6 +23,8 @@ pub struct DeadLetter<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
+    /// Source offsets this letter keeps uncommitted until it is safe (default: its own).
+    pub holds: Option<&'a Holds>,
 }
 
 /// The policy in force and where dead letters go; counts per stage.
@@ -106,10 +108,10 @@ impl DeadLetters {
                             (SOURCE_PARTITION, partition.as_bytes()),
                             (SOURCE_OFFSET, offset.as_bytes()),
                         ];
-                        let holds = if letter.offset >= 0 {
-                            hold(letter.partition, letter.offset)
-                        } else {
-                            Holds::new()
+                        let holds = match letter.holds {
+                            Some(holds) => holds.clone(),
+                            None if letter.offset >= 0 => hold(letter.partition, letter.offset),
+                            None => Holds::new(),
                         };
                         sink.send(letter.key, letter.payload, &headers, holds)?;
                     }

@@ -73,10 +73,15 @@ impl Emitter {
                     for i in 0..rows.len as usize {
                         if let Some(error) = failed.get(&(i as u32)) {
                             let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
-                            dead.handle(
-                                format.policy,
-                                &result_letter(&format.name, error, topic, payload.as_bytes()),
-                            )?;
+                            let holds = hold_of(i);
+                            let letter = result_letter(
+                                &format.name,
+                                error,
+                                topic,
+                                payload.as_bytes(),
+                                &holds,
+                            );
+                            dead.handle(format.policy, &letter)?;
                             continue;
                         }
                         let payload = encoded.payloads.get(i).unwrap_or_default();
@@ -95,10 +100,10 @@ impl Emitter {
                     tracing::warn!(stage = %format.name, rows = rows.len, "{error}");
                     for i in 0..rows.len as usize {
                         let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
-                        dead.handle(
-                            format.policy,
-                            &result_letter(&format.name, &error, topic, payload.as_bytes()),
-                        )?;
+                        let holds = hold_of(i);
+                        let letter =
+                            result_letter(&format.name, &error, topic, payload.as_bytes(), &holds);
+                        dead.handle(format.policy, &letter)?;
                     }
                 }
             },
@@ -108,11 +113,13 @@ impl Emitter {
 }
 
 /// A result row that could not be formatted: its JSON goes to the dead letters.
+/// It keeps the row's source offsets uncommitted until it is safe.
 fn result_letter<'a>(
     stage: &'a str,
     error: &'a str,
     topic: &'a str,
     payload: &'a [u8],
+    holds: &'a Holds,
 ) -> DeadLetter<'a> {
     DeadLetter {
         stage,
@@ -122,6 +129,7 @@ fn result_letter<'a>(
         offset: -1,
         key: None,
         payload,
+        holds: Some(holds),
     }
 }
 

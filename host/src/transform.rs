@@ -49,6 +49,7 @@ fn letter<'a>(
         offset: record.as_ref().map_or(-1, |r| r.offset),
         key: record.as_ref().and_then(|r| r.key),
         payload: record.as_ref().map_or(&[][..], |r| r.payload),
+        holds: None,
     }
 }
 

@@ -73,6 +73,7 @@ impl Origin<'_> {
             offset: self.offset(),
             key: record.as_ref().and_then(|r| r.key),
             payload: record.as_ref().map_or(&[][..], |r| r.payload),
+            holds: None,
         }
     }
 }
@@ -571,5 +572,6 @@ fn window_letter<'a>(error: &'a str, topic: &'a str, payload: &'a [u8]) -> DeadL
         offset: -1,
         key: None,
         payload,
+        holds: None,
     }
 }
