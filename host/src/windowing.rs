@@ -465,7 +465,12 @@ impl Windowing {
                                 let payload = serde_json::Value::Object(row).to_string();
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(&error, topic, payload.as_bytes()),
+                                    &window_letter(
+                                        &error,
+                                        topic,
+                                        payload.as_bytes(),
+                                        &firing.min_offsets,
+                                    ),
                                 )?;
                             }
                         }
@@ -515,12 +520,17 @@ impl Windowing {
                     match outcome {
                         Ok(out) => {
                             for error in &out.errors {
-                                let payload = described
-                                    .get(error.index as usize)
-                                    .map_or("", String::as_str);
+                                let index = error.index as usize;
+                                let payload = described.get(index).map_or("", String::as_str);
+                                let held = holds.get(index).cloned().unwrap_or_default();
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(&error.message, topic, payload.as_bytes()),
+                                    &window_letter(
+                                        &error.message,
+                                        topic,
+                                        payload.as_bytes(),
+                                        &held,
+                                    ),
                                 )?;
                             }
                             let holds = out
@@ -531,10 +541,10 @@ impl Windowing {
                             results.parts.push((out.rows, holds));
                         }
                         Err(error) => {
-                            for payload in &described {
+                            for (payload, held) in described.iter().zip(&holds) {
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(&error, topic, payload.as_bytes()),
+                                    &window_letter(&error, topic, payload.as_bytes(), held),
                                 )?;
                             }
                         }
@@ -563,7 +573,13 @@ impl Windowing {
     }
 }
 
-fn window_letter<'a>(error: &'a str, topic: &'a str, payload: &'a [u8]) -> DeadLetter<'a> {
+/// A window result that failed: it keeps the window's source offsets uncommitted until safe.
+fn window_letter<'a>(
+    error: &'a str,
+    topic: &'a str,
+    payload: &'a [u8],
+    holds: &'a Holds,
+) -> DeadLetter<'a> {
     DeadLetter {
         stage: AGGREGATE,
         error,
@@ -572,6 +588,6 @@ fn window_letter<'a>(error: &'a str, topic: &'a str, payload: &'a [u8]) -> DeadL
         offset: -1,
         key: None,
         payload,
-        holds: None,
+        holds: Some(holds),
     }
 }
