@@ -419,3 +419,114 @@ path = "{}"
         Some(2)
     );
 }
+
+#[test]
+fn control_api_reports_status_and_swaps_over_http() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
+    let addr = rivulet::control::serve("127.0.0.1:0", job.status.clone(), job.swaps.clone())
+        .unwrap()
+        .to_string();
+
+    let (code, body) = rivulet::control::request(&addr, "GET", "/status", &[]).unwrap();
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["job"], "swaps");
+    let stages: Vec<&str> = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["map", "parse"]);
+    assert_eq!(status["stages"][1]["hash"].as_str().unwrap().len(), 64);
+
+    let (code, body) = rivulet::control::request(
+        &addr,
+        "POST",
+        "/stages/parse/module",
+        &module("swap_parse_v2"),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let outcome: SwapOutcome = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome.stage, "parse");
+    assert_eq!(
+        Some(outcome.hash.clone()),
+        job.status.stage("parse").unwrap().hash
+    );
+
+    let (code, body) =
+        rivulet::control::request(&addr, "POST", "/stages/parse/module", b"garbage").unwrap();
+    assert_eq!(code, 422);
+    assert!(body.contains("not a WebAssembly file"), "{body}");
+    let (code, _) = rivulet::control::request(&addr, "POST", "/stages/parse/module", &[]).unwrap();
+    assert_eq!(code, 400);
+    let (code, _) = rivulet::control::request(&addr, "GET", "/nothing", &[]).unwrap();
+    assert_eq!(code, 404);
+
+    let producer = producer(&broker.address());
+    send(&producer, "ids", r#"{"id":7}"#, None);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let rows = lines(&out, 1);
+    job.stop();
+    assert_eq!(
+        rows[0]["parsed_by"], "v2",
+        "the module swapped in over HTTP is running"
+    );
+    assert_eq!(rows[0]["value"], 70);
+}
+
+#[test]
+fn watched_module_file_is_swapped_in_when_rewritten_and_a_broken_rewrite_is_ignored() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let watched = dir.path().join("parse.wasm");
+    std::fs::copy(wasm("swap_parse_v1"), &watched).unwrap();
+    let spec = parse_map_spec("ids", &out).replace(
+        &wasm("swap_parse_v1").display().to_string(),
+        &watched.display().to_string(),
+    );
+    let job = start(&spec, &broker.address(), dir.path());
+    rivulet::watch::spawn(job.status.clone(), job.swaps.clone(), job.stop.clone()).unwrap();
+    let producer = producer(&broker.address());
+    let mut next = 0;
+    let mut feed_until = |variant: &str, rows_before: usize| -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            send(&producer, "ids", &format!(r#"{{"id":{next}}}"#), None);
+            next += 1;
+            producer.flush(Duration::from_secs(10)).unwrap();
+            let rows = lines(&out, next as usize);
+            if rows[rows_before..]
+                .iter()
+                .any(|r| r["parsed_by"] == variant)
+            {
+                return rows;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{variant} never ran"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    feed_until("v1", 0);
+    std::fs::write(&watched, b"half-written garbage").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let rejected = job.status.stage("parse").unwrap();
+    assert_eq!(
+        (rejected.swaps, rejected.rejected),
+        (0, 1),
+        "the garbage was rejected"
+    );
+    std::fs::copy(wasm("swap_parse_v2"), &watched).unwrap();
+    let rows = feed_until("v2", 1);
+    job.stop();
+    assert_eq!(rows.len(), next as usize, "no record lost across the swaps");
+}
