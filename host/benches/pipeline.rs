@@ -101,7 +101,7 @@ fn measure(spec: &str, brokers: Option<String>, native_parse: bool, records: i64
     pipeline.run().unwrap();
     let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
     assert_eq!(
-        pipeline.records,
+        pipeline.status.records(),
         records as u64,
         "positions at end: {:?}",
         pipeline.source.positions()

@@ -242,7 +242,6 @@ impl Pipeline {
             batch: spec.batch.clone(),
             commit_every: options.commit_every,
             stop: options.stop.clone(),
-            records: 0,
             status,
             swaps,
             swap_requests,

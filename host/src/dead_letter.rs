@@ -4,6 +4,7 @@
 use crate::delivery::{Holds, hold};
 use crate::sink::{Sink, SinkError};
 use crate::spec::OnError;
+use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
 
 /// Header names on dead-letter records.
@@ -25,6 +26,50 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
     /// Source offsets this letter keeps uncommitted until it is safe (default: its own).
     pub holds: Option<&'a Holds>,
+}
+
+impl<'a> DeadLetter<'a> {
+    /// Record `index` of `raw`, rejected by `stage`; it holds its own offset.
+    pub fn of_record(
+        raw: &'a RawBatch,
+        index: usize,
+        stage: &'a str,
+        error: &'a str,
+        topic: &'a str,
+    ) -> Self {
+        let record = raw.record(index);
+        DeadLetter {
+            stage,
+            error,
+            topic,
+            partition: record.as_ref().map_or(0, |r| r.partition),
+            offset: record.as_ref().map_or(-1, |r| r.offset),
+            key: record.as_ref().and_then(|r| r.key),
+            payload: record.as_ref().map_or(&[][..], |r| r.payload),
+            holds: None,
+        }
+    }
+
+    /// A derived row (a window result, a row to format) that failed: no single source record,
+    /// but it keeps `holds` uncommitted until it is safe.
+    pub fn derived(
+        stage: &'a str,
+        error: &'a str,
+        topic: &'a str,
+        payload: &'a [u8],
+        holds: &'a Holds,
+    ) -> Self {
+        DeadLetter {
+            stage,
+            error,
+            topic,
+            partition: -1,
+            offset: -1,
+            key: None,
+            payload,
+            holds: Some(holds),
+        }
+    }
 }
 
 /// The policy in force and where dead letters go; counts per stage.

@@ -74,7 +74,7 @@ impl Emitter {
                         if let Some(error) = failed.get(&(i as u32)) {
                             let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
                             let holds = hold_of(i);
-                            let letter = result_letter(
+                            let letter = DeadLetter::derived(
                                 &format.name,
                                 error,
                                 topic,
@@ -101,35 +101,19 @@ impl Emitter {
                     for i in 0..rows.len as usize {
                         let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
                         let holds = hold_of(i);
-                        let letter =
-                            result_letter(&format.name, &error, topic, payload.as_bytes(), &holds);
+                        let letter = DeadLetter::derived(
+                            &format.name,
+                            &error,
+                            topic,
+                            payload.as_bytes(),
+                            &holds,
+                        );
                         dead.handle(format.policy, &letter)?;
                     }
                 }
             },
         }
         Ok(())
-    }
-}
-
-/// A result row that could not be formatted: its JSON goes to the dead letters.
-/// It keeps the row's source offsets uncommitted until it is safe.
-fn result_letter<'a>(
-    stage: &'a str,
-    error: &'a str,
-    topic: &'a str,
-    payload: &'a [u8],
-    holds: &'a Holds,
-) -> DeadLetter<'a> {
-    DeadLetter {
-        stage,
-        error,
-        topic,
-        partition: -1,
-        offset: -1,
-        key: None,
-        payload,
-        holds: Some(holds),
     }
 }
 

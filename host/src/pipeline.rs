@@ -43,7 +43,6 @@ pub struct Pipeline {
     pub batch: BatchSpec,
     pub commit_every: Duration,
     pub stop: Arc<AtomicBool>,
-    pub records: u64,
     pub status: Arc<JobStatus>,
     /// Swaps prepared off the hot path, installed between batches.
     pub swaps: Option<Receiver<Prepared>>,
@@ -67,7 +66,6 @@ impl Pipeline {
             }
             self.install_swaps();
             let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
-            self.records += u64::from(raw.len);
             self.status.count(u64::from(raw.len));
             if raw.len > 0 {
                 let (rows, origins) = self.transform.run(&raw, &topic, &mut self.dead)?;

@@ -1,9 +1,15 @@
 //! Synthetic workshop data: orders for `partitioned-topic` (with a share of malformed
 //! records) and sales of three stores. Deterministic for a given seed.
 
+use crate::delivery::Holds;
+use crate::kafka::KafkaError;
+use crate::kafka::sink::KafkaSink;
+use crate::kafka::source::now_millis;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rivulet_sdk::time::iso8601;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
 pub const REGIONS: [&str; 4] = ["eu-west", "us-east", "us-west", "ap-south"];
@@ -90,6 +96,45 @@ impl Sales {
             malformed: false,
         }
     }
+}
+
+/// Writes generated records to `sink` at `rate` per second (0: as fast as possible) until
+/// `count` are written (0: no limit) or `stop` is set, then waits for them to be
+/// acknowledged. Returns (written, malformed).
+pub fn write(
+    sink: &mut KafkaSink,
+    rate: f64,
+    count: u64,
+    stop: &AtomicBool,
+    mut next: impl FnMut(i64) -> Seeded,
+) -> Result<(u64, u64), KafkaError> {
+    let started = Instant::now();
+    let (mut written, mut malformed) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) && (count == 0 || written < count) {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(written as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                sink.poll()?;
+                continue;
+            }
+        }
+        let record = next(now_millis());
+        malformed += u64::from(record.malformed);
+        sink.send(
+            Some(record.key.as_bytes()),
+            record.payload.as_bytes(),
+            &[],
+            Holds::new(),
+        )?;
+        written += 1;
+        if written.is_multiple_of(1000) {
+            sink.poll()?;
+            tracing::info!(topic = sink.topic(), written, malformed, "seeding");
+        }
+    }
+    sink.flush(Duration::from_secs(30))?;
+    Ok((written, malformed))
 }
 
 #[cfg(test)]

@@ -149,6 +149,11 @@ impl JobStatus {
         self.records.fetch_add(records, Ordering::Relaxed);
     }
 
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             job: self.job.clone(),

@@ -33,26 +33,6 @@ pub struct Transform {
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
-fn letter<'a>(
-    raw: &'a RawBatch,
-    index: usize,
-    stage: &'a str,
-    error: &'a str,
-    topic: &'a str,
-) -> DeadLetter<'a> {
-    let record = raw.record(index);
-    DeadLetter {
-        stage,
-        error,
-        topic,
-        partition: record.as_ref().map_or(0, |r| r.partition),
-        offset: record.as_ref().map_or(-1, |r| r.offset),
-        key: record.as_ref().and_then(|r| r.key),
-        payload: record.as_ref().map_or(&[][..], |r| r.payload),
-        holds: None,
-    }
-}
-
 impl Transform {
     /// Rows from `raw`, and for each row the index of its record in `raw`.
     pub fn run(
@@ -72,7 +52,7 @@ impl Transform {
                 for error in &out.errors {
                     dead.handle(
                         parse.policy,
-                        &letter(
+                        &DeadLetter::of_record(
                             raw,
                             error.index as usize,
                             &parse.name,
@@ -92,7 +72,7 @@ impl Transform {
                 for index in 0..raw.len as usize {
                     dead.handle(
                         parse.policy,
-                        &letter(raw, index, &parse.name, &error, topic),
+                        &DeadLetter::of_record(raw, index, &parse.name, &error, topic),
                     )?;
                 }
                 (Batch::default(), Vec::new())
@@ -115,7 +95,7 @@ impl Transform {
                             origins.get(error.index as usize).copied().unwrap_or(0) as usize;
                         dead.handle(
                             map.policy,
-                            &letter(raw, index, &map.name, &error.message, topic),
+                            &DeadLetter::of_record(raw, index, &map.name, &error.message, topic),
                         )?;
                     }
                     stats.rejected += out.errors.len() as u64;
@@ -134,7 +114,7 @@ impl Transform {
                     for &index in &origins {
                         dead.handle(
                             map.policy,
-                            &letter(raw, index as usize, &map.name, &error, topic),
+                            &DeadLetter::of_record(raw, index as usize, &map.name, &error, topic),
                         )?;
                     }
                     rows = Batch::default();

@@ -54,7 +54,11 @@ struct Origin<'a> {
     index: usize,
 }
 
-impl Origin<'_> {
+impl<'a> Origin<'a> {
+    fn letter(&self, stage: &'a str, error: &'a str, topic: &'a str) -> DeadLetter<'a> {
+        DeadLetter::of_record(self.raw, self.index, stage, error, topic)
+    }
+
     fn partition(&self) -> i32 {
         self.raw.partitions.get(self.index).copied().unwrap_or(0)
     }
@@ -62,20 +66,12 @@ impl Origin<'_> {
     fn offset(&self) -> i64 {
         self.raw.offsets.get(self.index).copied().unwrap_or(-1)
     }
+}
 
-    fn letter<'a>(&'a self, stage: &'a str, error: &'a str, topic: &'a str) -> DeadLetter<'a> {
-        let record = self.raw.record(self.index);
-        DeadLetter {
-            stage,
-            error,
-            topic,
-            partition: self.partition(),
-            offset: self.offset(),
-            key: record.as_ref().and_then(|r| r.key),
-            payload: record.as_ref().map_or(&[][..], |r| r.payload),
-            holds: None,
-        }
-    }
+/// Watermarks as the spec configures them, with nothing seen yet.
+fn fresh_watermarks(spec: &WindowSpec) -> Watermarks {
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Watermarks::new(millis(spec.out_of_orderness), millis(spec.idle_timeout))
 }
 
 impl Windowing {
@@ -89,10 +85,7 @@ impl Windowing {
         let lateness = i64::try_from(spec.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
         let windows = TumblingWindows::new(size, lateness)
             .map_err(|err| PipelineError::Config(err.to_string()))?;
-        let watermarks = Watermarks::new(
-            i64::try_from(spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX),
-            i64::try_from(spec.idle_timeout.as_millis()).unwrap_or(i64::MAX),
-        );
+        let watermarks = fresh_watermarks(&spec);
         Ok(Windowing {
             spec,
             windows,
@@ -114,12 +107,9 @@ impl Windowing {
     /// New partitions (start or rebalance): drop all state; watermarks restart from what the
     /// commits recorded.
     pub fn reset(&mut self, partitions: &[i32], restored: &std::collections::BTreeMap<i32, i64>) {
-        let out_of_orderness =
-            i64::try_from(self.spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX);
-        let idle = i64::try_from(self.spec.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         self.windows.clear();
         self.window_generation.clear();
-        self.watermarks = Watermarks::new(out_of_orderness, idle);
+        self.watermarks = fresh_watermarks(&self.spec);
         let now = self.mono();
         self.watermarks.assign(partitions, now);
         for (&p, &wm) in restored {
@@ -465,7 +455,8 @@ impl Windowing {
                                 let payload = serde_json::Value::Object(row).to_string();
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
                                         &error,
                                         topic,
                                         payload.as_bytes(),
@@ -525,7 +516,8 @@ impl Windowing {
                                 let held = holds.get(index).cloned().unwrap_or_default();
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
                                         &error.message,
                                         topic,
                                         payload.as_bytes(),
@@ -544,7 +536,13 @@ impl Windowing {
                             for (payload, held) in described.iter().zip(&holds) {
                                 dead.handle(
                                     self.policy,
-                                    &window_letter(&error, topic, payload.as_bytes(), held),
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
+                                        &error,
+                                        topic,
+                                        payload.as_bytes(),
+                                        held,
+                                    ),
                                 )?;
                             }
                         }
@@ -570,24 +568,5 @@ impl Windowing {
                 self.window_generation.values().copied().collect();
             generations.retire_unused(|id| in_use.contains(&id));
         }
-    }
-}
-
-/// A window result that failed: it keeps the window's source offsets uncommitted until safe.
-fn window_letter<'a>(
-    error: &'a str,
-    topic: &'a str,
-    payload: &'a [u8],
-    holds: &'a Holds,
-) -> DeadLetter<'a> {
-    DeadLetter {
-        stage: AGGREGATE,
-        error,
-        topic,
-        partition: -1,
-        offset: -1,
-        key: None,
-        payload,
-        holds: Some(holds),
     }
 }

@@ -6,11 +6,9 @@ use super::run::{duration, report, stop_on_signals};
 use anyhow::Context;
 use clap::Args;
 use rivulet::assemble::RunOptions;
-use rivulet::delivery::Holds;
 use rivulet::kafka::KafkaConfig;
 use rivulet::kafka::broker::EmbeddedBroker;
 use rivulet::kafka::sink::KafkaSink;
-use rivulet::kafka::source::now_millis;
 use rivulet::pipeline::Pipeline;
 use rivulet::seed::Orders;
 use rivulet::spec::PipelineSpec;
@@ -18,7 +16,7 @@ use rivulet::udf::{ModuleCache, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -151,27 +149,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
             let mut sink = KafkaSink::open(&config, "partitioned-topic")?;
             let mut orders = Orders::new(42, 0.05);
-            let started = Instant::now();
-            let (mut written, mut malformed) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let due = started + Duration::from_secs_f64(written as f64 / rate.max(0.1));
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait.min(Duration::from_millis(50)));
-                    sink.poll()?;
-                    continue;
-                }
-                let order = orders.next(now_millis());
-                malformed += u64::from(order.malformed);
-                sink.send(
-                    Some(order.key.as_bytes()),
-                    order.payload.as_bytes(),
-                    &[],
-                    Holds::new(),
-                )?;
-                written += 1;
-            }
-            sink.flush(Duration::from_secs(10))?;
-            Ok((written, malformed))
+            let counts =
+                rivulet::seed::write(&mut sink, rate.max(0.1), 0, &stop, |ts| orders.next(ts))?;
+            Ok(counts)
         })
     };
     let printing = std::thread::spawn(move || {

@@ -103,7 +103,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Counters of a finished or stopped job, in the log.
 pub fn report(pipeline: &Pipeline) {
-    tracing::info!(job = %pipeline.name, records = pipeline.records, "stopped");
+    tracing::info!(job = %pipeline.name, records = pipeline.status.records(), "stopped");
     for (stage, stats) in &pipeline.transform.stats {
         tracing::info!(
             stage,

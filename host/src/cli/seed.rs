@@ -2,14 +2,11 @@
 
 use super::run::{KafkaArgs, stop_on_signals};
 use clap::{Args, Subcommand};
-use rivulet::delivery::Holds;
 use rivulet::kafka::KafkaConfig;
 use rivulet::kafka::sink::KafkaSink;
-use rivulet::kafka::source::now_millis;
 use rivulet::seed::{Orders, Sales, Seeded};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, Subcommand)]
 pub enum SeedCommand {
@@ -83,33 +80,7 @@ pub fn seed(
         .unwrap_or_else(|| rivulet::assemble::DEFAULT_BROKERS.to_owned());
     let mut sink = KafkaSink::open(&KafkaConfig::new(brokers.clone()), topic)?;
     let rate = args.rate.unwrap_or(20.0);
-    let started = Instant::now();
-    let mut written = 0u64;
-    let mut malformed = 0u64;
-    while !stop.load(Ordering::Relaxed) && (args.count == 0 || written < args.count) {
-        if rate > 0.0 {
-            let due = started + Duration::from_secs_f64(written as f64 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait.min(Duration::from_millis(100)));
-                sink.poll()?;
-                continue;
-            }
-        }
-        let record = next(now_millis());
-        malformed += u64::from(record.malformed);
-        sink.send(
-            Some(record.key.as_bytes()),
-            record.payload.as_bytes(),
-            &[],
-            Holds::new(),
-        )?;
-        written += 1;
-        if written.is_multiple_of(1000) {
-            sink.poll()?;
-            tracing::info!(topic, written, malformed, "seeding");
-        }
-    }
-    sink.flush(Duration::from_secs(30))?;
+    let (written, malformed) = rivulet::seed::write(&mut sink, rate, args.count, stop, &mut next)?;
     tracing::info!(topic, written, malformed, brokers = %brokers, "seeded");
     Ok(())
 }

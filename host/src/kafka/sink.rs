@@ -193,10 +193,6 @@ impl KafkaSink {
         min
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// (sent, acknowledged)
     pub fn counts(&self) -> (u64, u64) {
         (self.sent, self.acked)

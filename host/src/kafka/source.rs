@@ -11,7 +11,7 @@ use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +55,6 @@ impl ConsumerContext for SourceContext {
                 {
                     tracing::warn!("cannot apply the start position: {err}");
                 }
-                tracing::debug!(assignment = ?tpl, "assigning");
                 if let Err(err) = consumer.assign(tpl) {
                     tracing::warn!("assigning partitions failed: {err}");
                 }
@@ -470,6 +469,3 @@ fn wait_for_topic<C: ConsumerContext>(
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
-
-/// Shared handle to a stop flag.
-pub type StopFlag = Arc<AtomicBool>;

@@ -58,16 +58,4 @@ impl UdfError {
             _ => None,
         }
     }
-
-    /// Whether the failure was the guest's doing while running (a trap, a limit, a broken
-    /// contract), as opposed to a module that could not be loaded.
-    pub fn is_runtime_failure(&self) -> bool {
-        matches!(
-            self,
-            UdfError::Limit { .. }
-                | UdfError::Trap { .. }
-                | UdfError::Contract { .. }
-                | UdfError::Instantiate { .. }
-        )
-    }
 }

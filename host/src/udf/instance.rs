@@ -7,7 +7,6 @@ use super::limits::{LimitHit, Limits};
 use super::module::{Kind, UdfModule, root_cause};
 use super::runtime::{Runtime, deadline_ticks};
 use super::sandbox::{GuestLog, SandboxState, new_store};
-use std::time::{Duration, Instant};
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
@@ -69,7 +68,6 @@ pub struct SandboxStats {
     pub calls: u64,
     pub failures: u64,
     pub instantiations: u64,
-    pub last_instantiate: Duration,
 }
 
 /// A stage's component, ready to call.
@@ -133,22 +131,16 @@ impl<W: World> Sandboxed<W> {
         &self.module
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     pub fn stats(&self) -> SandboxStats {
         self.stats
     }
 
     fn ensure_live(&mut self) -> Result<&mut Live<W>, UdfError> {
         if self.live.is_none() {
-            let started = Instant::now();
             let mut store = new_store(&self.engine, self.limits, &self.log);
             store.set_epoch_deadline(deadline_ticks(self.limits.cpu_per_batch));
             let result = W::instantiate(&self.pre, &mut store);
             self.stats.instantiations += 1;
-            self.stats.last_instantiate = started.elapsed();
             match result {
                 Ok(bindings) => self.live = Some(Live { store, bindings }),
                 Err(err) => {
@@ -229,11 +221,6 @@ impl<W: World> Sandboxed<W> {
                 })
             }
         }
-    }
-
-    /// Drops the running instance; the next call starts a fresh one.
-    pub fn reset(&mut self) {
-        self.live = None;
     }
 
     /// Logs what the guest wrote, tagged with the stage; returns the lines.
