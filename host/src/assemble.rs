@@ -6,7 +6,8 @@ use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
 use crate::kafka::KafkaConfig;
 use crate::kafka::source::{KafkaSource, SourceOptions};
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::error::PipelineError;
+use crate::pipeline::Pipeline;
 use crate::sink::{LineSink, Sink};
 use crate::source::{LineSource, Source, SourceError};
 use crate::spec::{OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind};
@@ -241,6 +242,7 @@ impl Pipeline {
             dead: DeadLetters::new(dead_sink),
             batch: spec.batch.clone(),
             commit_every: options.commit_every,
+            tracker: Default::default(),
             stop: options.stop.clone(),
             status,
             swaps,

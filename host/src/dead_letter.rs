@@ -1,7 +1,6 @@
 //! Dead letters: records a stage rejected or trapped on, sent on with headers saying which
 //! stage, why, and where the record came from.
 
-use crate::delivery::{Holds, hold};
 use crate::sink::{Sink, SinkError};
 use crate::spec::OnError;
 use rivulet_rows::RawBatch;
@@ -24,12 +23,10 @@ pub struct DeadLetter<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
-    /// Source offsets this letter keeps uncommitted until it is safe (default: its own).
-    pub holds: Option<&'a Holds>,
 }
 
 impl<'a> DeadLetter<'a> {
-    /// Record `index` of `raw`, rejected by `stage`; it holds its own offset.
+    /// Record `index` of `raw`, rejected by `stage`.
     pub fn of_record(
         raw: &'a RawBatch,
         index: usize,
@@ -46,19 +43,11 @@ impl<'a> DeadLetter<'a> {
             offset: record.as_ref().map_or(-1, |r| r.offset),
             key: record.as_ref().and_then(|r| r.key),
             payload: record.as_ref().map_or(&[][..], |r| r.payload),
-            holds: None,
         }
     }
 
-    /// A derived row (a window result, a row to format) that failed: no single source record,
-    /// but it keeps `holds` uncommitted until it is safe.
-    pub fn derived(
-        stage: &'a str,
-        error: &'a str,
-        topic: &'a str,
-        payload: &'a [u8],
-        holds: &'a Holds,
-    ) -> Self {
+    /// A derived row (a window result, a row to format) that failed: no single source record.
+    pub fn derived(stage: &'a str, error: &'a str, topic: &'a str, payload: &'a [u8]) -> Self {
         DeadLetter {
             stage,
             error,
@@ -67,7 +56,6 @@ impl<'a> DeadLetter<'a> {
             offset: -1,
             key: None,
             payload,
-            holds: Some(holds),
         }
     }
 }
@@ -77,6 +65,11 @@ pub struct DeadLetters {
     sink: Option<Sink>,
     counts: BTreeMap<String, u64>,
     dropped: BTreeMap<String, u64>,
+    /// After a restart, per partition, the offset up to which records were processed
+    /// before: their dead letters were already delivered and are not sent again.
+    replayed: BTreeMap<i32, i64>,
+    /// Dead letters not sent again for that reason.
+    resent_skipped: u64,
 }
 
 /// A stage's policy said `fail`.
@@ -106,7 +99,27 @@ impl DeadLetters {
             sink,
             counts: BTreeMap::new(),
             dropped: BTreeMap::new(),
+            replayed: BTreeMap::new(),
+            resent_skipped: 0,
         }
+    }
+
+    /// Records of partition p below `read[p]` are being replayed after a restart.
+    pub fn replaying(&mut self, read: BTreeMap<i32, i64>) {
+        self.replayed = read;
+    }
+
+    /// Dead letters of replayed records that were not sent again.
+    pub fn resent_skipped(&self) -> u64 {
+        self.resent_skipped
+    }
+
+    fn already_delivered(&self, letter: &DeadLetter<'_>) -> bool {
+        letter.offset >= 0
+            && self
+                .replayed
+                .get(&letter.partition)
+                .is_some_and(|&read| letter.offset < read)
     }
 
     /// Handles one failed record under `policy`.
@@ -115,6 +128,10 @@ impl DeadLetters {
         policy: OnError,
         letter: &DeadLetter<'_>,
     ) -> Result<(), DeadLetterError> {
+        if policy != OnError::Fail && self.already_delivered(letter) {
+            self.resent_skipped += 1;
+            return Ok(());
+        }
         match policy {
             OnError::Fail => Err(FailPolicy {
                 stage: letter.stage.to_owned(),
@@ -140,7 +157,7 @@ impl DeadLetters {
                             "payload": String::from_utf8_lossy(letter.payload),
                         });
                         if let Some(sink) = &mut self.sink {
-                            sink.send(None, line.to_string().as_bytes(), &[], Holds::new())?;
+                            sink.send(None, line.to_string().as_bytes(), &[])?;
                         }
                     }
                     Some(sink) => {
@@ -153,12 +170,7 @@ impl DeadLetters {
                             (SOURCE_PARTITION, partition.as_bytes()),
                             (SOURCE_OFFSET, offset.as_bytes()),
                         ];
-                        let holds = match letter.holds {
-                            Some(holds) => holds.clone(),
-                            None if letter.offset >= 0 => hold(letter.partition, letter.offset),
-                            None => Holds::new(),
-                        };
-                        sink.send(letter.key, letter.payload, &headers, holds)?;
+                        sink.send(letter.key, letter.payload, &headers)?;
                     }
                     None => tracing::warn!(
                         stage = letter.stage,

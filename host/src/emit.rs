@@ -1,9 +1,8 @@
 //! The end of a job: format rows (a Wasm formatter, or JSON by default) and send them to
-//! the sink, each with the source offsets it holds.
+//! the sink.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::delivery::Holds;
-use crate::pipeline::PipelineError;
+use crate::error::PipelineError;
 use crate::sink::Sink;
 use crate::stage::FormatStage;
 use crate::transform::Step;
@@ -35,32 +34,29 @@ impl Emitter {
         topic: &str,
         dead: &mut DeadLetters,
     ) -> Result<(), PipelineError> {
-        for (rows, holds) in &results.parts {
-            self.emit(rows, holds, topic, dead)?;
+        for rows in &results.parts {
+            self.emit(rows, topic, dead)?;
         }
         Ok(())
     }
 
-    /// Formats and sends `rows`; `holds[i]` are row i's source offsets.
+    /// Formats and sends `rows`.
     pub fn emit(
         &mut self,
         rows: &Batch,
-        holds: &[Holds],
         topic: &str,
         dead: &mut DeadLetters,
     ) -> Result<(), PipelineError> {
         if rows.len == 0 {
             return Ok(());
         }
-        let no_holds = Holds::new();
-        let hold_of = |i: usize| holds.get(i).cloned().unwrap_or_else(|| no_holds.clone());
         match &mut self.format {
             None => {
                 for i in 0..rows.len as usize {
                     let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
                     let key = key_of(rows, i, self.key_field.as_deref());
                     self.sink
-                        .send(key.as_deref(), payload.as_bytes(), &[], hold_of(i))?;
+                        .send(key.as_deref(), payload.as_bytes(), &[])?;
                 }
             }
             Some(format) => match sample_then_format(format, rows, self.samples.as_deref()) {
@@ -73,14 +69,8 @@ impl Emitter {
                     for i in 0..rows.len as usize {
                         if let Some(error) = failed.get(&(i as u32)) {
                             let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
-                            let holds = hold_of(i);
-                            let letter = DeadLetter::derived(
-                                &format.name,
-                                error,
-                                topic,
-                                payload.as_bytes(),
-                                &holds,
-                            );
+                            let letter =
+                                DeadLetter::derived(&format.name, error, topic, payload.as_bytes());
                             dead.handle(format.policy, &letter)?;
                             continue;
                         }
@@ -92,7 +82,7 @@ impl Emitter {
                             .filter(|k| !k.is_empty())
                             .map(<[u8]>::to_vec)
                             .or_else(|| key_of(rows, i, self.key_field.as_deref()));
-                        self.sink.send(key.as_deref(), payload, &[], hold_of(i))?;
+                        self.sink.send(key.as_deref(), payload, &[])?;
                     }
                 }
                 Err(err) => {
@@ -100,14 +90,8 @@ impl Emitter {
                     tracing::warn!(stage = %format.name, rows = rows.len, "{error}");
                     for i in 0..rows.len as usize {
                         let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
-                        let holds = hold_of(i);
-                        let letter = DeadLetter::derived(
-                            &format.name,
-                            &error,
-                            topic,
-                            payload.as_bytes(),
-                            &holds,
-                        );
+                        let letter =
+                            DeadLetter::derived(&format.name, &error, topic, payload.as_bytes());
                         dead.handle(format.policy, &letter)?;
                     }
                 }

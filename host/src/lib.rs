@@ -9,6 +9,7 @@ pub mod control;
 pub mod dead_letter;
 pub mod delivery;
 pub mod emit;
+pub mod error;
 pub mod kafka;
 pub mod pipeline;
 pub mod seed;

@@ -1,37 +1,27 @@
 //! One streaming job, as data flows through it:
 //!
 //! source → parse → map… → (key → window → aggregate → fire) → format → sink,
-//! with rejected records to the dead letters and offsets committed once nothing
-//! downstream holds them (at-least-once).
+//! with rejected records to the dead letters, too-late records to the late topic, and
+//! snapshots committed once every sink has what came before them (at-least-once; see
+//! [`crate::delivery`]).
 
-use crate::dead_letter::{DeadLetterError, DeadLetters};
-use crate::delivery::{self, Holds, hold};
+use crate::dead_letter::DeadLetters;
+use crate::delivery::{OffsetTracker, Snapshot};
 use crate::emit::Emitter;
-use crate::sink::{SinkError, all_holds};
-use crate::source::{Source, SourceError};
+pub use crate::error::PipelineError;
+use crate::kafka::source::Assignment;
+use crate::sink::Sink;
+use crate::source::Source;
 use crate::spec::BatchSpec;
 use crate::status::JobStatus;
 use crate::swap::{Prepared, Retired};
 use crate::transform::Transform;
 use crate::windowing::Windowing;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("{0}")]
-    Config(String),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error(transparent)]
-    DeadLetter(#[from] DeadLetterError),
-    #[error(transparent)]
-    Udf(#[from] crate::udf::UdfError),
-}
 
 pub struct Pipeline {
     pub name: String,
@@ -41,7 +31,10 @@ pub struct Pipeline {
     pub emitter: Emitter,
     pub dead: DeadLetters,
     pub batch: BatchSpec,
+    /// How often a snapshot is taken for committing.
     pub commit_every: Duration,
+    /// Snapshots waiting for their sinks; what may be committed.
+    pub tracker: OffsetTracker,
     pub stop: Arc<AtomicBool>,
     pub status: Arc<JobStatus>,
     /// Swaps prepared off the hot path, installed between batches.
@@ -58,11 +51,11 @@ impl Pipeline {
     /// Runs until stopped, or until a bounded source is exhausted and every window fired.
     pub fn run(&mut self) -> Result<(), PipelineError> {
         let topic = self.source.name().to_owned();
-        self.reset_windows(&self.source.partitions());
-        let mut last_commit = Instant::now();
+        self.restart(&self.source.assignment());
+        let mut last_snapshot = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            if let Some(partitions) = self.source.take_rebalance() {
-                self.reset_windows(&partitions);
+            if let Some(assignment) = self.source.take_rebalance() {
+                self.restart(&assignment);
             }
             self.install_swaps();
             let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
@@ -73,26 +66,21 @@ impl Pipeline {
                     Some(windowing) => {
                         windowing.ingest(&raw, &rows, &origins, &topic, &mut self.dead)?
                     }
-                    None => {
-                        let holds: Vec<Holds> = origins
-                            .iter()
-                            .map(|&o| hold(raw.partitions[o as usize], raw.offsets[o as usize]))
-                            .collect();
-                        self.emitter.emit(&rows, &holds, &topic, &mut self.dead)?;
-                    }
+                    None => self.emitter.emit(&rows, &topic, &mut self.dead)?,
                 }
             }
-            if let Some(windowing) = &mut self.windowing {
+            let replaying = self.replaying();
+            if let Some(windowing) = &mut self.windowing
+                && !replaying
+            {
                 let results = windowing.fire(&topic, &mut self.dead)?;
                 self.emitter.emit_all(&results, &topic, &mut self.dead)?;
             }
             self.serve_sinks()?;
-            if last_commit.elapsed() >= self.commit_every {
-                // A failed periodic commit only delays progress: the next one retries it.
-                if let Err(err) = self.commit(false) {
-                    tracing::warn!(job = %self.name, "commit failed, will retry: {err}");
-                }
-                last_commit = Instant::now();
+            self.commit_ready(false);
+            if last_snapshot.elapsed() >= self.commit_every && !replaying {
+                self.snapshot();
+                last_snapshot = Instant::now();
             }
             if self.source.at_end() {
                 if let Some(windowing) = &mut self.windowing {
@@ -105,11 +93,27 @@ impl Pipeline {
         self.shutdown()
     }
 
-    fn reset_windows(&mut self, partitions: &[i32]) {
-        let restored = self.source.restored_watermarks();
+    /// New partitions (start or rebalance): state built from the old ones is dropped and
+    /// rebuilt by replaying each partition from its committed offset.
+    fn restart(&mut self, assignment: &Assignment) {
+        self.tracker.forget_all();
+        let read: BTreeMap<i32, i64> = assignment
+            .states
+            .iter()
+            .map(|(&p, state)| (p, state.read))
+            .collect();
+        self.dead.replaying(read);
         if let Some(windowing) = &mut self.windowing {
-            windowing.reset(partitions, &restored);
+            windowing.restart(&assignment.partitions, &assignment.states);
         }
+    }
+
+    /// Whether records processed before a restart are still being replayed.
+    fn replaying(&mut self) -> bool {
+        let positions = self.source.positions();
+        self.windowing
+            .as_mut()
+            .is_some_and(|windowing| windowing.replaying(&positions))
     }
 
     /// How long to wait for input: the batch wait, shortened to the next window timer.
@@ -124,7 +128,14 @@ impl Pipeline {
         }
     }
 
-    fn sinks_mut(&mut self) -> impl Iterator<Item = &mut crate::sink::Sink> {
+    fn sinks(&self) -> impl Iterator<Item = &Sink> {
+        let late = self.windowing.as_ref().and_then(Windowing::late_sink_ref);
+        std::iter::once(&self.emitter.sink)
+            .chain(self.dead.sink())
+            .chain(late)
+    }
+
+    fn sinks_mut(&mut self) -> impl Iterator<Item = &mut Sink> {
         let late = self.windowing.as_mut().and_then(Windowing::late_sink);
         std::iter::once(&mut self.emitter.sink)
             .chain(self.dead.sink_mut())
@@ -138,31 +149,60 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Commits every partition up to its smallest held offset.
-    fn commit(&mut self, sync: bool) -> Result<(), PipelineError> {
-        let mut holds = vec![all_holds(
-            std::iter::once(&self.emitter.sink).chain(self.dead.sink()),
-        )];
-        if let Some(windowing) = &self.windowing {
-            holds.push(windowing.holds());
-            holds.extend(windowing.late_sink_ref().map(|s| s.holds()));
-        }
-        let offsets = delivery::committable(&self.source.positions(), &holds);
-        let watermarks = match &self.windowing {
-            Some(windowing) => windowing.partition_watermarks(&self.source.partitions()),
+    /// Notes, for committing once the sinks have everything sent so far: how far each
+    /// partition was read, what open windows still need, and the watermarks.
+    fn snapshot(&mut self) {
+        let positions = self.source.positions();
+        let (needed, watermarks, combined) = match &self.windowing {
+            Some(windowing) => {
+                let partitions: Vec<i32> = positions.keys().copied().collect();
+                (
+                    windowing.needed(),
+                    windowing.partition_watermarks(&partitions),
+                    windowing.combined_watermark(),
+                )
+            }
             None => Default::default(),
         };
-        self.source.commit(&offsets, &watermarks, sync)?;
-        Ok(())
+        let marks = self.sinks().map(|sink| sink.acks().mark()).collect();
+        self.tracker.offer(Snapshot::take(
+            &positions,
+            &needed,
+            &watermarks,
+            combined,
+            marks,
+        ));
     }
 
-    /// Flushes every sink and commits what is safe.
+    /// Commits the waiting snapshot if every sink has what was sent before it. A failed
+    /// commit only delays progress: the snapshot stays and is retried.
+    fn commit_ready(&mut self, sync: bool) -> bool {
+        let frontiers: Vec<u64> = self.sinks().map(|sink| sink.acks().frontier()).collect();
+        let Some(states) = self.tracker.ready(&frontiers) else {
+            return false;
+        };
+        if !states.is_empty()
+            && let Err(err) = self.source.commit(&states, sync)
+        {
+            tracing::warn!(job = %self.name, "commit failed, will retry: {err}");
+            return false;
+        }
+        self.tracker.committed();
+        true
+    }
+
+    /// Flushes every sink and commits what was read.
     fn shutdown(&mut self) -> Result<(), PipelineError> {
         for sink in self.sinks_mut() {
             sink.flush(Duration::from_secs(30))?;
         }
-        let committed = self.commit(true);
+        // An older snapshot may still wait; then the newest one.
+        self.commit_ready(true);
+        if !self.replaying() {
+            self.snapshot();
+            self.commit_ready(true);
+        }
         self.source.close();
-        committed
+        Ok(())
     }
 }

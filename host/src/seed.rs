@@ -1,7 +1,6 @@
 //! Synthetic workshop data: orders for `partitioned-topic` (with a share of malformed
 //! records) and sales of three stores. Deterministic for a given seed.
 
-use crate::delivery::Holds;
 use crate::kafka::KafkaError;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::now_millis;
@@ -125,7 +124,6 @@ pub fn write(
             Some(record.key.as_bytes()),
             record.payload.as_bytes(),
             &[],
-            Holds::new(),
         )?;
         written += 1;
         if written.is_multiple_of(1000) {

@@ -1,7 +1,7 @@
-//! Where results go: a Kafka topic, standard output or a file. Every sink takes a record
-//! with the source offsets it holds, and releases them once the record is safe.
+//! Where results go: a Kafka topic, standard output or a file. Every sink numbers the
+//! records it takes and knows which are safe (acknowledged, or flushed).
 
-use crate::delivery::{Holds, merge_min};
+use crate::delivery::Acks;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::{KafkaConfig, KafkaError};
 use std::io::Write;
@@ -24,6 +24,7 @@ pub struct LineSink {
     target: String,
     out: Box<dyn Write + Send>,
     written: u64,
+    acks: Acks,
 }
 
 impl LineSink {
@@ -32,6 +33,7 @@ impl LineSink {
             target: "standard output".into(),
             out: Box::new(std::io::stdout()),
             written: 0,
+            acks: Acks::default(),
         }
     }
 
@@ -49,7 +51,15 @@ impl LineSink {
             target,
             out: Box::new(std::io::BufWriter::new(file)),
             written: 0,
+            acks: Acks::default(),
         })
+    }
+
+    /// Flushes; what was written is then safe.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|err| self.io(err))?;
+        self.acks.ack_all();
+        Ok(())
     }
 
     fn io(&self, source: std::io::Error) -> SinkError {
@@ -83,10 +93,9 @@ impl Sink {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
-        holds: Holds,
     ) -> Result<(), SinkError> {
         match self {
-            Sink::Kafka(kafka) => Ok(kafka.send(key, payload, headers, holds)?),
+            Sink::Kafka(kafka) => Ok(kafka.send(key, payload, headers)?),
             Sink::Lines(lines) => {
                 let result = lines
                     .out
@@ -94,6 +103,7 @@ impl Sink {
                     .and_then(|()| lines.out.write_all(b"\n"));
                 result.map_err(|err| lines.io(err))?;
                 lines.written += 1;
+                lines.acks.send();
                 Ok(())
             }
         }
@@ -103,22 +113,22 @@ impl Sink {
     pub fn poll(&mut self) -> Result<(), SinkError> {
         match self {
             Sink::Kafka(kafka) => Ok(kafka.poll()?),
-            Sink::Lines(lines) => lines.out.flush().map_err(|err| lines.io(err)),
+            Sink::Lines(lines) => lines.flush(),
         }
     }
 
     pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
         match self {
             Sink::Kafka(kafka) => Ok(kafka.flush(timeout)?),
-            Sink::Lines(lines) => lines.out.flush().map_err(|err| lines.io(err)),
+            Sink::Lines(lines) => lines.flush(),
         }
     }
 
-    /// Offsets still held by records not yet safe.
-    pub fn holds(&self) -> Holds {
+    /// Which records are safe: acknowledged by the broker, or flushed.
+    pub fn acks(&self) -> &Acks {
         match self {
-            Sink::Kafka(kafka) => kafka.holds(),
-            Sink::Lines(_) => Holds::new(),
+            Sink::Kafka(kafka) => kafka.acks(),
+            Sink::Lines(lines) => &lines.acks,
         }
     }
 
@@ -129,13 +139,4 @@ impl Sink {
             Sink::Lines(lines) => (lines.written, lines.written),
         }
     }
-}
-
-/// The holds of several sinks together.
-pub fn all_holds<'a>(sinks: impl IntoIterator<Item = &'a Sink>) -> Holds {
-    let mut holds = Holds::new();
-    for sink in sinks {
-        merge_min(&mut holds, &sink.holds());
-    }
-    holds
 }

@@ -1,9 +1,9 @@
 //! Where records come from: a Kafka topic, or lines of a file or standard input (replays
 //! and benchmarks; one record per line, offsets are line numbers, partition 0).
 
-use crate::delivery::Holds;
+use crate::delivery::PartitionState;
 use crate::kafka::KafkaError;
-use crate::kafka::source::{KafkaSource, now_millis};
+use crate::kafka::source::{Assignment, KafkaSource, now_millis};
 use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -98,28 +98,26 @@ impl Source {
     }
 
     /// Next offset to read, per partition.
-    pub fn positions(&self) -> Holds {
+    pub fn positions(&self) -> BTreeMap<i32, i64> {
         match self {
             Source::Kafka(kafka) => kafka.positions().clone(),
             Source::Lines(lines) => BTreeMap::from([(0, lines.next)]),
         }
     }
 
-    pub fn partitions(&self) -> Vec<i32> {
+    /// The partitions read, and their restart state (lines: one partition, from the start).
+    pub fn assignment(&self) -> Assignment {
         match self {
-            Source::Kafka(kafka) => kafka.partitions().to_vec(),
-            Source::Lines(_) => vec![0],
+            Source::Kafka(kafka) => kafka.assignment().clone(),
+            Source::Lines(_) => Assignment {
+                partitions: vec![0],
+                ..Assignment::default()
+            },
         }
     }
 
-    pub fn restored_watermarks(&self) -> BTreeMap<i32, i64> {
-        match self {
-            Source::Kafka(kafka) => kafka.restored_watermarks().clone(),
-            Source::Lines(_) => BTreeMap::new(),
-        }
-    }
-
-    pub fn take_rebalance(&mut self) -> Option<Vec<i32>> {
+    /// A new assignment from the consumer group, if any since the last call.
+    pub fn take_rebalance(&mut self) -> Option<Assignment> {
         match self {
             Source::Kafka(kafka) => kafka.take_rebalance(),
             Source::Lines(_) => None,
@@ -133,15 +131,14 @@ impl Source {
         }
     }
 
-    /// Commits offsets (Kafka only; lines have nothing to commit).
+    /// Commits restart states (Kafka only; lines have nothing to commit).
     pub fn commit(
         &mut self,
-        offsets: &Holds,
-        watermarks: &BTreeMap<i32, i64>,
+        states: &BTreeMap<i32, PartitionState>,
         sync: bool,
     ) -> Result<usize, SourceError> {
         match self {
-            Source::Kafka(kafka) => Ok(kafka.commit(offsets, watermarks, sync)?),
+            Source::Kafka(kafka) => Ok(kafka.commit(states, sync)?),
             Source::Lines(_) => Ok(0),
         }
     }

@@ -3,7 +3,7 @@
 //! the index of the raw record each row came from.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::pipeline::PipelineError;
+use crate::error::PipelineError;
 use crate::spec::OnError;
 use crate::stage::{MapStage, ParseStage};
 use rivulet_rows::{Batch, RawBatch};

@@ -3,9 +3,9 @@
 
 use crate::aggregate::{Acc, Aggregator};
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::delivery::Holds;
+use crate::delivery::PartitionState;
 use crate::kafka::source::now_millis;
-use crate::pipeline::PipelineError;
+use crate::error::PipelineError;
 use crate::sink::Sink;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
@@ -24,13 +24,24 @@ pub struct WindowStats {
     pub late_updates: u64,
     pub too_late: u64,
     pub results: u64,
+    /// Replayed records (after a restart) whose windows had already closed: counted before.
+    pub replay_skipped: u64,
 }
 
-/// Rows produced by fired windows, with the source offsets each one holds: one part per
-/// aggregate module generation (their rows may differ in shape).
+/// Rows produced by fired windows: one part per aggregate module generation (their rows may
+/// differ in shape).
 #[derive(Default)]
 pub struct Results {
-    pub parts: Vec<(Batch, Vec<Holds>)>,
+    pub parts: Vec<Batch>,
+}
+
+/// What a restart restored for one partition.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    /// Records below this offset were processed before the restart.
+    read: i64,
+    /// Windows ending at or before `combined - allowed lateness` had closed for good.
+    combined: Option<i64>,
 }
 
 pub struct Windowing {
@@ -44,6 +55,8 @@ pub struct Windowing {
     stats: WindowStats,
     /// Wasm aggregates: the module generation each open window started with.
     window_generation: BTreeMap<i64, u32>,
+    /// Per partition, what the last restart restored (empty: a fresh start).
+    replay: BTreeMap<i32, Replay>,
     /// Where the aggregate's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
@@ -96,6 +109,7 @@ impl Windowing {
             clock: Instant::now(),
             stats: WindowStats::default(),
             window_generation: BTreeMap::new(),
+            replay: BTreeMap::new(),
             samples: None,
         })
     }
@@ -104,17 +118,57 @@ impl Windowing {
         i64::try_from(self.clock.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// New partitions (start or rebalance): drop all state; watermarks restart from what the
-    /// commits recorded.
-    pub fn reset(&mut self, partitions: &[i32], restored: &std::collections::BTreeMap<i32, i64>) {
+    /// New partitions (start or rebalance): drop all state; watermarks and closed windows
+    /// restart from what the commits recorded, and records the job had processed before
+    /// (below each partition's `read`) only rebuild the windows that were still open.
+    pub fn restart(&mut self, partitions: &[i32], restored: &BTreeMap<i32, PartitionState>) {
         self.windows.clear();
         self.window_generation.clear();
         self.watermarks = fresh_watermarks(&self.spec);
         let now = self.mono();
         self.watermarks.assign(partitions, now);
-        for (&p, &wm) in restored {
-            self.watermarks.restore(p, wm, now);
+        self.replay.clear();
+        let event = self.spec.time == TimeDomain::Event;
+        let mut floor: Option<i64> = None;
+        for (&p, state) in restored {
+            if event && let Some(wm) = state.watermark {
+                self.watermarks.restore(p, wm, now);
+            }
+            if event && let Some(combined) = state.combined {
+                floor = Some(floor.map_or(combined, |f| f.min(combined)));
+            }
+            let combined = if event { state.combined } else { None };
+            self.replay.insert(
+                p,
+                Replay {
+                    read: state.read,
+                    combined,
+                },
+            );
         }
+        if let Some(floor) = floor {
+            self.watermarks.restore_combined(floor);
+        }
+    }
+
+    /// Whether records processed before a restart are still being replayed (`positions`:
+    /// next offset to read per partition). Windows do not fire meanwhile: they would fire
+    /// with part of their records.
+    pub fn replaying(&mut self, positions: &BTreeMap<i32, i64>) -> bool {
+        self.replay.iter().any(|(p, r)| {
+            positions.get(p).is_some_and(|&position| position < r.read)
+        })
+    }
+
+    /// Whether `start`'s window had closed for good before the restart, per `replay`.
+    fn closed_before(&self, replay: Option<&Replay>, start: i64) -> bool {
+        let lateness = self.windows.allowed_lateness_ms();
+        replay.and_then(|r| r.combined).is_some_and(|combined| {
+            self.windows
+                .window_end(start)
+                .saturating_add(lateness)
+                <= combined
+        })
     }
 
     /// Puts a new aggregate module in service; `Ok((true, _))` when its state version differs
@@ -151,9 +205,17 @@ impl Windowing {
         self.late.as_ref()
     }
 
-    /// Offsets held by open windows.
-    pub fn holds(&self) -> Holds {
+    /// Per partition, the lowest offset an open window still needs.
+    pub fn needed(&self) -> BTreeMap<i32, i64> {
         self.windows.min_offsets()
+    }
+
+    /// The combined event-time watermark (windows ending at or before it have fired).
+    pub fn combined_watermark(&self) -> Option<i64> {
+        match self.spec.time {
+            TimeDomain::Event => self.watermarks.combined(),
+            TimeDomain::Processing => None,
+        }
     }
 
     /// Watermark per partition (committed as metadata).
@@ -250,7 +312,23 @@ impl Windowing {
             if event {
                 self.watermarks.observe(origin.partition(), ts, mono);
             }
-            match self.windows.assign(ts, watermark) {
+            let replay = self.replay.get(&origin.partition());
+            let replayed = replay.is_some_and(|r| origin.offset() < r.read);
+            let mut assignment = self.windows.assign(ts, watermark);
+            if self.closed_before(replay, assignment.start()) {
+                if replayed {
+                    // Counted in a result (or sent late) before the restart.
+                    self.stats.replay_skipped += 1;
+                    continue;
+                }
+                assignment = Assignment::TooLate {
+                    start: assignment.start(),
+                };
+            } else if replayed && let Assignment::TooLate { start } = assignment {
+                // Its window was still open before the restart: it is rebuilt.
+                assignment = Assignment::Late { start };
+            }
+            match assignment {
                 Assignment::Open { start } => {
                     selected.push(row as u32);
                     targets.push((start, key, origin.partition(), origin.offset()));
@@ -266,12 +344,7 @@ impl Windowing {
                         let record = raw.record(origin.index);
                         let payload = record.as_ref().map_or(&[][..], |r| r.payload);
                         let key = record.as_ref().and_then(|r| r.key);
-                        late.send(
-                            key,
-                            payload,
-                            &[],
-                            crate::delivery::hold(origin.partition(), origin.offset()),
-                        )?;
+                        late.send(key, payload, &[])?;
                     }
                 }
             }
@@ -437,7 +510,6 @@ impl Windowing {
         match &mut self.aggregator {
             Aggregator::Builtin(builtins) => {
                 let mut builder = BatchBuilder::new();
-                let mut holds = Vec::new();
                 for firing in &firings {
                     for (key, acc) in &firing.groups {
                         let Acc::Builtin(accs) = acc else { continue };
@@ -449,45 +521,37 @@ impl Windowing {
                         }
                         row.extend(builtins.finish(accs));
                         match builder.push(&row) {
-                            Ok(()) => holds.push(firing.min_offsets.clone()),
+                            Ok(()) => {}
                             Err(err) => {
                                 let error = format!("window result cannot be stored: {err}");
                                 let payload = serde_json::Value::Object(row).to_string();
                                 dead.handle(
                                     self.policy,
-                                    &DeadLetter::derived(
-                                        AGGREGATE,
-                                        &error,
-                                        topic,
-                                        payload.as_bytes(),
-                                        &firing.min_offsets,
-                                    ),
+                                    &DeadLetter::derived(AGGREGATE, &error, topic, payload.as_bytes()),
                                 )?;
                             }
                         }
                     }
                 }
-                results.parts.push((builder.finish(), holds));
+                results.parts.push(builder.finish());
             }
             Aggregator::Wasm(generations) => {
                 // One finish call per module generation, in window order within each.
-                let mut calls: BTreeMap<u32, (Vec<WindowAcc>, Vec<Holds>)> = BTreeMap::new();
+                let mut calls: BTreeMap<u32, Vec<WindowAcc>> = BTreeMap::new();
                 for firing in &firings {
                     for (key, acc) in &firing.groups {
                         let Acc::Bytes { generation, bytes } = acc else {
                             continue;
                         };
-                        let (windows, holds) = calls.entry(*generation).or_default();
-                        windows.push(WindowAcc {
+                        calls.entry(*generation).or_default().push(WindowAcc {
                             key: key.clone(),
                             window_start: firing.start,
                             window_end: firing.end,
                             acc: bytes.clone(),
                         });
-                        holds.push(firing.min_offsets.clone());
                     }
                 }
-                for (generation_id, (windows, holds)) in calls {
+                for (generation_id, windows) in calls {
                     let described: Vec<String> = windows
                         .iter()
                         .map(|w| {
@@ -513,7 +577,6 @@ impl Windowing {
                             for error in &out.errors {
                                 let index = error.index as usize;
                                 let payload = described.get(index).map_or("", String::as_str);
-                                let held = holds.get(index).cloned().unwrap_or_default();
                                 dead.handle(
                                     self.policy,
                                     &DeadLetter::derived(
@@ -521,19 +584,13 @@ impl Windowing {
                                         &error.message,
                                         topic,
                                         payload.as_bytes(),
-                                        &held,
                                     ),
                                 )?;
                             }
-                            let holds = out
-                                .origins
-                                .iter()
-                                .map(|&o| holds.get(o as usize).cloned().unwrap_or_default())
-                                .collect();
-                            results.parts.push((out.rows, holds));
+                            results.parts.push(out.rows);
                         }
                         Err(error) => {
-                            for (payload, held) in described.iter().zip(&holds) {
+                            for payload in &described {
                                 dead.handle(
                                     self.policy,
                                     &DeadLetter::derived(
@@ -541,7 +598,6 @@ impl Windowing {
                                         &error,
                                         topic,
                                         payload.as_bytes(),
-                                        held,
                                     ),
                                 )?;
                             }
@@ -554,7 +610,7 @@ impl Windowing {
         self.stats.results += results
             .parts
             .iter()
-            .map(|(rows, _)| u64::from(rows.len))
+            .map(|rows| u64::from(rows.len))
             .sum::<u64>();
         Ok(results)
     }

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod sink;
 pub mod source;
+pub mod state_topic;
 
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -74,6 +75,8 @@ impl KafkaError {
 /// Routes librdkafka's own logs and errors to `tracing`.
 #[derive(Debug, Default, Clone)]
 pub struct LogContext;
+
+impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {

@@ -1,13 +1,12 @@
-//! The Kafka sink: an idempotent producer (acks=all) that tracks every record until the
-//! broker acknowledges it, and with it the source offsets the record depends on.
+//! The Kafka sink: an idempotent producer (acks=all) that numbers every record and tracks
+//! which ones the broker acknowledged (see [`crate::delivery::Acks`]).
 
 use super::{KafkaConfig, KafkaError, LogContext};
-use crate::delivery::Holds;
+use crate::delivery::Acks;
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,8 +49,7 @@ impl ProducerContext for SinkContext {
 pub struct KafkaSink {
     producer: BaseProducer<SinkContext>,
     topic: String,
-    next_id: u64,
-    in_flight: BTreeMap<u64, Holds>,
+    acks: Acks,
     outcomes: Outcomes,
     sent: u64,
     acked: u64,
@@ -74,8 +72,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             topic: topic.to_owned(),
-            next_id: 0,
-            in_flight: BTreeMap::new(),
+            acks: Acks::default(),
             outcomes,
             sent: 0,
             acked: 0,
@@ -86,17 +83,14 @@ impl KafkaSink {
         &self.topic
     }
 
-    /// Queues a record; `holds` are the source offsets that must stay uncommitted until the
-    /// broker has it.
+    /// Queues a record.
     pub fn send(
         &mut self,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
-        holds: Holds,
     ) -> Result<(), KafkaError> {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.acks.mark();
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (key, value) in headers {
             owned = owned.insert(Header {
@@ -132,7 +126,7 @@ impl KafkaSink {
                 }
             }
         }
-        self.in_flight.insert(id, holds);
+        self.acks.send();
         self.sent += 1;
         Ok(())
     }
@@ -143,7 +137,7 @@ impl KafkaSink {
         for (id, outcome) in outcomes {
             match outcome {
                 Ok(()) => {
-                    self.in_flight.remove(&id);
+                    self.acks.ack(id);
                     self.acked += 1;
                 }
                 Err(reason) => {
@@ -167,30 +161,26 @@ impl KafkaSink {
     /// Waits until everything sent is acknowledged, or `timeout`.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = Instant::now() + timeout;
-        while !self.in_flight.is_empty() && Instant::now() < deadline {
+        while self.acks.pending() > 0 && Instant::now() < deadline {
             let _ = self.producer.flush(Duration::from_millis(100));
             self.poll()?;
         }
-        if self.in_flight.is_empty() {
+        let pending = self.acks.pending();
+        if pending == 0 {
             Ok(())
         } else {
             Err(KafkaError::Delivery {
                 topic: self.topic.clone(),
                 reason: format!(
-                    "{} records unacknowledged after {timeout:?}",
-                    self.in_flight.len()
+                    "{pending} records unacknowledged after {timeout:?}"
                 ),
             })
         }
     }
 
-    /// The smallest held offset per partition over records not yet acknowledged.
-    pub fn holds(&self) -> Holds {
-        let mut min = Holds::new();
-        for holds in self.in_flight.values() {
-            crate::delivery::merge_min(&mut min, holds);
-        }
-        min
+    /// Which records the broker acknowledged.
+    pub fn acks(&self) -> &Acks {
+        &self.acks
     }
 
     /// (sent, acknowledged)

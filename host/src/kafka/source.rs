@@ -1,8 +1,11 @@
 //! The Kafka source: reads batches of raw records, remembers how far it has handed records
-//! out per partition, and commits only the offsets the pipeline says are safe, with each
-//! partition's event-time watermark in the commit metadata.
+//! out per partition, restores each assigned partition's restart state (from the state
+//! topic and the commit metadata, the newest wins) and commits the snapshots the pipeline
+//! hands it to both.
 
+use super::state_topic::StateTopic;
 use super::{KafkaConfig, KafkaError, LogContext};
+use crate::delivery::{PartitionState, Restored};
 use crate::spec::{AssignMode, StartAt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
@@ -11,19 +14,31 @@ use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Consumer context: logs, notes group rebalances for the pipeline, and applies the start
-/// position (earliest/latest) to the first assignment of a group consumer.
+/// Partitions assigned to this source, and where each restarts.
+#[derive(Debug, Clone, Default)]
+pub struct Assignment {
+    pub partitions: Vec<i32>,
+    /// Offset to read next, per partition.
+    pub positions: BTreeMap<i32, i64>,
+    /// Committed restart state, per partition that has one.
+    pub states: BTreeMap<i32, PartitionState>,
+}
+
+/// Consumer context: logs, restores the state of partitions the group assigns (applying the
+/// start position, earliest/latest, to the first assignment), and notes it for the pipeline.
 #[derive(Default)]
 pub struct SourceContext {
     log: LogContext,
-    assigned: Mutex<Option<Vec<i32>>>,
+    assigned: Mutex<Option<Assignment>>,
     /// Offset to start from on the first assignment (None: the committed offsets).
     first_start: Mutex<Option<Offset>>,
+    /// Where restart state is kept besides commit metadata.
+    state: Mutex<Option<Arc<StateTopic>>>,
 }
 
 impl ClientContext for SourceContext {
@@ -46,17 +61,46 @@ impl ConsumerContext for SourceContext {
         use rdkafka::types::RDKafkaRespErr;
         let rebalance = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Some(start) = self
+                let first = self
                     .first_start
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                    && let Err(err) = tpl.set_all_offsets(start)
-                {
-                    tracing::warn!("cannot apply the start position: {err}");
-                }
-                if let Err(err) = consumer.assign(tpl) {
-                    tracing::warn!("assigning partitions failed: {err}");
+                    .take();
+                let state = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let topic = tpl
+                    .elements()
+                    .first()
+                    .map(|e| e.topic().to_owned())
+                    .unwrap_or_default();
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                let start = match first {
+                    Some(Offset::End) => StartAt::Latest,
+                    Some(_) => StartAt::Earliest,
+                    None => StartAt::Committed,
+                };
+                match restore(consumer, &topic, &partitions, state.as_deref(), start) {
+                    Ok((assignment, offsets)) => {
+                        if let Err(err) = consumer.assign(&offsets) {
+                            tracing::warn!("assigning partitions failed: {err}");
+                        }
+                        tracing::info!(?partitions, "partitions assigned by the consumer group");
+                        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(assignment);
+                    }
+                    Err(err) => {
+                        // Reading from the committed offsets without their state would
+                        // reopen closed windows: leave the group and rejoin instead.
+                        tracing::error!(?partitions, "cannot restore the assigned partitions, rejoining: {err}");
+                        if let Err(err) = consumer.unassign() {
+                            tracing::warn!("releasing partitions failed: {err}");
+                        }
+                        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(Assignment::default());
+                    }
                 }
                 Rebalance::Assign(tpl)
             }
@@ -64,24 +108,106 @@ impl ConsumerContext for SourceContext {
                 if let Err(err) = consumer.unassign() {
                     tracing::warn!("releasing partitions failed: {err}");
                 }
+                tracing::info!("partitions revoked by the consumer group");
+                *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Assignment::default());
                 Rebalance::Revoke(tpl)
             }
         };
-        self.post_rebalance(consumer, &rebalance);
+        let _ = rebalance;
     }
+}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = match rebalance {
-            Rebalance::Assign(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
-            Rebalance::Revoke(_) => Vec::new(),
-            Rebalance::Error(err) => {
-                tracing::warn!("rebalance failed: {err}");
-                return;
-            }
-        };
-        tracing::info!(?partitions, "partitions assigned by the consumer group");
-        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) = Some(partitions);
+/// Where each of `partitions` of `topic` restarts: the committed offsets, and the restart
+/// state found in commit metadata and in the state topic (the newest wins), unless `start`
+/// says to read from the beginning or the end. Returns the assignment and the offsets to
+/// assign.
+fn restore<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    state: Option<&StateTopic>,
+    start: StartAt,
+) -> Result<(Assignment, TopicPartitionList), KafkaError> {
+    let mut tpl = Tpl::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
     }
+    let mut committed: BTreeMap<i32, (Option<i64>, Option<PartitionState>)> = BTreeMap::new();
+    if start == StartAt::Committed {
+        let offsets = consumer
+            .committed_offsets(tpl.clone(), METADATA_TIMEOUT)
+            .map_err(KafkaError::client("reading committed offsets"))?;
+        for elem in offsets.elements() {
+            let offset = match elem.offset() {
+                Offset::Offset(n) => Some(n),
+                _ => None,
+            };
+            let metadata = match elem.metadata() {
+                "" => None,
+                text => match PartitionState::decode(text, offset) {
+                    Ok(state) => Some(state),
+                    Err(err) => {
+                        tracing::warn!(topic, partition = elem.partition(), "commit metadata: {err}");
+                        None
+                    }
+                },
+            };
+            committed.insert(elem.partition(), (offset, metadata));
+        }
+    }
+    let from_topic = match (state, start) {
+        (Some(state), StartAt::Committed) => match state.read(topic, partitions) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(state_topic = state.name(), "cannot read restart state, using commit metadata only: {err}");
+                BTreeMap::new()
+            }
+        },
+        _ => BTreeMap::new(),
+    };
+    let mut assignment = Assignment {
+        partitions: partitions.to_vec(),
+        ..Assignment::default()
+    };
+    let mut offsets = TopicPartitionList::new();
+    for &p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+            .map_err(KafkaError::client(format!(
+                "reading the offsets of partition {p}"
+            )))?;
+        let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
+        let restored = Restored::choose(group_offset, metadata, from_topic.get(&p).copied());
+        if restored.is_missing_state() {
+            tracing::warn!(
+                topic,
+                partition = p,
+                offset = ?restored.start,
+                state_topic = state.map(StateTopic::name),
+                "committed offset without restart state (none in the state topic or the commit metadata): windows that fired before the restart may reopen and be emitted again with partial counts"
+            );
+        }
+        let from = match (start, restored.start) {
+            (StartAt::Committed, Some(n)) => n.clamp(low, high),
+            (StartAt::Committed | StartAt::Earliest, _) => low,
+            (StartAt::Latest, _) => high,
+        };
+        if let Some(mut state) = restored.state {
+            if state.committed < low {
+                tracing::warn!(topic, partition = p, committed = state.committed, earliest = low, "records needed by open windows were deleted by retention; those windows restart incomplete");
+            }
+            // Records past the log's end are gone: nothing to replay there.
+            state.read = state.read.min(high).max(from);
+            tracing::info!(topic, partition = p, from, replay_to = state.read, source = restored.from, "restored");
+            assignment.states.insert(p, state);
+        }
+        assignment.positions.insert(p, from);
+        offsets
+            .add_partition_offset(topic, p, Offset::Offset(from))
+            .map_err(KafkaError::client("building the assignment"))?;
+    }
+    Ok((assignment, offsets))
 }
 
 /// A topic being read.
@@ -92,12 +218,10 @@ pub struct KafkaSource {
     positions: BTreeMap<i32, i64>,
     /// Bounded reads stop at these offsets.
     ends: Option<BTreeMap<i32, i64>>,
-    committed: BTreeMap<i32, i64>,
-    /// Event-time watermarks read back from commit metadata.
-    restored: BTreeMap<i32, i64>,
-    partitions: Vec<i32>,
-    /// The first group assignment starts at earliest/latest: commit metadata does not apply.
-    reread_from_start: bool,
+    /// The current assignment (where it started, and its restart state).
+    assignment: Assignment,
+    /// Where restart state is kept besides commit metadata.
+    state: Option<Arc<StateTopic>>,
 }
 
 /// How to open a [`KafkaSource`].
@@ -110,10 +234,6 @@ pub struct SourceOptions {
     pub bounded: bool,
     /// Give up connecting after this long (None: keep retrying until stopped).
     pub connect_timeout: Option<Duration>,
-}
-
-fn parse_metadata(text: &str) -> Option<i64> {
-    text.strip_prefix("wm=")?.parse().ok()
 }
 
 impl KafkaSource {
@@ -147,15 +267,23 @@ impl KafkaSource {
             options.connect_timeout,
             stop,
         )?;
+        let state = match StateTopic::open(config, &options.group) {
+            Ok(state) => Some(Arc::new(state)),
+            Err(err) => {
+                tracing::warn!(group = %options.group, "no state topic, restart state only in commit metadata: {err}");
+                None
+            }
+        };
         let mut source = KafkaSource {
             consumer,
             topic: options.topic.clone(),
             positions: BTreeMap::new(),
             ends: None,
-            committed: BTreeMap::new(),
-            restored: BTreeMap::new(),
-            partitions: partitions.clone(),
-            reread_from_start: false,
+            assignment: Assignment {
+                partitions: partitions.clone(),
+                ..Assignment::default()
+            },
+            state: state.clone(),
         };
         match options.assign {
             AssignMode::All => source.assign_all(&partitions, options.start)?,
@@ -165,7 +293,12 @@ impl KafkaSource {
                     StartAt::Earliest => Some(Offset::Beginning),
                     StartAt::Latest => Some(Offset::End),
                 };
-                source.reread_from_start = first.is_some();
+                *source
+                    .consumer
+                    .context()
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = state;
                 *source
                     .consumer
                     .context()
@@ -199,49 +332,18 @@ impl KafkaSource {
     }
 
     fn assign_all(&mut self, partitions: &[i32], start: StartAt) -> Result<(), KafkaError> {
-        let mut tpl = Tpl::new();
-        for &p in partitions {
-            tpl.add_partition(&self.topic, p);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl.clone(), METADATA_TIMEOUT)
-            .map_err(KafkaError::client("reading committed offsets"))?;
-        let mut assignment = TopicPartitionList::new();
-        for elem in committed.elements() {
-            let p = elem.partition();
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, METADATA_TIMEOUT)
-                .map_err(KafkaError::client(format!(
-                    "reading the offsets of partition {p}"
-                )))?;
-            let committed = match elem.offset() {
-                Offset::Offset(n) => Some(n),
-                _ => None,
-            };
-            if let Some(n) = committed {
-                self.committed.insert(p, n);
-                if let Some(wm) = parse_metadata(elem.metadata()) {
-                    self.restored.insert(p, wm);
-                }
-            }
-            let from = match (start, committed) {
-                (StartAt::Committed, Some(n)) => n.clamp(low, high),
-                (StartAt::Committed | StartAt::Earliest, _) => low,
-                (StartAt::Latest, _) => high,
-            };
-            if start != StartAt::Committed {
-                self.restored.clear();
-            }
-            self.positions.insert(p, from);
-            assignment
-                .add_partition_offset(&self.topic, p, Offset::Offset(from))
-                .map_err(KafkaError::client("building the assignment"))?;
-        }
+        let (assignment, offsets) = restore(
+            &self.consumer,
+            &self.topic,
+            partitions,
+            self.state.as_deref(),
+            start,
+        )?;
+        self.positions = assignment.positions.clone();
+        self.assignment = assignment;
         tracing::info!(topic = %self.topic, positions = ?self.positions, "reading every partition");
         self.consumer
-            .assign(&assignment)
+            .assign(&offsets)
             .map_err(KafkaError::client("assigning partitions"))
     }
 
@@ -249,14 +351,9 @@ impl KafkaSource {
         &self.topic
     }
 
-    /// Partitions known to this source.
-    pub fn partitions(&self) -> &[i32] {
-        &self.partitions
-    }
-
-    /// Watermarks found in commit metadata at start (or after a rebalance).
-    pub fn restored_watermarks(&self) -> &BTreeMap<i32, i64> {
-        &self.restored
+    /// The partitions this source reads, and their restart state.
+    pub fn assignment(&self) -> &Assignment {
+        &self.assignment
     }
 
     /// Next offset to read per partition (only partitions read from or assigned).
@@ -264,9 +361,10 @@ impl KafkaSource {
         &self.positions
     }
 
-    /// If the group reassigned partitions since the last call: the new partitions. Reading
-    /// restarts from committed offsets, so the caller drops its state.
-    pub fn take_rebalance(&mut self) -> Option<Vec<i32>> {
+    /// If the group assigned or revoked partitions since the last call: the new assignment.
+    /// Reading restarts from each partition's committed offset, so the caller drops its
+    /// state and rebuilds it by replay.
+    pub fn take_rebalance(&mut self) -> Option<Assignment> {
         let assigned = self
             .consumer
             .context()
@@ -274,24 +372,8 @@ impl KafkaSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        self.positions.clear();
-        self.restored.clear();
-        self.committed.clear();
-        let reread = std::mem::take(&mut self.reread_from_start);
-        if let Ok(committed) = self.consumer.committed(METADATA_TIMEOUT) {
-            for elem in committed.elements() {
-                if let Offset::Offset(n) = elem.offset() {
-                    self.committed.insert(elem.partition(), n);
-                    if !reread {
-                        self.positions.insert(elem.partition(), n);
-                        if let Some(wm) = parse_metadata(elem.metadata()) {
-                            self.restored.insert(elem.partition(), wm);
-                        }
-                    }
-                }
-            }
-        }
-        self.partitions = assigned.clone();
+        self.positions = assigned.positions.clone();
+        self.assignment = assigned.clone();
         Some(assigned)
     }
 
@@ -371,31 +453,32 @@ impl KafkaSource {
         }
     }
 
-    /// Commits `offsets` (next offset to read, per partition) where they moved forward,
-    /// with each partition's watermark as metadata.
+    /// Commits partitions' restart states: first to the state topic (so a broker that drops
+    /// commit metadata still has them), then as the group's offsets with the state as
+    /// metadata. Partitions no longer assigned are skipped.
     pub fn commit(
         &mut self,
-        offsets: &BTreeMap<i32, i64>,
-        watermarks: &BTreeMap<i32, i64>,
+        states: &BTreeMap<i32, PartitionState>,
         sync: bool,
     ) -> Result<usize, KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        let mut moved = Vec::new();
-        for (&p, &offset) in offsets {
-            if self.committed.get(&p).is_some_and(|&c| c >= offset) {
-                continue;
-            }
-            let mut elem = tpl
-                .add_partition_offset(&self.topic, p, Offset::Offset(offset))
-                .map(|()| tpl.find_partition(&self.topic, p))
-                .map_err(KafkaError::client("building the commit"))?;
-            if let (Some(elem), Some(wm)) = (elem.as_mut(), watermarks.get(&p)) {
-                elem.set_metadata(format!("wm={wm}"));
-            }
-            moved.push((p, offset));
-        }
-        if moved.is_empty() {
+        let owned: BTreeMap<i32, PartitionState> = states
+            .iter()
+            .filter(|(p, _)| self.assignment.partitions.contains(p))
+            .map(|(&p, &s)| (p, s))
+            .collect();
+        if owned.is_empty() {
             return Ok(0);
+        }
+        if let Some(state) = &self.state {
+            state.write(&self.topic, &owned)?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, state) in &owned {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(state.committed))
+                .map_err(KafkaError::client("building the commit"))?;
+            if let Some(elem) = tpl.find_partition(&self.topic, p).as_mut() {
+                elem.set_metadata(state.encode());
+            }
         }
         let mode = if sync {
             CommitMode::Sync
@@ -405,11 +488,8 @@ impl KafkaSource {
         self.consumer
             .commit(&tpl, mode)
             .map_err(KafkaError::client("committing offsets"))?;
-        for (p, offset) in &moved {
-            self.committed.insert(*p, *offset);
-        }
-        tracing::debug!(topic = %self.topic, ?moved, "committed");
-        Ok(moved.len())
+        tracing::debug!(topic = %self.topic, ?owned, "committed");
+        Ok(owned.len())
     }
 }
 

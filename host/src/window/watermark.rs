@@ -118,6 +118,17 @@ impl Watermarks {
         }
     }
 
+    /// Restores the combined watermark after a restart: it never falls below `floor` (the
+    /// combined watermark committed before), even if a partition's own watermark is lower.
+    pub fn restore_combined(&mut self, floor: i64) {
+        self.last = self.last.max(Some(floor));
+    }
+
+    /// The combined watermark last returned by [`Watermarks::current`] (or restored).
+    pub fn combined(&self) -> Option<i64> {
+        self.last
+    }
+
     /// Forces the combined watermark to `i64::MAX` (end of a bounded input): every later
     /// [`Watermarks::current`] returns `Some(i64::MAX)`.
     pub fn finish(&mut self) {

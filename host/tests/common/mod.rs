@@ -38,3 +38,4 @@ pub fn limits() -> Limits {
     Limits::default()
 }
 pub mod kafka;
+pub mod tansu;

@@ -1,0 +1,297 @@
+//! The job's state topic: a small compacted topic holding each source partition's restart
+//! state (see [`crate::delivery::restart`]), keyed `<topic>/<partition>`. Unlike commit
+//! metadata, every Kafka-protocol broker keeps it.
+
+use super::{KafkaConfig, KafkaError, LogContext};
+use crate::delivery::PartitionState;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The state topic of a consumer group.
+pub struct StateTopic {
+    name: String,
+    config: KafkaConfig,
+    producer: BaseProducer<StateContext>,
+}
+
+/// Logs like every client, and keeps the first delivery failure of a write.
+#[derive(Default)]
+struct StateContext {
+    log: LogContext,
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for StateContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
+
+impl ProducerContext for StateContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((err, _)) = result {
+            let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+            failure.get_or_insert_with(|| err.to_string());
+        }
+    }
+}
+
+/// The state topic's name for a consumer group: `<group>-state`, with characters Kafka does
+/// not allow in topic names replaced by `_`.
+pub fn topic_name(group: &str) -> String {
+    let clean: String = group
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("{clean}-state")
+}
+
+fn key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+impl StateTopic {
+    /// Connects to the state topic of `group`, creating it (compacted, one partition) if the
+    /// broker serves topic creation; otherwise the first write creates it.
+    pub fn open(config: &KafkaConfig, group: &str) -> Result<Self, KafkaError> {
+        let name = topic_name(group);
+        let producer: BaseProducer<StateContext> = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            // One record per batch: some brokers report a partition's end as the start of
+            // its last batch + 1, and a reader must not stop inside a batch.
+            .set("batch.num.messages", "1")
+            .set("message.timeout.ms", "10000")
+            .create_with_context(StateContext::default())
+            .map_err(KafkaError::client(format!(
+                "creating the producer for `{name}`"
+            )))?;
+        let state = StateTopic {
+            name,
+            config: config.clone(),
+            producer,
+        };
+        state.create();
+        Ok(state)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the topic if it is missing; a broker without the admin API creates it on the
+    /// first write instead.
+    fn create(&self) {
+        let exists = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.name), TIMEOUT)
+            .is_ok_and(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty())
+            });
+        if exists {
+            return;
+        }
+        let admin: AdminClient<LogContext> = match self.config.client().create_with_context(LogContext)
+        {
+            Ok(admin) => admin,
+            Err(err) => {
+                tracing::debug!(topic = %self.name, "no admin client: {err}");
+                return;
+            }
+        };
+        let topic = NewTopic::new(&self.name, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                tracing::debug!("no runtime for the admin client: {err}");
+                return;
+            }
+        };
+        let created = runtime.block_on(async {
+            tokio::time::timeout(TIMEOUT, admin.create_topics([&topic], &options)).await
+        });
+        match created {
+            Ok(Ok(results)) => {
+                for result in results {
+                    match result {
+                        Ok(name) => tracing::info!(topic = %name, "created the job's state topic"),
+                        Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            tracing::debug!(topic = %name, "state topic exists")
+                        }
+                        Err((name, code)) => tracing::debug!(
+                            topic = %name,
+                            "creating the state topic: {code}; the first write creates it"
+                        ),
+                    }
+                }
+            }
+            Ok(Err(err)) => tracing::debug!("creating the state topic: {err}"),
+            Err(_) => tracing::debug!("creating the state topic timed out"),
+        }
+    }
+
+    /// The newest state of each of `partitions` of `topic` (absent: none was written).
+    pub fn read(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, PartitionState>, KafkaError> {
+        let consumer: BaseConsumer<LogContext> = self
+            .config
+            .client()
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(LogContext)
+            .map_err(KafkaError::client(format!("reading `{}`", self.name)))?;
+        let wanted: BTreeMap<String, i32> =
+            partitions.iter().map(|&p| (key(topic, p), p)).collect();
+        let mut found = BTreeMap::new();
+        let metadata = consumer
+            .fetch_metadata(Some(&self.name), TIMEOUT)
+            .map_err(KafkaError::client(format!("reading `{}`", self.name)))?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Ok(found);
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(&self.name, 0, TIMEOUT)
+            .map_err(KafkaError::client(format!("reading the end of `{}`", self.name)))?;
+        if high <= low {
+            return Ok(found);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.name, 0, Offset::Beginning)
+            .map_err(KafkaError::client("building the state assignment"))?;
+        consumer
+            .assign(&tpl)
+            .map_err(KafkaError::client(format!("reading `{}`", self.name)))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut next = low;
+        while next < high {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Delivery {
+                    topic: self.name.clone(),
+                    reason: format!("read only up to offset {next} of {high} in 30 s"),
+                });
+            }
+            let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = match result {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::debug!(topic = %self.name, "reading state: {err}");
+                    continue;
+                }
+            };
+            next = message.offset() + 1;
+            let Some(&p) = message
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| wanted.get(k))
+            else {
+                continue;
+            };
+            match message.payload().map(std::str::from_utf8) {
+                Some(Ok(text)) => match PartitionState::decode(text, None) {
+                    Ok(state) => {
+                        found.insert(p, state);
+                    }
+                    Err(err) => tracing::warn!(topic = %self.name, partition = p, "{err}"),
+                },
+                // A tombstone: the state was reset.
+                None => {
+                    found.remove(&p);
+                }
+                Some(Err(_)) => {
+                    tracing::warn!(topic = %self.name, partition = p, "state is not UTF-8")
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes `states` of `topic`'s partitions and waits until the broker has them.
+    pub fn write(
+        &self,
+        topic: &str,
+        states: &BTreeMap<i32, PartitionState>,
+    ) -> Result<(), KafkaError> {
+        // A failure reported after an earlier write gave up belongs to that write.
+        self.producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for (&p, state) in states {
+            let key = key(topic, p);
+            let value = state.encode();
+            let record = BaseRecord::<str, str>::to(&self.name).key(&key).payload(&value);
+            self.producer.send(record).map_err(|(err, _)| KafkaError::Delivery {
+                topic: self.name.clone(),
+                reason: err.to_string(),
+            })?;
+        }
+        let failed = |reason: String| KafkaError::Delivery {
+            topic: self.name.clone(),
+            reason,
+        };
+        self.producer
+            .flush(TIMEOUT)
+            .map_err(|err| failed(err.to_string()))?;
+        let failure = self
+            .producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match failure {
+            Some(reason) => Err(failed(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_topic_names_are_valid_kafka_names() {
+        assert_eq!(topic_name("rivulet-orders"), "rivulet-orders-state");
+        assert_eq!(topic_name("team a/orders"), "team_a_orders-state");
+    }
+}
