@@ -4,9 +4,9 @@
 use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
+use crate::error::PipelineError;
 use crate::kafka::KafkaConfig;
 use crate::kafka::source::{KafkaSource, SourceOptions};
-use crate::error::PipelineError;
 use crate::pipeline::Pipeline;
 use crate::sink::{LineSink, Sink};
 use crate::source::{LineSource, Source, SourceError};

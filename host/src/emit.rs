@@ -55,8 +55,7 @@ impl Emitter {
                 for i in 0..rows.len as usize {
                     let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
                     let key = key_of(rows, i, self.key_field.as_deref());
-                    self.sink
-                        .send(key.as_deref(), payload.as_bytes(), &[])?;
+                    self.sink.send(key.as_deref(), payload.as_bytes(), &[])?;
                 }
             }
             Some(format) => match sample_then_format(format, rows, self.samples.as_deref()) {

@@ -120,11 +120,7 @@ pub fn write(
         }
         let record = next(now_millis());
         malformed += u64::from(record.malformed);
-        sink.send(
-            Some(record.key.as_bytes()),
-            record.payload.as_bytes(),
-            &[],
-        )?;
+        sink.send(Some(record.key.as_bytes()), record.payload.as_bytes(), &[])?;
         written += 1;
         if written.is_multiple_of(1000) {
             sink.poll()?;

@@ -4,8 +4,8 @@
 use crate::aggregate::{Acc, Aggregator};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::PartitionState;
-use crate::kafka::source::now_millis;
 use crate::error::PipelineError;
+use crate::kafka::source::now_millis;
 use crate::sink::Sink;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
@@ -35,6 +35,9 @@ pub struct Results {
     pub parts: Vec<Batch>,
 }
 
+/// How long a replay may make no progress before windows fire without it.
+const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a restart restored for one partition.
 #[derive(Debug, Clone, Copy)]
 struct Replay {
@@ -57,6 +60,8 @@ pub struct Windowing {
     window_generation: BTreeMap<i64, u32>,
     /// Per partition, what the last restart restored (empty: a fresh start).
     replay: BTreeMap<i32, Replay>,
+    /// Replay progress: positions last seen moving, and when.
+    replay_progress: (BTreeMap<i32, i64>, Instant),
     /// Where the aggregate's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
@@ -110,6 +115,7 @@ impl Windowing {
             stats: WindowStats::default(),
             window_generation: BTreeMap::new(),
             replay: BTreeMap::new(),
+            replay_progress: (BTreeMap::new(), Instant::now()),
             samples: None,
         })
     }
@@ -154,20 +160,44 @@ impl Windowing {
     /// Whether records processed before a restart are still being replayed (`positions`:
     /// next offset to read per partition). Windows do not fire meanwhile: they would fire
     /// with part of their records.
+    ///
+    /// A partition whose replay makes no progress for [`REPLAY_STALL`] (its records below
+    /// the committed read position are gone from the broker) stops holding windows back.
     pub fn replaying(&mut self, positions: &BTreeMap<i32, i64>) -> bool {
-        self.replay.iter().any(|(p, r)| {
-            positions.get(p).is_some_and(|&position| position < r.read)
-        })
+        let behind = |replay: &BTreeMap<i32, Replay>, p: &i32| {
+            replay
+                .get(p)
+                .is_some_and(|r| positions.get(p).is_some_and(|&position| position < r.read))
+        };
+        if !self.replay.keys().any(|p| behind(&self.replay, p)) {
+            return false;
+        }
+        if self.replay_progress.0 != *positions {
+            self.replay_progress = (positions.clone(), Instant::now());
+        } else if self.replay_progress.1.elapsed() > REPLAY_STALL {
+            for (p, r) in &mut self.replay {
+                if let Some(&position) = positions.get(p)
+                    && position < r.read
+                {
+                    tracing::warn!(
+                        partition = p,
+                        position,
+                        read = r.read,
+                        "replay stalled below the committed read position (records gone from the broker?); windows fire without them"
+                    );
+                    r.read = position;
+                }
+            }
+            return false;
+        }
+        true
     }
 
     /// Whether `start`'s window had closed for good before the restart, per `replay`.
     fn closed_before(&self, replay: Option<&Replay>, start: i64) -> bool {
         let lateness = self.windows.allowed_lateness_ms();
         replay.and_then(|r| r.combined).is_some_and(|combined| {
-            self.windows
-                .window_end(start)
-                .saturating_add(lateness)
-                <= combined
+            self.windows.window_end(start).saturating_add(lateness) <= combined
         })
     }
 
@@ -527,7 +557,12 @@ impl Windowing {
                                 let payload = serde_json::Value::Object(row).to_string();
                                 dead.handle(
                                     self.policy,
-                                    &DeadLetter::derived(AGGREGATE, &error, topic, payload.as_bytes()),
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
+                                        &error,
+                                        topic,
+                                        payload.as_bytes(),
+                                    ),
                                 )?;
                             }
                         }

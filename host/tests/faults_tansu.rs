@@ -245,6 +245,15 @@ fn check(address: &str, work: &Workload, log: &std::path::Path) {
         work.malformed.len()
     );
     let job_log = std::fs::read_to_string(log).unwrap_or_default();
+    for line in job_log.lines() {
+        if line.contains("restored")
+            || line.contains("reading every partition")
+            || line.contains("WARN")
+            || line.contains("ERROR")
+        {
+            eprintln!("job: {line}");
+        }
+    }
     assert!(
         partial.is_empty(),
         "{} of {} results missing or partial:\n{}\njob log tail:\n{}",
@@ -253,16 +262,26 @@ fn check(address: &str, work: &Workload, log: &std::path::Path) {
         partial.join("\n"),
         tail(&job_log)
     );
-    assert!(unexpected.is_empty(), "results for windows that never had orders: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "results for windows that never had orders: {unexpected:?}"
+    );
     let missing_late: Vec<_> = work.late.difference(&late_set).collect();
     let counted_sent_late: Vec<_> = late_set.difference(&work.late).collect();
-    assert!(missing_late.is_empty(), "too-late orders never sent to `late`: {missing_late:?}");
+    assert!(
+        missing_late.is_empty(),
+        "too-late orders never sent to `late`: {missing_late:?}"
+    );
     assert!(
         counted_sent_late.is_empty(),
         "orders counted in a window also sent to `late`: {counted_sent_late:?}"
     );
     let missing_dead: Vec<_> = work.malformed.difference(&dead).collect();
-    assert!(missing_dead.is_empty(), "{} malformed orders not dead-lettered", missing_dead.len());
+    assert!(
+        missing_dead.is_empty(),
+        "{} malformed orders not dead-lettered",
+        missing_dead.len()
+    );
     assert!(
         !job_log.contains("without restart state"),
         "the job restarted without its state:\n{}",
@@ -346,7 +365,10 @@ fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
     eprintln!("broker restarted");
     feeder.join().unwrap();
     check(&address, &work, &log);
-    assert!(child.try_wait().unwrap().is_none(), "the job kept running through the outage");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job kept running through the outage"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

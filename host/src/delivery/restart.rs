@@ -149,7 +149,10 @@ mod tests {
     fn state_round_trips_through_its_text() {
         let s = state(3, 9);
         let text = s.encode();
-        assert_eq!(text, r#"{"v":1,"committed":3,"read":9,"wm":5,"combined":4}"#);
+        assert_eq!(
+            text,
+            r#"{"v":1,"committed":3,"read":9,"wm":5,"combined":4}"#
+        );
         assert_eq!(PartitionState::decode(&text, None).unwrap(), s);
         let bare = PartitionState {
             watermark: None,
@@ -186,7 +189,10 @@ mod tests {
         let older = state(10, 20);
         let newer = state(15, 30);
         let r = Restored::choose(Some(10), Some(older), Some(newer));
-        assert_eq!((r.start, r.state, r.from), (Some(15), Some(newer), "state topic"));
+        assert_eq!(
+            (r.start, r.state, r.from),
+            (Some(15), Some(newer), "state topic")
+        );
         let r = Restored::choose(Some(15), Some(newer), Some(older));
         assert_eq!(r.from, "commit metadata");
         // The broker dropped the metadata: the state topic still has it.

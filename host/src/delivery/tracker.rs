@@ -261,7 +261,9 @@ mod tests {
         results.ack(a);
         assert_eq!(tracker.ready(&[results.frontier(), dead.frontier()]), None);
         dead.ack(d);
-        let ready = tracker.ready(&[results.frontier(), dead.frontier()]).unwrap();
+        let ready = tracker
+            .ready(&[results.frontier(), dead.frontier()])
+            .unwrap();
         assert_eq!(ready, BTreeMap::from([(0, state(10, 10))]));
         tracker.committed();
         assert_eq!(tracker.last_committed(0), Some(&state(10, 10)));

@@ -171,9 +171,7 @@ impl KafkaSink {
         } else {
             Err(KafkaError::Delivery {
                 topic: self.topic.clone(),
-                reason: format!(
-                    "{pending} records unacknowledged after {timeout:?}"
-                ),
+                reason: format!("{pending} records unacknowledged after {timeout:?}"),
             })
         }
     }

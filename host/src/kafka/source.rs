@@ -94,7 +94,10 @@ impl ConsumerContext for SourceContext {
                     Err(err) => {
                         // Reading from the committed offsets without their state would
                         // reopen closed windows: leave the group and rejoin instead.
-                        tracing::error!(?partitions, "cannot restore the assigned partitions, rejoining: {err}");
+                        tracing::error!(
+                            ?partitions,
+                            "cannot restore the assigned partitions, rejoining: {err}"
+                        );
                         if let Err(err) = consumer.unassign() {
                             tracing::warn!("releasing partitions failed: {err}");
                         }
@@ -148,7 +151,11 @@ fn restore<C: ConsumerContext>(
                 text => match PartitionState::decode(text, offset) {
                     Ok(state) => Some(state),
                     Err(err) => {
-                        tracing::warn!(topic, partition = elem.partition(), "commit metadata: {err}");
+                        tracing::warn!(
+                            topic,
+                            partition = elem.partition(),
+                            "commit metadata: {err}"
+                        );
                         None
                     }
                 },
@@ -160,7 +167,10 @@ fn restore<C: ConsumerContext>(
         (Some(state), StartAt::Committed) => match state.read(topic, partitions) {
             Ok(found) => found,
             Err(err) => {
-                tracing::warn!(state_topic = state.name(), "cannot read restart state, using commit metadata only: {err}");
+                tracing::warn!(
+                    state_topic = state.name(),
+                    "cannot read restart state, using commit metadata only: {err}"
+                );
                 BTreeMap::new()
             }
         },
@@ -188,18 +198,32 @@ fn restore<C: ConsumerContext>(
                 "committed offset without restart state (none in the state topic or the commit metadata): windows that fired before the restart may reopen and be emitted again with partial counts"
             );
         }
+        // Not clamped to the reported end: some brokers report the start of the last batch
+        // + 1 there. An offset past the real end is handled by `auto.offset.reset`.
         let from = match (start, restored.start) {
-            (StartAt::Committed, Some(n)) => n.clamp(low, high),
+            (StartAt::Committed, Some(n)) => n.max(low),
             (StartAt::Committed | StartAt::Earliest, _) => low,
             (StartAt::Latest, _) => high,
         };
         if let Some(mut state) = restored.state {
             if state.committed < low {
-                tracing::warn!(topic, partition = p, committed = state.committed, earliest = low, "records needed by open windows were deleted by retention; those windows restart incomplete");
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    committed = state.committed,
+                    earliest = low,
+                    "records needed by open windows were deleted by retention; those windows restart incomplete"
+                );
             }
-            // Records past the log's end are gone: nothing to replay there.
-            state.read = state.read.min(high).max(from);
-            tracing::info!(topic, partition = p, from, replay_to = state.read, source = restored.from, "restored");
+            state.read = state.read.max(from);
+            tracing::info!(
+                topic,
+                partition = p,
+                from,
+                replay_to = state.read,
+                source = restored.from,
+                "restored"
+            );
             assignment.states.insert(p, state);
         }
         assignment.positions.insert(p, from);

@@ -1,13 +1,14 @@
 //! The job's state topic: a small compacted topic holding each source partition's restart
 //! state (see [`crate::delivery::restart`]), keyed `<topic>/<partition>`. Unlike commit
-//! metadata, every Kafka-protocol broker keeps it.
+//! metadata, every Kafka-protocol broker keeps it. Everything lives in partition 0, whatever
+//! partition count a broker gave the topic when it created it on its own.
 
 use super::{KafkaConfig, KafkaError, LogContext};
 use crate::delivery::PartitionState;
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::ClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -44,6 +45,13 @@ impl ProducerContext for StateContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(message) = result {
+            tracing::debug!(
+                key = ?message.key().map(String::from_utf8_lossy),
+                offset = message.offset(),
+                "state written"
+            );
+        }
         if let Err((err, _)) = result {
             let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
             failure.get_or_insert_with(|| err.to_string());
@@ -81,6 +89,9 @@ impl StateTopic {
             // One record per batch: some brokers report a partition's end as the start of
             // its last batch + 1, and a reader must not stop inside a batch.
             .set("batch.num.messages", "1")
+            // In order, one at a time: a few records per commit, and some brokers mishandle
+            // several in-flight batches to one partition.
+            .set("max.in.flight.requests.per.connection", "1")
             .set("message.timeout.ms", "10000")
             .create_with_context(StateContext::default())
             .map_err(KafkaError::client(format!(
@@ -99,63 +110,70 @@ impl StateTopic {
         &self.name
     }
 
-    /// Creates the topic if it is missing; a broker without the admin API creates it on the
-    /// first write instead.
+    /// Creates the topic if it is missing (compacted, one partition). A broker without the
+    /// admin API (the embedded one) creates it on demand instead, with its own defaults.
     fn create(&self) {
-        let exists = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.name), TIMEOUT)
-            .is_ok_and(|m| {
-                m.topics()
-                    .iter()
-                    .any(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty())
-            });
-        if exists {
+        if self.exists() {
             return;
         }
-        let admin: AdminClient<LogContext> = match self.config.client().create_with_context(LogContext)
-        {
-            Ok(admin) => admin,
-            Err(err) => {
-                tracing::debug!(topic = %self.name, "no admin client: {err}");
-                return;
-            }
-        };
+        if let Err(reason) = self.create_with_admin() {
+            tracing::debug!(topic = %self.name, "creating the state topic: {reason}");
+        }
+        if !self.exists() {
+            // Producers' metadata requests ask the broker to create missing topics.
+            let _ = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.name), TIMEOUT);
+        }
+    }
+
+    /// Whether the topic exists (asked without creating it).
+    fn exists(&self) -> bool {
+        let probe: Result<BaseConsumer<LogContext>, _> = self
+            .config
+            .client()
+            .set("group.id", format!("{}-reader", self.name))
+            .set("allow.auto.create.topics", "false")
+            .create_with_context(LogContext);
+        probe.is_ok_and(|probe| {
+            probe
+                .fetch_metadata(Some(&self.name), TIMEOUT)
+                .is_ok_and(|m| {
+                    m.topics().iter().any(|t| {
+                        t.name() == self.name && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        })
+    }
+
+    fn create_with_admin(&self) -> Result<(), String> {
+        let admin: AdminClient<LogContext> = self
+            .config
+            .client()
+            .create_with_context(LogContext)
+            .map_err(|err| err.to_string())?;
         let topic = NewTopic::new(&self.name, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-        let runtime = match tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-        {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                tracing::debug!("no runtime for the admin client: {err}");
-                return;
+            .map_err(|err| err.to_string())?;
+        let results = runtime
+            .block_on(async {
+                tokio::time::timeout(TIMEOUT, admin.create_topics([&topic], &options)).await
+            })
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|err| err.to_string())?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created the job's state topic"),
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(code.to_string()),
             }
-        };
-        let created = runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, admin.create_topics([&topic], &options)).await
-        });
-        match created {
-            Ok(Ok(results)) => {
-                for result in results {
-                    match result {
-                        Ok(name) => tracing::info!(topic = %name, "created the job's state topic"),
-                        Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                            tracing::debug!(topic = %name, "state topic exists")
-                        }
-                        Err((name, code)) => tracing::debug!(
-                            topic = %name,
-                            "creating the state topic: {code}; the first write creates it"
-                        ),
-                    }
-                }
-            }
-            Ok(Err(err)) => tracing::debug!("creating the state topic: {err}"),
-            Err(_) => tracing::debug!("creating the state topic timed out"),
         }
+        Ok(())
     }
 
     /// The newest state of each of `partitions` of `topic` (absent: none was written).
@@ -167,6 +185,8 @@ impl StateTopic {
         let consumer: BaseConsumer<LogContext> = self
             .config
             .client()
+            // Manual assignment only; never joins or commits for this group.
+            .set("group.id", format!("{}-reader", self.name))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create_with_context(LogContext)
@@ -184,9 +204,13 @@ impl StateTopic {
         if !exists {
             return Ok(found);
         }
-        let (low, high) = consumer
-            .fetch_watermarks(&self.name, 0, TIMEOUT)
-            .map_err(KafkaError::client(format!("reading the end of `{}`", self.name)))?;
+        let (low, high) =
+            consumer
+                .fetch_watermarks(&self.name, 0, TIMEOUT)
+                .map_err(KafkaError::client(format!(
+                    "reading the end of `{}`",
+                    self.name
+                )))?;
         if high <= low {
             return Ok(found);
         }
@@ -258,11 +282,16 @@ impl StateTopic {
         for (&p, state) in states {
             let key = key(topic, p);
             let value = state.encode();
-            let record = BaseRecord::<str, str>::to(&self.name).key(&key).payload(&value);
-            self.producer.send(record).map_err(|(err, _)| KafkaError::Delivery {
-                topic: self.name.clone(),
-                reason: err.to_string(),
-            })?;
+            let record = BaseRecord::<str, str>::to(&self.name)
+                .partition(0)
+                .key(&key)
+                .payload(&value);
+            self.producer
+                .send(record)
+                .map_err(|(err, _)| KafkaError::Delivery {
+                    topic: self.name.clone(),
+                    reason: err.to_string(),
+                })?;
         }
         let failed = |reason: String| KafkaError::Delivery {
             topic: self.name.clone(),

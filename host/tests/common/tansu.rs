@@ -36,7 +36,9 @@ impl Tansu {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Persistent => {
                 let Some(binary) = std::env::var_os("RIVULET_TANSU_PERSISTENT") else {
-                    eprintln!("SKIPPED: RIVULET_TANSU_PERSISTENT (a Tansu built with sqlite) is not set");
+                    eprintln!(
+                        "SKIPPED: RIVULET_TANSU_PERSISTENT (a Tansu built with sqlite) is not set"
+                    );
                     return None;
                 };
                 return Self::launch(
