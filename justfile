@@ -97,9 +97,10 @@ compose-check:
 bench-pipeline: udfs
     cargo bench -p rivulet --bench pipeline
 
-# The Kafka pipeline tests against a separate Tansu broker process (built once, cached).
+# The Kafka tests against a separate Tansu broker process (installed once, cached): the
+# pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs
-    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka -- --test-threads 1
+    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu -- --test-threads 1
 
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
 bench-swap: udfs

@@ -209,3 +209,156 @@ fn committed_offsets(address: &str, group: &str, topic: &str, partitions: i32) -
         })
         .collect()
 }
+
+/// A consumer that joins the job's group, takes some partitions for a while without
+/// reading them, and leaves: the job's partitions are revoked and reassigned twice.
+fn intrude(address: &str, group: &str, topic: &str, hold: Duration) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let started = std::time::Instant::now();
+    let mut taken = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        let _ = consumer.poll(Duration::from_millis(100));
+        taken = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if taken > 0 {
+            break;
+        }
+    }
+    let held = std::time::Instant::now();
+    while held.elapsed() < hold {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    consumer.unsubscribe();
+    for _ in 0..20 {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    taken
+}
+
+#[test]
+fn partitions_revoked_and_reassigned_mid_run_lose_no_open_window_and_resend_no_late_order() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("orders", 3);
+    broker.topic("counts", 1);
+    broker.topic("late", 1);
+    broker.topic("dlq", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "rebalance"
+[source]
+kind = "kafka"
+topic = "orders"
+group = "rebalance-test"
+start = "earliest"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+out_of_orderness = "1s"
+idle_timeout = "120s"
+late_topic = "late"
+[aggregate]
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "counts"
+[dead_letters]
+topic = "dlq"
+"#,
+            wasm("udf_parse_orders").display(),
+            wasm("udf_count_by_status").display(),
+            wasm("udf_format_aggregate").display()
+        ),
+    )
+    .unwrap();
+
+    // 3 partitions × 3000 orders, 100 ms apart, up to 0.9 s out of order; every 101st
+    // order of the second half is an hour late.
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut late_expected = std::collections::BTreeSet::new();
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for p in 0..3 {
+        for i in 0..3000i64 {
+            let status = STATUSES[((i * 7 + p as i64) % 5) as usize];
+            let half = if i < 1500 { &mut first } else { &mut second };
+            if i >= 1500 && i % 101 == 0 {
+                half.push((p, format!("k{p}"), order(p, i, T0 - 3_600_000, status)));
+                late_expected.insert(format!("c-{p}-{i}"));
+                continue;
+            }
+            let ts = T0 + i * 100 - (i * 37 + p as i64 * 11) % 900;
+            half.push((p, format!("k{p}"), order(p, i, ts, status)));
+            let start = ts - ts.rem_euclid(10_000);
+            *expected
+                .entry((rivulet_sdk::time::iso8601(start), status.to_owned()))
+                .or_default() += 1;
+        }
+        second.push((p, format!("k{p}"), order(p, 9999, T0 + 3_600_000, "NEW")));
+    }
+    produce(&address, "orders", &first);
+    let mut child = spawn(&spec, &address);
+    // The first half is read when windows up to 140 s have results.
+    let last_closed = rivulet_sdk::time::iso8601(T0 - T0.rem_euclid(10_000) + 130_000);
+    read_until(&address, "counts", 1, Duration::from_secs(90), |r| {
+        counts(r).keys().any(|(w, _)| *w >= last_closed)
+    });
+    let taken = intrude(&address, "rebalance-test", "orders", Duration::from_secs(3));
+    assert!(
+        taken > 0,
+        "the intruder got partitions: a rebalance happened"
+    );
+    produce(&address, "orders", &second);
+    let all = read_until(&address, "counts", 1, Duration::from_secs(120), |r| {
+        let got = counts(r);
+        expected
+            .iter()
+            .all(|(k, n)| got.get(k).is_some_and(|v| v.contains(n)))
+    });
+    let late = read_until(&address, "late", 1, Duration::from_secs(10), |r| {
+        r.len() >= late_expected.len()
+    });
+    child.kill().expect("stop");
+    child.wait().unwrap();
+
+    let got = counts(&all);
+    for (key, n) in &expected {
+        let seen = got
+            .get(key)
+            .unwrap_or_else(|| panic!("window result {key:?} lost"));
+        assert!(
+            seen.iter().all(|c| c == n),
+            "{key:?}: expected {n}, saw {seen:?} (a partial result)"
+        );
+    }
+    let late_seen: std::collections::BTreeSet<String> = late
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.payload).unwrap();
+            v["customer"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        late_seen, late_expected,
+        "exactly the too-late orders on `late`"
+    );
+    assert_eq!(late.len(), late_expected.len(), "each late order once");
+}
