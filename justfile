@@ -102,6 +102,10 @@ bench-pipeline: udfs
 test-tansu: udfs
     scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu -- --test-threads 1
 
+# Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
+bench-kafka:
+    scripts/with-tansu cargo bench -p rivulet --bench kafka_path
+
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
 bench-swap: udfs
     cargo bench -p rivulet --bench swap

@@ -164,10 +164,10 @@ impl Pipeline {
                     bounded: *bounded,
                     connect_timeout: options.connect_timeout,
                 };
-                Source::Kafka(
+                Source::Kafka(Box::new(
                     KafkaSource::open(&kafka, &source_options, &options.stop)
                         .map_err(SourceError::from)?,
-                )
+                ))
             }
             SourceSpec::File { path } => {
                 Source::Lines(LineSource::file(path).map_err(|source| SourceError::Io {

@@ -54,11 +54,11 @@ impl Pipeline {
         self.restart(&self.source.assignment());
         let mut last_snapshot = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            self.install_swaps();
+            let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
             if let Some(assignment) = self.source.take_rebalance() {
                 self.restart(&assignment);
             }
-            self.install_swaps();
-            let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
             self.status.count(u64::from(raw.len));
             if raw.len > 0 {
                 let (rows, origins) = self.transform.run(&raw, &topic, &mut self.dead)?;

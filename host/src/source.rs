@@ -59,7 +59,7 @@ impl LineSource {
 
 /// A job's source.
 pub enum Source {
-    Kafka(KafkaSource),
+    Kafka(Box<KafkaSource>),
     Lines(LineSource),
 }
 

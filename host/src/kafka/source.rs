@@ -246,6 +246,8 @@ pub struct KafkaSource {
     assignment: Assignment,
     /// Where restart state is kept besides commit metadata.
     state: Option<Arc<StateTopic>>,
+    /// A group (re)assignment seen while polling, not yet taken by the pipeline.
+    rebalanced: Option<Assignment>,
 }
 
 /// How to open a [`KafkaSource`].
@@ -308,6 +310,7 @@ impl KafkaSource {
                 ..Assignment::default()
             },
             state: state.clone(),
+            rebalanced: None,
         };
         match options.assign {
             AssignMode::All => source.assign_all(&partitions, options.start)?,
@@ -387,18 +390,10 @@ impl KafkaSource {
 
     /// If the group assigned or revoked partitions since the last call: the new assignment.
     /// Reading restarts from each partition's committed offset, so the caller drops its
-    /// state and rebuilds it by replay.
+    /// state and rebuilds it by replay. The batch [`KafkaSource::poll`] returned with it
+    /// holds only records of the new assignment.
     pub fn take_rebalance(&mut self) -> Option<Assignment> {
-        let assigned = self
-            .consumer
-            .context()
-            .assigned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        self.positions = assigned.positions.clone();
-        self.assignment = assigned.clone();
-        Some(assigned)
+        self.rebalanced.take()
     }
 
     /// Whether a bounded source has read everything up to its end offsets.
@@ -416,7 +411,23 @@ impl KafkaSource {
         let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
         while (batch.len as usize) < max {
             let timeout = deadline.saturating_duration_since(Instant::now());
-            let Some(result) = self.consumer.poll(timeout) else {
+            let polled = self.consumer.poll(timeout);
+            let assigned = self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(assigned) = assigned {
+                // Records read so far belong to the old assignment, whose state the
+                // pipeline drops: their partitions are replayed by whoever owns them now.
+                batch = RawBatch::new();
+                self.positions = assigned.positions.clone();
+                self.assignment = assigned.clone();
+                self.rebalanced = Some(assigned);
+            }
+            let Some(result) = polled else {
                 break;
             };
             let message = match result {

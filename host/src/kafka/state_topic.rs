@@ -297,9 +297,17 @@ impl StateTopic {
             topic: self.name.clone(),
             reason,
         };
-        self.producer
-            .flush(TIMEOUT)
-            .map_err(|err| failed(err.to_string()))?;
+        // Served in short polls: a flush waits in 100 ms steps, and this is on the record path.
+        let deadline = Instant::now() + TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "{} state records unacknowledged after {TIMEOUT:?}",
+                    self.producer.in_flight_count()
+                )));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         let failure = self
             .producer
             .context()
