@@ -10,10 +10,10 @@
 //! ratios much less.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-use rivulet::stage::native;
 use rivulet::stage::wasm::{WasmAggregate, WasmParse};
 use rivulet::stage::{AggregateStage, ParseStage};
 use rivulet::udf::{Limits, ModuleCache, Runtime, UdfModule};
+use rivulet_native_udfs as native;
 use rivulet_rows::{Batch, RawBatch};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use crate::pipeline::Pipeline;
 use crate::sink::{LineSink, Sink};
 use crate::source::{LineSource, Source, SourceError};
 use crate::spec::{OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind};
-use crate::stage::native::JsonParse;
+use crate::stage::json::JsonParse;
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
 use crate::status::{JobStatus, StageInfo};

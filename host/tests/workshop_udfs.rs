@@ -6,7 +6,8 @@ mod common;
 
 use common::{limits, load, runtime};
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
-use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage, native};
+use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
+use rivulet_native_udfs as native;
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, RowsOut, Scalar, WindowAcc};
 use serde_json::{Value, json};
 

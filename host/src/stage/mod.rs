@@ -5,7 +5,7 @@
 //! each came from) and per-record errors. A call that fails as a whole (a trap, a limit)
 //! returns `Err`; the caller sends the batch's records down the error path.
 
-pub mod native;
+pub mod json;
 pub mod wasm;
 
 use crate::udf::UdfError;

@@ -1,8 +1,9 @@
-//! The workshop's steps as native Rust stages: the very same functions the `udfs/` crates
-//! compile to components, called directly. Benchmarks compare the two.
+//! Dev only: the workshop's steps as native Rust stages — the very same functions the
+//! `udfs/` crates compile to components, called directly. Benchmarks and tests compare the
+//! two; the product never links the workshop.
 
-use super::{AggregateStage, FormatStage, MapStage, ParseStage};
-use crate::udf::UdfError;
+use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
+use rivulet::udf::UdfError;
 use rivulet_rows::{AddOut, Batch, Encoded, RawBatch, RowsOut, WindowAcc};
 use rivulet_sdk::__private as glue;
 use std::marker::PhantomData;
@@ -108,32 +109,4 @@ pub fn avg_amount() -> NativeAggregate<udf_avg_amount::AvgAmountByStatus> {
 /// Native sales per store.
 pub fn sum_sales() -> NativeAggregate<udf_sum_sales::SumSales> {
     NativeAggregate::default()
-}
-
-/// The built-in `json` parse step: each payload is one JSON object, which becomes a row.
-#[derive(Debug, Default)]
-pub struct JsonParse;
-
-impl ParseStage for JsonParse {
-    fn parse(&mut self, input: &RawBatch) -> Result<RowsOut, UdfError> {
-        let mut builder = rivulet_rows::BatchBuilder::new();
-        let mut origins = Vec::new();
-        let mut errors = Vec::new();
-        for (index, record) in (0u32..).zip(input.iter()) {
-            let pushed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
-                record.payload,
-            )
-            .map_err(|err| format!("not a JSON object: {err}"))
-            .and_then(|row| builder.push(&row).map_err(|err| err.to_string()));
-            match pushed {
-                Ok(()) => origins.push(index),
-                Err(message) => errors.push(rivulet_rows::RecordError { index, message }),
-            }
-        }
-        Ok(RowsOut {
-            rows: builder.finish(),
-            origins,
-            errors,
-        })
-    }
 }
