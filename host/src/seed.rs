@@ -44,8 +44,9 @@ impl Orders {
         let region = REGIONS[self.rng.random_range(0..REGIONS.len())];
         let cents: u32 = self.rng.random_range(500..50_000);
         let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        // As a producer stamping the clock does: `ts` to the second, `tsMillis` precise.
         let ts = iso8601(ts_ms - ts_ms.rem_euclid(1000));
-        let millis = ts_ms - ts_ms.rem_euclid(1000);
+        let millis = ts_ms;
         let good = format!(
             r#"{{"customer":"{customer}","status":"{status}","region":"{region}","amount":{amount},"ts":"{ts}","tsMillis":{millis}}}"#
         );
@@ -140,6 +141,34 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_orders_keep_clock_millis_and_parse_orders_accepts_every_good_one() {
+        let mut orders = Orders::new(3, 0.05);
+        let (mut good, mut parsed) = (0, 0);
+        for i in 0..1000i64 {
+            let ts_ms = 1_716_467_696_000 + i * 37;
+            let seeded = orders.next(ts_ms);
+            let record = rivulet_sdk::RawRecord {
+                key: None,
+                payload: seeded.payload.as_bytes(),
+                timestamp: 0,
+                partition: 0,
+                offset: i,
+                headers: Vec::new(),
+            };
+            let result = udf_parse_orders::parse(record);
+            assert_eq!(result.is_ok(), !seeded.malformed, "{}", seeded.payload);
+            if let Ok(order) = result {
+                assert_eq!(order.ts_millis, ts_ms);
+                assert_eq!(order.ts, iso8601(ts_ms - ts_ms.rem_euclid(1000)));
+                parsed += 1;
+            }
+            good += usize::from(!seeded.malformed);
+        }
+        assert_eq!(parsed, good);
+        assert!(good > 900, "{good}");
+    }
 
     #[test]
     fn same_seed_same_orders_and_malformed_share_is_respected() {
