@@ -125,13 +125,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // was seeded, fires its open windows (as the end of a bounded input does) and stops; the
     // printer prints every result, then stops. So no seeded order is left uncounted.
     let seeding = stop_on_signals()?;
-    if let Some(limit) = args.duration {
-        let seeding = seeding.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(limit);
-            seeding.store(true, Ordering::Relaxed);
-        });
-    }
     let job_stop = Arc::new(AtomicBool::new(false));
     let printer_stop = Arc::new(AtomicBool::new(false));
     let runtime = Runtime::new(ModuleCache::default_location())?;
@@ -148,6 +141,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut printer = Pipeline::from_spec(&tail, &options(&printer_stop))?;
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
     super::run::start_control(&job, &args.control, !args.no_watch)?;
+    // `--duration` counts from here: the components are loaded, seeding starts.
+    if let Some(limit) = args.duration {
+        let seeding = seeding.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            seeding.store(true, Ordering::Relaxed);
+        });
+    }
 
     let seeder = {
         let seeding = seeding.clone();
