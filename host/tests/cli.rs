@@ -195,6 +195,36 @@ fn every_try_it_line_of_the_udf_crates_names_an_existing_sample_and_runs() {
     }
 }
 
+#[test]
+fn every_duration_flag_needs_a_unit_and_says_which_text_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = kafka_job(dir.path());
+    let spec = spec.to_str().unwrap();
+    let module = common::wasm("udf_parse_orders");
+    let module = module.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["demo", "--duration", "5"], "5"),
+        (&["demo", "--window", "30"], "30"),
+        (&["run", spec, "--commit-every", "1"], "1"),
+        (&["run", spec, "--connect-timeout", "30"], "30"),
+        (
+            &["udf", "test", module, "--input", "-", "--cpu-limit", "200"],
+            "200",
+        ),
+    ];
+    for (args, number) in cases {
+        let out = rivulet().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "a duration needs a unit: write \"{number}s\" (or \"{number}ms\", \"{number}m\"), not {number}"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 fn kafka_job(dir: &Path) -> PathBuf {
     let spec = dir.join("job.toml");
     std::fs::write(
