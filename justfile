@@ -71,9 +71,9 @@ walkthrough: udfs build
     sed -n 's/^[0-9]*: \({.*\)$/\1/p' "$tmp/parsed.txt" > "$tmp/orders.jsonl"
     echo "== step 2: order summaries"
     $rivulet udf test $wasm/udf_order_summary.wasm --input "$tmp/orders.jsonl"
-    echo "== step 3: count per status (one window, bounds 12:34:30 to 12:35:00 handed to finish)"
+    echo "== step 3: count per status in the window 12:35:00 to 12:35:30 (by tsMillis; orders outside it are not added)"
     $rivulet udf test $wasm/udf_count_by_status.wasm --input "$tmp/orders.jsonl" --key status \
-        --window-start 1716467670000 --window-end 1716467700000 | tee "$tmp/counts.txt"
+        --timestamp tsMillis --window-start 2024-05-23T12:35:00Z --window-end 2024-05-23T12:35:30Z | tee "$tmp/counts.txt"
     sed -n 's/^result \[[^]]*\]: //p' "$tmp/counts.txt" > "$tmp/counts.jsonl"
     echo "== step 4: the flink-aggregates records"
     $rivulet udf test $wasm/udf_format_aggregate.wasm --input "$tmp/counts.jsonl"

@@ -175,11 +175,11 @@ impl Pipeline {
                     error: source,
                 })?)
             }
-            SourceSpec::Stdin => Source::Lines(LineSource::stdin()),
+            SourceSpec::Stdin {} => Source::Lines(LineSource::stdin()),
         };
         let (sink, key_field) = match &spec.sink {
             SinkSpec::Kafka { topic, key } => (Sink::kafka(&kafka, topic)?, key.clone()),
-            SinkSpec::Stdout => (Sink::Lines(LineSink::stdout()), None),
+            SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),
             SinkSpec::File { path } => (Sink::Lines(LineSink::file(path)?), None),
         };
         // Window results are keyed by the window key unless the spec says otherwise.
@@ -249,6 +249,7 @@ impl Pipeline {
             swap_requests,
             swap_pauses: Vec::new(),
             retired,
+            drain_on_stop: false,
         })
     }
 }

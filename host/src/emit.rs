@@ -17,6 +17,17 @@ pub struct Emitter {
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
+/// Row `i` as a JSON object of its non-null fields. A null is an absent field (the SDK reads
+/// rows the same way), so a row shows exactly its own fields, never its batch-mates' columns:
+/// `{"a":1}` stays `{"a":1}` whatever else its batch held, and an `Option` field that is
+/// `None` is left out.
+pub fn row_object(rows: &Batch, i: usize) -> serde_json::Map<String, serde_json::Value> {
+    rows.row_json(i)
+        .into_iter()
+        .filter(|(name, _)| rows.column(name).is_none_or(|c| !c.is_null(i)))
+        .collect()
+}
+
 fn key_of(rows: &Batch, row: usize, field: Option<&str>) -> Option<Vec<u8>> {
     let column = rows.column(field?)?;
     match column.scalar(row)? {
@@ -53,7 +64,7 @@ impl Emitter {
         match &mut self.format {
             None => {
                 for i in 0..rows.len as usize {
-                    let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
+                    let payload = serde_json::Value::Object(row_object(rows, i)).to_string();
                     let key = key_of(rows, i, self.key_field.as_deref());
                     self.sink.send(key.as_deref(), payload.as_bytes(), &[])?;
                 }
@@ -67,13 +78,21 @@ impl Emitter {
                         .collect();
                     for i in 0..rows.len as usize {
                         if let Some(error) = failed.get(&(i as u32)) {
-                            let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
+                            let payload =
+                                serde_json::Value::Object(row_object(rows, i)).to_string();
                             let letter =
                                 DeadLetter::derived(&format.name, error, topic, payload.as_bytes());
                             dead.handle(format.policy, &letter)?;
                             continue;
                         }
                         let payload = encoded.payloads.get(i).unwrap_or_default();
+                        if let Some(reason) = self.sink.refusal(payload) {
+                            // A line sink never splits a record: the formatter's payload
+                            // with a line break is dead-lettered as it is, with the reason.
+                            let letter = DeadLetter::derived(&format.name, &reason, topic, payload);
+                            dead.handle(format.policy, &letter)?;
+                            continue;
+                        }
                         let key = encoded
                             .keys
                             .as_ref()
@@ -88,7 +107,7 @@ impl Emitter {
                     let error = err.to_string();
                     tracing::warn!(stage = %format.name, rows = rows.len, "{error}");
                     for i in 0..rows.len as usize {
-                        let payload = serde_json::Value::Object(rows.row_json(i)).to_string();
+                        let payload = serde_json::Value::Object(row_object(rows, i)).to_string();
                         let letter =
                             DeadLetter::derived(&format.name, &error, topic, payload.as_bytes());
                         dead.handle(format.policy, &letter)?;

@@ -45,6 +45,9 @@ pub struct Pipeline {
     pub swap_pauses: Vec<Duration>,
     /// Replaced modules, dropped on the swap worker (not on the hot path).
     pub retired: Option<std::sync::mpsc::Sender<Retired>>,
+    /// When stopped, fire the open windows first, as the end of a bounded input does (the
+    /// demo's `--duration`); otherwise they stay open for the next run to finish.
+    pub drain_on_stop: bool,
 }
 
 impl Pipeline {
@@ -89,6 +92,12 @@ impl Pipeline {
                 }
                 break;
             }
+        }
+        if self.drain_on_stop
+            && let Some(windowing) = &mut self.windowing
+        {
+            let results = windowing.drain(&topic, &mut self.dead)?;
+            self.emitter.emit_all(&results, &topic, &mut self.dead)?;
         }
         self.shutdown()
     }

@@ -43,8 +43,9 @@ impl Orders {
         let region = REGIONS[self.rng.random_range(0..REGIONS.len())];
         let cents: u32 = self.rng.random_range(500..50_000);
         let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        // As a producer stamping the clock does: `ts` to the second, `tsMillis` precise.
         let ts = iso8601(ts_ms - ts_ms.rem_euclid(1000));
-        let millis = ts_ms - ts_ms.rem_euclid(1000);
+        let millis = ts_ms;
         let good = format!(
             r#"{{"customer":"{customer}","status":"{status}","region":"{region}","amount":{amount},"ts":"{ts}","tsMillis":{millis}}}"#
         );

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum SinkError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error("{target}: {LINE_BREAK}")]
+    LineBreak { target: String },
     #[error("cannot write {target}: {error}")]
     Io {
         target: String,
@@ -19,7 +21,16 @@ pub enum SinkError {
     },
 }
 
-/// A line-oriented sink: each record's payload on one line; safe once flushed.
+/// Why a line sink refuses a payload with a line break in it (it never escapes one).
+pub const LINE_BREAK: &str = "the payload contains a line break (\\n or \\r), which would split it into two records on a line sink (one record per line); it is refused, not escaped";
+
+/// Whether `payload` would not stay one line.
+fn has_line_break(payload: &[u8]) -> bool {
+    payload.iter().any(|&b| b == b'\n' || b == b'\r')
+}
+
+/// A line-oriented sink: each record's payload on one line; safe once flushed. A payload
+/// with a line break is refused (see [`Sink::refusal`]), so no record is split or forged.
 pub struct LineSink {
     target: String,
     out: Box<dyn Write + Send>,
@@ -81,6 +92,17 @@ impl Sink {
         Ok(Sink::Kafka(KafkaSink::open(config, topic)?))
     }
 
+    /// Why this sink cannot take `payload` as one record, if it cannot: a line sink refuses
+    /// a line break. The caller dead-letters such a record with this reason.
+    pub fn refusal(&self, payload: &[u8]) -> Option<String> {
+        match self {
+            Sink::Lines(lines) if has_line_break(payload) => {
+                Some(format!("{}: {LINE_BREAK}", lines.target))
+            }
+            _ => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Sink::Kafka(k) => format!("topic `{}`", k.topic()),
@@ -97,6 +119,11 @@ impl Sink {
         match self {
             Sink::Kafka(kafka) => Ok(kafka.send(key, payload, headers)?),
             Sink::Lines(lines) => {
+                if has_line_break(payload) {
+                    return Err(SinkError::LineBreak {
+                        target: lines.target.clone(),
+                    });
+                }
                 let result = lines
                     .out
                     .write_all(payload)
@@ -138,5 +165,33 @@ impl Sink {
             Sink::Kafka(kafka) => kafka.counts(),
             Sink::Lines(lines) => (lines.written, lines.written),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_sink_refuses_a_payload_with_a_line_break_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = Sink::Lines(LineSink::file(&path).unwrap());
+        let target = path.display().to_string();
+        for forged in [&b"{\"a\":1}\n{\"a\":2}"[..], b"x\ry", b"\n"] {
+            assert_eq!(
+                sink.refusal(forged),
+                Some(format!("{target}: {LINE_BREAK}"))
+            );
+            let err = sink.send(None, forged, &[]).unwrap_err();
+            assert_eq!(err.to_string(), format!("{target}: {LINE_BREAK}"));
+        }
+        let escaped = br#"{"a":"one\ntwo"}"#;
+        assert_eq!(sink.refusal(escaped), None);
+        sink.send(None, escaped, &[]).unwrap();
+        sink.flush(Duration::from_secs(1)).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, "{\"a\":\"one\\ntwo\"}\n");
+        assert_eq!(sink.counts(), (1, 1));
     }
 }

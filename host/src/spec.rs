@@ -64,8 +64,9 @@ pub enum SourceSpec {
     },
     /// A file of records, one per line (replays, benchmarks). Ends when the file does.
     File { path: PathBuf },
-    /// Standard input, one record per line.
-    Stdin,
+    /// Standard input, one record per line. (A struct variant, so that an unknown field is
+    /// refused as it is for the other kinds.)
+    Stdin {},
 }
 
 /// Where a Kafka source starts reading.
@@ -213,8 +214,9 @@ pub struct FormatSpec {
 pub enum SinkSpec {
     /// A Kafka topic (idempotent producer, acks=all). `key`: a row field for the record key.
     Kafka { topic: String, key: Option<String> },
-    /// Standard output, one record per line.
-    Stdout,
+    /// Standard output, one record per line. (A struct variant, so that an unknown field is
+    /// refused as it is for the other kinds.)
+    Stdout {},
     /// A file, appended one record per line.
     File { path: PathBuf },
 }
@@ -257,7 +259,9 @@ impl Default for BatchSpec {
     }
 }
 
-/// `"30s"`, `"500ms"`, `"1m"`, `"2h"`, or a number of milliseconds.
+/// `"30s"`, `"500ms"`, `"1.5m"`, `"2h"`: a number and its unit, in specs and on the command
+/// line alike. A number without a unit is refused (it would be ambiguous: milliseconds or
+/// seconds?), with the fix in the message.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -269,9 +273,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} is not a duration like \"30s\", \"500ms\" or \"1m\""))?;
     let millis = match unit.trim() {
         "ms" => value,
-        "" | "s" => value * 1000.0,
+        "s" => value * 1000.0,
         "m" | "min" => value * 60_000.0,
         "h" => value * 3_600_000.0,
+        "" => return Err(missing_unit(text)),
         other => {
             return Err(format!(
                 "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
@@ -284,17 +289,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros((millis * 1000.0) as u64))
 }
 
+/// The error for a duration written as a bare number.
+fn missing_unit(number: &str) -> String {
+    format!(
+        "a duration needs a unit: write \"{number}s\" (or \"{number}ms\", \"{number}m\"), not {number}"
+    )
+}
+
+/// A spec's duration: text with a unit. A TOML number is refused with the text to write.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration like \"30s\", \"500ms\" or \"1m\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(missing_unit(&n.to_string())))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(E::custom(missing_unit(&n.to_string())))
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(missing_unit(&n.to_string())))
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(Text)
 }
 
 impl PipelineSpec {
@@ -548,7 +571,60 @@ mod tests {
     }
 
     #[test]
+    fn bare_number_duration_is_refused_with_the_text_to_write() {
+        for (size, number) in [("30", "30"), ("\"30\"", "30"), ("1.5", "1.5")] {
+            let err = parse(&STEP3.replace("size = \"30s\"", &format!("size = {size}")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("a duration needs a unit: write \"{number}s\"")),
+                "{size}: {err}"
+            );
+            assert!(err.contains("size"), "{size}: {err}");
+        }
+        let err = parse(&STEP3.replace("size = \"30s\"", "size = \"30s\"\nallowed_lateness = 10"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write \"10s\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_of_every_source_and_sink_kind_is_named() {
+        let sources = [
+            "kind = \"kafka\"\ntopic = \"t\"",
+            "kind = \"file\"\npath = \"in.jsonl\"",
+            "kind = \"stdin\"",
+        ];
+        let sinks = [
+            "kind = \"kafka\"\ntopic = \"t\"",
+            "kind = \"file\"\npath = \"out.jsonl\"",
+            "kind = \"stdout\"",
+        ];
+        let job = |source: &str, sink: &str| {
+            format!("name = \"j\"\n[source]\n{source}\n[sink]\n{sink}\n")
+        };
+        for source in sources {
+            assert!(parse(&job(source, sinks[2])).is_ok(), "{source}");
+            let err = parse(&job(&format!("{source}\ncolour = \"red\""), sinks[2]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field `colour`"), "{source}: {err}");
+        }
+        for sink in sinks {
+            assert!(parse(&job(sources[2], sink)).is_ok(), "{sink}");
+            let err = parse(&job(sources[2], &format!("{sink}\ncolour = \"red\"")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field `colour`"), "{sink}: {err}");
+        }
+    }
+
+    #[test]
     fn durations_parse_in_every_unit() {
+        assert_eq!(
+            parse_duration("5"),
+            Err("a duration needs a unit: write \"5s\" (or \"5ms\", \"5m\"), not 5".into())
+        );
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

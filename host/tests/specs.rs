@@ -184,3 +184,94 @@ fn fail_policy_stops_the_job_naming_the_stage_and_record() {
         "{err}"
     );
 }
+
+/// Runs a file-source job (`stages` and `format` as TOML) over `input`; returns the sink's
+/// lines and the dead letters.
+fn run_file_spec(extra: &str, input: &str) -> (Vec<String>, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let spec = format!(
+        "name = \"file-job\"\n[source]\nkind = \"file\"\npath = \"in.jsonl\"\n{extra}\n[sink]\nkind = \"file\"\npath = \"out.jsonl\"\n[dead_letters]\npath = \"dlq.jsonl\"\n"
+    );
+    std::fs::write(dir.path().join("job.toml"), spec).unwrap();
+    let spec = PipelineSpec::load(&dir.path().join("job.toml")).unwrap();
+    let options = RunOptions {
+        brokers: None,
+        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
+        stop: Arc::new(AtomicBool::new(false)),
+        connect_timeout: None,
+        commit_every: Duration::from_secs(1),
+        swappable: false,
+    };
+    Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
+    let dlq = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap_or_default();
+    (
+        out.lines().map(str::to_owned).collect(),
+        dlq.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn builtin_json_parse_gives_each_row_only_its_own_fields() {
+    let input = "{\"a\":1}\n{\"b\":\"x\"}\n{\"a\":2,\"b\":\"y\"}\n{\"a\":null,\"c\":true}\n{}\n";
+    let stage = "[[stages]]\nname = \"json\"\nkind = \"parse\"\nbuiltin = \"json\"";
+    let (out, dead) = run_file_spec(stage, input);
+    assert_eq!(
+        out,
+        [
+            r#"{"a":1}"#,
+            r#"{"b":"x"}"#,
+            r#"{"a":2,"b":"y"}"#,
+            r#"{"c":true}"#,
+            r#"{}"#,
+        ]
+    );
+    assert!(dead.is_empty(), "{dead:?}");
+    // The same rows one per batch: the same output, whatever the batch-mates.
+    let one_per_batch = format!("{stage}\n[batch]\nmax_records = 1\nmax_wait = \"10ms\"");
+    let (alone, _) = run_file_spec(&one_per_batch, input);
+    assert_eq!(alone, out);
+}
+
+#[test]
+fn line_sink_dead_letters_a_formatted_record_with_a_line_break_instead_of_forging_one() {
+    // `\n` in a customer name becomes a real line break in order-summary's text.
+    let order = |customer: &str| {
+        format!(
+            r#"{{"customer":"{customer}","status":"NEW","region":"eu-west","amount":5,"ts":"2024-05-23T12:35:00Z"}}"#
+        )
+    };
+    let input = [
+        order("customer-1"),
+        order(r"customer-2\n2024-05-23T12:35:00Z forged SHIPPED eu-west 999.00"),
+        order("customer-3"),
+    ]
+    .join("\n");
+    let stages = format!(
+        "[[stages]]\nname = \"parse\"\nkind = \"parse\"\nmodule = \"{}\"\n[format]\nmodule = \"{}\"",
+        common::wasm("udf_parse_orders").display(),
+        common::wasm("udf_order_summary").display()
+    );
+    let (out, dead) = run_file_spec(&stages, &input);
+    assert_eq!(
+        out,
+        [
+            "2024-05-23T12:35:00Z customer-1 NEW eu-west 5.00",
+            "2024-05-23T12:35:00Z customer-3 NEW eu-west 5.00",
+        ]
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["stage"], "format");
+    assert_eq!(
+        dead[0]["payload"],
+        "2024-05-23T12:35:00Z customer-2\n2024-05-23T12:35:00Z forged SHIPPED eu-west 999.00 NEW eu-west 5.00"
+    );
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.ends_with(&format!("out.jsonl: {}", rivulet::sink::LINE_BREAK)),
+        "{error}"
+    );
+}

@@ -138,6 +138,90 @@ fn parse_orders_component_matches_the_native_function() {
     assert_eq!(wasm, native);
 }
 
+/// A producer stamping real clock time: `tsMillis` in milliseconds, `ts` formatted to the
+/// second (as `strftime("%Y-%m-%dT%H:%M:%SZ")` does).
+fn clock_stamped_orders(count: i64) -> (Vec<Vec<u8>>, Vec<i64>) {
+    let statuses = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
+    let millis: Vec<i64> = (0..count)
+        .map(|i| 1_716_467_640_000 + i * 1_337 + (i * 389) % 1000)
+        .collect();
+    let payloads = millis
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| {
+            format!(
+                r#"{{"customer":"customer-{:03}","status":"{}","region":"eu-west","amount":{}.25,"ts":"{}","tsMillis":{ms}}}"#,
+                i % 100,
+                statuses[i % statuses.len()],
+                10 + i,
+                rivulet_sdk::time::iso8601(ms - ms.rem_euclid(1000))
+            )
+            .into_bytes()
+        })
+        .collect();
+    (payloads, millis)
+}
+
+#[test]
+fn parse_orders_keeps_clock_stamped_orders_and_their_precise_millis() {
+    let (payloads, millis) = clock_stamped_orders(200);
+    assert_eq!(millis.iter().filter(|ms| *ms % 1000 != 0).count(), 199);
+    let batch = raw(&payloads);
+    let out = parse_orders_wasm().parse(&batch).expect("parse");
+    assert!(out.errors.is_empty(), "{:?}", &out.errors[..1]);
+    assert_eq!(out.origins, (0..200).collect::<Vec<u32>>());
+    let kept: Vec<i64> = (0..200)
+        .map(
+            |i| match out.rows.column("tsMillis").and_then(|c| c.scalar(i)) {
+                Some(Scalar::Integer(ms)) => ms,
+                other => panic!("row {i}: {other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(kept, millis);
+    assert_eq!(out, native::parse_orders().parse(&batch).expect("native"));
+}
+
+#[test]
+fn parse_orders_rejects_millis_outside_the_second_ts_names() {
+    let order = |ts: &str, ms: i64| {
+        format!(r#"{{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"{ts}","tsMillis":{ms}}}"#)
+            .into_bytes()
+    };
+    let out = parse_orders_wasm()
+        .parse(&raw(&[
+            order("2024-05-23T12:34:56Z", 1_716_467_696_999),
+            order("2024-05-23T12:34:56Z", 1_716_467_697_000),
+            order("2024-05-23T12:34:56Z", 1_716_467_695_999),
+            order("2024-05-23T12:34:56.5Z", 1_716_467_696_600),
+            order("2024-05-23T14:34:56.250+02:00", 1_716_467_696_250),
+        ]))
+        .expect("parse");
+    assert_eq!(out.origins, [0, 4]);
+    let errors: Vec<(u32, &str)> = out
+        .errors
+        .iter()
+        .map(|e| (e.index, e.message.as_str()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                1,
+                "fields `ts` (2024-05-23T12:34:56Z) and `tsMillis` (1716467697000) disagree: at the precision of `ts` (1000 ms) `tsMillis` must be in [1716467696000, 1716467697000)"
+            ),
+            (
+                2,
+                "fields `ts` (2024-05-23T12:34:56Z) and `tsMillis` (1716467695999) disagree: at the precision of `ts` (1000 ms) `tsMillis` must be in [1716467696000, 1716467697000)"
+            ),
+            (
+                3,
+                "fields `ts` (2024-05-23T12:34:56.5Z) and `tsMillis` (1716467696600) disagree: at the precision of `ts` (100 ms) `tsMillis` must be in [1716467696500, 1716467696600)"
+            ),
+        ]
+    );
+}
+
 fn parsed_orders() -> Batch {
     let out = parse_orders_wasm()
         .parse(&raw(&golden("orders.jsonl")))

@@ -110,3 +110,38 @@ pub fn avg_amount() -> NativeAggregate<udf_avg_amount::AvgAmountByStatus> {
 pub fn sum_sales() -> NativeAggregate<udf_sum_sales::SumSales> {
     NativeAggregate::default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    #[test]
+    fn seeded_orders_keep_clock_millis_and_parse_orders_accepts_every_good_one() {
+        let mut orders = rivulet::seed::Orders::new(3, 0.05);
+        let (mut good, mut parsed) = (0, 0);
+        for i in 0..1000i64 {
+            let ts_ms = 1_716_467_696_000 + i * 37;
+            let seeded = orders.next(ts_ms);
+            let record = rivulet_sdk::RawRecord {
+                key: None,
+                payload: seeded.payload.as_bytes(),
+                timestamp: 0,
+                partition: 0,
+                offset: i,
+                headers: Vec::new(),
+            };
+            let result = udf_parse_orders::parse(record);
+            assert_eq!(result.is_ok(), !seeded.malformed, "{}", seeded.payload);
+            if let Ok(order) = result {
+                assert_eq!(order.ts_millis, ts_ms);
+                assert_eq!(
+                    order.ts,
+                    rivulet_sdk::time::iso8601(ts_ms - ts_ms.rem_euclid(1000))
+                );
+                parsed += 1;
+            }
+            good += usize::from(!seeded.malformed);
+        }
+        assert_eq!(parsed, good);
+        assert!(good > 900, "{good}");
+    }
+}

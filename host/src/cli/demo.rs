@@ -20,10 +20,11 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Stop by itself after this long (default: at Ctrl-C).
+    /// Stop seeding after this long, e.g. "60s" (default: at Ctrl-C); the open windows then
+    /// fire and every result is printed before the demo exits.
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
-    /// Tumbling window of step 3 (the workshop uses 30s).
+    /// Tumbling window of step 3, e.g. "30s" (the workshop's).
     #[arg(long, default_value = "10s", value_parser = duration)]
     window: Duration,
     /// Orders per second.
@@ -120,14 +121,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let stop = stop_on_signals()?;
-    if let Some(limit) = args.duration {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(limit);
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
+    // Ctrl-C, SIGTERM or the end of `--duration` stop the seeder; the job then reads what
+    // was seeded, fires its open windows (as the end of a bounded input does) and stops; the
+    // printer prints every result, then stops. So no seeded order is left uncounted.
+    let seeding = stop_on_signals()?;
+    let job_stop = Arc::new(AtomicBool::new(false));
+    let printer_stop = Arc::new(AtomicBool::new(false));
     let runtime = Runtime::new(ModuleCache::default_location())?;
     let options = |stop: &Arc<AtomicBool>| RunOptions {
         brokers: Some(brokers.clone()),
@@ -137,32 +136,55 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         commit_every: Duration::from_secs(1),
         swappable: true,
     };
-    let mut job = Pipeline::from_spec(&step34, &options(&stop))?;
-    let mut printer = Pipeline::from_spec(&tail, &options(&stop))?;
+    let mut job = Pipeline::from_spec(&step34, &options(&job_stop))?;
+    job.drain_on_stop = true;
+    let mut printer = Pipeline::from_spec(&tail, &options(&printer_stop))?;
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
     super::run::start_control(&job, &args.control, !args.no_watch)?;
+    // `--duration` counts from here: the components are loaded, seeding starts.
+    if let Some(limit) = args.duration {
+        let seeding = seeding.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            seeding.store(true, Ordering::Relaxed);
+        });
+    }
 
     let seeder = {
-        let stop = stop.clone();
+        let seeding = seeding.clone();
         let config = KafkaConfig::new(brokers.clone());
         let rate = args.rate;
+        let job_read = job.status.clone();
+        let job_stop = job_stop.clone();
         std::thread::spawn(move || -> anyhow::Result<(u64, u64)> {
-            let mut sink = KafkaSink::open(&config, "partitioned-topic")?;
-            let mut orders = Orders::new(42, 0.05);
-            let counts =
-                rivulet::seed::write(&mut sink, rate.max(0.1), 0, &stop, |ts| orders.next(ts))?;
-            Ok(counts)
+            let seeded = (|| {
+                let mut sink = KafkaSink::open(&config, "partitioned-topic")?;
+                let mut orders = Orders::new(42, 0.05);
+                let counts = rivulet::seed::write(&mut sink, rate.max(0.1), 0, &seeding, |ts| {
+                    orders.next(ts)
+                })?;
+                anyhow::Ok(counts)
+            })();
+            let target = seeded.as_ref().map_or(0, |(written, _)| *written);
+            wait_until(|| job_read.records() >= target);
+            job_stop.store(true, Ordering::Relaxed);
+            seeded
         })
     };
+    let printer_read = printer.status.clone();
     let printing = std::thread::spawn(move || {
         let result = printer.run();
         (printer, result)
     });
     let result = job.run();
-    stop.store(true, Ordering::Relaxed);
+    job_stop.store(true, Ordering::Relaxed);
+    seeding.store(true, Ordering::Relaxed);
     let (written, malformed) = seeder
         .join()
         .map_err(|_| anyhow::anyhow!("the seeder panicked"))??;
+    let (results, _) = job.emitter.sink.counts();
+    wait_until(|| printer_read.records() >= results);
+    printer_stop.store(true, Ordering::Relaxed);
     let (_printer, printed) = printing
         .join()
         .map_err(|_| anyhow::anyhow!("the printer panicked"))?;
@@ -171,4 +193,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     result.context("step 3+4")?;
     printed.context("printer")?;
     Ok(())
+}
+
+/// Waits (up to 10 s) for `done`: another pipeline catching up with what was written.
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

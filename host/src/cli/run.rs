@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use rivulet::assemble::RunOptions;
-use rivulet::pipeline::Pipeline;
+use rivulet::pipeline::{Pipeline, PipelineError};
 use rivulet::spec::PipelineSpec;
 use rivulet::udf::{ModuleCache, Runtime};
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct RunArgs {
     spec: PathBuf,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Commit offsets at most this often.
+    /// Commit offsets at most this often (a duration with its unit: "500ms", "1s").
     #[arg(long, default_value = "1s", value_parser = duration)]
     commit_every: Duration,
     /// Swap in a stage's module whenever its file changes.
@@ -64,7 +64,7 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers (the workshop's: localhost:9094 from the host, kafka1:9092 in compose).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub brokers: Option<String>,
-    /// Give up when Kafka stays unreachable this long (default: keep retrying).
+    /// Give up when Kafka stays unreachable this long, e.g. "30s" (default: keep retrying).
     #[arg(long, value_parser = duration)]
     pub connect_timeout: Option<Duration>,
 }
@@ -93,12 +93,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         commit_every: args.commit_every,
         swappable: args.watch || args.control.addr != "off",
     };
-    let mut pipeline = Pipeline::from_spec(&spec, &options)?;
+    let mut pipeline = match Pipeline::from_spec(&spec, &options) {
+        Err(err) if interrupted(&err) => {
+            tracing::info!(job = %spec.name, "stopped while waiting for Kafka");
+            return Ok(());
+        }
+        other => other?,
+    };
     start_control(&pipeline, &args.control, args.watch)?;
     tracing::info!(job = %spec.name, source = pipeline.source.name(), sink = %pipeline.emitter.sink.describe(), "running");
     let result = pipeline.run();
     report(&pipeline);
-    Ok(result?)
+    match result {
+        Err(err) if interrupted(&err) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Whether a job failed only because it was asked to stop while waiting for Kafka: a
+/// normal stop (exit 0), like stopping a running job.
+pub fn interrupted(err: &PipelineError) -> bool {
+    use rivulet::kafka::KafkaError::Interrupted;
+    use rivulet::sink::SinkError;
+    use rivulet::source::SourceError;
+    matches!(
+        err,
+        PipelineError::Source(SourceError::Kafka(Interrupted))
+            | PipelineError::Sink(SinkError::Kafka(Interrupted))
+    )
 }
 
 /// Counters of a finished or stopped job, in the log.

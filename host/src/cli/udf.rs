@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use rivulet::emit::row_object;
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
 use rivulet::udf::limits::human_bytes;
@@ -38,18 +39,61 @@ pub struct TestArgs {
     /// Aggregates: the field to group rows by (default: one group).
     #[arg(long)]
     key: Option<String>,
-    /// Aggregates: window start handed to `finish`, in epoch milliseconds.
-    #[arg(long, default_value_t = 0)]
-    window_start: i64,
-    /// Aggregates: window end handed to `finish`, in epoch milliseconds.
-    #[arg(long, default_value_t = 0)]
-    window_end: i64,
+    /// Aggregates: the window's start (inclusive), epoch milliseconds or ISO-8601 text. With
+    /// `--window-end` and `--timestamp`, only rows in the window are added; the bounds are
+    /// handed to `finish`.
+    #[arg(long, value_parser = instant, requires_all = ["window_end", "timestamp"])]
+    window_start: Option<i64>,
+    /// Aggregates: the window's end (exclusive), epoch milliseconds or ISO-8601 text.
+    #[arg(long, value_parser = instant, requires_all = ["window_start", "timestamp"])]
+    window_end: Option<i64>,
+    /// Aggregates: the row field holding each row's event time (epoch milliseconds or
+    /// ISO-8601 text), which decides whether the row is in the window.
+    #[arg(long, requires_all = ["window_start", "window_end"])]
+    timestamp: Option<String>,
     /// Memory cap of the component, in MiB.
     #[arg(long, default_value_t = 32)]
     memory_mib: usize,
-    /// CPU deadline per batch, in milliseconds.
-    #[arg(long, default_value_t = 200)]
-    cpu_ms: u64,
+    /// CPU deadline per batch, a duration like "200ms" or "1s".
+    #[arg(long, default_value = "200ms", value_parser = super::run::duration)]
+    cpu_limit: Duration,
+}
+
+/// An instant on the command line: epoch milliseconds or ISO-8601 text.
+fn instant(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(millis) => Ok(millis),
+        Err(_) => rivulet_sdk::time::parse_iso8601(text).map_err(|err| err.to_string()),
+    }
+}
+
+/// The window `udf test` aggregates over: `[start, end)` on the rows' `field`.
+struct Window<'a> {
+    start: i64,
+    end: i64,
+    field: &'a str,
+}
+
+impl Window<'_> {
+    /// Whether row `row` falls in the window; `Err` says why its time cannot be read.
+    fn contains(&self, batch: &Batch, row: usize) -> Result<bool, String> {
+        let field = self.field;
+        let millis = match batch.column(field).and_then(|c| c.scalar(row)) {
+            None | Some(Scalar::Null) => {
+                return Err(format!("no event time: field `{field}` is missing"));
+            }
+            Some(Scalar::Integer(ms)) => ms,
+            Some(Scalar::Float(ms)) if ms.is_finite() => ms as i64,
+            Some(Scalar::Text(text)) => rivulet_sdk::time::parse_iso8601(&text)
+                .map_err(|err| format!("no event time: field `{field}`: {err}"))?,
+            Some(_) => {
+                return Err(format!(
+                    "no event time: field `{field}` is not a number of milliseconds or ISO-8601 text"
+                ));
+            }
+        };
+        Ok(self.start <= millis && millis < self.end)
+    }
 }
 
 pub fn run(command: UdfCommand) -> anyhow::Result<ExitCode> {
@@ -123,20 +167,50 @@ fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(lines)
 }
 
+/// Refuses an input that is one JSON array (a file of orders as `[{...}, {...}]`): each
+/// line is one record or row, so it would be read as pieces of the array.
+fn refuse_json_array(path: &std::path::Path, lines: &[Vec<u8>]) -> anyhow::Result<()> {
+    let first = lines
+        .iter()
+        .map(|l| l.trim_ascii_start())
+        .find(|l| !l.is_empty());
+    if first.is_none_or(|l| !l.starts_with(b"[")) {
+        return Ok(());
+    }
+    let whole = lines.join(&b'\n');
+    match serde_json::from_slice::<Vec<serde_json::Value>>(&whole) {
+        Ok(items)
+            if lines.iter().filter(|l| !l.trim_ascii().is_empty()).count() > 1
+                || items.iter().all(serde_json::Value::is_object) =>
+        {
+            anyhow::bail!(
+                "{} is one JSON array, but `rivulet udf test` reads one JSON value per line \
+                 (JSON Lines): put each element on its own line, e.g. `jq -c '.[]' {}`",
+                path.display(),
+                path.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Totals printed at the end of a run.
 #[derive(Default)]
 struct Tally {
     records: usize,
     outputs: usize,
     errors: usize,
+    /// Rows outside `udf test`'s window (aggregates), not added.
+    outside: usize,
 }
 
 fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
     let module = UdfModule::load(runtime, &args.module)?;
     let lines = read_lines(&args.input)?;
+    refuse_json_array(&args.input, &lines)?;
     let limits = Limits {
         memory_bytes: args.memory_mib << 20,
-        cpu_per_batch: Duration::from_millis(args.cpu_ms),
+        cpu_per_batch: args.cpu_limit,
         ..Limits::default()
     };
     let stage = stage_name(&args.module);
@@ -176,11 +250,15 @@ fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
             runtime, &module, &stage, limits, args, &lines, &mut out, &mut tally,
         )?,
     }
-    writeln!(
+    write!(
         out,
         "-- {} records in, {} outputs, {} errors",
         tally.records, tally.outputs, tally.errors
     )?;
+    if tally.outside > 0 {
+        write!(out, ", {} outside the window", tally.outside)?;
+    }
+    writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -252,7 +330,7 @@ fn print_rows_at(
                 out,
                 "{}: {}",
                 position + 1,
-                serde_json::Value::Object(rows.rows.row_json(row))
+                serde_json::Value::Object(row_object(&rows.rows, row))
             )?;
             tally.outputs += 1;
         }
@@ -328,8 +406,25 @@ fn aggregate(
     let empty = udf.create()?;
     let mut groups: BTreeMap<Scalar, Vec<u8>> = BTreeMap::new();
     let chunk = args.batch_size as usize;
+    let window = match (
+        args.window_start,
+        args.window_end,
+        args.timestamp.as_deref(),
+    ) {
+        (Some(start), Some(end), Some(field)) => {
+            if end <= start {
+                anyhow::bail!("--window-end ({end}) must be after --window-start ({start})");
+            }
+            Some(Window { start, end, field })
+        }
+        _ => None,
+    };
     for (first, lines) in (0..).step_by(chunk).zip(lines.chunks(chunk)) {
         let (batch, positions) = json_rows(out, tally, first, lines)?;
+        let (batch, positions) = match &window {
+            Some(window) => in_window(out, tally, window, &batch, &positions)?,
+            None => (batch, positions),
+        };
         let keys: Vec<Scalar> = (0..batch.len as usize)
             .map(|row| {
                 args.key
@@ -377,8 +472,8 @@ fn aggregate(
         .into_iter()
         .map(|(key, acc)| WindowAcc {
             key,
-            window_start: args.window_start,
-            window_end: args.window_end,
+            window_start: args.window_start.unwrap_or(0),
+            window_end: args.window_end.unwrap_or(0),
             acc,
         })
         .collect();
@@ -392,7 +487,7 @@ fn aggregate(
         writeln!(
             out,
             "result [{key}]: {}",
-            serde_json::Value::Object(finished.rows.row_json(row))
+            serde_json::Value::Object(row_object(&finished.rows, row))
         )?;
         tally.outputs += 1;
     }
@@ -401,4 +496,30 @@ fn aggregate(
         tally.errors += 1;
     }
     Ok(())
+}
+
+/// The rows of `batch` in `window` (and their line positions); the others are reported.
+fn in_window(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    window: &Window<'_>,
+    batch: &Batch,
+    positions: &[usize],
+) -> anyhow::Result<(Batch, Vec<usize>)> {
+    let mut kept = Vec::new();
+    for (row, position) in positions.iter().enumerate() {
+        match window.contains(batch, row) {
+            Ok(true) => kept.push(row as u32),
+            Ok(false) => {
+                writeln!(out, "{}: outside the window, not added", position + 1)?;
+                tally.outside += 1;
+            }
+            Err(message) => {
+                writeln!(out, "{}: error: {message}", position + 1)?;
+                tally.errors += 1;
+            }
+        }
+    }
+    let kept_positions = kept.iter().map(|&row| positions[row as usize]).collect();
+    Ok((batch.select(&kept), kept_positions))
 }

@@ -547,9 +547,13 @@ fn wait_for_topic<C: ConsumerContext>(
     let started = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut attempts = 0;
+    let left = || timeout.map(|t| t.saturating_sub(started.elapsed()));
     loop {
         attempts += 1;
-        let reason = match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+        let ask = left().map_or(Duration::from_secs(2), |l| {
+            l.clamp(Duration::from_millis(100), Duration::from_secs(2))
+        });
+        let reason = match consumer.fetch_metadata(Some(topic), ask) {
             Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                     return Ok(t.partitions().iter().map(|p| p.id()).collect());
@@ -565,7 +569,8 @@ fn wait_for_topic<C: ConsumerContext>(
         if stop.load(Ordering::Relaxed) {
             return Err(KafkaError::Interrupted);
         }
-        if timeout.is_some_and(|t| started.elapsed() + backoff > t) {
+        // Give up at the timeout, not before: the last wait is cut to what is left.
+        if left().is_some_and(|l| l.is_zero()) {
             return Err(KafkaError::Unreachable {
                 brokers: config.brokers.clone(),
                 topic: topic.to_owned(),
@@ -573,8 +578,9 @@ fn wait_for_topic<C: ConsumerContext>(
                 reason,
             });
         }
-        tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", backoff.as_secs_f64());
-        let until = Instant::now() + backoff;
+        let pause = left().map_or(backoff, |l| backoff.min(l));
+        tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64());
+        let until = Instant::now() + pause;
         while Instant::now() < until {
             if stop.load(Ordering::Relaxed) {
                 return Err(KafkaError::Interrupted);

@@ -2,7 +2,7 @@
 //!
 //! Produces `{"window_start": ms, "window_end": ms, "status": "SHIPPED", "avg_amount": 42.5, "order_count": 2}`.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_avg_amount.wasm --input rows.jsonl --key status`.
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_avg_amount.wasm --input samples/order-rows.jsonl --key status`.
 
 use rivulet_sdk::{Aggregate, Window};
 use serde::{Deserialize, Serialize};

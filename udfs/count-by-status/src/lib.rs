@@ -3,7 +3,7 @@
 //! The pipeline keys rows by `status`; this aggregate counts them and, when a window closes,
 //! produces `{"window_start": ms, "window_end": ms, "status": "SHIPPED", "order_count": 3}`.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_count_by_status.wasm --input rows.jsonl --key status`;
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_count_by_status.wasm --input samples/order-rows.jsonl --key status`;
 //! in a job it is `pipelines/step4-aggregates-to-kafka.toml`.
 
 use rivulet_sdk::{Aggregate, Window};

@@ -4,7 +4,7 @@
 //! Window bounds arrive as epoch milliseconds (or already as ISO-8601 text) and leave as
 //! ISO-8601 UTC text; the Kafka key is the status.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_format_aggregate.wasm --input results.jsonl`;
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_format_aggregate.wasm --input samples/window-results.jsonl`;
 //! in a job it is `pipelines/step4-aggregates-to-kafka.toml`.
 
 use rivulet_sdk::time::{iso8601, parse_iso8601};

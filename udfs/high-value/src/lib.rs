@@ -1,7 +1,7 @@
 //! A map step: keep orders of at least 50.00 and tag each with a price band.
 //! Shows filter (`Option`) and map in one function.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_high_value.wasm --input rows.jsonl`.
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_high_value.wasm --input samples/order-rows.jsonl`.
 
 use serde::{Deserialize, Serialize};
 

@@ -3,7 +3,7 @@
 //! Input rows are parsed orders (see `udf-parse-orders`); output is text like
 //! `2024-05-23T12:34:56Z customer-042 SHIPPED eu-west 88.40`.
 //!
-//! Try it on parsed orders: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_order_summary.wasm --input rows.jsonl`
+//! Try it on parsed orders: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_order_summary.wasm --input samples/order-rows.jsonl`
 //! (after `just udfs build`); in a job it is `pipelines/step2-order-summary.toml`.
 
 use serde::Deserialize;

@@ -9,6 +9,8 @@
 //! just udfs && rivulet udf test target/wasm32-wasip2/wasm/udf_parse_orders.wasm --input samples/orders.jsonl
 //! ```
 
+mod ts;
+
 use rivulet_sdk::time::parse_iso8601;
 use rivulet_sdk::{Error, RawRecord};
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,9 @@ pub struct Order<'a> {
     /// Event time as ISO-8601 text.
     #[serde(borrow)]
     pub ts: Cow<'a, str>,
-    /// Event time in milliseconds since the Unix epoch (derived from `ts` when absent).
+    /// Event time in milliseconds since the Unix epoch, as sent (derived from `ts` when
+    /// absent). It must agree with `ts` at `ts`'s precision: `"…:56Z"` with any millisecond
+    /// of that second.
     #[serde(rename = "tsMillis")]
     pub ts_millis: i64,
 }
@@ -82,22 +86,20 @@ pub fn parse(rec: RawRecord<'_>) -> Result<Order<'_>, Error> {
             wire.amount
         )));
     }
-    let from_text = parse_iso8601(&wire.ts)?;
-    if let Some(millis) = wire.ts_millis
-        && millis != from_text
-    {
-        return Err(Error::new(format!(
-            "fields `ts` ({}) and `tsMillis` ({millis}) disagree",
-            wire.ts
-        )));
-    }
+    let ts_millis = match wire.ts_millis {
+        Some(millis) => {
+            ts::check_agreement(&wire.ts, millis)?;
+            millis
+        }
+        None => parse_iso8601(&wire.ts)?,
+    };
     Ok(Order {
         customer: wire.customer,
         status: wire.status,
         region: wire.region,
         amount: wire.amount,
         ts: wire.ts,
-        ts_millis: from_text,
+        ts_millis,
     })
 }
 
@@ -122,6 +124,13 @@ mod tests {
         let order = parse(record(br#"{"customer":"customer-042","status":"SHIPPED","region":"eu-west","amount":88.40,"ts":"2024-05-23T12:34:56Z","tsMillis":1716467696000}"#)).unwrap();
         assert_eq!(order.status, "SHIPPED");
         assert_eq!(order.ts_millis, 1_716_467_696_000);
+    }
+
+    #[test]
+    fn keeps_precise_millis_of_a_whole_second_ts() {
+        let order = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"2024-05-23T12:34:56Z","tsMillis":1716467696789}"#)).unwrap();
+        assert_eq!(order.ts, "2024-05-23T12:34:56Z");
+        assert_eq!(order.ts_millis, 1_716_467_696_789);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The second seed's job, step 1: parse sales `{"store_id": "store-1", "sale_amount": 12.5, "sale_ts": ...}`
 //! where `sale_ts` is epoch milliseconds or ISO-8601 text. Malformed sales become errors.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_parse_sales.wasm --input sales.jsonl`;
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_parse_sales.wasm --input samples/sales.jsonl`;
 //! in a job it is `pipelines/sales-per-store.toml`.
 
 use rivulet_sdk::time::parse_iso8601;

@@ -1,7 +1,7 @@
 //! The second seed's job, step 2: total sales per store per window (one minute in the
 //! workshop). Produces `{"window_start": ms, "window_end": ms, "store_id": "store-1", "total_sales": 37.5, "sale_count": 3}`.
 //!
-//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_sum_sales.wasm --input sales.jsonl --key store_id`;
+//! Try it: `target/release/rivulet udf test target/wasm32-wasip2/wasm/udf_sum_sales.wasm --input samples/sale-rows.jsonl --key store_id`;
 //! in a job it is `pipelines/sales-per-store.toml`.
 
 use rivulet_sdk::{Aggregate, Window};

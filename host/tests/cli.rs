@@ -1,0 +1,329 @@
+//! The `rivulet` command line as a user meets it: `udf test` windows and inputs, the crates'
+//! "Try it" lines, waiting for Kafka (timeout, interruption) and the demo's last window.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rivulet() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+    command
+        .current_dir(workspace())
+        .env("RUST_LOG", "warn")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS");
+    command
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn udf_test(args: &[&str]) -> Output {
+    rivulet()
+        .args(["udf", "test"])
+        .args(args)
+        .output()
+        .expect("run rivulet")
+}
+
+#[test]
+fn udf_test_with_a_window_adds_only_the_rows_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    // 12:34:56 and 12:35:31 are outside [12:35:00, 12:35:30); 12:35:29.999 is inside.
+    let rows = [
+        ("SHIPPED", "2024-05-23T12:34:56Z", 1_716_467_696_123i64),
+        ("PENDING", "2024-05-23T12:35:01Z", 1_716_467_701_950),
+        ("SHIPPED", "2024-05-23T12:35:07Z", 1_716_467_707_004),
+        ("SHIPPED", "2024-05-23T12:35:29Z", 1_716_467_729_999),
+        ("DELIVERED", "2024-05-23T12:35:31Z", 1_716_467_731_562),
+    ];
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(status, ts, ms)| format!(r#"{{"status":"{status}","ts":"{ts}","tsMillis":{ms}}}"#))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let module = common::wasm("udf_count_by_status");
+    let out = udf_test(&[
+        module.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--key",
+        "status",
+        "--timestamp",
+        "tsMillis",
+        "--window-start",
+        "2024-05-23T12:35:00Z",
+        "--window-end",
+        "1716467730000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (start, end) = (1_716_467_700_000i64, 1_716_467_730_000i64);
+    let expected = format!(
+        "1: outside the window, not added\n\
+         5: outside the window, not added\n\
+         result [PENDING]: {{\"window_start\":{start},\"window_end\":{end},\"status\":\"PENDING\",\"order_count\":1}}\n\
+         result [SHIPPED]: {{\"window_start\":{start},\"window_end\":{end},\"status\":\"SHIPPED\",\"order_count\":2}}\n\
+         -- 5 records in, 2 outputs, 0 errors, 2 outside the window\n"
+    );
+    assert_eq!(text(&out.stdout), expected);
+
+    // The same by ISO-8601 text in `ts`.
+    let by_text = udf_test(&[
+        module.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--key",
+        "status",
+        "--timestamp",
+        "ts",
+        "--window-start",
+        "1716467700000",
+        "--window-end",
+        "2024-05-23T12:35:30Z",
+    ]);
+    assert_eq!(text(&by_text.stdout), expected);
+}
+
+#[test]
+fn udf_test_window_bounds_need_a_timestamp_field() {
+    let module = common::wasm("udf_count_by_status");
+    let input = workspace().join("samples/order-rows.jsonl");
+    let out = udf_test(&[
+        module.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--window-start",
+        "0",
+        "--window-end",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--timestamp <TIMESTAMP>"), "{err}");
+}
+
+#[test]
+fn udf_test_refuses_a_json_array_file_saying_one_value_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let order =
+        r#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"2024-05-23T12:35:00Z"}"#;
+    let pretty = dir.path().join("orders.json");
+    std::fs::write(&pretty, format!("[\n  {order},\n  {order}\n]\n")).unwrap();
+    let one_line = dir.path().join("rows.json");
+    std::fs::write(&one_line, format!("[{order},{order}]")).unwrap();
+    for (module, input) in [("udf_parse_orders", &pretty), ("udf_high_value", &one_line)] {
+        let out = udf_test(&[
+            common::wasm(module).to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{module}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{} is one JSON array, but `rivulet udf test` reads one JSON value per line",
+                input.display()
+            )),
+            "{module}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{module}: {}", text(&out.stdout));
+    }
+}
+
+/// Every `rivulet udf test` command in the `udfs/*` crate headers (the "Try it" lines).
+fn try_it_commands() -> Vec<(PathBuf, Vec<String>)> {
+    let mut commands = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("udfs")).unwrap() {
+        let lib = entry.unwrap().path().join("src/lib.rs");
+        let source = std::fs::read_to_string(&lib).unwrap();
+        for line in source.lines().take_while(|l| l.starts_with("//!")) {
+            let Some((_, command)) = line.split_once("rivulet udf test ") else {
+                continue;
+            };
+            let command = command.split('`').next().unwrap();
+            let args = command.split_whitespace().map(str::to_owned).collect();
+            commands.push((lib.clone(), args));
+        }
+    }
+    commands
+}
+
+#[test]
+fn every_try_it_line_of_the_udf_crates_names_an_existing_sample_and_runs() {
+    let commands = try_it_commands();
+    assert_eq!(commands.len(), 8, "{commands:?}");
+    for (lib, args) in commands {
+        let input = args
+            .iter()
+            .skip_while(|a| *a != "--input")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{}: no --input in {args:?}", lib.display()));
+        assert!(
+            workspace().join(input).is_file(),
+            "{}: {input} does not exist",
+            lib.display()
+        );
+        // Run it, with the component where the tests find the built ones.
+        let module = Path::new(&args[0]).file_stem().unwrap().to_str().unwrap();
+        let mut args = args.clone();
+        args[0] = common::wasm(module).display().to_string();
+        let out = udf_test(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            lib.display(),
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        let summary = stdout.lines().last().unwrap_or_default();
+        assert!(
+            summary.starts_with("-- ") && !summary.contains(" 0 outputs"),
+            "{}: {stdout}",
+            lib.display()
+        );
+    }
+}
+
+#[test]
+fn every_duration_flag_needs_a_unit_and_says_which_text_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = kafka_job(dir.path());
+    let spec = spec.to_str().unwrap();
+    let module = common::wasm("udf_parse_orders");
+    let module = module.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["demo", "--duration", "5"], "5"),
+        (&["demo", "--window", "30"], "30"),
+        (&["run", spec, "--commit-every", "1"], "1"),
+        (&["run", spec, "--connect-timeout", "30"], "30"),
+        (
+            &["udf", "test", module, "--input", "-", "--cpu-limit", "200"],
+            "200",
+        ),
+    ];
+    for (args, number) in cases {
+        let out = rivulet().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "a duration needs a unit: write \"{number}s\" (or \"{number}ms\", \"{number}m\"), not {number}"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+fn kafka_job(dir: &Path) -> PathBuf {
+    let spec = dir.join("job.toml");
+    std::fs::write(
+        &spec,
+        "name = \"wait\"\n[source]\nkind = \"kafka\"\ntopic = \"orders\"\nassign = \"all\"\n[sink]\nkind = \"stdout\"\n",
+    )
+    .unwrap();
+    spec
+}
+
+/// A local address where nothing listens.
+fn nobody_listening() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    address
+}
+
+#[test]
+fn connect_timeout_gives_up_at_the_timeout_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = kafka_job(dir.path());
+    let started = Instant::now();
+    let out = rivulet()
+        .args(["run", spec.to_str().unwrap(), "--control", "off"])
+        .args(["--brokers", &nobody_listening(), "--connect-timeout", "5s"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot reach Kafka at"), "{err}");
+    assert!(took >= Duration::from_secs(5), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+}
+
+#[test]
+fn stopping_a_job_while_it_waits_for_kafka_exits_0() {
+    for signal in ["-INT", "-TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = kafka_job(dir.path());
+        let mut child = rivulet()
+            .args(["run", spec.to_str().unwrap(), "--control", "off"])
+            .args(["--brokers", &nobody_listening()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(child.try_wait().unwrap().is_none(), "still waiting");
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{signal}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn demo_duration_fires_the_last_window_so_every_seeded_order_is_counted() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = rivulet()
+        .args([
+            "demo",
+            "--duration",
+            "3s",
+            "--window",
+            "1s",
+            "--rate",
+            "200",
+        ])
+        .args(["--no-watch", "--control", "off", "--udf-dir"])
+        .arg(common::wasm_dir())
+        .env("RIVULET_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seeded = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("seeded "))
+        .unwrap_or_else(|| panic!("no seeding summary: {stderr}"));
+    let (written, rest) = seeded.split_once(" orders (").unwrap();
+    let malformed = rest.strip_suffix(" malformed)").unwrap();
+    let good = written.parse::<u64>().unwrap() - malformed.parse::<u64>().unwrap();
+    assert!(good > 100, "{seeded}");
+    let counted: u64 = text(&out.stdout)
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["order_count"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, good, "{stderr}");
+}
