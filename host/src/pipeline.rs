@@ -57,6 +57,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Runs until stopped, or until a bounded source is exhausted and every window fired.
     pub fn run(&mut self) -> Result<(), PipelineError> {
+        match self.flow() {
+            Ok(()) => self.shutdown(),
+            Err(PipelineError::Udf(err)) if err.is_stopped() => self.abandon(&err),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The record flow, until stopped or the end of a bounded source.
+    fn flow(&mut self) -> Result<(), PipelineError> {
         let topic = self.source.name().to_owned();
         self.reset_windows(&self.source.partitions());
         let mut last_commit = Instant::now();
@@ -102,7 +111,18 @@ impl Pipeline {
                 break;
             }
         }
-        self.shutdown()
+        Ok(())
+    }
+
+    /// Stops after a signal abandoned a guest call mid-batch: flushes what the sinks hold
+    /// but commits nothing more, so the interrupted batch is read again on restart.
+    fn abandon(&mut self, err: &crate::udf::UdfError) -> Result<(), PipelineError> {
+        tracing::info!(job = %self.name, "stopping: {err}; the interrupted batch is not committed");
+        for sink in self.sinks_mut() {
+            sink.flush(Duration::from_secs(30))?;
+        }
+        self.source.close();
+        Ok(())
     }
 
     fn reset_windows(&mut self, partitions: &[i32]) {
