@@ -13,11 +13,11 @@ setup:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 # Build every UDF (and the tests' guests) as wasm32-wasip2 components.
-udfs: setup swap-guests
+udfs: setup swap-guests hostile-guests
     cargo build --profile wasm --target wasm32-wasip2 {{ prepend("-p ", udf_crates) }}
     @ls -l target/wasm32-wasip2/wasm/*.wasm | awk '{ printf "  %-48s %8d bytes\n", $9, $5 }'
 
-swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-map:v1 swap-map:v2 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3"
+swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3"
 
 # The hot-swap tests' components: one build per variant, copied to <crate>_<variant>.wasm.
 swap-guests: setup
@@ -27,6 +27,16 @@ swap-guests: setup
         crate=${spec%%:*}; variant=${spec##*:}; file=${crate//-/_}
         RIVULET_SWAP_VARIANT=$variant cargo build -q --profile wasm --target wasm32-wasip2 -p "$crate"
         cp "target/wasm32-wasip2/wasm/$file.wasm" "target/wasm32-wasip2/wasm/${file}_$variant.wasm"
+    done
+
+# The sandbox tests' hostile guest in its other worlds, copied to hostile_guest_<world>.wasm
+# (the parse build, hostile_guest.wasm, comes with `udfs`).
+hostile-guests: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for world in map aggregate format; do
+        cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest --features "$world"
+        cp target/wasm32-wasip2/wasm/hostile_guest.wasm "target/wasm32-wasip2/wasm/hostile_guest_$world.wasm"
     done
 
 # Build one UDF (e.g. `just udf parse-orders`).

@@ -49,7 +49,8 @@ fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, Pipeline
 
 impl Pipeline {
     pub fn from_spec(spec: &PipelineSpec, options: &RunOptions) -> Result<Self, PipelineError> {
-        let runtime = &options.runtime;
+        // Stopping the job abandons any guest call in progress, whatever the guest does.
+        let runtime = &options.runtime.stopped_by(options.stop.clone());
         let kafka = KafkaConfig {
             brokers: options
                 .brokers

@@ -103,6 +103,7 @@ impl Emitter {
                         self.sink.send(key.as_deref(), payload, &[])?;
                     }
                 }
+                Err(err) if err.is_stopped() => return Err(err.into()),
                 Err(err) => {
                     let error = err.to_string();
                     tracing::warn!(stage = %format.name, rows = rows.len, "{error}");

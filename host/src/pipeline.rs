@@ -53,6 +53,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Runs until stopped, or until a bounded source is exhausted and every window fired.
     pub fn run(&mut self) -> Result<(), PipelineError> {
+        match self.flow() {
+            Ok(()) => self.shutdown(),
+            Err(PipelineError::Udf(err)) if err.is_stopped() => self.abandon(&err),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The record flow, until stopped or the end of a bounded source.
+    fn flow(&mut self) -> Result<(), PipelineError> {
         let topic = self.source.name().to_owned();
         self.restart(&self.source.assignment());
         let mut last_snapshot = Instant::now();
@@ -99,7 +108,18 @@ impl Pipeline {
             let results = windowing.drain(&topic, &mut self.dead)?;
             self.emitter.emit_all(&results, &topic, &mut self.dead)?;
         }
-        self.shutdown()
+        Ok(())
+    }
+
+    /// Stops after a signal abandoned a guest call mid-batch: flushes what the sinks hold
+    /// but commits nothing more, so the interrupted batch is read again on restart.
+    fn abandon(&mut self, err: &crate::udf::UdfError) -> Result<(), PipelineError> {
+        tracing::info!(job = %self.name, "stopping: {err}; the interrupted batch is not committed");
+        for sink in self.sinks_mut() {
+            sink.flush(Duration::from_secs(30))?;
+        }
+        self.source.close();
+        Ok(())
     }
 
     /// New partitions (start or rebalance): state built from the old ones is dropped and

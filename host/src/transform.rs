@@ -64,6 +64,8 @@ impl Transform {
                 stats.rejected += out.errors.len() as u64;
                 (out.rows, out.origins)
             }
+            // Abandoned because the job is stopping: not the records' fault.
+            Err(err) if err.is_stopped() => return Err(err.into()),
             Err(err) => {
                 stats.failed_batches += 1;
                 stats.rejected += u64::from(raw.len);
@@ -106,6 +108,7 @@ impl Transform {
                         .collect();
                     rows = out.rows;
                 }
+                Err(err) if err.is_stopped() => return Err(err.into()),
                 Err(err) => {
                     stats.failed_batches += 1;
                     stats.rejected += u64::from(rows.len);

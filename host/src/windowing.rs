@@ -483,6 +483,7 @@ impl Windowing {
                                 }
                             }
                         }
+                        Err(err) if err.is_stopped() => return Err(err.into()),
                         Err(err) => {
                             let error = err.to_string();
                             for &row in &rows_of_call {
@@ -599,10 +600,10 @@ impl Windowing {
                         })
                         .collect();
                     let outcome = match generations.get_mut(generation_id) {
-                        Some(generation) => generation
-                            .stage
-                            .finish(windows)
-                            .map_err(|err| err.to_string()),
+                        Some(generation) => match generation.stage.finish(windows) {
+                            Err(err) if err.is_stopped() => return Err(err.into()),
+                            outcome => outcome.map_err(|err| err.to_string()),
+                        },
                         None => Err(format!(
                             "aggregate module generation {generation_id} is gone"
                         )),

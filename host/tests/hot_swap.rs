@@ -530,3 +530,73 @@ fn watched_module_file_is_swapped_in_when_rewritten_and_a_broken_rewrite_is_igno
     job.stop();
     assert_eq!(rows.len(), next as usize, "no record lost across the swaps");
 }
+
+/// A candidate that blocks in a WASI call (a one-hour sleep) during its trial on the
+/// stage's sample is rejected at the stage's time limit, and the worker then still
+/// prepares the next swap: it never waits on a candidate unbounded.
+#[test]
+fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_answer() {
+    use rivulet::swap::Swappable;
+    use rivulet::udf::{Kind, Limits};
+    let limit = Duration::from_millis(200);
+    let status = Arc::new(JobStatus::new("blocking-trial"));
+    let mut sample = rivulet_rows::RawBatch::new();
+    for id in 0..3 {
+        sample.push(None, format!(r#"{{"id":{id}}}"#).as_bytes(), T0, 0, id, &[]);
+    }
+    status.sample_raw("parse", &sample);
+    status.set_stage(rivulet::status::StageInfo::builtin("parse", Kind::Parse));
+    let mut stages = Swappable::new();
+    stages.insert(
+        "parse".to_owned(),
+        (
+            Kind::Parse,
+            Limits {
+                cpu_per_batch: limit,
+                ..Limits::default()
+            },
+        ),
+    );
+    let runtime = Runtime::new(ModuleCache::disabled()).unwrap();
+    let channels = rivulet::swap::spawn(runtime, status.clone(), stages).unwrap();
+    let request = |name: &str| {
+        let (reply, answer) = channel();
+        channels
+            .requests
+            .send(SwapRequest {
+                stage: "parse".into(),
+                bytes: module(name),
+                origin: name.to_owned(),
+                reply: Some(reply),
+            })
+            .unwrap();
+        answer
+    };
+
+    let started = Instant::now();
+    let answer = request("swap_parse_sleep");
+    let rejection = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the worker answers")
+        .expect_err("a blocking candidate is rejected");
+    let took = started.elapsed();
+    assert!(
+        rejection.contains("the new module failed on the stage's sample input")
+            && rejection.contains("time limit of 200 ms per batch exceeded"),
+        "{rejection}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "rejected after {took:?}, limit {limit:?}"
+    );
+    assert_eq!(status.stage("parse").map(|s| s.rejected), Some(1));
+
+    // The worker is free: the next candidate is tried and handed over for installation.
+    let _answer = request("swap_parse_v2");
+    let prepared = channels
+        .prepared
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the next swap is prepared");
+    assert_eq!(prepared.stage, "parse");
+    assert_eq!(prepared.origin, "swap_parse_v2");
+}

@@ -116,8 +116,102 @@ fn panic_is_reported_with_the_guests_message() {
 #[test]
 fn guest_exit_is_a_trap_not_a_host_exit() {
     let mut stage = stage(Limits::default());
+    // `std::process::exit(3)`: wasi-libc passes WASI 0.2's `exit(err)`, which has no code.
     let err = fails_then_recovers(&mut stage, "exit");
-    assert!(err.to_string().contains("the guest called exit"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the guest called exit with a failure status"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("exit(1)"), "{err}");
+}
+
+#[test]
+fn guest_exit_with_code_reports_the_real_code() {
+    let mut stage = stage(Limits::default());
+    let err = fails_then_recovers(&mut stage, "exit-code:3");
+    assert_eq!(
+        err.to_string(),
+        "stage `hostile`: UDF trapped: the guest called exit(3)"
+    );
+    let err = fails_then_recovers(&mut stage, "exit-code:42");
+    assert!(
+        err.to_string().ends_with("the guest called exit(42)"),
+        "{err}"
+    );
+}
+
+/// Each way of blocking in a WASI call is abandoned at the 200 ms limit (not after the
+/// guest's 3 s, or never), reported as the time limit, and the stage then works.
+#[test]
+fn blocking_host_calls_are_abandoned_at_the_time_limit() {
+    let limit = Duration::from_millis(200);
+    let mut stage = stage(Limits {
+        cpu_per_batch: limit,
+        ..Limits::default()
+    });
+    for command in ["sleep:3000", "block:3000", "poll:3000", "forever"] {
+        let started = Instant::now();
+        let err = stage
+            .parse(&batch(&["hello", command]))
+            .expect_err("abandoned");
+        let took = started.elapsed();
+        assert_eq!(
+            err.limit(),
+            Some(LimitHit::Deadline { limit }),
+            "{command}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("stage `hostile`: time limit of 200 ms per batch exceeded"),
+            "{err}"
+        );
+        assert!(took >= limit, "{command}: abandoned early: {took:?}");
+        assert!(took < Duration::from_secs(2), "{command}: took {took:?}");
+        eprintln!("{command}: contained in {took:?}");
+        assert_eq!(
+            outcomes(&mut stage, &["hello"]),
+            ["echo"],
+            "after {command}"
+        );
+    }
+    // A short wait within the limit is fine.
+    assert_eq!(outcomes(&mut stage, &["sleep:20"]), ["slept"]);
+}
+
+#[test]
+fn a_set_stop_flag_abandons_a_blocked_call_as_stopped_not_as_a_limit() {
+    let runtime = runtime();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = runtime.stopped_by(stop.clone());
+    let module = load(&runtime, "hostile_guest");
+    let mut stage = WasmParse::new(
+        &stopping,
+        &module,
+        "hostile",
+        Limits {
+            cpu_per_batch: Duration::from_secs(3600),
+            ..Limits::default()
+        },
+    )
+    .expect("stage starts");
+    let setter = stop.clone();
+    let flipper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        setter.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let err = stage.parse(&batch(&["forever"])).expect_err("abandoned");
+    flipper.join().unwrap();
+    assert!(err.is_stopped(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "stage `hostile`: call abandoned because the job is stopping"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A runaway loop is stopped by the flag too.
+    let err = stage.parse(&batch(&["loop"])).expect_err("abandoned");
+    assert!(err.is_stopped(), "{err}");
 }
 
 #[test]
@@ -258,6 +352,83 @@ fn guest_stdout_and_stderr_go_to_the_log_tagged_with_the_stage() {
             .iter()
             .any(|l| l.contains("hostile guest panics on purpose")),
         "{log}"
+    );
+}
+
+/// The log lines of `stage` captured while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+/// A 70 KB stderr line without a newline used to fill the capture buffer: the instance's
+/// later output was dropped and a later panic lost its message.
+#[test]
+fn a_long_line_without_newline_neither_silences_the_log_nor_hides_a_later_panic() {
+    let mut stage = stage(Limits::default());
+    let mut err = None;
+    let log = logged(|| {
+        assert_eq!(
+            outcomes(&mut stage, &["longline:71680"]),
+            ["long line written"]
+        );
+        assert_eq!(outcomes(&mut stage, &["say:after the long line"]), ["said"]);
+        err = stage.parse(&batch(&["panic"])).err();
+    });
+    let err = err.expect("panics").to_string();
+    assert!(err.contains("hostile guest panics on purpose"), "{err}");
+    assert!(log.contains("stdout: after the long line"), "{log}");
+    // The long stderr line (continued by the next call's stderr text) is logged cut,
+    // saying how much was cut.
+    let cut = 71680 + "stderr: after the long line".len() - rivulet::udf::guest_log::MAX_LINE;
+    assert!(
+        log.contains(&format!("[line cut: {cut} more bytes]")),
+        "{}",
+        &log[..log.len().min(2000)]
+    );
+    assert_eq!(stage.sandbox().stats().log_bytes_cut, cut as u64);
+}
+
+/// 300 records printing 3,000 lines each: the stage logs at most its burst plus its rate,
+/// and counts every line it drops.
+#[test]
+fn guest_log_output_is_rate_limited_per_stage_and_drops_are_counted() {
+    use rivulet::udf::guest_log::{LINE_BURST, LINES_PER_SECOND};
+    // 30,000 lines per call take a while on a busy machine; this test is about the log.
+    let mut stage = stage(Limits {
+        cpu_per_batch: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let started = Instant::now();
+    let log = logged(|| {
+        for _ in 0..30 {
+            let commands = ["spam:3000"; 10];
+            assert_eq!(outcomes(&mut stage, &commands), ["spammed"; 10]);
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let logged_lines = log.lines().filter(|l| l.contains("spam line")).count() as u64;
+    let dropped = stage.sandbox().stats().log_lines_dropped;
+    assert_eq!(
+        logged_lines + dropped,
+        300 * 3000,
+        "every line logged or counted"
+    );
+    let allowed = (LINE_BURST + LINES_PER_SECOND * elapsed).ceil() as u64;
+    assert!(
+        logged_lines <= allowed,
+        "{logged_lines} lines logged in {elapsed:.2} s (allowed {allowed})"
+    );
+    assert!(logged_lines >= LINE_BURST as u64, "{logged_lines}");
+    assert!(
+        log.contains("guest output over the log limits"),
+        "the drop is reported"
     );
 }
 

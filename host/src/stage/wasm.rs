@@ -46,7 +46,9 @@ constructor!(WasmFormat);
 impl ParseStage for WasmParse {
     fn parse(&mut self, input: &RawBatch) -> Result<RowsOut, UdfError> {
         let arg = raw_to_wit(input);
-        let out = self.0.call(|b, store| b.call_parse(store, &arg))?;
+        let out = self
+            .0
+            .call(async |b, store| b.call_parse(store, &arg).await)?;
         checked_rows(self.0.stage(), rows_from_wit(out), input.len, false)
     }
 }
@@ -54,7 +56,9 @@ impl ParseStage for WasmParse {
 impl MapStage for WasmMap {
     fn map(&mut self, input: &Batch) -> Result<RowsOut, UdfError> {
         let arg = batch_to_wit(input);
-        let out = self.0.call(|b, store| b.call_map(store, &arg))?;
+        let out = self
+            .0
+            .call(async |b, store| b.call_map(store, &arg).await)?;
         checked_rows(self.0.stage(), rows_from_wit(out), input.len, false)
     }
 }
@@ -62,7 +66,9 @@ impl MapStage for WasmMap {
 impl FormatStage for WasmFormat {
     fn format(&mut self, input: &Batch) -> Result<Encoded, UdfError> {
         let arg = batch_to_wit(input);
-        let out = self.0.call(|b, store| b.call_format(store, &arg))?;
+        let out = self
+            .0
+            .call(async |b, store| b.call_format(store, &arg).await)?;
         let encoded = Encoded {
             payloads: packed_from_wit(out.payloads),
             keys: out.keys.map(packed_from_wit),
@@ -88,11 +94,12 @@ impl FormatStage for WasmFormat {
 
 impl AggregateStage for WasmAggregate {
     fn state_version(&mut self) -> Result<u32, UdfError> {
-        self.0.call(|b, store| b.call_state_version(store))
+        self.0
+            .call(async |b, store| b.call_state_version(store).await)
     }
 
     fn create(&mut self) -> Result<Vec<u8>, UdfError> {
-        self.0.call(|b, store| b.call_create(store))
+        self.0.call(async |b, store| b.call_create(store).await)
     }
 
     fn add(
@@ -105,7 +112,7 @@ impl AggregateStage for WasmAggregate {
         let arg = batch_to_wit(rows);
         let out = self
             .0
-            .call(|b, store| b.call_add(store, &accs, &arg, groups))?;
+            .call(async |b, store| b.call_add(store, &accs, &arg, groups).await)?;
         let stage = self.0.stage();
         if out.accs.len() != groups_count {
             return Err(contract(
@@ -126,7 +133,9 @@ impl AggregateStage for WasmAggregate {
 
     fn merge(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<Vec<u8>>, UdfError> {
         let count = pairs.len();
-        let merged = self.0.call(|b, store| b.call_merge(store, &pairs))?;
+        let merged = self
+            .0
+            .call(async |b, store| b.call_merge(store, &pairs).await)?;
         let stage = self.0.stage();
         match merged {
             Ok(accs) if accs.len() == count => Ok(accs),
@@ -156,7 +165,9 @@ impl AggregateStage for WasmAggregate {
                 acc: w.acc,
             })
             .collect();
-        let out = self.0.call(|b, store| b.call_finish(store, &arg))?;
+        let out = self
+            .0
+            .call(async |b, store| b.call_finish(store, &arg).await)?;
         checked_rows(self.0.stage(), rows_from_wit(out), count, true)
     }
 }

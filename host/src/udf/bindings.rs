@@ -1,9 +1,14 @@
 //! Host bindings of the WIT contract (`wit/udf.wit`): one module per world, sharing the
-//! `types` interface generated once in `parse`.
+//! `types` interface generated once in `parse`. Exports are async: a call is a future the
+//! host can abandon (see [`super::deadline`]).
 
 /// The parse world, and the shared `rivulet:udf/types` interface.
 pub mod parse {
-    wasmtime::component::bindgen!({ path: "../wit", world: "parse" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "parse",
+        exports: { default: async },
+    });
 }
 
 /// The map world.
@@ -12,6 +17,7 @@ pub mod map {
         path: "../wit",
         world: "%map",
         with: { "rivulet:udf/types": super::parse::rivulet::udf::types },
+        exports: { default: async },
     });
 }
 
@@ -21,6 +27,7 @@ pub mod aggregate {
         path: "../wit",
         world: "aggregate",
         with: { "rivulet:udf/types": super::parse::rivulet::udf::types },
+        exports: { default: async },
     });
 }
 
@@ -30,6 +37,7 @@ pub mod format {
         path: "../wit",
         world: "format",
         with: { "rivulet:udf/types": super::parse::rivulet::udf::types },
+        exports: { default: async },
     });
 }
 

@@ -44,6 +44,8 @@ pub enum UdfError {
     Limit { stage: String, limit: LimitHit },
     #[error("stage `{stage}`: UDF trapped: {reason}")]
     Trap { stage: String, reason: String },
+    #[error("stage `{stage}`: call abandoned because the job is stopping")]
+    Stopped { stage: String },
     #[error("stage `{stage}`: UDF broke the contract: {reason}")]
     Contract { stage: String, reason: String },
     #[error("UDF runtime: {0}")]
@@ -57,5 +59,11 @@ impl UdfError {
             UdfError::Limit { limit, .. } => Some(*limit),
             _ => None,
         }
+    }
+
+    /// Whether the call was abandoned because the job is stopping (not the guest's fault:
+    /// its records must not be dead-lettered).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, UdfError::Stopped { .. })
     }
 }

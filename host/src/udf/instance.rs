@@ -1,12 +1,21 @@
 //! One stage's sandboxed component: instantiated from its `InstancePre`, called under the
-//! stage's limits, and dropped and re-created after any trap.
+//! stage's limits, and dropped and re-created after any trap. Every call (and every
+//! instantiation) runs on a small current-thread tokio runtime owned by the stage and is
+//! bounded by the stage's time limit, including time the guest spends waiting inside a
+//! WASI host call; a call abandoned at its deadline is a failure like a trap.
 
 use super::bindings;
+use super::deadline::{Interruption, bounded};
 use super::error::UdfError;
+use super::guest_log::GuestLog;
 use super::limits::{LimitHit, Limits};
 use super::module::{Kind, UdfModule, root_cause};
-use super::runtime::{Runtime, deadline_ticks};
-use super::sandbox::{GuestLog, SandboxState, new_store};
+use super::runtime::Runtime;
+use super::sandbox::{SandboxState, new_store};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 use wasmtime::component::InstancePre;
 use wasmtime::{Engine, Store, Trap};
 
@@ -15,7 +24,10 @@ pub trait World: Sized + Send + 'static {
     const KIND: Kind;
     type Pre: Clone + Send;
     fn pre(instance_pre: InstancePre<SandboxState>) -> wasmtime::Result<Self::Pre>;
-    fn instantiate(pre: &Self::Pre, store: &mut Store<SandboxState>) -> wasmtime::Result<Self>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<SandboxState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>>;
 }
 
 macro_rules! world {
@@ -29,8 +41,8 @@ macro_rules! world {
             fn instantiate(
                 pre: &Self::Pre,
                 store: &mut Store<SandboxState>,
-            ) -> wasmtime::Result<Self> {
-                pre.instantiate(store)
+            ) -> impl Future<Output = wasmtime::Result<Self>> {
+                pre.instantiate_async(store)
             }
         }
     };
@@ -68,7 +80,18 @@ pub struct SandboxStats {
     pub calls: u64,
     pub failures: u64,
     pub instantiations: u64,
+    /// Guest output lines not logged: over the stage's log rate, or the buffer was full.
+    pub log_lines_dropped: u64,
+    /// Bytes cut from guest output lines longer than the log's line limit.
+    pub log_bytes_cut: u64,
 }
+
+/// Instantiating may take at least this long (a tight per-batch limit on a busy machine
+/// must not fail the mostly host-side work of starting an instance).
+const MIN_INSTANTIATE_TIME: Duration = Duration::from_secs(1);
+
+/// How often a stage warns that its guest's output is being dropped.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// A stage's component, ready to call.
 pub struct Sandboxed<W: World> {
@@ -80,6 +103,11 @@ pub struct Sandboxed<W: World> {
     live: Option<Live<W>>,
     log: GuestLog,
     stats: SandboxStats,
+    /// Drives calls and host-call futures; current-thread, with timers.
+    executor: tokio::runtime::Runtime,
+    /// The job's stop flag: set, it abandons the call in progress.
+    stop: Option<Arc<AtomicBool>>,
+    last_drop_warning: Option<Instant>,
 }
 
 impl<W: World> Sandboxed<W> {
@@ -109,6 +137,12 @@ impl<W: World> Sandboxed<W> {
             .instantiate_pre(&module.component)
             .map_err(mismatch)?;
         let pre = W::pre(instance_pre).map_err(mismatch)?;
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                UdfError::Runtime(format!("cannot start the stage's executor: {err}"))
+            })?;
         let mut sandboxed = Sandboxed {
             stage: stage.to_owned(),
             module: module.clone(),
@@ -118,6 +152,9 @@ impl<W: World> Sandboxed<W> {
             live: None,
             log: GuestLog::default(),
             stats: SandboxStats::default(),
+            executor,
+            stop: runtime.stop_flag().cloned(),
+            last_drop_warning: None,
         };
         sandboxed.ensure_live()?;
         Ok(sandboxed)
@@ -135,57 +172,90 @@ impl<W: World> Sandboxed<W> {
         self.stats
     }
 
-    fn ensure_live(&mut self) -> Result<&mut Live<W>, UdfError> {
-        if self.live.is_none() {
-            let mut store = new_store(&self.engine, self.limits, &self.log);
-            store.set_epoch_deadline(deadline_ticks(self.limits.cpu_per_batch));
-            let result = W::instantiate(&self.pre, &mut store);
-            self.stats.instantiations += 1;
-            match result {
-                Ok(bindings) => self.live = Some(Live { store, bindings }),
-                Err(err) => {
-                    let hit = store.data_mut().limiter.take_hit();
-                    self.flush_log(true);
-                    return Err(match classify(&err, hit, self.limits) {
-                        Failure::Limit(limit) => UdfError::Limit {
-                            stage: self.stage.clone(),
-                            limit,
-                        },
-                        Failure::Trap(reason) => UdfError::Instantiate {
-                            stage: self.stage.clone(),
-                            reason,
-                        },
-                    });
-                }
+    fn ensure_live(&mut self) -> Result<(), UdfError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let mut store = new_store(&self.engine, self.limits, &self.log, self.stop.clone());
+        let deadline = Instant::now() + self.limits.cpu_per_batch.max(MIN_INSTANTIATE_TIME);
+        store.data_mut().clock.start(deadline);
+        let result = self.executor.block_on(bounded(
+            W::instantiate(&self.pre, &mut store),
+            deadline,
+            self.stop.as_deref(),
+        ));
+        self.stats.instantiations += 1;
+        let state = store.data_mut();
+        let hit = state.limiter.take_hit();
+        let interrupted = state.clock.take_interruption();
+        match result {
+            Ok(Ok(bindings)) => {
+                self.live = Some(Live { store, bindings });
+                Ok(())
+            }
+            Ok(Err(err)) => {
+                drop(store);
+                self.flush_log(true);
+                Err(self.failure(
+                    classify(&err, hit, interrupted, self.limits),
+                    |stage, reason| UdfError::Instantiate { stage, reason },
+                ))
+            }
+            Err(why) => {
+                drop(store);
+                self.flush_log(true);
+                Err(self.failure(Failure::Interrupted(why), |stage, reason| {
+                    UdfError::Instantiate { stage, reason }
+                }))
             }
         }
-        self.live
-            .as_mut()
-            .ok_or_else(|| UdfError::Runtime("instance vanished".into()))
     }
 
-    /// Calls into the component with the stage's CPU deadline. On any failure the instance
-    /// is dropped (a trapped instance must not be entered again) and the next call starts a
-    /// fresh one; the error names the stage and the limit or trap.
+    /// The error for a failure; `trap` builds it for a trap.
+    fn failure(&self, failure: Failure, trap: fn(String, String) -> UdfError) -> UdfError {
+        let stage = self.stage.clone();
+        match failure {
+            Failure::Limit(limit) => UdfError::Limit { stage, limit },
+            Failure::Interrupted(Interruption::Deadline) => UdfError::Limit {
+                stage,
+                limit: LimitHit::Deadline {
+                    limit: self.limits.cpu_per_batch,
+                },
+            },
+            Failure::Interrupted(Interruption::Stopped) => UdfError::Stopped { stage },
+            Failure::Trap(reason) => trap(stage, reason),
+        }
+    }
+
+    /// Calls into the component, bounded by the stage's time limit (guest code and time
+    /// waiting in host calls alike) and by the job's stop flag. On any failure the instance
+    /// is dropped (a trapped or abandoned instance must not be entered again) and the next
+    /// call starts a fresh one; the error names the stage and the limit or trap.
     pub fn call<R: OutputSize>(
         &mut self,
-        f: impl FnOnce(&W, &mut Store<SandboxState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&W, &mut Store<SandboxState>) -> wasmtime::Result<R>,
     ) -> Result<R, UdfError> {
         let limits = self.limits;
         self.stats.calls += 1;
-        let live = match self.ensure_live() {
-            Ok(live) => live,
-            Err(err) => {
-                self.stats.failures += 1;
-                return Err(err);
-            }
+        if let Err(err) = self.ensure_live() {
+            self.stats.failures += 1;
+            return Err(err);
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(UdfError::Runtime("instance vanished".into()));
         };
-        live.store
-            .set_epoch_deadline(deadline_ticks(limits.cpu_per_batch));
-        let result = f(&live.bindings, &mut live.store);
-        let hit = live.store.data_mut().limiter.take_hit();
-        match result {
-            Ok(output) => {
+        let deadline = Instant::now() + limits.cpu_per_batch;
+        live.store.data_mut().clock.start(deadline);
+        let result = self.executor.block_on(bounded(
+            f(&live.bindings, &mut live.store),
+            deadline,
+            self.stop.as_deref(),
+        ));
+        let state = live.store.data_mut();
+        let hit = state.limiter.take_hit();
+        let interrupted = state.clock.take_interruption();
+        let failure = match result {
+            Ok(Ok(output)) => {
                 self.flush_log(false);
                 let produced = output.output_size();
                 if produced > limits.output_bytes {
@@ -198,46 +268,57 @@ impl<W: World> Sandboxed<W> {
                         },
                     });
                 }
-                Ok(output)
+                return Ok(output);
             }
-            Err(err) => {
-                self.stats.failures += 1;
-                self.live = None;
-                let last_lines = self.flush_log(true);
-                Err(match classify(&err, hit, limits) {
-                    Failure::Limit(limit) => UdfError::Limit {
-                        stage: self.stage.clone(),
-                        limit,
-                    },
-                    Failure::Trap(mut reason) => {
-                        if let Some(panic) = panic_message(&last_lines) {
-                            reason = format!("{reason}: {panic}");
-                        }
-                        UdfError::Trap {
-                            stage: self.stage.clone(),
-                            reason,
-                        }
-                    }
-                })
-            }
-        }
+            Ok(Err(err)) => classify(&err, hit, interrupted, self.limits),
+            Err(why) => Failure::Interrupted(why),
+        };
+        self.stats.failures += 1;
+        self.live = None;
+        let tail = self.flush_log(true);
+        let failure = match failure {
+            Failure::Trap(reason) => match panic_message(&tail) {
+                Some(panic) => Failure::Trap(format!("{reason}: {panic}")),
+                None => Failure::Trap(reason),
+            },
+            other => other,
+        };
+        Err(self.failure(failure, |stage, reason| UdfError::Trap { stage, reason }))
     }
 
-    /// Logs what the guest wrote, tagged with the stage; returns the lines.
-    fn flush_log(&mut self, all: bool) -> Vec<String> {
-        let (lines, dropped) = self.log.drain(all);
-        for line in &lines {
+    /// Logs what the guest wrote, tagged with the stage, and counts what was dropped;
+    /// returns the raw tail of the call's output.
+    fn flush_log(&mut self, all: bool) -> String {
+        let drained = self.log.drain(all);
+        for line in &drained.lines {
             tracing::info!(target: "rivulet::guest", stage = %self.stage, "{line}");
         }
-        if dropped > 0 {
-            tracing::warn!(target: "rivulet::guest", stage = %self.stage, dropped, "guest output dropped: it wrote too much");
+        if drained.dropped_lines > 0 || drained.cut_bytes > 0 {
+            self.stats.log_lines_dropped += drained.dropped_lines;
+            self.stats.log_bytes_cut += drained.cut_bytes;
+            if self
+                .last_drop_warning
+                .is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY)
+            {
+                self.last_drop_warning = Some(Instant::now());
+                tracing::warn!(
+                    target: "rivulet::guest",
+                    stage = %self.stage,
+                    dropped_lines = self.stats.log_lines_dropped,
+                    cut_bytes = self.stats.log_bytes_cut,
+                    "guest output over the log limits ({} lines/s, {} bytes/line): the rest is dropped and counted",
+                    super::guest_log::LINES_PER_SECOND,
+                    super::guest_log::MAX_LINE,
+                );
+            }
         }
-        lines
+        drained.tail
     }
 }
 
 /// The panic a Rust guest printed before trapping: `panicked at <where>: <message>`.
-fn panic_message(lines: &[String]) -> Option<String> {
+fn panic_message(tail: &str) -> Option<String> {
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.iter().rposition(|l| l.contains("panicked at"))?;
     let text: Vec<&str> = lines[start..]
         .iter()
@@ -251,17 +332,23 @@ fn panic_message(lines: &[String]) -> Option<String> {
 
 enum Failure {
     Limit(LimitHit),
+    Interrupted(Interruption),
     Trap(String),
 }
 
-fn classify(err: &wasmtime::Error, hit: Option<LimitHit>, limits: Limits) -> Failure {
+fn classify(
+    err: &wasmtime::Error,
+    hit: Option<LimitHit>,
+    interrupted: Option<Interruption>,
+    limits: Limits,
+) -> Failure {
     if let Some(hit) = hit {
         return Failure::Limit(hit);
     }
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Limit(LimitHit::Deadline {
-            limit: limits.cpu_per_batch,
-        }),
+        Some(Trap::Interrupt) => {
+            Failure::Interrupted(interrupted.unwrap_or(Interruption::Deadline))
+        }
         Some(Trap::StackOverflow) => Failure::Limit(LimitHit::Stack),
         Some(Trap::UnreachableCodeReached) => {
             Failure::Trap("the guest panicked or aborted (wasm `unreachable`)".to_owned())
@@ -273,7 +360,7 @@ fn classify(err: &wasmtime::Error, hit: Option<LimitHit>, limits: Limits) -> Fai
         Some(trap) => Failure::Trap(trap.to_string()),
         None => {
             if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                return Failure::Trap(format!("the guest called exit({})", exit.0));
+                return Failure::Trap(exit_reason(exit.0));
             }
             let message = err.chain().last().map(ToString::to_string).unwrap_or_else(|| root_cause(err));
             if message.contains("count too high") || message.contains("instance count") {
@@ -284,6 +371,16 @@ fn classify(err: &wasmtime::Error, hit: Option<LimitHit>, limits: Limits) -> Fai
                 Failure::Trap(message)
             }
         }
+    }
+}
+
+/// What a guest's `exit` means. WASI 0.2's `exit(result)` carries only success or failure
+/// (wasi-libc, and so Rust's `std::process::exit(n)`, sends failure for any `n` ≠ 0, which
+/// wasmtime reports as 1); `exit-with-code` carries the real code.
+fn exit_reason(code: i32) -> String {
+    match code {
+        1 => "the guest called exit with a failure status (code 1, or a nonzero code WASI 0.2's `exit` cannot carry: use `exit-with-code` to report it)".to_owned(),
+        code => format!("the guest called exit({code})"),
     }
 }
 

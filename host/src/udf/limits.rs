@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct Limits {
     /// Linear memory of the component, all memories together, in bytes.
     pub memory_bytes: usize,
-    /// Wall-clock time one call (one batch) may run before it is interrupted.
+    /// Wall-clock time one call (one batch) may take before it is abandoned: running guest
+    /// code and waiting inside WASI host calls (sleep, `poll`, `block`) alike.
     #[serde(with = "duration_ms")]
     pub cpu_per_batch: Duration,
     /// Bytes of output (rows, payloads, accumulators) one call may return.
@@ -44,7 +45,7 @@ mod duration_ms {
 pub enum LimitHit {
     /// Linear memory would have grown past the cap.
     Memory { limit: usize, requested: usize },
-    /// The call ran past its deadline and was interrupted.
+    /// The call ran (or waited in a host call) past its deadline and was abandoned.
     Deadline { limit: Duration },
     /// The call returned more bytes than allowed.
     Output { limit: usize, produced: usize },
@@ -66,7 +67,7 @@ impl std::fmt::Display for LimitHit {
             LimitHit::Deadline { limit } => {
                 write!(
                     f,
-                    "CPU limit of {} ms per batch exceeded",
+                    "time limit of {} ms per batch exceeded (`cpu_per_batch`; time the guest spends waiting in host calls counts)",
                     limit.as_millis()
                 )
             }

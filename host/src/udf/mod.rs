@@ -3,7 +3,9 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod deadline;
 pub mod error;
+pub mod guest_log;
 pub mod instance;
 pub mod limits;
 pub mod module;

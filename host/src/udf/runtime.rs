@@ -1,9 +1,13 @@
-//! The engine every stage shares: compiled with epoch interruption, ticked by one thread,
-//! with a linker that offers WASI (granting nothing) and nothing else.
+//! The engine every stage shares: compiled with epoch interruption and async support,
+//! ticked by one thread, with a linker that offers WASI (granting nothing) and nothing
+//! else. Guests run on fibers, so a call blocked in a WASI host function (a sleep, a
+//! `poll`, a pollable's `block`) can be abandoned at its deadline like a runaway loop.
 
 use super::cache::ModuleCache;
 use super::error::UdfError;
 use super::sandbox::SandboxState;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
@@ -17,6 +21,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<SandboxState>,
     cache: ModuleCache,
+    /// When set, every guest call in progress is abandoned (the job is stopping).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Runtime {
@@ -29,14 +35,31 @@ impl Runtime {
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config).map_err(|err| UdfError::Runtime(format!("{err:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // Async host functions: a guest waiting in one is a pending future the stage can
+        // abandon at its deadline. (WASI 0.2.12 includes `exit-with-code`.)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|err| UdfError::Runtime(format!("cannot link WASI: {err:#}")))?;
         start_epoch_ticker(&engine)?;
         Ok(Runtime {
             engine,
             linker,
             cache,
+            stop: None,
         })
+    }
+
+    /// The same runtime, whose stages abandon any guest call in progress once `stop` is
+    /// set (the job's Ctrl-C/SIGTERM flag): stopping never waits for a guest.
+    pub fn stopped_by(&self, stop: Arc<AtomicBool>) -> Self {
+        Runtime {
+            stop: Some(stop),
+            ..self.clone()
+        }
+    }
+
+    /// The flag that abandons guest calls, if any.
+    pub fn stop_flag(&self) -> Option<&Arc<AtomicBool>> {
+        self.stop.as_ref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -66,12 +89,4 @@ fn start_epoch_ticker(engine: &Engine) -> Result<(), UdfError> {
         })
         .map(drop)
         .map_err(|err| UdfError::Runtime(format!("cannot start the epoch thread: {err}")))
-}
-
-/// Epoch ticks that cover `deadline` (at least one whole tick more than it).
-pub fn deadline_ticks(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_micros().max(1);
-    u64::try_from(deadline.as_micros().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
 }

@@ -1,5 +1,5 @@
 //! Hot-swap test parse step, built in variants: `v1` (value = id), `v2` (value = id × 10),
-//! `trap` (panics on every record). Input `{"id": n}`; output tags the variant.
+//! `trap` (panics on every record), `sleep` (sleeps an hour in a WASI call on every record). Input `{"id": n}`; output tags the variant.
 
 use rivulet_sdk::{Error, RawRecord};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,10 @@ pub fn parse(rec: RawRecord) -> Result<Parsed, Error> {
     let factor = match VARIANT {
         "v2" => 10,
         "trap" => panic!("this variant traps on every record"),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            1
+        }
         _ => 1,
     };
     Ok(Parsed {
