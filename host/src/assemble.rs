@@ -134,11 +134,14 @@ impl Pipeline {
                     let state_version = stage.state_version()?;
                     status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
                     swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
-                    Aggregator::Wasm(Generations::new(
-                        Box::new(stage) as Box<dyn AggregateStage>,
-                        empty,
-                        state_version,
-                    ))
+                    Aggregator::Wasm(
+                        Generations::new(
+                            Box::new(stage) as Box<dyn AggregateStage>,
+                            empty,
+                            state_version,
+                        )
+                        .with_accumulator_cap(aggregate.limits.accumulator_bytes),
+                    )
                 }
                 None => Aggregator::Builtin(Builtins::new(aggregate.builtin.clone())),
             }),
