@@ -51,8 +51,7 @@ impl Failure {
     }
 
     fn into_error(self) -> UdfError {
-        self.source
-            .unwrap_or_else(|| UdfError::Runtime(self.message))
+        self.source.unwrap_or(UdfError::Runtime(self.message))
     }
 }
 

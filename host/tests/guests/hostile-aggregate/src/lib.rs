@@ -21,7 +21,7 @@ pub struct Acc {
 }
 
 #[derive(Serialize)]
-pub struct Result {
+pub struct Finished {
     pub key: String,
     pub count: u64,
     pub grown: usize,
@@ -33,7 +33,7 @@ pub struct Hostile;
 impl Aggregate for Hostile {
     type Input = Row;
     type Acc = Acc;
-    type Output = Result;
+    type Output = Finished;
 
     fn create() -> Acc {
         Acc::default()
@@ -53,7 +53,7 @@ impl Aggregate for Hostile {
         a
     }
 
-    fn finish(acc: Acc, window: &Window) -> Result {
+    fn finish(acc: Acc, window: &Window) -> Finished {
         let key = match &window.key {
             Scalar::Text(text) => text.clone(),
             other => format!("{other:?}"),
@@ -61,7 +61,7 @@ impl Aggregate for Hostile {
         if key == "poison" {
             panic!("hostile aggregate panics in finish on purpose");
         }
-        Result {
+        Finished {
             key,
             count: acc.count,
             grown: acc.pad.len(),
