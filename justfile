@@ -2,7 +2,7 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-udf_crates := "udf-parse-orders udf-parse-sales udf-high-value udf-order-summary udf-count-by-status udf-format-aggregate udf-avg-amount udf-sum-sales hostile-guest"
+udf_crates := "udf-parse-orders udf-parse-sales udf-high-value udf-order-summary udf-count-by-status udf-format-aggregate udf-avg-amount udf-sum-sales hostile-guest hostile-aggregate"
 
 # List the recipes.
 default:

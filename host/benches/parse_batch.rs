@@ -4,12 +4,15 @@
 //!   4096 records, against the same function compiled natively (ratio in the same run);
 //! * the same for the count-by-status aggregate's `add`;
 //! * compiled-module load time, cache miss vs hit; instance re-creation time;
+//! * the cost of isolating one poison record in a batch of 1,024, and the pipeline's
+//!   no-trap path (through `isolate::parse`) against calling the stage directly;
 //! * the size of every UDF component.
 //!
 //! Timings are medians of several rounds; the machine's other load shows up in them, the
 //! ratios much less.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
+use rivulet::stage::isolate;
 use rivulet::stage::wasm::{WasmAggregate, WasmParse};
 use rivulet::stage::{AggregateStage, ParseStage};
 use rivulet::udf::{Limits, ModuleCache, Runtime, UdfModule};
@@ -192,6 +195,8 @@ fn main() {
         median(samples).as_secs_f64() * 1e3
     );
 
+    isolation(&runtime, &dir, &module);
+
     println!("\ncomponent sizes");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("wasm dir")
@@ -208,4 +213,85 @@ fn main() {
             size as f64 / 1024.0
         );
     }
+}
+
+/// Median time of `f` over [`ROUNDS`] rounds (after one warm-up).
+fn timed(mut f: impl FnMut()) -> Duration {
+    f();
+    median(
+        (0..ROUNDS)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// What isolating a trap costs, and what the pipeline's call costs when nothing traps.
+fn isolation(runtime: &Runtime, dir: &std::path::Path, parse: &UdfModule) {
+    // The no-trap path: the pipeline calls `isolate::parse`, which calls the stage once.
+    let input = batches(16_384, 1024);
+    let mut stage = WasmParse::new(runtime, parse, "parse", Limits::default()).expect("stage");
+    let (mut direct, mut isolated, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    pass(&mut stage, &input);
+    for _ in 0..ROUNDS {
+        let a = pass(&mut stage, &input);
+        let started = Instant::now();
+        for batch in &input {
+            let out = isolate::parse(&mut stage, batch).expect("parse");
+            assert_eq!(out.rows.len, batch.len);
+        }
+        let b = started.elapsed();
+        ratios.push(b.as_secs_f64() / a.as_secs_f64());
+        direct.push(a);
+        isolated.push(b);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let per = |d: Duration| d.as_nanos() as f64 / 16_384.0;
+    println!(
+        "\nno-trap path, parse-orders in batches of 1024, per record: stage.parse {:.0} ns, isolate::parse {:.0} ns (ratio {:.3})",
+        per(median(direct)),
+        per(median(isolated)),
+        ratios[ratios.len() / 2]
+    );
+
+    // One poison record (a guest panic) in 1,024, against the same batch without it.
+    let hostile = UdfModule::load(runtime, &dir.join("hostile_guest.wasm"))
+        .unwrap_or_else(|err| panic!("{err} (run `just udfs` first)"));
+    let mut stage = WasmParse::new(runtime, &hostile, "hostile", Limits::default()).expect("stage");
+    let make = |poison: Option<usize>| {
+        let mut batch = RawBatch::new();
+        for i in 0..1024 {
+            let command = if Some(i) == poison {
+                "panic".to_owned()
+            } else {
+                format!("record-{i}")
+            };
+            batch.push(None, command.as_bytes(), 0, 0, i as i64, &[]);
+        }
+        batch
+    };
+    let (clean, poisoned) = (make(None), make(Some(700)));
+    let clean_time = timed(|| {
+        isolate::parse(&mut stage, &clean).expect("parse");
+    });
+    let calls_before = stage.sandbox().stats().calls;
+    let instances_before = stage.sandbox().stats().instantiations;
+    let poisoned_time = timed(|| {
+        let out = isolate::parse(&mut stage, &poisoned).expect("parse");
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.rows.len, 1023);
+    });
+    let rounds = (ROUNDS + 1) as u64;
+    let stats = stage.sandbox().stats();
+    println!(
+        "one poison record in 1024 (hostile guest): clean batch {:.2} ms, with the poison {:.2} ms ({:.1}x), {} calls and {} new instances per batch",
+        clean_time.as_secs_f64() * 1e3,
+        poisoned_time.as_secs_f64() * 1e3,
+        poisoned_time.as_secs_f64() / clean_time.as_secs_f64(),
+        (stats.calls - calls_before) / rounds,
+        (stats.instantiations - instances_before) / rounds,
+    );
 }

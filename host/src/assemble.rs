@@ -50,7 +50,12 @@ fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, Pipeline
 impl Pipeline {
     pub fn from_spec(spec: &PipelineSpec, options: &RunOptions) -> Result<Self, PipelineError> {
         // Stopping the job abandons any guest call in progress, whatever the guest does.
-        let runtime = &options.runtime.stopped_by(options.stop.clone());
+        // Guest calls in progress are abandoned when the job stops, unless the caller chose
+        // another flag for that (the demo drains its windows when its duration ends).
+        let runtime = &match options.runtime.stop_flag() {
+            Some(_) => options.runtime.clone(),
+            None => options.runtime.stopped_by(options.stop.clone()),
+        };
         let kafka = KafkaConfig {
             brokers: options
                 .brokers
@@ -136,11 +141,14 @@ impl Pipeline {
                     let state_version = stage.state_version()?;
                     status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
                     swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
-                    Aggregator::Wasm(Generations::new(
-                        Box::new(stage) as Box<dyn AggregateStage>,
-                        empty,
-                        state_version,
-                    ))
+                    Aggregator::Wasm(
+                        Generations::new(
+                            Box::new(stage) as Box<dyn AggregateStage>,
+                            empty,
+                            state_version,
+                        )
+                        .with_accumulator_cap(aggregate.limits.accumulator_bytes),
+                    )
                 }
                 None => Aggregator::Builtin(Builtins::new(aggregate.builtin.clone())),
             }),

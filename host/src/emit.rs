@@ -129,5 +129,5 @@ fn sample_then_format(
     if let Some(samples) = samples {
         samples.sample_rows(&format.name, rows);
     }
-    format.stage.format(rows)
+    crate::stage::isolate::format(&mut *format.stage, rows)
 }

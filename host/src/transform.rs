@@ -1,11 +1,12 @@
 //! The row-producing part of a job: parse raw records, then each map step in turn. Records
-//! a step rejects (or whose batch traps) go to the dead letters; the rest flow on with
-//! the index of the raw record each row came from.
+//! a step rejects go to the dead letters (when a batch traps, the records that cause it are
+//! isolated, see [`isolate`]); the rest flow on with the index of the raw record each row
+//! came from.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
 use crate::spec::OnError;
-use crate::stage::{MapStage, ParseStage};
+use crate::stage::{MapStage, ParseStage, isolate};
 use rivulet_rows::{Batch, RawBatch};
 use std::collections::BTreeMap;
 
@@ -47,7 +48,7 @@ impl Transform {
         }
         let stats = self.stats.entry(parse.name.clone()).or_default();
         stats.records_in += u64::from(raw.len);
-        let (mut rows, mut origins) = match parse.stage.parse(raw) {
+        let (mut rows, mut origins) = match isolate::parse(&mut *parse.stage, raw) {
             Ok(out) => {
                 for error in &out.errors {
                     dead.handle(
@@ -90,7 +91,7 @@ impl Transform {
             }
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);
-            match map.stage.map(&rows) {
+            match isolate::map(&mut *map.stage, &rows) {
                 Ok(out) => {
                     for error in &out.errors {
                         let index =

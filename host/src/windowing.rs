@@ -1,13 +1,14 @@
 //! A windowed job's middle: key each row, find its event (or processing) time, put it in
 //! its tumbling window's accumulator, and turn fired windows into result rows.
 
-use crate::aggregate::{Acc, Aggregator};
+use crate::aggregate::{Acc, AccBudget, Aggregator};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::PartitionState;
 use crate::error::PipelineError;
 use crate::kafka::source::now_millis;
 use crate::sink::Sink;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
+use crate::stage::isolate;
 use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
 use rivulet_sdk::time::{iso8601, parse_iso8601};
@@ -429,6 +430,7 @@ impl Windowing {
                         .or_insert(generations.current.id);
                     by_generation.entry(generation).or_default().push(i);
                 }
+                let cap = generations.accumulator_bytes;
                 for (generation_id, members) in by_generation {
                     let Some(generation) = generations.get_mut(generation_id) else {
                         continue;
@@ -462,7 +464,24 @@ impl Windowing {
                     if let Some(samples) = &self.samples {
                         samples.sample_rows(AGGREGATE, &subset);
                     }
-                    match generation.stage.add(accs, &subset, &groups) {
+                    // Refuse (per key) growth past the stage's accumulator cap.
+                    let mut keys = vec![(0, Scalar::Null); accs.len()];
+                    for ((start, key), (group, ..)) in &group_of {
+                        if let Some(slot) = keys.get_mut(*group as usize) {
+                            *slot = (*start, key.clone());
+                        }
+                    }
+                    let mut budget = AccBudget::of(cap, &mut self.windows);
+                    let mut admit = |group: u32, old: usize, new: usize| {
+                        budget.admit(old, new).map_err(|total| {
+                            let (start, key) = keys
+                                .get(group as usize)
+                                .cloned()
+                                .unwrap_or((0, Scalar::Null));
+                            budget.refusal(&key, start, new, total)
+                        })
+                    };
+                    match isolate::add(&mut *generation.stage, accs, &subset, &groups, &mut admit) {
                         Ok(out) => {
                             for ((start, key), (group, p, offset)) in group_of {
                                 if let Some(bytes) = out.accs.get(group as usize) {
@@ -600,10 +619,12 @@ impl Windowing {
                         })
                         .collect();
                     let outcome = match generations.get_mut(generation_id) {
-                        Some(generation) => match generation.stage.finish(windows) {
-                            Err(err) if err.is_stopped() => return Err(err.into()),
-                            outcome => outcome.map_err(|err| err.to_string()),
-                        },
+                        Some(generation) => {
+                            match isolate::finish(&mut *generation.stage, windows) {
+                                Err(err) if err.is_stopped() => return Err(err.into()),
+                                outcome => outcome.map_err(|err| err.to_string()),
+                            }
+                        }
                         None => Err(format!(
                             "aggregate module generation {generation_id} is gone"
                         )),

@@ -454,3 +454,184 @@ fn instance_limit_is_enforced_and_named() {
         "{err}"
     );
 }
+
+/// A hand-written component of the parse world whose `parse` runs `body` (a core function
+/// body with `$n`, the batch's record count, in a local) and returns no rows. `extra`
+/// declares more core items (memories, tables) beside memory 0.
+fn parse_component(extra: &str, body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    {extra}
+    (global $bump (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and
+        (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+        (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size 0) (i32.const 65536)))
+        (then (if (i32.eq (memory.grow 0 (i32.add (i32.const 1) (i32.shr_u (global.get $bump) (i32.const 16))))
+                          (i32.const -1))
+          (then unreachable))))
+      (local.get $p))
+    (func (export "post-return") (param i32)
+      (global.set $bump (i32.const 1024)))
+    ;; Returns a pointer to 28 zero bytes: a rows-out with no rows, origins or errors.
+    (func (export "parse") (param $arg i32) (result i32)
+      (local $n i32)
+      (local.set $n (i32.load (local.get $arg)))
+      {body}
+      (i32.const 16)))
+  (core instance $i (instantiate $m))
+  (type $packed' (record (field "data" (list u8)) (field "offsets" (list u32))))
+  (export $packed "packed" (type $packed'))
+  (type $header' (record (field "record" u32) (field "key" string) (field "value" (list u8))))
+  (export $header "header" (type $header'))
+  (type $raw-batch' (record
+    (field "len" u32) (field "keys" $packed) (field "key-nulls" (list u8))
+    (field "payloads" $packed) (field "timestamps" (list s64)) (field "partitions" (list s32))
+    (field "offsets" (list s64)) (field "headers" (list $header))))
+  (export $raw-batch "raw-batch" (type $raw-batch'))
+  (type $values' (variant
+    (case "boolean" (list bool)) (case "integer" (list s64)) (case "float" (list f64))
+    (case "text" $packed) (case "binary" $packed) (case "json" $packed)))
+  (export $values "values" (type $values'))
+  (type $column' (record (field "name" string) (field "nulls" (list u8)) (field "values" $values)))
+  (export $column "column" (type $column'))
+  (type $batch' (record (field "len" u32) (field "columns" (list $column))))
+  (export $batch "batch" (type $batch'))
+  (type $record-error' (record (field "index" u32) (field "message" string)))
+  (export $record-error "record-error" (type $record-error'))
+  (type $rows-out' (record
+    (field "rows" $batch) (field "origins" (list u32)) (field "errors" (list $record-error))))
+  (export $rows-out "rows-out" (type $rows-out'))
+  (func (export "parse") (param "input" $raw-batch) (result $rows-out)
+    (canon lift (core func $i "parse") (memory $i "memory")
+      (realloc (func $i "realloc")) (post-return (func $i "post-return")))))"#
+    );
+    wat::parse_str(text).expect("the test component is valid WAT")
+}
+
+fn wat_stage(bytes: &[u8], limits: Limits) -> WasmParse {
+    let runtime = runtime();
+    let module =
+        rivulet::udf::UdfModule::from_bytes(&runtime, std::path::Path::new("hostile.wat"), bytes)
+            .expect("module loads");
+    WasmParse::new(&runtime, &module, "hostile", limits).expect("stage starts")
+}
+
+/// 16 linear memories; `parse` grows each by one 64 KiB page per record, and traps if a
+/// growth is refused.
+fn many_memories() -> Vec<u8> {
+    let extra: String = (1..16).map(|i| format!("(memory $m{i} 0)\n")).collect();
+    let body: String = (0..16)
+        .map(|i| {
+            format!(
+                "(if (i32.eq (memory.grow {i} (local.get $n)) (i32.const -1)) (then unreachable))\n"
+            )
+        })
+        .collect();
+    parse_component(&extra, &body)
+}
+
+#[test]
+fn memory_limit_is_the_sum_over_all_memories() {
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let mut stage = wat_stage(&many_memories(), limits);
+    // 2 records: 16 memories of 128 KiB more each, 2 MiB in all: within the limit.
+    let out = stage.parse(&batch(&["a", "b"])).expect("within the limit");
+    assert_eq!(out.rows.len, 0);
+    // 32 records: each memory grows by 2 MiB (under 16 MiB on its own), 32 MiB together.
+    let records: Vec<String> = (0..32).map(|i| i.to_string()).collect();
+    let records: Vec<&str> = records.iter().map(String::as_str).collect();
+    let err = stage.parse(&batch(&records)).expect_err("over the limit");
+    // Held already: memory 0's first page and the first batch's 16 × 128 KiB; then the
+    // 7th growth of 2 MiB is the one refused.
+    assert_eq!(
+        err.limit(),
+        Some(LimitHit::Memory {
+            limit: 16 << 20,
+            requested: (64 << 10) + 16 * (128 << 10) + 7 * (2 << 20)
+        }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(
+            "memory limit of 16.0 MiB exceeded (the guest asked for 16.1 MiB over all its memories and tables)"
+        ),
+        "{err}"
+    );
+    // A fresh instance takes the next batch.
+    stage.parse(&batch(&["a"])).expect("recovers");
+    // With room for it, the same batch passes: the limit, not the guest, refused it.
+    let mut roomy = wat_stage(
+        &many_memories(),
+        Limits {
+            memory_bytes: 40 << 20,
+            ..Limits::default()
+        },
+    );
+    roomy
+        .parse(&batch(&records))
+        .expect("within a 40 MiB limit");
+}
+
+/// 15 tables of funcrefs; `parse` grows each by 65,536 elements per record, and traps if a
+/// growth is refused.
+fn large_tables() -> Vec<u8> {
+    let extra: String = (0..15)
+        .map(|i| format!("(table $t{i} 0 funcref)\n"))
+        .collect();
+    let body: String = (0..15)
+        .map(|i| {
+            format!(
+                "(if (i32.eq (table.grow $t{i} (ref.null func) (i32.mul (local.get $n) (i32.const 65536))) (i32.const -1)) (then unreachable))\n"
+            )
+        })
+        .collect();
+    parse_component(&extra, &body)
+}
+
+#[test]
+fn tables_count_toward_the_memory_limit_at_their_host_size() {
+    let element = rivulet::udf::limits::TABLE_ELEMENT_BYTES;
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let mut stage = wat_stage(&large_tables(), limits);
+    // 1 record: 15 tables of 65,536 elements, 7.5 MiB on the host: within the limit.
+    stage.parse(&batch(&["a"])).expect("within the limit");
+    // 4 more records (on a fresh instance after a trap, or on top): 262,144 elements per
+    // table, 2 MiB each, far under any per-table cap, but 15 of them are 30 MiB.
+    let err = stage
+        .parse(&batch(&["a", "b", "c", "d"]))
+        .expect_err("over the limit");
+    match err.limit() {
+        Some(LimitHit::Table {
+            limit,
+            requested,
+            elements,
+        }) => {
+            assert_eq!(limit, 16 << 20);
+            assert!(requested > limit, "{requested}");
+            // The first table to cross the line: its new size is 65,536 + 4 × 65,536
+            // elements on the first call's instance.
+            assert_eq!(elements, 5 * 65536, "{err}");
+            assert_eq!(element, 8);
+        }
+        other => panic!("expected the table limit, got {other:?} ({err})"),
+    }
+    assert!(
+        err.to_string().contains(
+            "memory limit of 16.0 MiB exceeded by a table of 327680 elements (8 B each on the host"
+        ),
+        "{err}"
+    );
+    stage.parse(&batch(&["a"])).expect("recovers");
+}

@@ -36,6 +36,8 @@ pub struct Generation {
 pub struct Generations {
     pub current: Generation,
     pub retiring: Vec<Generation>,
+    /// Cap on the accumulator bytes the host keeps for the stage (all generations).
+    pub accumulator_bytes: usize,
 }
 
 impl Generations {
@@ -48,7 +50,14 @@ impl Generations {
                 state_version,
             },
             retiring: Vec::new(),
+            accumulator_bytes: crate::udf::Limits::default().accumulator_bytes,
         }
+    }
+
+    /// The same, with the stage's cap on host-held accumulator bytes.
+    pub fn with_accumulator_cap(mut self, bytes: usize) -> Self {
+        self.accumulator_bytes = bytes;
+        self
     }
 
     pub fn get_mut(&mut self, id: u32) -> Option<&mut Generation> {
@@ -98,8 +107,97 @@ impl Generations {
     }
 }
 
+/// The accumulator bytes a stage keeps, against its cap: an accumulator may grow only if
+/// the stage's total stays within it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccBudget {
+    pub cap: usize,
+    pub held: usize,
+}
+
+impl AccBudget {
+    /// Bytes held by every Wasm accumulator in `windows`.
+    pub fn of(cap: usize, windows: &mut crate::window::TumblingWindows<Acc>) -> Self {
+        let mut held = 0usize;
+        windows.for_each_mut(|_, _, acc| {
+            if let Acc::Bytes { bytes, .. } = acc {
+                held = held.saturating_add(bytes.len());
+            }
+        });
+        AccBudget { cap, held }
+    }
+
+    /// Lets an accumulator go from `old` to `new` bytes if the total stays within the cap;
+    /// else returns the total it would have made.
+    pub fn admit(&mut self, old: usize, new: usize) -> Result<(), usize> {
+        let total = self.held.saturating_sub(old).saturating_add(new);
+        if new > old && total > self.cap {
+            return Err(total);
+        }
+        self.held = total;
+        Ok(())
+    }
+
+    /// Why the row(s) adding to `key`'s accumulator in the window starting at `start` were
+    /// refused.
+    pub fn refusal(
+        &self,
+        key: &rivulet_rows::Scalar,
+        start: i64,
+        new: usize,
+        total: usize,
+    ) -> String {
+        use crate::udf::limits::human_bytes;
+        format!(
+            "accumulator limit of {} exceeded: the accumulator of key {} in the window starting {} would grow to {}, taking the stage's accumulators to {}; the record is not added and the window keeps its previous accumulator",
+            human_bytes(self.cap),
+            key.to_json(),
+            rivulet_sdk::time::iso8601(start),
+            human_bytes(new),
+            human_bytes(total)
+        )
+    }
+}
+
 /// A job's aggregate.
 pub enum Aggregator {
     Builtin(Builtins),
     Wasm(Generations),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_refuses_growth_past_the_cap_and_allows_shrinking() {
+        let mut budget = AccBudget { cap: 100, held: 60 };
+        assert_eq!(budget.admit(10, 40), Ok(()));
+        assert_eq!(budget.held, 90);
+        assert_eq!(budget.admit(40, 51), Err(101));
+        assert_eq!(budget.held, 90, "a refusal changes nothing");
+        assert_eq!(budget.admit(40, 50), Ok(()));
+        assert_eq!(budget.held, 100);
+        budget.cap = 10;
+        assert_eq!(budget.admit(50, 20), Ok(()), "shrinking is always allowed");
+        assert_eq!(budget.held, 70);
+    }
+
+    #[test]
+    fn refusal_names_the_key_the_window_and_the_cap() {
+        let budget = AccBudget {
+            cap: 4 << 20,
+            held: 0,
+        };
+        let message = budget.refusal(
+            &rivulet_rows::Scalar::Text("big".into()),
+            1_716_467_700_000,
+            5 << 20,
+            6 << 20,
+        );
+        assert_eq!(
+            message,
+            "accumulator limit of 4.0 MiB exceeded: the accumulator of key \"big\" in the window starting 2024-05-23T12:35:00Z would grow to 5.0 MiB, taking the stage's accumulators to 6.0 MiB; the record is not added and the window keeps its previous accumulator"
+        );
+    }
 }

@@ -124,10 +124,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Ctrl-C, SIGTERM or the end of `--duration` stop the seeder; the job then reads what
     // was seeded, fires its open windows (as the end of a bounded input does) and stops; the
     // printer prints every result, then stops. So no seeded order is left uncounted.
-    let seeding = stop_on_signals()?;
+    let signalled = stop_on_signals()?;
+    // Seeding stops on a signal or at the end of `--duration`; only a signal abandons guest
+    // calls in progress (the duration's end lets the job fire its last windows).
+    let seeding = Arc::new(AtomicBool::new(false));
+    {
+        let (signalled, seeding) = (signalled.clone(), seeding.clone());
+        std::thread::spawn(move || {
+            while !signalled.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seeding.store(true, Ordering::Relaxed);
+        });
+    }
     let job_stop = Arc::new(AtomicBool::new(false));
     let printer_stop = Arc::new(AtomicBool::new(false));
-    let runtime = Runtime::new(ModuleCache::default_location())?;
+    let runtime = Runtime::new(ModuleCache::default_location())?.stopped_by(signalled.clone());
     let options = |stop: &Arc<AtomicBool>| RunOptions {
         brokers: Some(brokers.clone()),
         runtime: runtime.clone(),

@@ -3,8 +3,9 @@
 //!
 //! Every call takes a whole batch and returns per-record results: rows (with the input
 //! each came from) and per-record errors. A call that fails as a whole (a trap, a limit)
-//! returns `Err`; the caller sends the batch's records down the error path.
+//! returns `Err`; the pipeline then isolates the records that cause it ([`isolate`]).
 
+pub mod isolate;
 pub mod json;
 pub mod wasm;
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Linear memory of the component, all memories together, in bytes.
+    /// Memory of the component in bytes: the sum over all its linear memories and its
+    /// tables (each table element counted at its host size, [`TABLE_ELEMENT_BYTES`]).
     pub memory_bytes: usize,
     /// Wall-clock time one call (one batch) may take before it is abandoned: running guest
     /// code and waiting inside WASI host calls (sleep, `poll`, `block`) alike.
@@ -18,6 +19,9 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Core instances the component may create (a Rust component needs a handful).
     pub instances: usize,
+    /// Aggregates: accumulator bytes the host may keep for the stage, all open windows and
+    /// keys together. An `add` that would take the total past it is refused for that key.
+    pub accumulator_bytes: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +31,7 @@ impl Default for Limits {
             cpu_per_batch: Duration::from_millis(200),
             output_bytes: 16 << 20,
             instances: 16,
+            accumulator_bytes: 64 << 20,
         }
     }
 }
@@ -43,8 +48,16 @@ mod duration_ms {
 /// The limit a call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitHit {
-    /// Linear memory would have grown past the cap.
+    /// The component's memories and tables together would have grown past the cap;
+    /// `requested` is that total.
     Memory { limit: usize, requested: usize },
+    /// A table would have grown to `elements`, taking memories and tables together to
+    /// `requested` bytes, past the cap.
+    Table {
+        limit: usize,
+        requested: usize,
+        elements: usize,
+    },
     /// The call ran (or waited in a host call) past its deadline and was abandoned.
     Deadline { limit: Duration },
     /// The call returned more bytes than allowed.
@@ -60,7 +73,17 @@ impl std::fmt::Display for LimitHit {
         match self {
             LimitHit::Memory { limit, requested } => write!(
                 f,
-                "memory limit of {} exceeded (the guest asked for {})",
+                "memory limit of {} exceeded (the guest asked for {} over all its memories and tables)",
+                human_bytes(*limit),
+                human_bytes(*requested)
+            ),
+            LimitHit::Table {
+                limit,
+                requested,
+                elements,
+            } => write!(
+                f,
+                "memory limit of {} exceeded by a table of {elements} elements ({TABLE_ELEMENT_BYTES} B each on the host; the guest asked for {} over all its memories and tables)",
                 human_bytes(*limit),
                 human_bytes(*requested)
             ),
@@ -101,50 +124,114 @@ pub fn human_bytes(bytes: usize) -> String {
     }
 }
 
+/// Host bytes one table element takes (wasmtime stores a pointer per element).
+pub const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
 /// Enforces [`Limits`] inside one store and remembers which limit was hit, so a trap can be
 /// reported as the limit that caused it.
+///
+/// The memory cap covers the whole store: every linear memory and every table (at
+/// [`TABLE_ELEMENT_BYTES`] per element) of every core instance, summed. Memories and tables
+/// only grow and are freed with the store, so the sum of granted growths is what is in use.
 #[derive(Debug)]
 pub struct Limiter {
     limits: Limits,
     hit: Option<LimitHit>,
+    /// Bytes of memories and tables granted so far.
+    used: usize,
+    /// The last growth granted, taken back if wasmtime then fails it.
+    pending: usize,
 }
 
 impl Limiter {
     pub fn new(limits: Limits) -> Self {
-        Limiter { limits, hit: None }
+        Limiter {
+            limits,
+            hit: None,
+            used: 0,
+            pending: 0,
+        }
     }
 
     /// The limit hit since the last call to this method, if any.
     pub fn take_hit(&mut self) -> Option<LimitHit> {
+        self.pending = 0;
         self.hit.take()
+    }
+
+    /// Bytes of memories and tables in use.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Grants `current -> desired` bytes if the total stays within the cap; else records
+    /// the hit `refused(total)` describes.
+    fn grow(
+        &mut self,
+        current: usize,
+        desired: usize,
+        refused: impl FnOnce(usize, usize) -> LimitHit,
+    ) -> bool {
+        let delta = desired.saturating_sub(current);
+        let total = self.used.saturating_add(delta);
+        if total > self.limits.memory_bytes {
+            self.hit = Some(refused(self.limits.memory_bytes, total));
+            self.pending = 0;
+            return false;
+        }
+        self.used = total;
+        self.pending = delta;
+        true
+    }
+
+    fn growth_failed(&mut self) {
+        self.used = self.used.saturating_sub(std::mem::take(&mut self.pending));
     }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory_bytes {
-            self.hit = Some(LimitHit::Memory {
-                limit: self.limits.memory_bytes,
-                requested: desired,
-            });
-            // Refuse the growth; Rust guests abort on allocation failure, which traps.
-            return Ok(false);
-        }
-        Ok(true)
+        // A refusal makes `memory.grow` return -1; Rust guests abort on allocation
+        // failure, which traps.
+        Ok(
+            self.grow(current, desired, |limit, requested| LimitHit::Memory {
+                limit,
+                requested,
+            }),
+        )
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.growth_failed();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(
+            self.grow(bytes(current), bytes(desired), |limit, requested| {
+                LimitHit::Table {
+                    limit,
+                    requested,
+                    elements: desired,
+                }
+            }),
+        )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.growth_failed();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -177,14 +264,62 @@ mod tests {
             limiter.memory_growing(0, 2 << 20, None),
             Ok(false)
         ));
+        // A second memory of 2 MiB: the store would hold 2.5 MiB.
         assert_eq!(
             limiter.take_hit(),
             Some(LimitHit::Memory {
                 limit: 1 << 20,
-                requested: 2 << 20
+                requested: (1 << 19) + (2 << 20)
             })
         );
         assert_eq!(limiter.take_hit(), None);
+    }
+
+    #[test]
+    fn memories_and_tables_count_together_against_one_cap() {
+        let mut limiter = Limiter::new(Limits {
+            memory_bytes: 4 << 20,
+            ..Limits::default()
+        });
+        // Three memories of 1 MiB each: every one is under the cap, together 3 MiB.
+        for _ in 0..3 {
+            assert!(matches!(limiter.memory_growing(0, 1 << 20, None), Ok(true)));
+        }
+        assert_eq!(limiter.used(), 3 << 20);
+        // A fourth memory's second MiB would make 5 MiB.
+        assert!(matches!(limiter.memory_growing(0, 1 << 20, None), Ok(true)));
+        assert!(matches!(
+            limiter.memory_growing(1 << 20, 2 << 20, None),
+            Ok(false)
+        ));
+        assert_eq!(
+            limiter.take_hit(),
+            Some(LimitHit::Memory {
+                limit: 4 << 20,
+                requested: 5 << 20
+            })
+        );
+        // 4 MiB are in use: a table of 1 element is one pointer too many.
+        assert!(matches!(limiter.table_growing(0, 1, None), Ok(false)));
+        assert_eq!(
+            limiter.take_hit(),
+            Some(LimitHit::Table {
+                limit: 4 << 20,
+                requested: (4 << 20) + TABLE_ELEMENT_BYTES,
+                elements: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_growth_that_fails_after_it_was_granted_is_given_back() {
+        let mut limiter = Limiter::new(Limits::default());
+        assert!(matches!(limiter.table_growing(10, 1010, None), Ok(true)));
+        assert_eq!(limiter.used(), 1000 * TABLE_ELEMENT_BYTES);
+        limiter
+            .table_grow_failed(wasmtime::format_err!("past the table's maximum"))
+            .unwrap();
+        assert_eq!(limiter.used(), 0);
     }
 
     #[test]
@@ -194,6 +329,7 @@ mod tests {
         assert_eq!(limits.memory_bytes, 1 << 20);
         assert_eq!(limits.cpu_per_batch, Duration::from_millis(50));
         assert_eq!(limits.output_bytes, Limits::default().output_bytes);
+        assert_eq!(limits.accumulator_bytes, 64 << 20);
     }
 
     #[test]
