@@ -13,7 +13,7 @@ setup:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 # Build every UDF (and the tests' guests) as wasm32-wasip2 components.
-udfs: setup swap-guests
+udfs: setup swap-guests breach-guests
     cargo build --profile wasm --target wasm32-wasip2 {{ prepend("-p ", udf_crates) }}
     @ls -l target/wasm32-wasip2/wasm/*.wasm | awk '{ printf "  %-48s %8d bytes\n", $9, $5 }'
 
@@ -27,6 +27,17 @@ swap-guests: setup
         crate=${spec%%:*}; variant=${spec##*:}; file=${crate//-/_}
         RIVULET_SWAP_VARIANT=$variant cargo build -q --profile wasm --target wasm32-wasip2 -p "$crate"
         cp "target/wasm32-wasip2/wasm/$file.wasm" "target/wasm32-wasip2/wasm/${file}_$variant.wasm"
+    done
+
+breach_guests := "parse map aggregate format"
+
+# The contract tests' components (raw WIT, no SDK): one build per world, as breach_guest_<world>.wasm.
+breach-guests: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for world in {{ breach_guests }}; do
+        cargo build -q --profile wasm --target wasm32-wasip2 -p breach-guest --features "$world"
+        cp target/wasm32-wasip2/wasm/breach_guest.wasm "target/wasm32-wasip2/wasm/breach_guest_$world.wasm"
     done
 
 # Build one UDF (e.g. `just udf parse-orders`).

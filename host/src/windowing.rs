@@ -382,6 +382,7 @@ impl Windowing {
                         }
                         Err(err) => {
                             let error = err.to_string();
+                            tracing::warn!(stage = AGGREGATE, rows = rows_of_call.len(), "{error}");
                             for &row in &rows_of_call {
                                 dead.handle(
                                     self.policy,
@@ -533,6 +534,7 @@ impl Windowing {
                             results.parts.push((out.rows, holds));
                         }
                         Err(error) => {
+                            tracing::warn!(stage = AGGREGATE, windows = holds.len(), "{error}");
                             for (payload, held) in described.iter().zip(&holds) {
                                 dead.handle(
                                     self.policy,

@@ -20,6 +20,10 @@ pub const MAX_ORDER_BYTES: usize = 64 * 1024;
 /// A well-formed order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order<'a> {
+    /// An optional coupon code; newer producers add it, older orders have none (then the
+    /// field is left out of the row, and the column is null for that order).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub customer: Cow<'a, str>,
     #[serde(borrow)]
@@ -39,6 +43,8 @@ pub struct Order<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
+    #[serde(borrow, default)]
+    coupon: Option<Cow<'a, str>>,
     #[serde(borrow)]
     customer: Cow<'a, str>,
     #[serde(borrow)]
@@ -92,6 +98,7 @@ pub fn parse(rec: RawRecord<'_>) -> Result<Order<'_>, Error> {
         )));
     }
     Ok(Order {
+        coupon: wire.coupon,
         customer: wire.customer,
         status: wire.status,
         region: wire.region,
