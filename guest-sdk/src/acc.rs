@@ -517,7 +517,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Floats<A> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
     use std::collections::BTreeMap;
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -595,7 +595,10 @@ mod tests {
     #[test]
     fn other_text_where_a_float_is_expected_is_a_type_error() {
         let err = decode::<f64>(br#""nan""#).unwrap_err().to_string();
-        assert!(err.starts_with("invalid type: string \"nan\", expected f64"), "{err}");
+        assert!(
+            err.starts_with("invalid type: string \"nan\", expected f64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -637,7 +640,9 @@ mod tests {
 
     #[test]
     fn an_accumulator_that_overflows_to_infinity_then_nan_keeps_counting() {
-        use crate::__private::{aggregate_add, aggregate_create, aggregate_finish, aggregate_merge};
+        use crate::__private::{
+            aggregate_add, aggregate_create, aggregate_finish, aggregate_merge,
+        };
         let empty = aggregate_create::<Product>();
         let out = aggregate_add::<Product>(vec![empty.clone()], &rows(&[1e308, 1e308]), &[0, 0]);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
@@ -654,7 +659,10 @@ mod tests {
             window_end: 10,
             acc,
         };
-        let finished = aggregate_finish::<Product>(vec![window(out.accs[0].clone()), window(merged[0].clone())]);
+        let finished = aggregate_finish::<Product>(vec![
+            window(out.accs[0].clone()),
+            window(merged[0].clone()),
+        ]);
         assert!(finished.errors.is_empty(), "{:?}", finished.errors);
         let values = finished.rows.column("value").unwrap();
         assert!(values.f64_at(0).unwrap().is_nan());
@@ -670,11 +678,29 @@ mod tests {
             window_end: 10,
             acc: acc.to_vec(),
         };
-        let out = aggregate_finish::<Product>(vec![window(b"{broken"), window(br#"{"a":1}"#), window(b"null")]);
+        let out = aggregate_finish::<Product>(vec![
+            window(b"]broken"),
+            window(br#"{"a":1}"#),
+            window(b"null"),
+        ]);
         let messages: Vec<&str> = out.errors.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(messages.len(), 3);
-        assert!(messages[0].starts_with("accumulator is not valid JSON (7 bytes): "), "{}", messages[0]);
-        assert!(messages[1].starts_with("accumulator does not fit `f64`: invalid type: map, expected f64"), "{}", messages[1]);
-        assert!(messages[2].starts_with("accumulator does not fit `f64`: null where a float is expected"), "{}", messages[2]);
+        assert!(
+            messages[0].starts_with("accumulator is not valid JSON (7 bytes): "),
+            "{}",
+            messages[0]
+        );
+        assert!(
+            messages[1]
+                .starts_with("accumulator does not fit `f64`: invalid type: map, expected f64"),
+            "{}",
+            messages[1]
+        );
+        assert!(
+            messages[2]
+                .starts_with("accumulator does not fit `f64`: null where a float is expected"),
+            "{}",
+            messages[2]
+        );
     }
 }

@@ -395,6 +395,29 @@ pub mod __private {
             }
         }
 
+        pub fn error(&mut self, index: u32, err: &dyn Display) {
+            self.errors.push(RecordError {
+                index,
+                message: err.to_string(),
+            });
+        }
+
+        pub fn input_error(&mut self, index: u32, err: &RowError) {
+            self.errors.push(RecordError {
+                index,
+                message: format!("input row does not fit the step's type: {err}"),
+            });
+        }
+
+        pub fn finish(self) -> RowsOut {
+            RowsOut {
+                rows: self.rows.finish(),
+                origins: self.origins,
+                errors: self.errors,
+            }
+        }
+    }
+
     /// Collects a format step's output: exactly one payload slot per input row.
     pub struct EncodedBuilder {
         payloads: Packed,
@@ -476,7 +499,10 @@ pub mod __private {
                 serde_json::error::Category::Data => {
                     format!("accumulator does not fit `{ty}`: {err}")
                 }
-                _ => format!("accumulator is not valid JSON ({} bytes): {err}", bytes.len()),
+                _ => format!(
+                    "accumulator is not valid JSON ({} bytes): {err}",
+                    bytes.len()
+                ),
             }
         })
     }

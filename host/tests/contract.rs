@@ -7,7 +7,8 @@
 mod common;
 
 use common::{limits, load, runtime};
-use rivulet::pipeline::{Pipeline, RunOptions};
+use rivulet::assemble::RunOptions;
+use rivulet::pipeline::Pipeline;
 use rivulet::spec::PipelineSpec;
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
@@ -349,8 +350,10 @@ fn a_job_dead_letters_each_record_of_a_breaching_parse_call_once_and_keeps_going
 
 #[test]
 fn a_job_dead_letters_a_map_call_that_returns_a_row_and_an_error_for_one_record_once() {
-    let input = ["a1", "a2", "a3", "row-and-error", "c1", "c2"];
-    let stages = stage_toml("echo", "parse", "breach_guest_parse")
+    let commands = ["a1", "a2", "a3", "row-and-error", "c1", "c2"];
+    let lines = echoed(&commands);
+    let input: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let stages = "[[stages]]\nname = \"json\"\nkind = \"parse\"\nbuiltin = \"json\"\n".to_owned()
         + &stage_toml("breach", "map", "breach_guest_map");
     let (out, dlq) = run_job(&stages, &input, 2);
     assert_eq!(out, echoed(&["a1", "a2", "c1", "c2"]));
@@ -358,13 +361,8 @@ fn a_job_dead_letters_a_map_call_that_returns_a_row_and_an_error_for_one_record_
     assert_eq!(
         letters(&dlq),
         [
-            ("breach".to_owned(), 2, "a3".to_owned(), reason.to_owned()),
-            (
-                "breach".to_owned(),
-                3,
-                "row-and-error".to_owned(),
-                reason.to_owned()
-            ),
+            ("breach".to_owned(), 2, lines[2].clone(), reason.to_owned()),
+            ("breach".to_owned(), 3, lines[3].clone(), reason.to_owned()),
         ]
     );
 }
