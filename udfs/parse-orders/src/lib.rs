@@ -132,6 +132,16 @@ mod tests {
     }
 
     #[test]
+    fn keeps_an_optional_coupon_and_leaves_it_out_when_absent() {
+        let with = parse(record(br#"{"coupon":"SPRING","customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
+        assert_eq!(with.coupon.as_deref(), Some("SPRING"));
+        let without = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
+        assert_eq!(without.coupon, None);
+        let row = serde_json::to_value(&without).unwrap();
+        assert!(row.get("coupon").is_none(), "{row}");
+    }
+
+    #[test]
     fn derives_millis_from_ts_when_absent() {
         let order = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
         assert_eq!(order.ts_millis, 1000);
