@@ -13,7 +13,7 @@ setup:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 # Build every UDF (and the tests' guests) as wasm32-wasip2 components.
-udfs: setup swap-guests hostile-guests
+udfs: setup swap-guests hostile-guests breach-guests
     cargo build --profile wasm --target wasm32-wasip2 {{ prepend("-p ", udf_crates) }}
     @ls -l target/wasm32-wasip2/wasm/*.wasm | awk '{ printf "  %-48s %8d bytes\n", $9, $5 }'
 
@@ -37,6 +37,17 @@ hostile-guests: setup
     for world in map aggregate format; do
         cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest --features "$world"
         cp target/wasm32-wasip2/wasm/hostile_guest.wasm "target/wasm32-wasip2/wasm/hostile_guest_$world.wasm"
+    done
+
+breach_guests := "parse map aggregate format"
+
+# The contract tests' components (raw WIT, no SDK): one build per world, as breach_guest_<world>.wasm.
+breach-guests: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for world in {{ breach_guests }}; do
+        cargo build -q --profile wasm --target wasm32-wasip2 -p breach-guest --features "$world"
+        cp target/wasm32-wasip2/wasm/breach_guest.wasm "target/wasm32-wasip2/wasm/breach_guest_$world.wasm"
     done
 
 # Build one UDF (e.g. `just udf parse-orders`).

@@ -41,6 +41,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
+mod acc;
 pub mod time;
 
 pub use rivulet_rows::{RawRecord, Scalar};
@@ -226,7 +227,8 @@ impl Window {
 
 /// An aggregate over one key's rows in one window.
 ///
-/// The host keeps the accumulator (as bytes: `Acc` serialized as JSON) between calls, so the
+/// The host keeps the accumulator (as bytes: `Acc` serialized as JSON, NaN and ±infinity as
+/// the strings `"NaN"`, `"Infinity"` and `"-Infinity"`) between calls, so the
 /// component holds no state and can be restarted or swapped at any batch boundary. Change
 /// [`Aggregate::STATE_VERSION`] whenever `Acc`'s shape changes: the host then lets windows
 /// opened with the old module finish with it.
@@ -357,12 +359,16 @@ pub mod __private {
         (0u32..).zip(iter)
     }
 
-    /// Collects a parse or map step's output.
+    /// Collects a parse or map step's output. A record either has rows or one error: if one
+    /// of a record's rows cannot be stored, its rows so far are taken back, the error is
+    /// kept, and its later rows are ignored.
     #[derive(Default)]
     pub struct RowsOutBuilder {
         rows: BatchBuilder,
         origins: Vec<u32>,
         errors: Vec<RecordError>,
+        /// The record whose row could not be stored.
+        failed: Option<u32>,
     }
 
     impl RowsOutBuilder {
@@ -371,12 +377,21 @@ pub mod __private {
         }
 
         pub fn push<T: serde::Serialize + ?Sized>(&mut self, index: u32, row: &T) {
+            if self.failed == Some(index) {
+                return;
+            }
             match self.rows.push(row) {
                 Ok(()) => self.origins.push(index),
-                Err(err) => self.errors.push(RecordError {
-                    index,
-                    message: format!("output row cannot be stored: {err}"),
-                }),
+                Err(err) => {
+                    let kept = self.origins.partition_point(|&o| o < index);
+                    self.origins.truncate(kept);
+                    self.rows.truncate(kept);
+                    self.failed = Some(index);
+                    self.errors.push(RecordError {
+                        index,
+                        message: format!("output row cannot be stored: {err}"),
+                    });
+                }
             }
         }
 
@@ -472,14 +487,23 @@ pub mod __private {
     }
 
     fn encode_acc<A: Aggregate>(acc: &A::Acc) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(acc).map_err(|err| format!("accumulator cannot be encoded: {err}"))
+        crate::acc::encode(acc).map_err(|err| format!("accumulator cannot be encoded: {err}"))
     }
 
+    /// The accumulator in `bytes`; the error says whether the bytes are not JSON at all or
+    /// do not fit the accumulator type, and where.
     fn decode_acc<A: Aggregate>(bytes: &[u8]) -> Result<A::Acc, String> {
-        serde_json::from_slice(bytes).map_err(|err| {
-            format!(
-                "accumulator cannot be decoded (was it written by another state version?): {err}"
-            )
+        crate::acc::decode(bytes).map_err(|err| {
+            let ty = std::any::type_name::<A::Acc>();
+            match err.classify() {
+                serde_json::error::Category::Data => {
+                    format!("accumulator does not fit `{ty}`: {err}")
+                }
+                _ => format!(
+                    "accumulator is not valid JSON ({} bytes): {err}",
+                    bytes.len()
+                ),
+            }
         })
     }
 

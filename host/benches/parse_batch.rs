@@ -110,6 +110,7 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 256, 4096]);
+    let mut wasm_per_record = Vec::new();
     for size in sizes {
         let input = batches(16_384, size);
         let mut wasm =
@@ -117,6 +118,30 @@ fn main() {
         let mut native = native::parse_orders();
         let (w, n, ratio) = compare(&mut wasm, &mut native, &input);
         println!("{size:>8} {w:>12.0} {n:>12.0} {ratio:>12.2}");
+        wasm_per_record.push((size, w));
+    }
+
+    // The contract check's share of a Wasm call: the same outputs checked again, alone.
+    let mut wasm = WasmParse::new(&runtime, &module, "parse", Limits::default()).expect("stage");
+    println!("\ncontract check of parse-orders output (part of each Wasm call above)");
+    for (size, w) in wasm_per_record {
+        let outs: Vec<(rivulet_rows::RowsOut, u32)> = batches(16_384, size)
+            .iter()
+            .map(|b| (wasm.parse(b).expect("parse"), b.len))
+            .collect();
+        let run = || {
+            let started = Instant::now();
+            for (out, len) in &outs {
+                out.check(*len).expect("valid output");
+            }
+            started.elapsed()
+        };
+        run();
+        let c = median((0..ROUNDS).map(|_| run()).collect()).as_nanos() as f64 / 16_384.0;
+        println!(
+            "{size:>8} {c:>8.1} ns per record ({:.2} % of the Wasm call)",
+            c / w * 100.0
+        );
     }
 
     // The aggregate's add over parsed rows, 5 groups per batch.

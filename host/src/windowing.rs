@@ -505,6 +505,7 @@ impl Windowing {
                         Err(err) if err.is_stopped() => return Err(err.into()),
                         Err(err) => {
                             let error = err.to_string();
+                            tracing::warn!(stage = AGGREGATE, rows = rows_of_call.len(), "{error}");
                             for &row in &rows_of_call {
                                 dead.handle(
                                     self.policy,
@@ -647,6 +648,7 @@ impl Windowing {
                             results.parts.push(out.rows);
                         }
                         Err(error) => {
+                            tracing::warn!(stage = AGGREGATE, windows = described.len(), "{error}");
                             for payload in &described {
                                 dead.handle(
                                     self.policy,

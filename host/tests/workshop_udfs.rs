@@ -321,7 +321,8 @@ fn count_by_status_merges_partial_counts() {
         .merge(vec![(b"2".to_vec(), b"not a count".to_vec())])
         .expect_err("bad state");
     assert!(
-        err.to_string().contains("accumulator cannot be decoded"),
+        err.to_string()
+            .contains("merge failed: accumulator is not valid JSON (11 bytes): "),
         "{err}"
     );
 }

@@ -7,6 +7,9 @@
 //! * [`BatchBuilder`] appends any `Serialize` value (usually a struct) as a row.
 //! * [`Batch::rows`] / [`Batch::row`] read rows back into any `Deserialize` type, borrowing text.
 //! * [`RawBatch`] holds undecoded records (key, payload, headers) as they come from a source.
+//! * [`Batch::check`], [`RowsOut::check`], [`Encoded::check`], [`AddOut::check`]: the
+//!   contract's layout rules, which a component's output must pass ([`Breach`] says how it
+//!   failed).
 //!
 //! ```
 //! use rivulet_rows::BatchBuilder;
@@ -32,6 +35,9 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod check;
+#[cfg(test)]
+mod check_tests;
 mod contract;
 mod de;
 mod raw;
@@ -41,6 +47,7 @@ mod ser;
 mod tests;
 
 pub use batch::{Batch, Column, Packed, Values};
+pub use check::Breach;
 pub use contract::{AddOut, Encoded, RecordError, RowsOut, WindowAcc};
 pub use raw::{Header, RawBatch, RawRecord};
 pub use scalar::Scalar;

@@ -50,6 +50,8 @@ pub struct BatchBuilder {
     len: u32,
     columns: Vec<Column>,
     index: HashMap<String, usize>,
+    /// For each column, the row at which it appeared (so columns are in order of birth).
+    born: Vec<u32>,
     /// Column of the n-th field of the previous row, tried before `index`.
     hints: Vec<usize>,
     /// Number of fields written in the current row.
@@ -137,12 +139,40 @@ impl BatchBuilder {
         }
     }
 
+    /// Drops every row from `len` on, and the columns that appeared in those rows, so the
+    /// batch is as it was after `len` rows (a column promoted from integers to floats by a
+    /// dropped row stays float). Does nothing if `len` is not less than [`len`](Self::len).
+    ///
+    /// ```
+    /// use rivulet_rows::BatchBuilder;
+    /// use serde_json::json;
+    ///
+    /// let mut builder = BatchBuilder::new();
+    /// builder.push(&json!({ "a": 1 }))?;
+    /// builder.push(&json!({ "a": 2, "b": "x" }))?;
+    /// builder.truncate(1);
+    /// let batch = builder.finish();
+    /// assert_eq!(batch.len, 1);
+    /// assert!(batch.column("b").is_none());
+    /// # Ok::<(), rivulet_rows::RowError>(())
+    /// ```
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len as usize {
+            return;
+        }
+        self.len = len as u32;
+        self.undo.clear();
+        let keep = self.born.partition_point(|&b| (b as usize) < len);
+        self.rollback(keep);
+    }
+
     fn rollback(&mut self, columns: usize) {
         for (i, values) in self.undo.drain(..) {
             if let Some(c) = self.columns.get_mut(i) {
                 c.values = values;
             }
         }
+        self.born.truncate(columns);
         for c in self.columns.drain(columns..) {
             self.index.remove(&c.name);
         }
@@ -180,6 +210,7 @@ impl BatchBuilder {
                 col.push_nulls(n);
                 self.index.insert(name.to_owned(), self.columns.len());
                 self.columns.push(col);
+                self.born.push(self.len);
                 self.columns.len() - 1
             }
         };

@@ -106,6 +106,8 @@ pub fn run(command: UdfCommand) -> anyhow::Result<ExitCode> {
 
 fn inspect(runtime: &Runtime, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let module = UdfModule::load(runtime, path)?;
+    // The same check every stage makes before it starts: imports and export types.
+    rivulet::udf::instance::type_check(runtime, &module)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "module   {}", path.display())?;
     writeln!(

@@ -1,13 +1,15 @@
-//! Stages backed by sandboxed components. Inputs are copied into the guest; outputs are
-//! checked against the contract before anyone downstream sees them.
+//! Stages backed by sandboxed components. Inputs are copied into the guest; every world's
+//! outputs pass the contract check of `rivulet_rows` ([`Batch::check`], [`RowsOut::check`],
+//! [`RowsOut::check_finish`], [`Encoded::check`], [`AddOut::check`]) before anyone downstream
+//! sees them.
 
 use super::{AggregateStage, FormatStage, MapStage, ParseStage};
 use crate::udf::bindings::{aggregate::Aggregate, format::Format, map::Map, parse::Parse, wit};
 use crate::udf::instance::{OutputSize, Sandboxed};
 use crate::udf::{Limits, Runtime, UdfError, UdfModule};
 use rivulet_rows::{
-    AddOut, Batch, Column, Encoded, Header, Packed, RawBatch, RecordError, RowsOut, Scalar, Values,
-    WindowAcc,
+    AddOut, Batch, Breach, Column, Encoded, Header, Packed, RawBatch, RecordError, RowsOut, Scalar,
+    Values, WindowAcc,
 };
 
 /// A parse step in a component.
@@ -46,20 +48,22 @@ constructor!(WasmFormat);
 impl ParseStage for WasmParse {
     fn parse(&mut self, input: &RawBatch) -> Result<RowsOut, UdfError> {
         let arg = raw_to_wit(input);
-        let out = self
-            .0
-            .call(async |b, store| b.call_parse(store, &arg).await)?;
-        checked_rows(self.0.stage(), rows_from_wit(out), input.len, false)
+        let out = rows_from_wit(
+            self.0
+                .call(async |b, store| b.call_parse(store, &arg).await)?,
+        );
+        checked(self.0.stage(), out.check(input.len)).map(|()| out)
     }
 }
 
 impl MapStage for WasmMap {
     fn map(&mut self, input: &Batch) -> Result<RowsOut, UdfError> {
         let arg = batch_to_wit(input);
-        let out = self
-            .0
-            .call(async |b, store| b.call_map(store, &arg).await)?;
-        checked_rows(self.0.stage(), rows_from_wit(out), input.len, false)
+        let out = rows_from_wit(
+            self.0
+                .call(async |b, store| b.call_map(store, &arg).await)?,
+        );
+        checked(self.0.stage(), out.check(input.len)).map(|()| out)
     }
 }
 
@@ -74,21 +78,7 @@ impl FormatStage for WasmFormat {
             keys: out.keys.map(packed_from_wit),
             errors: errors_from_wit(out.errors),
         };
-        let stage = self.0.stage();
-        let expected = input.len as usize;
-        if encoded.payloads.len() != expected
-            || encoded.keys.as_ref().is_some_and(|k| k.len() != expected)
-        {
-            return Err(contract(
-                stage,
-                format!(
-                    "returned {} payloads for {expected} rows",
-                    encoded.payloads.len()
-                ),
-            ));
-        }
-        check_errors(stage, &encoded.errors, input.len)?;
-        Ok(encoded)
+        checked(self.0.stage(), encoded.check(input.len)).map(|()| encoded)
     }
 }
 
@@ -113,22 +103,11 @@ impl AggregateStage for WasmAggregate {
         let out = self
             .0
             .call(async |b, store| b.call_add(store, &accs, &arg, groups).await)?;
-        let stage = self.0.stage();
-        if out.accs.len() != groups_count {
-            return Err(contract(
-                stage,
-                format!(
-                    "returned {} accumulators for {groups_count}",
-                    out.accs.len()
-                ),
-            ));
-        }
         let out = AddOut {
             accs: out.accs,
             errors: errors_from_wit(out.errors),
         };
-        check_errors(stage, &out.errors, rows.len)?;
-        Ok(out)
+        checked(self.0.stage(), out.check(groups_count, rows.len)).map(|()| out)
     }
 
     fn merge(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<Vec<u8>>, UdfError> {
@@ -139,13 +118,13 @@ impl AggregateStage for WasmAggregate {
         let stage = self.0.stage();
         match merged {
             Ok(accs) if accs.len() == count => Ok(accs),
-            Ok(accs) => Err(contract(
-                stage,
-                format!(
+            Ok(accs) => Err(UdfError::Contract {
+                stage: stage.to_owned(),
+                reason: format!(
                     "merge returned {} accumulators for {count} pairs",
                     accs.len()
                 ),
-            )),
+            }),
             Err(message) => Err(UdfError::Trap {
                 stage: stage.to_owned(),
                 reason: format!("merge failed: {message}"),
@@ -165,85 +144,21 @@ impl AggregateStage for WasmAggregate {
                 acc: w.acc,
             })
             .collect();
-        let out = self
-            .0
-            .call(async |b, store| b.call_finish(store, &arg).await)?;
-        checked_rows(self.0.stage(), rows_from_wit(out), count, true)
+        let out = rows_from_wit(
+            self.0
+                .call(async |b, store| b.call_finish(store, &arg).await)?,
+        );
+        checked(self.0.stage(), out.check_finish(count)).map(|()| out)
     }
 }
 
-fn contract(stage: &str, reason: String) -> UdfError {
-    UdfError::Contract {
+/// The outcome of the contract check of a call's output, as the stage's error: a breach
+/// fails the whole call, so its records take the error path with the breach as the reason.
+fn checked(stage: &str, check: Result<(), Breach>) -> Result<(), UdfError> {
+    check.map_err(|breach| UdfError::Contract {
         stage: stage.to_owned(),
-        reason,
-    }
-}
-
-fn check_errors(stage: &str, errors: &[RecordError], inputs: u32) -> Result<(), UdfError> {
-    match errors.iter().find(|e| e.index >= inputs) {
-        Some(e) => Err(contract(
-            stage,
-            format!("reported an error for record {} of {inputs}", e.index),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Checks what a guest returned: columns as long as the batch, origins in range and in
-/// order (and, for `finish`, exactly one result or error per window).
-fn checked_rows(
-    stage: &str,
-    out: RowsOut,
-    inputs: u32,
-    one_per_input: bool,
-) -> Result<RowsOut, UdfError> {
-    let len = out.rows.len as usize;
-    if out.origins.len() != len {
-        return Err(contract(
-            stage,
-            format!("returned {len} rows but {} origins", out.origins.len()),
-        ));
-    }
-    if let Some(column) = out.rows.columns.iter().find(|c| c.values.len() != len) {
-        return Err(contract(
-            stage,
-            format!(
-                "column `{}` has {} values for {len} rows",
-                column.name,
-                column.values.len()
-            ),
-        ));
-    }
-    if let Some(column) = out
-        .rows
-        .columns
-        .iter()
-        .find(|c| !c.nulls.is_empty() && c.nulls.len() < len.div_ceil(8))
-    {
-        return Err(contract(
-            stage,
-            format!("column `{}` has a short null bitmap", column.name),
-        ));
-    }
-    if out.origins.windows(2).any(|w| w[0] > w[1])
-        || out.origins.last().is_some_and(|&o| o >= inputs)
-    {
-        return Err(contract(
-            stage,
-            "returned origins out of order or out of range".to_owned(),
-        ));
-    }
-    check_errors(stage, &out.errors, inputs)?;
-    if one_per_input && len + out.errors.len() != inputs as usize {
-        return Err(contract(
-            stage,
-            format!(
-                "finished {len} windows and failed {} of {inputs}",
-                out.errors.len()
-            ),
-        ));
-    }
-    Ok(out)
+        reason: breach.to_string(),
+    })
 }
 
 impl OutputSize for wit::RowsOut {
@@ -392,5 +307,88 @@ fn scalar_to_wit(s: Scalar) -> wit::Scalar {
         Scalar::Integer(i) => wit::Scalar::Integer(i),
         Scalar::Float(f) => wit::Scalar::Float(f),
         Scalar::Text(t) => wit::Scalar::Text(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use rivulet_rows::BatchBuilder;
+    use serde_json::{Map, Value, json};
+
+    /// A field value of any column type (or null, or left out of the row).
+    fn field() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            any::<bool>().prop_map(|b| Some(json!(b))),
+            any::<i64>().prop_map(|i| Some(json!(i))),
+            (-1e9f64..1e9).prop_map(|f| Some(json!(f))),
+            "\\PC{0,8}".prop_map(|s| Some(json!(s))),
+            proptest::collection::vec(any::<i32>(), 0..3).prop_map(|v| Some(json!(v))),
+        ]
+    }
+
+    /// Rows whose fields keep one type per name (as a step's output type does): field `k`
+    /// takes its type from `kinds[k]` and is null or missing in random rows.
+    fn rows() -> impl Strategy<Value = Vec<Map<String, Value>>> {
+        let count = prop_oneof![
+            Just(0usize),
+            Just(1),
+            Just(8),
+            Just(9),
+            Just(1024),
+            0usize..40
+        ];
+        (proptest::collection::vec(field(), 1..5), count).prop_flat_map(|(kinds, n)| {
+            proptest::collection::vec(proptest::collection::vec(0u8..4, kinds.len()), n).prop_map(
+                move |masks| {
+                    masks
+                        .iter()
+                        .map(|mask| {
+                            let mut row = Map::new();
+                            for (k, (kind, m)) in kinds.iter().zip(mask).enumerate() {
+                                match (kind, m) {
+                                    (Some(v), 0 | 1) => {
+                                        row.insert(format!("f{k}"), v.clone());
+                                    }
+                                    (Some(_), 2) => {
+                                        row.insert(format!("f{k}"), Value::Null);
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            row
+                        })
+                        .collect()
+                },
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sdk_batches_cross_the_wit_boundary_unchanged_and_pass_the_hosts_check(rows in rows()) {
+            let mut builder = BatchBuilder::new();
+            for row in &rows {
+                builder.push(row).unwrap();
+            }
+            let batch = builder.finish();
+            let back = batch_from_wit(batch_to_wit(&batch));
+            prop_assert_eq!(&back, &batch);
+            let origins: Vec<u32> = (0..batch.len).collect();
+            let out = RowsOut { rows: back, origins, errors: Vec::new() };
+            prop_assert!(checked("s", out.check(batch.len)).is_ok());
+            for (i, row) in rows.iter().enumerate() {
+                let read = out.rows.row_json(i);
+                for (name, value) in row {
+                    prop_assert_eq!(read.get(name), Some(value));
+                }
+            }
+        }
     }
 }

@@ -69,6 +69,47 @@ world!(
     Kind::Format
 );
 
+/// Checks `module` against world `W` as every stage does before it starts (and as `rivulet udf
+/// inspect` does): its kind, its imports against what the sandbox's linker provides, and its
+/// exports' names and types against the world.
+pub fn prepare<W: World>(
+    runtime: &Runtime,
+    module: &UdfModule,
+    stage: &str,
+) -> Result<W::Pre, UdfError> {
+    if module.kind != W::KIND {
+        return Err(UdfError::WrongWorld {
+            path: module.path.clone(),
+            stage: stage.to_owned(),
+            expected: W::KIND.name(),
+            found: module.kind.name(),
+        });
+    }
+    let mismatch = |err: wasmtime::Error| UdfError::Mismatch {
+        path: module.path.clone(),
+        world: W::KIND.name(),
+        reason: root_cause(&err),
+    };
+    let instance_pre = runtime
+        .linker()
+        .instantiate_pre(&module.component)
+        .map_err(mismatch)?;
+    W::pre(instance_pre).map_err(mismatch)
+}
+
+/// [`prepare`] for the world `module` claims by its export names.
+pub fn type_check(runtime: &Runtime, module: &UdfModule) -> Result<(), UdfError> {
+    let stage = "inspect";
+    match module.kind {
+        Kind::Parse => prepare::<bindings::parse::Parse>(runtime, module, stage).map(drop),
+        Kind::Map => prepare::<bindings::map::Map>(runtime, module, stage).map(drop),
+        Kind::Aggregate => {
+            prepare::<bindings::aggregate::Aggregate>(runtime, module, stage).map(drop)
+        }
+        Kind::Format => prepare::<bindings::format::Format>(runtime, module, stage).map(drop),
+    }
+}
+
 struct Live<W> {
     store: Store<SandboxState>,
     bindings: W,
@@ -119,24 +160,7 @@ impl<W: World> Sandboxed<W> {
         stage: &str,
         limits: Limits,
     ) -> Result<Self, UdfError> {
-        if module.kind != W::KIND {
-            return Err(UdfError::WrongWorld {
-                path: module.path.clone(),
-                stage: stage.to_owned(),
-                expected: W::KIND.name(),
-                found: module.kind.name(),
-            });
-        }
-        let mismatch = |err: wasmtime::Error| UdfError::Mismatch {
-            path: module.path.clone(),
-            world: W::KIND.name(),
-            reason: root_cause(&err),
-        };
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&module.component)
-            .map_err(mismatch)?;
-        let pre = W::pre(instance_pre).map_err(mismatch)?;
+        let pre = prepare::<W>(runtime, module, stage)?;
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

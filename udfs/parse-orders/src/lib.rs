@@ -22,6 +22,10 @@ pub const MAX_ORDER_BYTES: usize = 64 * 1024;
 /// A well-formed order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order<'a> {
+    /// An optional coupon code; newer producers add it, older orders have none (then the
+    /// field is left out of the row, and the column is null for that order).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub customer: Cow<'a, str>,
     #[serde(borrow)]
@@ -43,6 +47,8 @@ pub struct Order<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
+    #[serde(borrow, default)]
+    coupon: Option<Cow<'a, str>>,
     #[serde(borrow)]
     customer: Cow<'a, str>,
     #[serde(borrow)]
@@ -94,6 +100,7 @@ pub fn parse(rec: RawRecord<'_>) -> Result<Order<'_>, Error> {
         None => parse_iso8601(&wire.ts)?,
     };
     Ok(Order {
+        coupon: wire.coupon,
         customer: wire.customer,
         status: wire.status,
         region: wire.region,
@@ -131,6 +138,16 @@ mod tests {
         let order = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"2024-05-23T12:34:56Z","tsMillis":1716467696789}"#)).unwrap();
         assert_eq!(order.ts, "2024-05-23T12:34:56Z");
         assert_eq!(order.ts_millis, 1_716_467_696_789);
+    }
+
+    #[test]
+    fn keeps_an_optional_coupon_and_leaves_it_out_when_absent() {
+        let with = parse(record(br#"{"coupon":"SPRING","customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
+        assert_eq!(with.coupon.as_deref(), Some("SPRING"));
+        let without = parse(record(br#"{"customer":"c","status":"NEW","region":"r","amount":1,"ts":"1970-01-01T00:00:01Z"}"#)).unwrap();
+        assert_eq!(without.coupon, None);
+        let row = serde_json::to_value(&without).unwrap();
+        assert!(row.get("coupon").is_none(), "{row}");
     }
 
     #[test]
