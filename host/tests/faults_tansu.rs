@@ -363,6 +363,9 @@ fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
     std::thread::sleep(Duration::from_secs(10));
     tansu.restart();
     eprintln!("broker restarted");
+    let log_path = std::env::temp_dir().join(format!("tansu-restart-{}.log", std::process::id()));
+    eprintln!("broker log: {}", log_path.display());
+    let _ = std::fs::copy(tansu.log(), &log_path);
     feeder.join().unwrap();
     check(&address, &work, &log);
     assert!(

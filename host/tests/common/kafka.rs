@@ -101,7 +101,7 @@ pub fn produce(address: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    producer.flush(Duration::from_secs(120)).expect("flush");
 }
 
 /// One record read back.

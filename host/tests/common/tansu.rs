@@ -11,7 +11,7 @@ pub struct Tansu {
     storage: String,
     port: u16,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     log: PathBuf,
 }
 
@@ -43,7 +43,8 @@ impl Tansu {
                 };
                 return Self::launch(
                     PathBuf::from(binary),
-                    format!("sqlite://{}", dir.path().join("tansu.db").display()),
+                    // Relative to the broker's working directory, the test's own.
+                    "sqlite://tansu.db".to_owned(),
                     dir,
                 );
             }
@@ -62,7 +63,7 @@ impl Tansu {
             storage,
             port,
             child: None,
-            _dir: dir,
+            dir,
             log,
         };
         tansu.spawn();
@@ -86,6 +87,7 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -100,6 +102,11 @@ impl Tansu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The broker's log (both runs).
+    pub fn log(&self) -> &std::path::Path {
+        &self.log
     }
 
     pub fn address(&self) -> String {
