@@ -124,9 +124,15 @@ impl Watermarks {
         self.last = self.last.max(Some(floor));
     }
 
-    /// The combined watermark last returned by [`Watermarks::current`] (or restored).
+    /// The combined watermark last returned by [`Watermarks::current`] (or restored). After
+    /// [`Watermarks::finish`], what the data said: the smallest partition watermark — the
+    /// forced `i64::MAX` would close every window for good, including those of records
+    /// that arrive after a bounded read.
     pub fn combined(&self) -> Option<i64> {
-        self.last
+        match self.last {
+            Some(i64::MAX) => self.partitions.values().filter_map(|p| p.watermark).min(),
+            last => last,
+        }
     }
 
     /// Forces the combined watermark to `i64::MAX` (end of a bounded input): every later
@@ -140,6 +146,18 @@ impl Watermarks {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_finish_the_committed_combined_watermark_is_what_the_data_said() {
+        let mut w = Watermarks::new(100, 10_000);
+        w.assign(&[0, 1], 0);
+        w.observe(0, 5_000, 1);
+        w.observe(1, 3_000, 1);
+        assert_eq!(w.current(2), Some(2_900));
+        w.finish();
+        assert_eq!(w.current(3), Some(i64::MAX));
+        assert_eq!(w.combined(), Some(2_900));
+    }
 
     #[test]
     fn partition_watermark_is_max_seen_minus_out_of_orderness() {
