@@ -114,7 +114,7 @@ fn source_drain(address: &str, topic: &str, records: i64, run: usize) -> (f64, f
     let (wall, cpu) = (Instant::now(), cpu_time());
     let mut got = 0i64;
     while got < records {
-        got += i64::from(source.poll(1024, Duration::from_millis(100)).len);
+        got += i64::from(source.poll(1024, Duration::from_millis(100)).unwrap().len);
     }
     assert_eq!(got, records);
     (

@@ -82,7 +82,7 @@ impl Source {
 
     pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, SourceError> {
         match self {
-            Source::Kafka(kafka) => Ok(kafka.poll(max, wait)),
+            Source::Kafka(kafka) => Ok(kafka.poll(max, wait)?),
             Source::Lines(lines) => lines.poll(max).map_err(|source| SourceError::Io {
                 name: lines.name.clone(),
                 error: source,

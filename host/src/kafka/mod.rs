@@ -61,6 +61,8 @@ pub enum KafkaError {
     Delivery { topic: String, reason: String },
     #[error("interrupted")]
     Interrupted,
+    #[error("{reason}")]
+    Restore { reason: String },
 }
 
 impl KafkaError {

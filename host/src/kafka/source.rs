@@ -39,6 +39,8 @@ pub struct SourceContext {
     first_start: Mutex<Option<Offset>>,
     /// Where restart state is kept besides commit metadata.
     state: Mutex<Option<Arc<StateTopic>>>,
+    /// Assigned partitions whose restart state could not be read: the job stops.
+    failed: Mutex<Option<String>>,
 }
 
 impl ClientContext for SourceContext {
@@ -92,17 +94,15 @@ impl ConsumerContext for SourceContext {
                             Some(assignment);
                     }
                     Err(err) => {
-                        // Reading from the committed offsets without their state would
-                        // reopen closed windows: leave the group and rejoin instead.
-                        tracing::error!(
-                            ?partitions,
-                            "cannot restore the assigned partitions, rejoining: {err}"
-                        );
+                        // Reading from the committed offsets without their state could
+                        // reopen closed windows: the job stops with the reason instead (a
+                        // restart retries), and its partitions go to the group's others.
                         if let Err(err) = consumer.unassign() {
                             tracing::warn!("releasing partitions failed: {err}");
                         }
-                        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(Assignment::default());
+                        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(
+                            format!("cannot restore partitions {partitions:?} of `{topic}`: {err}"),
+                        );
                     }
                 }
                 Rebalance::Assign(tpl)
@@ -405,7 +405,7 @@ impl KafkaSource {
     }
 
     /// Up to `max` records, waiting at most `wait` for the first.
-    pub fn poll(&mut self, max: usize, wait: Duration) -> RawBatch {
+    pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, KafkaError> {
         let mut batch = RawBatch::new();
         let deadline = Instant::now() + wait;
         let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
@@ -419,6 +419,16 @@ impl KafkaSource {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
+            let failed = self
+                .consumer
+                .context()
+                .failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(reason) = failed {
+                return Err(KafkaError::Restore { reason });
+            }
             if let Some(assigned) = assigned {
                 // Records read so far belong to the old assignment, whose state the
                 // pipeline drops: their partitions are replayed by whoever owns them now.
@@ -469,7 +479,7 @@ impl KafkaSource {
                 break;
             }
         }
-        batch
+        Ok(batch)
     }
 
     /// Leaves the consumer group at once (instead of after the session timeout), so a
