@@ -11,6 +11,10 @@
 //! external broker). Each variant runs 3 times interleaved; medians are printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmarks fail loudly
 
+mod common;
+
+use common::cpu_time;
+
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -31,19 +35,6 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 3;
 const T0: i64 = 1_716_467_700_000;
-
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
 
 fn produce(address: &str, topic: &str, records: i64) {
     let producer: BaseProducer = ClientConfig::new()

@@ -7,6 +7,10 @@
 //!   windows under a steady 2 000 orders/s, p50 and p99.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmarks fail loudly
 
+mod common;
+
+use common::cpu_time;
+
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -35,20 +39,6 @@ fn wasm(name: &str) -> String {
         .join(format!("wasm32-wasip2/wasm/{name}.wasm"))
         .display()
         .to_string()
-}
-
-/// CPU time (user + system) of this process so far.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 fn options(brokers: Option<String>) -> RunOptions {

@@ -143,6 +143,7 @@ pub fn report(pipeline: &Pipeline) {
             results = s.results,
             late_updates = s.late_updates,
             too_late = s.too_late,
+            replay_skipped = s.replay_skipped,
             "windows"
         );
     }
@@ -150,6 +151,12 @@ pub fn report(pipeline: &Pipeline) {
     tracing::info!(sink = %pipeline.emitter.sink.describe(), sent, acked, "sink");
     for (stage, count) in pipeline.dead.counts() {
         tracing::info!(stage, count, "dead letters");
+    }
+    if pipeline.dead.resent_skipped() > 0 {
+        tracing::info!(
+            count = pipeline.dead.resent_skipped(),
+            "dead letters of replayed records not sent again"
+        );
     }
     if !pipeline.swap_pauses.is_empty() {
         let mut pauses: Vec<u128> = pipeline.swap_pauses.iter().map(|d| d.as_micros()).collect();

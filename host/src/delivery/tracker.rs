@@ -127,11 +127,6 @@ impl OffsetTracker {
         }
     }
 
-    /// Whether a snapshot waits for its sinks.
-    pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// The waiting snapshot's partitions that moved since the last commit, once it is safe
     /// (`frontiers`: the sinks' acknowledgement frontiers). The caller commits them and then
     /// calls [`OffsetTracker::committed`].
@@ -163,11 +158,6 @@ impl OffsetTracker {
     pub fn forget_all(&mut self) {
         self.pending = None;
         self.committed.clear();
-    }
-
-    /// What was committed last for `partition`.
-    pub fn last_committed(&self, partition: i32) -> Option<&PartitionState> {
-        self.committed.get(&partition)
     }
 }
 
@@ -266,8 +256,19 @@ mod tests {
             .unwrap();
         assert_eq!(ready, BTreeMap::from([(0, state(10, 10))]));
         tracker.committed();
-        assert_eq!(tracker.last_committed(0), Some(&state(10, 10)));
-        assert!(!tracker.is_pending());
+        // Nothing waits any more; the same state is not committed again.
+        assert_eq!(tracker.ready(&[results.frontier(), dead.frontier()]), None);
+        tracker.offer(Snapshot::take(
+            &positions,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            None,
+            vec![results.mark(), dead.mark()],
+        ));
+        assert_eq!(
+            tracker.ready(&[results.frontier(), dead.frontier()]),
+            Some(BTreeMap::new())
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::state_topic::StateTopic;
 use super::{KafkaConfig, KafkaError, LogContext};
 use crate::delivery::{PartitionState, Restored};
 use crate::spec::{AssignMode, StartAt};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
@@ -34,13 +34,29 @@ pub struct Assignment {
 #[derive(Default)]
 pub struct SourceContext {
     log: LogContext,
-    assigned: Mutex<Option<Assignment>>,
+    /// What the last group callback decided, until the source's poll takes it.
+    rebalanced: Mutex<Option<Rebalanced>>,
     /// Offset to start from on the first assignment (None: the committed offsets).
     first_start: Mutex<Option<Offset>>,
     /// Where restart state is kept besides commit metadata.
     state: Mutex<Option<Arc<StateTopic>>>,
+}
+
+/// What a group callback decided.
+enum Rebalanced {
+    /// New partitions (none after a revocation), restored.
+    Assigned(Assignment),
     /// Assigned partitions whose restart state could not be read: the job stops.
-    failed: Mutex<Option<String>>,
+    Failed(String),
+}
+
+impl SourceContext {
+    fn note(&self, rebalanced: Rebalanced) {
+        *self
+            .rebalanced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(rebalanced);
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -61,7 +77,7 @@ impl ConsumerContext for SourceContext {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr;
-        let rebalance = match err {
+        match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let first = self
                     .first_start
@@ -90,8 +106,7 @@ impl ConsumerContext for SourceContext {
                             tracing::warn!("assigning partitions failed: {err}");
                         }
                         tracing::info!(?partitions, "partitions assigned by the consumer group");
-                        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(assignment);
+                        self.note(Rebalanced::Assigned(assignment));
                     }
                     Err(err) => {
                         // Reading from the committed offsets without their state could
@@ -100,24 +115,20 @@ impl ConsumerContext for SourceContext {
                         if let Err(err) = consumer.unassign() {
                             tracing::warn!("releasing partitions failed: {err}");
                         }
-                        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(
-                            format!("cannot restore partitions {partitions:?} of `{topic}`: {err}"),
-                        );
+                        self.note(Rebalanced::Failed(format!(
+                            "cannot restore partitions {partitions:?} of `{topic}`: {err}"
+                        )));
                     }
                 }
-                Rebalance::Assign(tpl)
             }
             _ => {
                 if let Err(err) = consumer.unassign() {
                     tracing::warn!("releasing partitions failed: {err}");
                 }
                 tracing::info!("partitions revoked by the consumer group");
-                *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(Assignment::default());
-                Rebalance::Revoke(tpl)
+                self.note(Rebalanced::Assigned(Assignment::default()));
             }
-        };
-        let _ = rebalance;
+        }
     }
 }
 
@@ -412,24 +423,17 @@ impl KafkaSource {
         while (batch.len as usize) < max {
             let timeout = deadline.saturating_duration_since(Instant::now());
             let polled = self.consumer.poll(timeout);
-            let assigned = self
+            let rebalanced = self
                 .consumer
                 .context()
-                .assigned
+                .rebalanced
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            let failed = self
-                .consumer
-                .context()
-                .failed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(reason) = failed {
+            if let Some(Rebalanced::Failed(reason)) = rebalanced {
                 return Err(KafkaError::Restore { reason });
             }
-            if let Some(assigned) = assigned {
+            if let Some(Rebalanced::Assigned(assigned)) = rebalanced {
                 // Records read so far belong to the old assignment, whose state the
                 // pipeline drops: their partitions are replayed by whoever owns them now.
                 batch = RawBatch::new();

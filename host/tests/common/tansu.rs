@@ -104,11 +104,6 @@ impl Tansu {
         }
     }
 
-    /// The broker's log (both runs).
-    pub fn log(&self) -> &std::path::Path {
-        &self.log
-    }
-
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
