@@ -8,18 +8,20 @@ use crate::error::PipelineError;
 use crate::kafka::KafkaConfig;
 use crate::kafka::source::{KafkaSource, SourceOptions};
 use crate::pipeline::Pipeline;
-use crate::sink::{LineSink, Sink};
-use crate::source::{LineSource, Source, SourceError};
+use crate::sink::{LineSink, SharedSink, Sink};
+use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
 use crate::spec::{OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind};
 use crate::stage::json::JsonParse;
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
 use crate::status::{JobStatus, StageInfo};
 use crate::swap::Swappable;
+use crate::task::Job;
 use crate::transform::{Step, Transform};
 use crate::udf::Kind;
 use crate::udf::{Runtime, UdfModule};
-use crate::windowing::{AGGREGATE, Windowing};
+use crate::window::Exchange;
+use crate::windowing::{AGGREGATE, TaskLink, Windowing};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -47,9 +49,42 @@ fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, Pipeline
     Ok(module)
 }
 
+/// The modules of a spec, loaded (compiled) once; every task starts its own instances.
+struct Modules {
+    parse: Option<UdfModule>,
+    maps: Vec<Option<UdfModule>>,
+    format: Option<UdfModule>,
+    aggregate: Option<UdfModule>,
+}
+
 impl Pipeline {
+    /// One task reading all of the spec's input (see [`Job::from_spec`] for several).
     pub fn from_spec(spec: &PipelineSpec, options: &RunOptions) -> Result<Self, PipelineError> {
-        // Stopping the job abandons any guest call in progress, whatever the guest does.
+        let mut job = Job::assemble(spec, options, 1)?;
+        job.tasks
+            .pop()
+            .ok_or_else(|| PipelineError::Config("no task to run".to_owned()))
+    }
+}
+
+impl Job {
+    /// The job as `spec.parallelism` tasks (default: one per core; a file is split on line
+    /// boundaries, standard input stays one task).
+    pub fn from_spec(spec: &PipelineSpec, options: &RunOptions) -> Result<Self, PipelineError> {
+        let tasks = spec.parallelism.unwrap_or_else(default_parallelism);
+        if tasks == 0 {
+            return Err(PipelineError::Config(
+                "parallelism must be at least 1".to_owned(),
+            ));
+        }
+        Job::assemble(spec, options, tasks)
+    }
+
+    fn assemble(
+        spec: &PipelineSpec,
+        options: &RunOptions,
+        tasks: usize,
+    ) -> Result<Self, PipelineError> {
         // Guest calls in progress are abandoned when the job stops, unless the caller chose
         // another flag for that (the demo drains its windows when its duration ends).
         let runtime = &match options.runtime.stop_flag() {
@@ -65,132 +100,16 @@ impl Pipeline {
             properties: spec.kafka.properties.clone(),
         };
         let status = Arc::new(JobStatus::new(&spec.name));
-        let mut swappable = Swappable::new();
-        // Stages first: a broken module fails fast, before any connection.
-        let mut parse: Option<Step<dyn ParseStage>> = None;
-        let mut maps: Vec<Step<dyn MapStage>> = Vec::new();
-        for stage in &spec.stages {
-            match (stage.kind, &stage.module) {
-                (StageKind::Parse, Some(path)) => {
-                    let module = load(runtime, path)?;
-                    status.set_stage(StageInfo::module(&stage.name, &module, None));
-                    swappable.insert(stage.name.clone(), (Kind::Parse, stage.limits));
-                    parse = Some(Step {
-                        name: stage.name.clone(),
-                        policy: stage.on_error,
-                        stage: Box::new(WasmParse::new(
-                            runtime,
-                            &module,
-                            &stage.name,
-                            stage.limits,
-                        )?),
-                    });
-                }
-                (StageKind::Parse, None) => {
-                    status.set_stage(StageInfo::builtin(&stage.name, Kind::Parse));
-                    parse = Some(Step {
-                        name: stage.name.clone(),
-                        policy: stage.on_error,
-                        stage: Box::new(JsonParse),
-                    });
-                }
-                (StageKind::Map, Some(path)) => {
-                    let module = load(runtime, path)?;
-                    status.set_stage(StageInfo::module(&stage.name, &module, None));
-                    swappable.insert(stage.name.clone(), (Kind::Map, stage.limits));
-                    maps.push(Step {
-                        name: stage.name.clone(),
-                        policy: stage.on_error,
-                        stage: Box::new(WasmMap::new(runtime, &module, &stage.name, stage.limits)?),
-                    });
-                }
-                (StageKind::Map, None) => {
-                    return Err(PipelineError::Config(format!(
-                        "stage `{}` has no module",
-                        stage.name
-                    )));
-                }
-            }
-        }
-        let parse = parse.unwrap_or_else(|| Step {
-            name: "parse".into(),
-            policy: OnError::Dlq,
-            stage: Box::new(JsonParse),
-        });
-        let format = match &spec.format {
-            Some(format) => {
-                let module = load(runtime, &format.module)?;
-                status.set_stage(StageInfo::module("format", &module, None));
-                swappable.insert("format".to_owned(), (Kind::Format, format.limits));
-                Some(Step {
-                    name: "format".into(),
-                    policy: format.on_error,
-                    stage: Box::new(WasmFormat::new(runtime, &module, "format", format.limits)?)
-                        as Box<dyn crate::stage::FormatStage>,
-                })
-            }
-            None => None,
-        };
-        let aggregator = match &spec.aggregate {
-            Some(aggregate) => Some(match &aggregate.module {
-                Some(path) => {
-                    let module = load(runtime, path)?;
-                    let mut stage =
-                        WasmAggregate::new(runtime, &module, AGGREGATE, aggregate.limits)?;
-                    let empty = stage.create()?;
-                    let state_version = stage.state_version()?;
-                    status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
-                    swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
-                    Aggregator::Wasm(
-                        Generations::new(
-                            Box::new(stage) as Box<dyn AggregateStage>,
-                            empty,
-                            state_version,
-                        )
-                        .with_accumulator_cap(aggregate.limits.accumulator_bytes),
-                    )
-                }
-                None => Aggregator::Builtin(Builtins::new(aggregate.builtin.clone())),
-            }),
-            None => None,
-        };
-
-        let source = match &spec.source {
-            SourceSpec::Kafka {
-                topic,
-                group,
-                start,
-                assign,
-                bounded,
-            } => {
-                let source_options = SourceOptions {
-                    topic: topic.clone(),
-                    group: group
-                        .clone()
-                        .unwrap_or_else(|| format!("rivulet-{}", spec.name)),
-                    start: *start,
-                    assign: *assign,
-                    bounded: *bounded,
-                    connect_timeout: options.connect_timeout,
-                };
-                Source::Kafka(Box::new(
-                    KafkaSource::open(&kafka, &source_options, &options.stop)
-                        .map_err(SourceError::from)?,
-                ))
-            }
-            SourceSpec::File { path } => {
-                Source::Lines(LineSource::file(path).map_err(|source| SourceError::Io {
-                    name: path.display().to_string(),
-                    error: source,
-                })?)
-            }
-            SourceSpec::Stdin {} => Source::Lines(LineSource::stdin()),
-        };
+        // Modules first: a broken one fails fast, before any connection.
+        let modules = Modules::load(spec, runtime, &status)?;
+        let shares = Shares::plan(spec, tasks)?;
+        let tasks = shares.len();
         let (sink, key_field) = match &spec.sink {
             SinkSpec::Kafka { topic, key } => (Sink::kafka(&kafka, topic)?, key.clone()),
             SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),
             SinkSpec::File { path } => (Sink::Lines(LineSink::file(path)?), None),
         };
+        let sink = SharedSink::new(sink);
         // Window results are keyed by the window key unless the spec says otherwise.
         let key_field = key_field.or_else(|| spec.window.as_ref().and_then(|w| w.key.clone()));
         let dead_sink = match (&spec.dead_letters.path, &spec.dead_letters.topic) {
@@ -200,65 +119,372 @@ impl Pipeline {
                 Some(Sink::kafka(&kafka, &format!("{}-dlq", spec.name))?)
             }
             (None, None) => None,
+        }
+        .map(SharedSink::new);
+        let late_sink = match spec.window.as_ref().map(|w| (&w.late_topic, &w.late_path)) {
+            Some((_, Some(path))) => Some(SharedSink::new(Sink::Lines(LineSink::file(path)?))),
+            Some((Some(topic), None)) => Some(SharedSink::new(Sink::kafka(&kafka, topic)?)),
+            _ => None,
         };
-        let windowing = match (&spec.window, aggregator) {
-            (Some(window), Some(aggregator)) => {
-                let late = match &window.late_topic {
-                    Some(topic) => Some(Sink::kafka(&kafka, topic)?),
-                    None => None,
-                };
-                let policy = OnError::Dlq;
-                Some(Windowing::new(window.clone(), aggregator, policy, late)?)
+        let exchange = match &spec.window {
+            Some(window) if tasks > 1 => {
+                let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                Some(Arc::new(Exchange::new(
+                    tasks,
+                    millis(window.size),
+                    millis(window.allowed_lateness),
+                    millis(window.out_of_orderness),
+                    shares.ordered(),
+                    window.idle_timeout,
+                )))
             }
             _ => None,
         };
-        let mut stats = BTreeMap::new();
-        stats.insert(parse.name.clone(), Default::default());
-        let (swap_requests, swaps, retired) = if options.swappable && !swappable.is_empty() {
-            let channels =
-                crate::swap::spawn(runtime.clone(), status.clone(), swappable).map_err(|err| {
+        let swappable = modules.swappable(spec);
+        let (swap_requests, mut prepared, retired) = if options.swappable && !swappable.is_empty() {
+            let channels = crate::swap::spawn(runtime.clone(), status.clone(), swappable, tasks)
+                .map_err(|err| {
                     PipelineError::Config(format!("cannot start the swap worker: {err}"))
                 })?;
             (
                 Some(channels.requests),
-                Some(channels.prepared),
+                channels.prepared.into_iter().map(Some).collect(),
                 Some(channels.retired),
             )
         } else {
-            (None, None, None)
+            (None, vec![], None)
         };
-        let samples = swaps.is_some().then(|| status.clone());
-        let windowing = windowing.map(|mut w| {
-            w.samples = samples.clone();
-            w
-        });
-        Ok(Pipeline {
+        let samples = swap_requests.is_some().then(|| status.clone());
+        let splits: Arc<[FileSplit]> = shares.splits().into();
+        let mut pipelines = Vec::with_capacity(tasks);
+        for (task, share) in shares.into_iter().enumerate() {
+            let source = share.open(spec, &kafka, options, task, tasks)?;
+            let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
+            let windowing = match (&spec.window, aggregator) {
+                (Some(window), Some(aggregator)) => {
+                    let mut windowing = Windowing::new(
+                        window.clone(),
+                        aggregator,
+                        OnError::Dlq,
+                        late_sink.clone(),
+                    )?;
+                    windowing.samples = samples.clone();
+                    if let Some(exchange) = &exchange {
+                        windowing = windowing.linked(TaskLink {
+                            exchange: exchange.clone(),
+                            task,
+                            splits: splits.clone(),
+                        });
+                    }
+                    Some(windowing)
+                }
+                _ => None,
+            };
+            let mut stats = BTreeMap::new();
+            stats.insert(parse.name.clone(), Default::default());
+            pipelines.push(Pipeline {
+                name: spec.name.clone(),
+                source,
+                transform: Transform {
+                    parse,
+                    maps,
+                    stats,
+                    samples: samples.clone(),
+                },
+                windowing,
+                emitter: Emitter {
+                    format,
+                    sink: sink.clone(),
+                    key_field: key_field.clone(),
+                    samples: samples.clone(),
+                },
+                dead: DeadLetters::new(dead_sink.clone()),
+                batch: spec.batch.clone(),
+                commit_every: options.commit_every,
+                tracker: Default::default(),
+                stop: options.stop.clone(),
+                status: status.clone(),
+                swaps: prepared.get_mut(task).and_then(Option::take),
+                swap_requests: swap_requests.clone(),
+                swap_pauses: Vec::new(),
+                retired: retired.clone(),
+                drain_on_stop: false,
+            });
+        }
+        Ok(Job {
             name: spec.name.clone(),
-            source,
-            transform: Transform {
-                parse,
-                maps,
-                stats,
-                samples: samples.clone(),
-            },
-            windowing,
-            emitter: Emitter {
-                format,
-                sink,
-                key_field,
-                samples,
-            },
-            dead: DeadLetters::new(dead_sink),
-            batch: spec.batch.clone(),
-            commit_every: options.commit_every,
-            tracker: Default::default(),
-            stop: options.stop.clone(),
+            tasks: pipelines,
             status,
-            swaps,
             swap_requests,
-            swap_pauses: Vec::new(),
-            retired,
-            drain_on_stop: false,
+            stop: options.stop.clone(),
+        })
+    }
+}
+
+/// One core per task, unless the machine won't say.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+impl Modules {
+    fn load(
+        spec: &PipelineSpec,
+        runtime: &Runtime,
+        status: &JobStatus,
+    ) -> Result<Self, PipelineError> {
+        let mut modules = Modules {
+            parse: None,
+            maps: Vec::new(),
+            format: None,
+            aggregate: None,
+        };
+        for stage in &spec.stages {
+            match (stage.kind, &stage.module) {
+                (StageKind::Parse, Some(path)) => {
+                    let module = load(runtime, path)?;
+                    status.set_stage(StageInfo::module(&stage.name, &module, None));
+                    modules.parse = Some(module);
+                }
+                (StageKind::Parse, None) => {
+                    status.set_stage(StageInfo::builtin(&stage.name, Kind::Parse));
+                }
+                (StageKind::Map, Some(path)) => {
+                    let module = load(runtime, path)?;
+                    status.set_stage(StageInfo::module(&stage.name, &module, None));
+                    modules.maps.push(Some(module));
+                }
+                (StageKind::Map, None) => {
+                    return Err(PipelineError::Config(format!(
+                        "stage `{}` has no module",
+                        stage.name
+                    )));
+                }
+            }
+        }
+        if let Some(format) = &spec.format {
+            let module = load(runtime, &format.module)?;
+            status.set_stage(StageInfo::module("format", &module, None));
+            modules.format = Some(module);
+        }
+        if let Some(aggregate) = &spec.aggregate
+            && let Some(path) = &aggregate.module
+        {
+            let module = load(runtime, path)?;
+            let mut probe = WasmAggregate::new(runtime, &module, AGGREGATE, aggregate.limits)?;
+            let state_version = probe.state_version()?;
+            status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
+            modules.aggregate = Some(module);
+        }
+        Ok(modules)
+    }
+
+    /// The stages that can be swapped: those running a component.
+    fn swappable(&self, spec: &PipelineSpec) -> Swappable {
+        let mut swappable = Swappable::new();
+        for stage in &spec.stages {
+            if stage.module.is_some() {
+                let kind = match stage.kind {
+                    StageKind::Parse => Kind::Parse,
+                    StageKind::Map => Kind::Map,
+                };
+                swappable.insert(stage.name.clone(), (kind, stage.limits));
+            }
+        }
+        if let Some(format) = &spec.format {
+            swappable.insert("format".to_owned(), (Kind::Format, format.limits));
+        }
+        if let Some(aggregate) = spec.aggregate.as_ref().filter(|a| a.module.is_some()) {
+            swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
+        }
+        swappable
+    }
+
+    /// One task's instances of every stage.
+    #[allow(clippy::type_complexity)]
+    fn instances(
+        &self,
+        spec: &PipelineSpec,
+        runtime: &Runtime,
+    ) -> Result<
+        (
+            Step<dyn ParseStage>,
+            Vec<Step<dyn MapStage>>,
+            Option<Step<dyn crate::stage::FormatStage>>,
+            Option<Aggregator>,
+        ),
+        PipelineError,
+    > {
+        let mut parse: Option<Step<dyn ParseStage>> = None;
+        let mut maps: Vec<Step<dyn MapStage>> = Vec::new();
+        let mut map_modules = self.maps.iter().flatten();
+        for stage in &spec.stages {
+            let step = |stage_impl: Box<dyn ParseStage>| Step {
+                name: stage.name.clone(),
+                policy: stage.on_error,
+                stage: stage_impl,
+            };
+            match (stage.kind, &self.parse) {
+                (StageKind::Parse, Some(module)) if stage.module.is_some() => {
+                    parse = Some(step(Box::new(WasmParse::new(
+                        runtime,
+                        module,
+                        &stage.name,
+                        stage.limits,
+                    )?)));
+                }
+                (StageKind::Parse, _) => parse = Some(step(Box::new(JsonParse))),
+                (StageKind::Map, _) => {
+                    let module = map_modules.next().ok_or_else(|| {
+                        PipelineError::Config(format!("stage `{}` has no module", stage.name))
+                    })?;
+                    maps.push(Step {
+                        name: stage.name.clone(),
+                        policy: stage.on_error,
+                        stage: Box::new(WasmMap::new(runtime, module, &stage.name, stage.limits)?),
+                    });
+                }
+            }
+        }
+        let parse = parse.unwrap_or_else(|| Step {
+            name: "parse".into(),
+            policy: OnError::Dlq,
+            stage: Box::new(JsonParse),
+        });
+        let format = match (&spec.format, &self.format) {
+            (Some(format), Some(module)) => Some(Step {
+                name: "format".into(),
+                policy: format.on_error,
+                stage: Box::new(WasmFormat::new(runtime, module, "format", format.limits)?)
+                    as Box<dyn crate::stage::FormatStage>,
+            }),
+            _ => None,
+        };
+        let aggregator = match (&spec.aggregate, &self.aggregate) {
+            (Some(aggregate), Some(module)) => {
+                let mut stage = WasmAggregate::new(runtime, module, AGGREGATE, aggregate.limits)?;
+                let empty = stage.create()?;
+                let state_version = stage.state_version()?;
+                Some(Aggregator::Wasm(
+                    Generations::new(
+                        Box::new(stage) as Box<dyn AggregateStage>,
+                        empty,
+                        state_version,
+                    )
+                    .with_accumulator_cap(aggregate.limits.accumulator_bytes),
+                ))
+            }
+            (Some(aggregate), None) => Some(Aggregator::Builtin(Builtins::new(
+                aggregate.builtin.clone(),
+            ))),
+            (None, _) => None,
+        };
+        Ok((parse, maps, format, aggregator))
+    }
+}
+
+/// Each task's share of the input.
+enum Shares {
+    /// Consecutive splits of one file.
+    File(Vec<FileSplit>),
+    Stdin,
+    /// A Kafka topic: one consumer per task.
+    Kafka(usize),
+}
+
+/// One task's share.
+enum Share {
+    File(FileSplit),
+    Stdin,
+    Kafka,
+}
+
+impl Shares {
+    fn plan(spec: &PipelineSpec, tasks: usize) -> Result<Self, PipelineError> {
+        Ok(match &spec.source {
+            SourceSpec::File { path } => {
+                Shares::File(split_file(path, tasks).map_err(|error| SourceError::Io {
+                    name: path.display().to_string(),
+                    error,
+                })?)
+            }
+            SourceSpec::Stdin {} => Shares::Stdin,
+            SourceSpec::Kafka { .. } => Shares::Kafka(tasks),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Shares::File(splits) => splits.len().max(1),
+            Shares::Stdin => 1,
+            Shares::Kafka(tasks) => *tasks,
+        }
+    }
+
+    /// Whether the shares are consecutive parts of one ordered input.
+    fn ordered(&self) -> bool {
+        matches!(self, Shares::File(_))
+    }
+
+    fn splits(&self) -> Vec<FileSplit> {
+        match self {
+            Shares::File(splits) => splits.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = Share> {
+        let shares: Vec<Share> = match self {
+            Shares::File(splits) => splits.into_iter().map(Share::File).collect(),
+            Shares::Stdin => vec![Share::Stdin],
+            Shares::Kafka(tasks) => (0..tasks).map(|_| Share::Kafka).collect(),
+        };
+        shares.into_iter()
+    }
+}
+
+impl Share {
+    fn open(
+        self,
+        spec: &PipelineSpec,
+        kafka: &KafkaConfig,
+        options: &RunOptions,
+        task: usize,
+        tasks: usize,
+    ) -> Result<Source, PipelineError> {
+        Ok(match (self, &spec.source) {
+            (
+                Share::Kafka,
+                SourceSpec::Kafka {
+                    topic,
+                    group,
+                    start,
+                    assign,
+                    bounded,
+                },
+            ) => {
+                let source_options = SourceOptions {
+                    topic: topic.clone(),
+                    group: group
+                        .clone()
+                        .unwrap_or_else(|| format!("rivulet-{}", spec.name)),
+                    start: *start,
+                    assign: *assign,
+                    bounded: *bounded,
+                    connect_timeout: options.connect_timeout,
+                    share: (task, tasks),
+                };
+                Source::Kafka(Box::new(
+                    KafkaSource::open(kafka, &source_options, &options.stop)
+                        .map_err(SourceError::from)?,
+                ))
+            }
+            (Share::File(split), _) => {
+                Source::Lines(LineSource::split(&split).map_err(|error| SourceError::Io {
+                    name: split.path.display().to_string(),
+                    error,
+                })?)
+            }
+            _ => Source::Lines(LineSource::stdin()),
         })
     }
 }

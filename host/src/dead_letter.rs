@@ -1,7 +1,7 @@
 //! Dead letters: records a stage rejected or trapped on, sent on with headers saying which
 //! stage, why, and where the record came from.
 
-use crate::sink::{Sink, SinkError};
+use crate::sink::{SharedSink, Sink, SinkError};
 use crate::spec::OnError;
 use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ impl<'a> DeadLetter<'a> {
 
 /// The policy in force and where dead letters go; counts per stage.
 pub struct DeadLetters {
-    sink: Option<Sink>,
+    sink: Option<SharedSink>,
     counts: BTreeMap<String, u64>,
     dropped: BTreeMap<String, u64>,
     /// After a restart, per partition, the offset up to which records were processed
@@ -94,7 +94,7 @@ pub enum DeadLetterError {
 }
 
 impl DeadLetters {
-    pub fn new(sink: Option<Sink>) -> Self {
+    pub fn new(sink: Option<SharedSink>) -> Self {
         DeadLetters {
             sink,
             counts: BTreeMap::new(),
@@ -147,8 +147,9 @@ impl DeadLetters {
             }
             OnError::Dlq => {
                 *self.counts.entry(letter.stage.to_owned()).or_default() += 1;
-                match &mut self.sink {
-                    Some(crate::sink::Sink::Lines(_)) => {
+                let mut sink = self.sink.as_ref().map(SharedSink::lock);
+                match sink.as_deref_mut() {
+                    Some(sink @ Sink::Lines(_)) => {
                         let line = serde_json::json!({
                             "stage": letter.stage,
                             "error": letter.error,
@@ -156,9 +157,7 @@ impl DeadLetters {
                             "key": letter.key.map(String::from_utf8_lossy),
                             "payload": String::from_utf8_lossy(letter.payload),
                         });
-                        if let Some(sink) = &mut self.sink {
-                            sink.send(None, line.to_string().as_bytes(), &[])?;
-                        }
+                        sink.send(None, line.to_string().as_bytes(), &[])?;
                     }
                     Some(sink) => {
                         let partition = letter.partition.to_string();
@@ -184,12 +183,8 @@ impl DeadLetters {
         }
     }
 
-    pub fn sink(&self) -> Option<&Sink> {
+    pub fn sink(&self) -> Option<&SharedSink> {
         self.sink.as_ref()
-    }
-
-    pub fn sink_mut(&mut self) -> Option<&mut Sink> {
-        self.sink.as_mut()
     }
 
     /// Dead letters per stage.

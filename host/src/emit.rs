@@ -3,14 +3,14 @@
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
-use crate::sink::Sink;
+use crate::sink::SharedSink;
 use crate::stage::FormatStage;
 use crate::transform::Step;
 use rivulet_rows::Batch;
 
 pub struct Emitter {
     pub format: Option<Step<dyn FormatStage>>,
-    pub sink: Sink,
+    pub sink: SharedSink,
     /// Row field whose value becomes the record key (when the formatter sets none).
     pub key_field: Option<String>,
     /// Where the formatter's recent input is kept for trying swapped-in modules.
@@ -61,12 +61,14 @@ impl Emitter {
         if rows.len == 0 {
             return Ok(());
         }
+        // One lock per batch (the tasks of a job share the sink).
+        let mut sink = self.sink.lock();
         match &mut self.format {
             None => {
                 for i in 0..rows.len as usize {
                     let payload = serde_json::Value::Object(row_object(rows, i)).to_string();
                     let key = key_of(rows, i, self.key_field.as_deref());
-                    self.sink.send(key.as_deref(), payload.as_bytes(), &[])?;
+                    sink.send(key.as_deref(), payload.as_bytes(), &[])?;
                 }
             }
             Some(format) => match sample_then_format(format, rows, self.samples.as_deref()) {
@@ -86,7 +88,7 @@ impl Emitter {
                             continue;
                         }
                         let payload = encoded.payloads.get(i).unwrap_or_default();
-                        if let Some(reason) = self.sink.refusal(payload) {
+                        if let Some(reason) = sink.refusal(payload) {
                             // A line sink never splits a record: the formatter's payload
                             // with a line break is dead-lettered as it is, with the reason.
                             let letter = DeadLetter::derived(&format.name, &reason, topic, payload);
@@ -100,7 +102,7 @@ impl Emitter {
                             .filter(|k| !k.is_empty())
                             .map(<[u8]>::to_vec)
                             .or_else(|| key_of(rows, i, self.key_field.as_deref()));
-                        self.sink.send(key.as_deref(), payload, &[])?;
+                        sink.send(key.as_deref(), payload, &[])?;
                     }
                 }
                 Err(err) if err.is_stopped() => return Err(err.into()),

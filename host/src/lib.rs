@@ -19,6 +19,7 @@ pub mod spec;
 pub mod stage;
 pub mod status;
 pub mod swap;
+pub mod task;
 pub mod transform;
 pub mod udf;
 pub mod watch;

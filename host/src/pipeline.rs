@@ -10,7 +10,7 @@ use crate::delivery::{OffsetTracker, Snapshot};
 use crate::emit::Emitter;
 pub use crate::error::PipelineError;
 use crate::kafka::source::Assignment;
-use crate::sink::Sink;
+use crate::sink::SharedSink;
 use crate::source::Source;
 use crate::spec::BatchSpec;
 use crate::status::JobStatus;
@@ -53,7 +53,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Runs until stopped, or until a bounded source is exhausted and every window fired.
     pub fn run(&mut self) -> Result<(), PipelineError> {
-        match self.flow() {
+        let flowed = self.flow();
+        // No more swaps for this task (the swap worker stops waiting for it).
+        self.swaps = None;
+        match flowed {
             Ok(()) => self.shutdown(),
             Err(PipelineError::Udf(err)) if err.is_stopped() => self.abandon(&err),
             Err(err) => Err(err),
@@ -87,6 +90,7 @@ impl Pipeline {
             {
                 let results = windowing.fire(&topic, &mut self.dead)?;
                 self.emitter.emit_all(&results, &topic, &mut self.dead)?;
+                windowing.results_sent(&results);
             }
             self.serve_sinks()?;
             self.commit_ready(false);
@@ -95,18 +99,22 @@ impl Pipeline {
                 last_snapshot = Instant::now();
             }
             if self.source.at_end() {
-                if let Some(windowing) = &mut self.windowing {
-                    let results = windowing.drain(&topic, &mut self.dead)?;
-                    self.emitter.emit_all(&results, &topic, &mut self.dead)?;
-                }
+                self.drain(&topic)?;
                 break;
             }
         }
-        if self.drain_on_stop
-            && let Some(windowing) = &mut self.windowing
-        {
-            let results = windowing.drain(&topic, &mut self.dead)?;
-            self.emitter.emit_all(&results, &topic, &mut self.dead)?;
+        if self.drain_on_stop {
+            self.drain(&topic)?;
+        }
+        Ok(())
+    }
+
+    /// Fires every window (the end of a bounded input, or a draining stop).
+    fn drain(&mut self, topic: &str) -> Result<(), PipelineError> {
+        if let Some(windowing) = &mut self.windowing {
+            let results = windowing.drain(topic, &mut self.dead)?;
+            self.emitter.emit_all(&results, topic, &mut self.dead)?;
+            windowing.results_sent(&results);
         }
         Ok(())
     }
@@ -115,8 +123,8 @@ impl Pipeline {
     /// but commits nothing more, so the interrupted batch is read again on restart.
     fn abandon(&mut self, err: &crate::udf::UdfError) -> Result<(), PipelineError> {
         tracing::info!(job = %self.name, "stopping: {err}; the interrupted batch is not committed");
-        for sink in self.sinks_mut() {
-            sink.flush(Duration::from_secs(30))?;
+        for sink in self.sinks() {
+            sink.lock().flush(Duration::from_secs(30))?;
         }
         self.source.close();
         Ok(())
@@ -157,23 +165,17 @@ impl Pipeline {
         }
     }
 
-    fn sinks(&self) -> impl Iterator<Item = &Sink> {
-        let late = self.windowing.as_ref().and_then(Windowing::late_sink_ref);
+    /// The sinks this task sends to (shared with the job's other tasks).
+    fn sinks(&self) -> impl Iterator<Item = &SharedSink> {
+        let late = self.windowing.as_ref().and_then(Windowing::late_sink);
         std::iter::once(&self.emitter.sink)
             .chain(self.dead.sink())
             .chain(late)
     }
 
-    fn sinks_mut(&mut self) -> impl Iterator<Item = &mut Sink> {
-        let late = self.windowing.as_mut().and_then(Windowing::late_sink);
-        std::iter::once(&mut self.emitter.sink)
-            .chain(self.dead.sink_mut())
-            .chain(late)
-    }
-
     fn serve_sinks(&mut self) -> Result<(), PipelineError> {
-        for sink in self.sinks_mut() {
-            sink.poll()?;
+        for sink in self.sinks() {
+            sink.lock().poll()?;
         }
         Ok(())
     }
@@ -193,7 +195,9 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let marks = self.sinks().map(|sink| sink.acks().mark()).collect();
+        // After `needed` (a merged window leaves it only once its results are sent): what
+        // was sent before these marks is all this snapshot waits for.
+        let marks = self.sinks().map(|sink| sink.lock().acks().mark()).collect();
         self.tracker.offer(Snapshot::take(
             &positions,
             &needed,
@@ -206,7 +210,10 @@ impl Pipeline {
     /// Commits the waiting snapshot if every sink has what was sent before it. A failed
     /// commit only delays progress: the snapshot stays and is retried.
     fn commit_ready(&mut self, sync: bool) -> bool {
-        let frontiers: Vec<u64> = self.sinks().map(|sink| sink.acks().frontier()).collect();
+        let frontiers: Vec<u64> = self
+            .sinks()
+            .map(|sink| sink.lock().acks().frontier())
+            .collect();
         let Some(states) = self.tracker.ready(&frontiers) else {
             return false;
         };
@@ -222,8 +229,8 @@ impl Pipeline {
 
     /// Flushes every sink and commits what was read.
     fn shutdown(&mut self) -> Result<(), PipelineError> {
-        for sink in self.sinks_mut() {
-            sink.flush(Duration::from_secs(30))?;
+        for sink in self.sinks() {
+            sink.lock().flush(Duration::from_secs(30))?;
         }
         // An older snapshot may still wait; then the newest one.
         self.commit_ready(true);

@@ -6,6 +6,7 @@ use crate::kafka::sink::KafkaSink;
 use crate::kafka::{KafkaConfig, KafkaError};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +166,25 @@ impl Sink {
             Sink::Kafka(kafka) => kafka.counts(),
             Sink::Lines(lines) => (lines.written, lines.written),
         }
+    }
+}
+
+/// A sink the tasks of a job share: every task sends through it, and its numbering and
+/// acknowledgements are the job's (a snapshot waits for what any task sent before it).
+#[derive(Clone)]
+pub struct SharedSink(Arc<Mutex<Sink>>);
+
+impl SharedSink {
+    pub fn new(sink: Sink) -> Self {
+        SharedSink(Arc::new(Mutex::new(sink)))
+    }
+
+    /// The sink, for one batch of sends. A task that panicked while holding it left no
+    /// half-written record behind (sends are whole), so the lock is taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Sink> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

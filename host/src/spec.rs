@@ -44,6 +44,10 @@ pub struct PipelineSpec {
     pub kafka: KafkaSpec,
     #[serde(default)]
     pub batch: BatchSpec,
+    /// How many tasks run the job (threads, each with a share of the input and its own
+    /// stage instances). Default: the number of cores (`rivulet run --parallelism`).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,8 +162,10 @@ pub struct WindowSpec {
     /// A partition without records for this long stops holding the watermark back.
     #[serde(default = "default_idle", deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// Records later than the allowed lateness go here (else they are counted and dropped).
+    /// Records later than the allowed lateness go to this topic, or to this file (one
+    /// record per line); with neither they are counted and dropped.
     pub late_topic: Option<String>,
+    pub late_path: Option<PathBuf>,
 }
 
 fn default_idle() -> Duration {
@@ -364,6 +370,9 @@ impl PipelineSpec {
         if let SourceSpec::File { path } = &mut self.source {
             fix(path);
         }
+        if let Some(path) = self.window.as_mut().and_then(|w| w.late_path.as_mut()) {
+            fix(path);
+        }
         if let SinkSpec::File { path } = &mut self.sink {
             fix(path);
         }
@@ -418,6 +427,12 @@ impl PipelineSpec {
         if let Some(window) = &self.window {
             if window.size.as_millis() == 0 {
                 return invalid("window.size", "must be at least 1ms");
+            }
+            if window.late_topic.is_some() && window.late_path.is_some() {
+                return invalid(
+                    "window.late_path",
+                    "give `late_topic` or `late_path`, not both",
+                );
             }
             if window.time == TimeDomain::Event && window.timestamp.is_none() {
                 return invalid(

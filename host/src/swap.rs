@@ -66,34 +66,44 @@ fn retire(graveyard: &Option<Sender<Retired>>, old: Retired) {
     }
 }
 
-/// A candidate ready to install.
+/// A candidate ready to install in one task.
 pub struct Prepared {
     pub stage: String,
     pub candidate: Candidate,
-    pub module: UdfModule,
-    pub origin: String,
-    pub prepared_in: Duration,
-    pub reply: Option<Sender<Result<SwapOutcome, String>>>,
+    /// Where the task reports the install: whether windows stay with the previous module
+    /// (a new generation), and how long its record flow paused.
+    pub installed: Sender<Installed>,
 }
+
+/// One task's install of a swap.
+pub type Installed = Result<(bool, Duration), String>;
+
+/// How long the worker waits for a task to install a prepared module (a task installs
+/// between two batches; a guest call is bounded by its stage's time limit).
+const INSTALL_WAIT: Duration = Duration::from_secs(30);
 
 /// The stages that can be swapped: kind and limits.
 pub type Swappable = BTreeMap<String, (Kind, Limits)>;
 
-/// The pipeline's ends of the swap worker's channels.
+/// The job's ends of the swap worker's channels: one `prepared` per task.
 pub struct SwapChannels {
     pub requests: Sender<SwapRequest>,
-    pub prepared: Receiver<Prepared>,
+    pub prepared: Vec<Receiver<Prepared>>,
     pub retired: Sender<Retired>,
 }
 
-/// Starts the worker (and the thread that drops replaced modules).
+/// Starts the worker (and the thread that drops replaced modules) for a job of `tasks`
+/// tasks: a checked candidate is started once per task, and the swap is done when every
+/// task has installed it between two of its batches.
 pub fn spawn(
     runtime: Runtime,
     status: Arc<JobStatus>,
     stages: Swappable,
+    tasks: usize,
 ) -> std::io::Result<SwapChannels> {
     let (requests, incoming) = channel::<SwapRequest>();
-    let (ready, prepared) = channel::<Prepared>();
+    let (readies, prepared): (Vec<Sender<Prepared>>, Vec<Receiver<Prepared>>) =
+        (0..tasks.max(1)).map(|_| channel::<Prepared>()).unzip();
     let (retired, graveyard) = channel::<Retired>();
     std::thread::Builder::new()
         .name("rivulet-retire".into())
@@ -101,18 +111,31 @@ pub fn spawn(
     std::thread::Builder::new().name("rivulet-swap".into()).spawn(move || {
         for request in incoming {
             let started = Instant::now();
-            match prepare(&runtime, &status, &stages, &request) {
-                Ok((module, candidate)) => {
-                    let prepared = Prepared {
-                        stage: request.stage,
-                        candidate,
-                        module,
-                        origin: request.origin,
-                        prepared_in: started.elapsed(),
-                        reply: request.reply,
+            match prepare(&runtime, &status, &stages, &request, readies.len()) {
+                Ok((module, candidates)) => {
+                    let prepared_in = started.elapsed();
+                    let new_version = match candidates.first() {
+                        Some(Candidate::Aggregate { state_version, .. }) => Some(*state_version),
+                        _ => None,
                     };
-                    if ready.send(prepared).is_err() {
+                    let installed = install_everywhere(&readies, &request.stage, candidates);
+                    if installed == Err(STOPPED.to_owned()) {
                         return;
+                    }
+                    let outcome = installed.map(|(new_generation, pause)| {
+                        let installed = Install {
+                            prepared_in,
+                            new_generation,
+                            new_version,
+                            pause,
+                        };
+                        outcome(&status, &request, &module, &installed)
+                    });
+                    if let Err(reason) = &outcome {
+                        tracing::warn!(stage = %request.stage, "swap not installed: {reason}");
+                    }
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
                     }
                 }
                 Err(reason) => {
@@ -135,12 +158,140 @@ pub fn spawn(
     })
 }
 
+const STOPPED: &str = "the job has stopped";
+
+/// Hands one candidate to each task and waits for every install: whether windows stay
+/// with the previous module, and the longest pause.
+fn install_everywhere(
+    readies: &[Sender<Prepared>],
+    stage: &str,
+    candidates: Vec<Candidate>,
+) -> Result<(bool, Duration), String> {
+    let (installed, reports) = channel::<Installed>();
+    let mut sent = 0;
+    for (ready, candidate) in readies.iter().zip(candidates) {
+        let prepared = Prepared {
+            stage: stage.to_owned(),
+            candidate,
+            installed: installed.clone(),
+        };
+        if ready.send(prepared).is_ok() {
+            sent += 1;
+        }
+    }
+    if sent == 0 {
+        return Err(STOPPED.to_owned());
+    }
+    let (mut new_generation, mut pause) = (false, Duration::ZERO);
+    for _ in 0..sent {
+        match reports.recv_timeout(INSTALL_WAIT) {
+            Ok(Ok((generation, paused))) => {
+                new_generation |= generation;
+                pause = pause.max(paused);
+            }
+            Ok(Err(reason)) => return Err(reason),
+            Err(_) => {
+                return Err(format!(
+                    "not every task installed it within {} s (a task stopped or is stuck)",
+                    INSTALL_WAIT.as_secs()
+                ));
+            }
+        }
+    }
+    Ok((new_generation, pause))
+}
+
+/// How a swap went in every task.
+struct Install {
+    prepared_in: Duration,
+    new_generation: bool,
+    /// An aggregate's state version.
+    new_version: Option<u32>,
+    /// The longest pause of a task's record flow.
+    pause: Duration,
+}
+
+/// Records a swap every task installed: status, log line, and the reply.
+fn outcome(
+    status: &JobStatus,
+    request: &SwapRequest,
+    module: &UdfModule,
+    installed: &Install,
+) -> SwapOutcome {
+    let previous = status.stage(&request.stage).and_then(|s| s.hash);
+    let outcome = SwapOutcome {
+        stage: request.stage.clone(),
+        hash: module.hash.clone(),
+        previous_hash: previous,
+        state_version: installed.new_version,
+        new_generation: installed.new_generation,
+        prepare_ms: installed.prepared_in.as_secs_f64() * 1e3,
+        pause_us: installed.pause.as_micros() as u64,
+    };
+    status.update_stage(&request.stage, |info| {
+        info.origin = Some(request.origin.clone());
+        info.hash = Some(module.hash.clone());
+        info.size = module.size;
+        info.load_ms = outcome.prepare_ms;
+        info.loaded_at = rivulet_sdk::time::iso8601(crate::kafka::source::now_millis());
+        info.swaps += 1;
+        info.last_swap_pause_us = Some(outcome.pause_us);
+        if installed.new_version.is_some() {
+            info.state_version = installed.new_version;
+        }
+    });
+    tracing::info!(
+        stage = %request.stage,
+        origin = %request.origin,
+        hash = module.short_hash(),
+        previous = outcome.previous_hash.as_deref().and_then(|h| h.get(..12)).unwrap_or("-"),
+        new_generation = outcome.new_generation,
+        prepare_ms = format!("{:.1}", outcome.prepare_ms),
+        pause_us = outcome.pause_us,
+        "swapped in a new module"
+    );
+    outcome
+}
+
+/// Starts one more instance of a checked module (for another task).
+fn instance(
+    runtime: &Runtime,
+    module: &UdfModule,
+    stage: &str,
+    kind: Kind,
+    limits: Limits,
+) -> Result<Candidate, String> {
+    let started = |err: crate::udf::UdfError| format!("starting the new module: {err}");
+    Ok(match kind {
+        Kind::Parse => Candidate::Parse(Box::new(
+            WasmParse::new(runtime, module, stage, limits).map_err(started)?,
+        )),
+        Kind::Map => Candidate::Map(Box::new(
+            WasmMap::new(runtime, module, stage, limits).map_err(started)?,
+        )),
+        Kind::Format => Candidate::Format(Box::new(
+            WasmFormat::new(runtime, module, stage, limits).map_err(started)?,
+        )),
+        Kind::Aggregate => {
+            let mut new = WasmAggregate::new(runtime, module, stage, limits).map_err(started)?;
+            let empty = new.create().map_err(started)?;
+            let state_version = new.state_version().map_err(started)?;
+            Candidate::Aggregate {
+                stage: Box::new(new),
+                empty,
+                state_version,
+            }
+        }
+    })
+}
+
 fn prepare(
     runtime: &Runtime,
     status: &JobStatus,
     stages: &Swappable,
     request: &SwapRequest,
-) -> Result<(UdfModule, Candidate), String> {
+    tasks: usize,
+) -> Result<(UdfModule, Vec<Candidate>), String> {
     let Some((kind, limits)) = stages.get(&request.stage) else {
         let names: Vec<String> = stages.keys().cloned().collect();
         return Err(format!(
@@ -221,7 +372,12 @@ fn prepare(
             }
         }
     };
-    Ok((module, candidate))
+    // The checked instance goes to the first task; the others get fresh ones.
+    let mut candidates = vec![candidate];
+    for _ in 1..tasks {
+        candidates.push(instance(runtime, &module, stage, *kind, *limits)?);
+    }
+    Ok((module, candidates))
 }
 
 impl crate::pipeline::Pipeline {
@@ -233,10 +389,6 @@ impl crate::pipeline::Pipeline {
         };
         for swap in prepared {
             let started = Instant::now();
-            let new_version = match &swap.candidate {
-                Candidate::Aggregate { state_version, .. } => Some(*state_version),
-                _ => None,
-            };
             let installed: Result<bool, String> = match swap.candidate {
                 Candidate::Parse(stage) if self.transform.parse.name == swap.stage => {
                     let old = std::mem::replace(&mut self.transform.parse.stage, stage);
@@ -289,51 +441,12 @@ impl crate::pipeline::Pipeline {
                 Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
             };
             let pause = started.elapsed();
-            let module = &swap.module;
-            let outcome = installed.map(|new_generation| {
+            if installed.is_ok() {
                 self.swap_pauses.push(pause);
-                let previous = self.status.stage(&swap.stage).and_then(|s| s.hash);
-                SwapOutcome {
-                    stage: swap.stage.clone(),
-                    hash: module.hash.clone(),
-                    previous_hash: previous,
-                    state_version: new_version,
-                    new_generation,
-                    prepare_ms: swap.prepared_in.as_secs_f64() * 1e3,
-                    pause_us: pause.as_micros() as u64,
-                }
-            });
-            match &outcome {
-                Ok(outcome) => {
-                    self.status.update_stage(&swap.stage, |info| {
-                        info.origin = Some(swap.origin.clone());
-                        info.hash = Some(module.hash.clone());
-                        info.size = module.size;
-                        info.load_ms = swap.prepared_in.as_secs_f64() * 1e3;
-                        info.loaded_at =
-                            rivulet_sdk::time::iso8601(crate::kafka::source::now_millis());
-                        info.swaps += 1;
-                        info.last_swap_pause_us = Some(outcome.pause_us);
-                        if new_version.is_some() {
-                            info.state_version = new_version;
-                        }
-                    });
-                    tracing::info!(
-                        stage = %swap.stage,
-                        origin = %swap.origin,
-                        hash = module.short_hash(),
-                        previous = outcome.previous_hash.as_deref().and_then(|h| h.get(..12)).unwrap_or("-"),
-                        new_generation = outcome.new_generation,
-                        prepare_ms = format!("{:.1}", outcome.prepare_ms),
-                        pause_us = outcome.pause_us,
-                        "swapped in a new module"
-                    );
-                }
-                Err(reason) => tracing::warn!(stage = %swap.stage, "swap not installed: {reason}"),
             }
-            if let Some(reply) = swap.reply {
-                let _ = reply.send(outcome);
-            }
+            let _ = swap
+                .installed
+                .send(installed.map(|new_generation| (new_generation, pause)));
         }
     }
 }

@@ -6,13 +6,16 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::PartitionState;
 use crate::error::PipelineError;
 use crate::kafka::source::now_millis;
-use crate::sink::Sink;
+use crate::sink::SharedSink;
+use crate::source::FileSplit;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::stage::isolate;
-use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
+use crate::window::exchange::{Partials, Ready};
+use crate::window::{Assignment, Exchange, Firing, TaskId, TumblingWindows, Watermarks};
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
 use rivulet_sdk::time::{iso8601, parse_iso8601};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Name of the aggregate step in dead letters and logs.
@@ -34,6 +37,17 @@ pub struct WindowStats {
 #[derive(Default)]
 pub struct Results {
     pub parts: Vec<Batch>,
+    /// Merged windows' offsets stay needed until these results are sent (see
+    /// [`Windowing::results_sent`]).
+    pub ticket: Option<u64>,
+}
+
+/// One task's link to the other tasks of its job.
+pub struct TaskLink {
+    pub exchange: Arc<Exchange<Acc>>,
+    pub task: TaskId,
+    /// Ordered splits of one file: every task's split (to read late lines again).
+    pub splits: Arc<[FileSplit]>,
 }
 
 /// How long a replay may make no progress before windows fire without it.
@@ -54,7 +68,7 @@ pub struct Windowing {
     watermarks: Watermarks,
     aggregator: Aggregator,
     policy: OnError,
-    late: Option<Sink>,
+    late: Option<SharedSink>,
     clock: Instant,
     stats: WindowStats,
     /// Wasm aggregates: the module generation each open window started with.
@@ -65,6 +79,15 @@ pub struct Windowing {
     replay_progress: (BTreeMap<i32, i64>, Instant),
     /// Where the aggregate's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
+    /// Several tasks: where this task's partials go (two-phase aggregation).
+    link: Option<TaskLink>,
+    /// The partitions this task reads (since the last restart).
+    partitions: Vec<i32>,
+    /// Ordered splits, tasks after the first: the lines added to each window, until the
+    /// exchange knows whether the earlier splits had closed it.
+    lines: BTreeMap<i64, Vec<i64>>,
+    /// The largest event time seen (ordered splits publish it).
+    max_seen: Option<i64>,
 }
 
 /// Where a row's source record is, for dead letters and holds.
@@ -98,7 +121,7 @@ impl Windowing {
         spec: WindowSpec,
         aggregator: Aggregator,
         policy: OnError,
-        late: Option<Sink>,
+        late: Option<SharedSink>,
     ) -> Result<Self, PipelineError> {
         let size = i64::try_from(spec.size.as_millis()).unwrap_or(i64::MAX);
         let lateness = i64::try_from(spec.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
@@ -118,7 +141,24 @@ impl Windowing {
             replay: BTreeMap::new(),
             replay_progress: (BTreeMap::new(), Instant::now()),
             samples: None,
+            link: None,
+            partitions: Vec::new(),
+            lines: BTreeMap::new(),
+            max_seen: None,
         })
+    }
+
+    /// Makes this the windowing of one task among several (see [`Exchange`]).
+    pub fn linked(mut self, link: TaskLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Whether to note the lines added to each window (ordered splits after the first).
+    fn notes_lines(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.exchange.is_ordered() && l.task > 0)
     }
 
     fn mono(&self) -> i64 {
@@ -131,6 +171,12 @@ impl Windowing {
     pub fn restart(&mut self, partitions: &[i32], restored: &BTreeMap<i32, PartitionState>) {
         self.windows.clear();
         self.window_generation.clear();
+        self.lines.clear();
+        self.max_seen = None;
+        self.partitions = partitions.to_vec();
+        if let Some(link) = &self.link {
+            link.exchange.restart(link.task, partitions);
+        }
         self.watermarks = fresh_watermarks(&self.spec);
         let now = self.mono();
         self.watermarks.assign(partitions, now);
@@ -228,24 +274,45 @@ impl Windowing {
         self.stats
     }
 
-    pub fn late_sink(&mut self) -> Option<&mut Sink> {
-        self.late.as_mut()
-    }
-
-    pub fn late_sink_ref(&self) -> Option<&Sink> {
+    pub fn late_sink(&self) -> Option<&SharedSink> {
         self.late.as_ref()
     }
 
-    /// Per partition, the lowest offset an open window still needs.
+    /// Per partition, the lowest offset an open window (or, with several tasks, a window
+    /// deposited but not yet emitted) still needs.
     pub fn needed(&self) -> BTreeMap<i32, i64> {
-        self.windows.min_offsets()
+        let mut needed = self.windows.min_offsets();
+        if let Some(link) = &self.link {
+            for (p, offset) in link.exchange.needed(&self.partitions) {
+                needed
+                    .entry(p)
+                    .and_modify(|min| *min = (*min).min(offset))
+                    .or_insert(offset);
+            }
+        }
+        needed
     }
 
-    /// The combined event-time watermark (windows ending at or before it have fired).
+    /// The combined event-time watermark (windows ending at or before it have fired; with
+    /// several tasks, those the job has emitted).
     pub fn combined_watermark(&self) -> Option<i64> {
         match self.spec.time {
-            TimeDomain::Event => self.watermarks.combined(),
+            TimeDomain::Event => match &self.link {
+                None => self.watermarks.combined(),
+                Some(link) => self
+                    .watermarks
+                    .combined()
+                    .min(link.exchange.closed_through()),
+            },
             TimeDomain::Processing => None,
+        }
+    }
+
+    /// The results of [`Windowing::fire`] or [`Windowing::drain`] were sent: what merged
+    /// windows held back may be committed.
+    pub fn results_sent(&self, results: &Results) {
+        if let (Some(link), Some(ticket)) = (&self.link, results.ticket) {
+            link.exchange.sent(ticket);
         }
     }
 
@@ -305,11 +372,21 @@ impl Windowing {
         let now = now_millis();
         let mono = self.mono();
         let event = self.spec.time == TimeDomain::Event;
-        let watermark = if event {
-            self.watermarks.current(mono)
-        } else {
-            None
+        // Lateness is judged per record, against the records before it: with several
+        // independent tasks, against the job's watermark; with ordered splits, the earlier
+        // splits' progress raises this task's.
+        let shared = match &self.link {
+            Some(link) if !link.exchange.is_ordered() => Some(link.exchange.watermark()),
+            _ => None,
         };
+        if let Some(link) = &self.link
+            && link.exchange.is_ordered()
+            && let Some(floor) = link.exchange.prefix_floor(link.task)
+        {
+            let ooo = i64::try_from(self.spec.out_of_orderness.as_millis()).unwrap_or(i64::MAX);
+            self.watermarks.restore_combined(floor.saturating_sub(ooo));
+        }
+        let notes_lines = self.notes_lines();
         let key_column = self.spec.key.as_deref().map(|k| (k, rows.column(k)));
         let mut selected: Vec<u32> = Vec::with_capacity(rows.len as usize);
         let mut targets: Vec<(i64, Scalar, i32, i64)> = Vec::with_capacity(rows.len as usize);
@@ -340,8 +417,14 @@ impl Windowing {
             } else {
                 now
             };
+            let watermark = match shared {
+                _ if !event => None,
+                Some(shared) => shared,
+                None => self.watermarks.current(mono),
+            };
             if event {
                 self.watermarks.observe(origin.partition(), ts, mono);
+                self.max_seen = self.max_seen.max(Some(ts));
             }
             let replay = self.replay.get(&origin.partition());
             let replayed = replay.is_some_and(|r| origin.offset() < r.read);
@@ -360,22 +443,23 @@ impl Windowing {
                 assignment = Assignment::Late { start };
             }
             match assignment {
-                Assignment::Open { start } => {
-                    selected.push(row as u32);
-                    targets.push((start, key, origin.partition(), origin.offset()));
-                }
-                Assignment::Late { start } => {
-                    self.stats.late_updates += 1;
+                Assignment::Open { start } | Assignment::Late { start } => {
+                    if matches!(assignment, Assignment::Late { .. }) {
+                        self.stats.late_updates += 1;
+                    }
+                    if notes_lines {
+                        self.lines.entry(start).or_default().push(origin.offset());
+                    }
                     selected.push(row as u32);
                     targets.push((start, key, origin.partition(), origin.offset()));
                 }
                 Assignment::TooLate { .. } => {
                     self.stats.too_late += 1;
-                    if let Some(late) = &mut self.late {
+                    if let Some(late) = &self.late {
                         let record = raw.record(origin.index);
                         let payload = record.as_ref().map_or(&[][..], |r| r.payload);
                         let key = record.as_ref().and_then(|r| r.key);
-                        late.send(key, payload, &[])?;
+                        late.lock().send(key, payload, &[])?;
                     }
                 }
             }
@@ -521,26 +605,197 @@ impl Windowing {
     }
 
     /// Fires what the watermark (event time) or the clock (processing time) has closed.
+    /// With several tasks, this task's closed windows go to the exchange, and what every
+    /// task has passed comes back merged.
     pub fn fire(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
-        let watermark = match self.spec.time {
+        let own = match self.spec.time {
             TimeDomain::Event => {
                 let mono = self.mono();
                 self.watermarks.current(mono)
             }
             TimeDomain::Processing => Some(now_millis()),
         };
-        let firings = match watermark {
-            Some(wm) => self.windows.advance(wm),
-            None => Vec::new(),
+        let Some(link) = &self.link else {
+            let firings = match own {
+                Some(wm) => self.windows.advance(wm),
+                None => Vec::new(),
+            };
+            return self.finish(firings, topic, dead);
         };
-        self.finish(firings, topic, dead)
+        let exchange = link.exchange.clone();
+        let task = link.task;
+        exchange.publish(task, own, self.max_seen);
+        let watermark = match self.spec.time {
+            TimeDomain::Event if !exchange.is_ordered() => exchange.watermark(),
+            _ => own,
+        };
+        if let Some(wm) = watermark {
+            let firings = self.windows.advance(wm);
+            self.deposit(&exchange, task, firings);
+            exchange.advanced(task, wm);
+        }
+        let ready = exchange.take_ready();
+        self.finish_merged(ready, topic, dead)
     }
 
-    /// Fires everything (end of a bounded input).
+    /// Fires everything (end of a bounded input). With several tasks, this task's part of
+    /// every window goes to the exchange; the last task to finish emits what is left.
     pub fn drain(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
         self.watermarks.finish();
         let firings = self.windows.drain();
-        self.finish(firings, topic, dead)
+        let Some(link) = &self.link else {
+            return self.finish(firings, topic, dead);
+        };
+        let exchange = link.exchange.clone();
+        let task = link.task;
+        exchange.publish(task, None, self.max_seen);
+        self.deposit(&exchange, task, firings);
+        exchange.finished(task);
+        let ready = exchange.take_ready();
+        self.finish_merged(ready, topic, dead)
+    }
+
+    /// Hands this task's fired windows to the exchange.
+    fn deposit(&mut self, exchange: &Exchange<Acc>, task: TaskId, firings: Vec<Firing<Acc>>) {
+        for firing in firings {
+            if firing.is_final {
+                self.window_generation.remove(&firing.start);
+            }
+            let lines = if firing.is_final {
+                self.lines.remove(&firing.start).unwrap_or_default()
+            } else {
+                self.lines
+                    .get_mut(&firing.start)
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            };
+            exchange.deposit(task, firing.start, firing.groups, firing.min_offsets, lines);
+        }
+        self.retire_unused();
+    }
+
+    /// Merges every task's partials of the windows the exchange released, finishes them,
+    /// and sends the lines of ordered splits that turned out too late to the late records.
+    fn finish_merged(
+        &mut self,
+        ready: Ready<Acc>,
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<Results, PipelineError> {
+        self.send_late_lines(&ready.late_lines)?;
+        let mut firings = Vec::with_capacity(ready.windows.len());
+        for window in ready.windows {
+            let mut groups = Vec::with_capacity(window.groups.len());
+            for (key, partials) in window.groups {
+                match self.merge(partials) {
+                    Ok(acc) => groups.push((key, acc)),
+                    Err(error) => {
+                        let payload = format!(
+                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
+                            iso8601(window.start),
+                            iso8601(window.end),
+                            key.to_json()
+                        );
+                        tracing::warn!(stage = AGGREGATE, "{error}");
+                        dead.handle(
+                            self.policy,
+                            &DeadLetter::derived(AGGREGATE, &error, topic, payload.as_bytes()),
+                        )?;
+                    }
+                }
+            }
+            firings.push(Firing {
+                start: window.start,
+                end: window.end,
+                groups,
+                is_final: window.is_final,
+                update: window.update,
+                min_offsets: BTreeMap::new(),
+            });
+        }
+        let mut results = self.finish(firings, topic, dead)?;
+        results.ticket = Some(ready.ticket);
+        Ok(results)
+    }
+
+    /// One accumulator from every task's partial of a (window, key).
+    fn merge(&mut self, partials: Partials<Acc>) -> Result<Acc, String> {
+        let mut partials = partials.into_values();
+        let Some(mut merged) = partials.next() else {
+            return Err("a window key with no accumulator".to_owned());
+        };
+        for next in partials {
+            merged = match (&mut self.aggregator, merged, next) {
+                (Aggregator::Builtin(builtins), Acc::Builtin(mut a), Acc::Builtin(b)) => {
+                    builtins.merge(&mut a, &b);
+                    Acc::Builtin(a)
+                }
+                (
+                    Aggregator::Wasm(generations),
+                    Acc::Bytes { generation, bytes },
+                    Acc::Bytes {
+                        generation: other,
+                        bytes: more,
+                    },
+                ) if generation == other => {
+                    let stage = generations.get_mut(generation).ok_or_else(|| {
+                        format!("aggregate module generation {generation} is gone")
+                    })?;
+                    let mut out = stage
+                        .stage
+                        .merge(vec![(bytes, more)])
+                        .map_err(|err| format!("merging the tasks' accumulators: {err}"))?;
+                    if out.len() != 1 {
+                        return Err(format!(
+                            "merge returned {} accumulators for 1 pair (contract breach)",
+                            out.len()
+                        ));
+                    }
+                    Acc::Bytes {
+                        generation,
+                        bytes: out.remove(0),
+                    }
+                }
+                (
+                    _,
+                    Acc::Bytes { generation, .. },
+                    Acc::Bytes {
+                        generation: other, ..
+                    },
+                ) => {
+                    return Err(format!(
+                        "the tasks hold this window in two aggregate module generations ({generation} and {other}: a swap with a new state version landed while it opened); they cannot be merged"
+                    ));
+                }
+                _ => return Err("accumulators of different kinds".to_owned()),
+            };
+        }
+        Ok(merged)
+    }
+
+    /// Ordered splits: records another task added that the earlier splits had made too
+    /// late, read again from their split and sent to the late records.
+    fn send_late_lines(&mut self, late: &BTreeMap<TaskId, Vec<i64>>) -> Result<(), PipelineError> {
+        let Some(link) = &self.link else {
+            return Ok(());
+        };
+        for (&task, lines) in late {
+            self.stats.too_late += lines.len() as u64;
+            let (Some(sink), Some(split)) = (&self.late, link.splits.get(task)) else {
+                continue;
+            };
+            let found = crate::source::reread(split, lines).map_err(|error| {
+                PipelineError::Source(crate::source::SourceError::Io {
+                    name: split.path.display().to_string(),
+                    error,
+                })
+            })?;
+            let mut sink = sink.lock();
+            for (_, payload) in found {
+                sink.send(None, &payload, &[])?;
+            }
+        }
+        Ok(())
     }
 
     fn finish(

@@ -303,7 +303,9 @@ cpu_per_batch = 3600000
     std::fs::write(dir.path().join("job.toml"), spec).unwrap();
     let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args(["run", "job.toml", "--control", "off"])
+        // One task: the second record waits behind the blocked first (a second task
+        // would read it from its own split of the file).
+        .args(["run", "job.toml", "--control", "off", "--parallelism", "1"])
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -74,6 +74,30 @@ impl Builtins {
         Ok(())
     }
 
+    /// Folds `other` (the same built-ins over other rows) into `accs`: two-phase aggregation
+    /// across the tasks of a job.
+    pub fn merge(&self, accs: &mut [BuiltinAcc], other: &[BuiltinAcc]) {
+        for (acc, other) in accs.iter_mut().zip(other) {
+            match (acc, other) {
+                (BuiltinAcc::Count(n), BuiltinAcc::Count(m)) => *n += m,
+                (BuiltinAcc::Sum(a), BuiltinAcc::Sum(b)) => *a += b,
+                (
+                    BuiltinAcc::Avg { sum, count },
+                    BuiltinAcc::Avg {
+                        sum: other_sum,
+                        count: other_count,
+                    },
+                ) => {
+                    *sum += other_sum;
+                    *count += other_count;
+                }
+                (BuiltinAcc::Min(a), BuiltinAcc::Min(b)) => *a = option_fold(*a, *b, f64::min),
+                (BuiltinAcc::Max(a), BuiltinAcc::Max(b)) => *a = option_fold(*a, *b, f64::max),
+                _ => {}
+            }
+        }
+    }
+
     /// Output fields and values.
     pub fn finish(&self, accs: &[BuiltinAcc]) -> Vec<(String, Value)> {
         self.specs
@@ -90,6 +114,13 @@ impl Builtins {
                 (spec.name.clone(), value)
             })
             .collect()
+    }
+}
+
+fn option_fold(a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -145,6 +176,37 @@ mod tests {
         assert_eq!(
             Value::Object(out),
             json!({"n": 3, "total": 3.3, "avg": 1.1, "lo": 0.1, "hi": 3})
+        );
+    }
+
+    #[test]
+    fn merged_partials_finish_like_one_accumulator_over_all_rows() {
+        let builtins = Builtins::new(vec![
+            spec("n", BuiltinFn::Count, None),
+            spec("total", BuiltinFn::Sum, Some("amount")),
+            spec("avg", BuiltinFn::Avg, Some("amount")),
+            spec("lo", BuiltinFn::Min, Some("amount")),
+            spec("hi", BuiltinFn::Max, Some("amount")),
+        ]);
+        let mut b = BatchBuilder::new();
+        for amount in [4, 1, 7, 2] {
+            b.push(&json!({ "amount": amount })).unwrap();
+        }
+        let rows = b.finish();
+        let (mut left, mut right, empty) =
+            (builtins.create(), builtins.create(), builtins.create());
+        for row in 0..2 {
+            builtins.add(&mut left, &rows, row).unwrap();
+        }
+        for row in 2..4 {
+            builtins.add(&mut right, &rows, row).unwrap();
+        }
+        builtins.merge(&mut left, &right);
+        builtins.merge(&mut left, &empty);
+        let out: serde_json::Map<String, Value> = builtins.finish(&left).into_iter().collect();
+        assert_eq!(
+            Value::Object(out),
+            json!({"n": 4, "total": 14, "avg": 3.5, "lo": 1, "hi": 7})
         );
     }
 }

@@ -12,6 +12,7 @@ use rivulet::kafka::sink::KafkaSink;
 use rivulet::pipeline::Pipeline;
 use rivulet::seed::Orders;
 use rivulet::spec::PipelineSpec;
+use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,8 +149,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         commit_every: Duration::from_secs(1),
         swappable: true,
     };
-    let mut job = Pipeline::from_spec(&step34, &options(&job_stop))?;
-    job.drain_on_stop = true;
+    let mut job = Job::single(Pipeline::from_spec(&step34, &options(&job_stop))?);
+    for task in &mut job.tasks {
+        task.drain_on_stop = true;
+    }
     let mut printer = Pipeline::from_spec(&tail, &options(&printer_stop))?;
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
     super::run::start_control(&job, &args.control, !args.no_watch)?;
@@ -194,7 +197,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (written, malformed) = seeder
         .join()
         .map_err(|_| anyhow::anyhow!("the seeder panicked"))??;
-    let (results, _) = job.emitter.sink.counts();
+    let (_, (results, _)) = job.sink();
     wait_until(|| printer_read.records() >= results);
     printer_stop.store(true, Ordering::Relaxed);
     let (_printer, printed) = printing

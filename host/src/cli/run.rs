@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use rivulet::assemble::RunOptions;
-use rivulet::pipeline::{Pipeline, PipelineError};
+use rivulet::pipeline::PipelineError;
 use rivulet::spec::PipelineSpec;
+use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub struct RunArgs {
     watch: bool,
     #[command(flatten)]
     control: ControlArgs,
+    /// How many tasks (threads) run the job, each with a share of the input and its own
+    /// stage instances (default: the spec's `parallelism`, else the number of cores).
+    #[arg(long)]
+    parallelism: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -37,23 +42,18 @@ pub struct ControlArgs {
 /// Where `rivulet run` serves its control API, and where `swap`/`status` look for it.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:7787";
 
-/// Starts the control API and (with `watch`) the file watcher for a pipeline.
-pub fn start_control(
-    pipeline: &Pipeline,
-    control: &ControlArgs,
-    watch: bool,
-) -> anyhow::Result<()> {
-    let Some(requests) = pipeline.swap_requests.clone() else {
+/// Starts the control API and (with `watch`) the file watcher for a job.
+pub fn start_control(job: &Job, control: &ControlArgs, watch: bool) -> anyhow::Result<()> {
+    let Some(requests) = job.swap_requests.clone() else {
         return Ok(());
     };
     if control.addr != "off" {
-        let bound =
-            rivulet::control::serve(&control.addr, pipeline.status.clone(), requests.clone())
-                .with_context(|| format!("starting the control API on {}", control.addr))?;
+        let bound = rivulet::control::serve(&control.addr, job.status.clone(), requests.clone())
+            .with_context(|| format!("starting the control API on {}", control.addr))?;
         eprintln!("control API at http://{bound} (rivulet status --control {bound})");
     }
     if watch {
-        rivulet::watch::spawn(pipeline.status.clone(), requests, pipeline.stop.clone())
+        rivulet::watch::spawn(job.status.clone(), requests, job.stop.clone())
             .context("starting the file watcher")?;
     }
     Ok(())
@@ -84,7 +84,10 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let spec = PipelineSpec::load(&args.spec)?;
+    let mut spec = PipelineSpec::load(&args.spec)?;
+    if args.parallelism.is_some() {
+        spec.parallelism = args.parallelism;
+    }
     let options = RunOptions {
         brokers: args.kafka.brokers,
         runtime: Runtime::new(ModuleCache::default_location())?,
@@ -93,17 +96,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         commit_every: args.commit_every,
         swappable: args.watch || args.control.addr != "off",
     };
-    let mut pipeline = match Pipeline::from_spec(&spec, &options) {
+    let mut job = match Job::from_spec(&spec, &options) {
         Err(err) if interrupted(&err) => {
             tracing::info!(job = %spec.name, "stopped while waiting for Kafka");
             return Ok(());
         }
         other => other?,
     };
-    start_control(&pipeline, &args.control, args.watch)?;
-    tracing::info!(job = %spec.name, source = pipeline.source.name(), sink = %pipeline.emitter.sink.describe(), "running");
-    let result = pipeline.run();
-    report(&pipeline);
+    start_control(&job, &args.control, args.watch)?;
+    let source = job.tasks.first().map(|t| t.source.name().to_owned());
+    tracing::info!(job = %spec.name, source = source.unwrap_or_default(), sink = %job.sink().0, tasks = job.tasks.len(), "running");
+    let result = job.run();
+    report(&job);
     match result {
         Err(err) if interrupted(&err) => Ok(()),
         other => Ok(other?),
@@ -124,9 +128,9 @@ pub fn interrupted(err: &PipelineError) -> bool {
 }
 
 /// Counters of a finished or stopped job, in the log.
-pub fn report(pipeline: &Pipeline) {
-    tracing::info!(job = %pipeline.name, records = pipeline.status.records(), "stopped");
-    for (stage, stats) in &pipeline.transform.stats {
+pub fn report(job: &Job) {
+    tracing::info!(job = %job.name, records = job.status.records(), tasks = job.tasks.len(), "stopped");
+    for (stage, stats) in &job.step_stats() {
         tracing::info!(
             stage,
             records_in = stats.records_in,
@@ -136,8 +140,7 @@ pub fn report(pipeline: &Pipeline) {
             "stage"
         );
     }
-    if let Some(windowing) = &pipeline.windowing {
-        let s = windowing.stats();
+    if let Some(s) = job.window_stats() {
         tracing::info!(
             rows = s.rows,
             results = s.results,
@@ -147,24 +150,29 @@ pub fn report(pipeline: &Pipeline) {
             "windows"
         );
     }
-    let (sent, acked) = pipeline.emitter.sink.counts();
-    tracing::info!(sink = %pipeline.emitter.sink.describe(), sent, acked, "sink");
-    for (stage, count) in pipeline.dead.counts() {
+    let (sink, (sent, acked)) = job.sink();
+    tracing::info!(sink = %sink, sent, acked, "sink");
+    for (stage, count) in job.dead_letters() {
         tracing::info!(stage, count, "dead letters");
     }
-    if pipeline.dead.resent_skipped() > 0 {
+    let resent: u64 = job.tasks.iter().map(|t| t.dead.resent_skipped()).sum();
+    if resent > 0 {
         tracing::info!(
-            count = pipeline.dead.resent_skipped(),
+            count = resent,
             "dead letters of replayed records not sent again"
         );
     }
-    if !pipeline.swap_pauses.is_empty() {
-        let mut pauses: Vec<u128> = pipeline.swap_pauses.iter().map(|d| d.as_micros()).collect();
-        pauses.sort();
+    let mut pauses: Vec<u128> = job
+        .tasks
+        .iter()
+        .flat_map(|t| t.swap_pauses.iter().map(|d| d.as_micros()))
+        .collect();
+    pauses.sort();
+    if let (Some(p50), Some(max)) = (pauses.get(pauses.len() / 2), pauses.last()) {
         tracing::info!(
             swaps = pauses.len(),
-            p50_us = pauses[pauses.len() / 2],
-            max_us = pauses[pauses.len() - 1],
+            p50_us = p50,
+            max_us = max,
             "swap pauses"
         );
     }

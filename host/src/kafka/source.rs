@@ -271,6 +271,9 @@ pub struct SourceOptions {
     pub bounded: bool,
     /// Give up connecting after this long (None: keep retrying until stopped).
     pub connect_timeout: Option<Duration>,
+    /// With `assign = "all"`, this task's share of the partitions: `(task, tasks)` reads
+    /// the partitions whose index is `task` modulo `tasks`.
+    pub share: (usize, usize),
 }
 
 impl KafkaSource {
@@ -322,6 +325,16 @@ impl KafkaSource {
             },
             state: state.clone(),
             rebalanced: None,
+        };
+        let (task, tasks) = options.share;
+        let partitions: Vec<i32> = match options.assign {
+            AssignMode::All => partitions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % tasks.max(1) == task)
+                .map(|(_, &p)| p)
+                .collect(),
+            AssignMode::Group => partitions,
         };
         match options.assign {
             AssignMode::All => source.assign_all(&partitions, options.start)?,

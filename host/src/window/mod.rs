@@ -10,11 +10,15 @@
 //! - [`watermark`]: [`Watermarks`] derives an event-time watermark per source partition
 //!   (max event time seen minus the bounded out-of-orderness) and combines them into one
 //!   monotonic watermark, ignoring partitions that have been idle for too long.
+//! - [`exchange`]: [`Exchange`] merges the partial accumulators of a job's tasks (two-phase
+//!   aggregation), so a window is finished once, with every task's records.
 //!
 //! All times are `i64` milliseconds; every clock reading is passed in by the caller.
 
+pub mod exchange;
 pub mod tumbling;
 pub mod watermark;
 
+pub use exchange::{Exchange, TaskId};
 pub use tumbling::{Assignment, Firing, TumblingWindows, WindowError};
 pub use watermark::Watermarks;
