@@ -1,6 +1,7 @@
 //! Builds a runnable [`Pipeline`] from a [`PipelineSpec`]: loads and starts every
 //! component, connects the source and the sinks.
 
+use crate::aggregate::dispatch::AGGREGATE;
 use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
@@ -21,7 +22,7 @@ use crate::transform::{Step, Transform};
 use crate::udf::Kind;
 use crate::udf::{Runtime, UdfModule};
 use crate::window::Exchange;
-use crate::windowing::{AGGREGATE, TaskLink, Windowing};
+use crate::window::{TaskLink, Windowing};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -168,7 +169,7 @@ impl Job {
                         OnError::Dlq,
                         late_sink.clone(),
                     )?;
-                    windowing.samples = samples.clone();
+                    windowing.sample_into(samples.clone());
                     if let Some(exchange) = &exchange {
                         windowing = windowing.linked(TaskLink {
                             exchange: exchange.clone(),

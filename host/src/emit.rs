@@ -41,7 +41,7 @@ impl Emitter {
     /// Formats and sends fired windows' results.
     pub fn emit_all(
         &mut self,
-        results: &crate::windowing::Results,
+        results: &crate::aggregate::dispatch::Results,
         topic: &str,
         dead: &mut DeadLetters,
     ) -> Result<(), PipelineError> {

@@ -24,4 +24,3 @@ pub mod transform;
 pub mod udf;
 pub mod watch;
 pub mod window;
-pub mod windowing;

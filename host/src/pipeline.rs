@@ -16,7 +16,7 @@ use crate::spec::BatchSpec;
 use crate::status::JobStatus;
 use crate::swap::{Prepared, Retired};
 use crate::transform::Transform;
-use crate::windowing::Windowing;
+use crate::window::Windowing;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

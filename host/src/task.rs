@@ -7,7 +7,7 @@ use crate::pipeline::Pipeline;
 use crate::status::JobStatus;
 use crate::swap::SwapRequest;
 use crate::transform::StepStats;
-use crate::windowing::WindowStats;
+use crate::window::WindowStats;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,6 +8,7 @@
 //! window has closed.
 
 pub mod builtin;
+pub mod dispatch;
 
 use crate::stage::AggregateStage;
 use builtin::{BuiltinAcc, Builtins};

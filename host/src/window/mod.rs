@@ -1,4 +1,5 @@
-//! Windowing building blocks: pure, deterministic state machines with no I/O.
+//! Windows. [`operator`] is the window operator of a job; the rest are its building blocks,
+//! pure, deterministic state machines with no I/O:
 //!
 //! - [`tumbling`]: [`TumblingWindows`] keeps one accumulator per (tumbling window, key),
 //!   decides where a record goes given the current watermark ([`Assignment`]), and fires
@@ -16,9 +17,11 @@
 //! All times are `i64` milliseconds; every clock reading is passed in by the caller.
 
 pub mod exchange;
+pub mod operator;
 pub mod tumbling;
 pub mod watermark;
 
 pub use exchange::{Exchange, TaskId};
+pub use operator::{TaskLink, WindowStats, Windowing};
 pub use tumbling::{Assignment, Firing, TumblingWindows, WindowError};
 pub use watermark::Watermarks;

@@ -1,0 +1,421 @@
+//! The aggregate of a window operator, built in or a Wasm component, behind one type: it
+//! adds rows to accumulators, merges the partials of several tasks, and finishes fired
+//! windows into result rows. Each window stays with the Wasm module generation it opened
+//! with (see [`super::Generations`]).
+
+use super::{Acc, AccBudget, Aggregator};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::error::PipelineError;
+use crate::spec::OnError;
+use crate::stage::isolate;
+use crate::window::exchange::Partials;
+use crate::window::{Firing, TumblingWindows};
+use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
+use rivulet_sdk::time::iso8601;
+use std::collections::{BTreeMap, HashMap};
+
+/// Name of the aggregate step in dead letters and logs.
+pub const AGGREGATE: &str = "aggregate";
+
+/// Rows produced by fired windows: one part per aggregate module generation (their rows may
+/// differ in shape).
+#[derive(Default)]
+pub struct Results {
+    pub parts: Vec<Batch>,
+    /// Merged windows' offsets stay needed until these results are sent (see
+    /// [`crate::window::operator::Windowing::results_sent`]).
+    pub ticket: Option<u64>,
+}
+
+impl Results {
+    /// Result rows in all parts.
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|rows| u64::from(rows.len)).sum()
+    }
+}
+
+/// A window operator's aggregate.
+pub struct Dispatch {
+    aggregator: Aggregator,
+    /// Wasm aggregates: the module generation each open window started with.
+    window_generation: BTreeMap<i64, u32>,
+    policy: OnError,
+    /// Where the aggregate's recent input is kept for trying swapped-in modules.
+    pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
+}
+
+impl Dispatch {
+    pub fn new(aggregator: Aggregator, policy: OnError) -> Self {
+        Dispatch {
+            aggregator,
+            window_generation: BTreeMap::new(),
+            policy,
+            samples: None,
+        }
+    }
+
+    /// Every window is gone (a restart).
+    pub fn clear(&mut self) {
+        self.window_generation.clear();
+    }
+
+    /// A window was let go of for good.
+    pub fn closed(&mut self, start: i64) {
+        self.window_generation.remove(&start);
+    }
+
+    /// Puts a new aggregate module in service; `Ok((true, _))` when its state version differs
+    /// (windows already open finish with the previous module). Also returns the module it
+    /// replaced outright (same state version), to be dropped off the hot path.
+    #[allow(clippy::type_complexity)]
+    pub fn swap(
+        &mut self,
+        stage: Box<dyn crate::stage::AggregateStage>,
+        empty: Vec<u8>,
+        state_version: u32,
+    ) -> Result<(bool, Option<Box<dyn crate::stage::AggregateStage>>), String> {
+        match &mut self.aggregator {
+            Aggregator::Wasm(generations) => {
+                let outcome = generations.install(stage, empty, state_version);
+                self.retire_unused();
+                Ok(outcome)
+            }
+            Aggregator::Builtin(_) => {
+                Err("this job's aggregate is built in, not a component".to_owned())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        windows: &mut TumblingWindows<Acc>,
+        raw: &RawBatch,
+        rows: &Batch,
+        origins: &[u32],
+        selected: &[u32],
+        targets: &[(i64, Scalar, i32, i64)],
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<(), PipelineError> {
+        let index_of = |row: u32| origins.get(row as usize).copied().unwrap_or(0) as usize;
+        match &mut self.aggregator {
+            Aggregator::Builtin(builtins) => {
+                let empty = builtins.create();
+                for (&row, (start, key, p, offset)) in selected.iter().zip(targets) {
+                    let acc = windows
+                        .accumulator(*start, key, *p, *offset, || Acc::Builtin(empty.clone()));
+                    if let Acc::Builtin(accs) = acc
+                        && let Err(error) = builtins.add(accs, rows, row as usize)
+                    {
+                        dead.handle(
+                            self.policy,
+                            &DeadLetter::of_record(raw, index_of(row), AGGREGATE, &error, topic),
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            Aggregator::Wasm(generations) => {
+                if selected.is_empty() {
+                    return Ok(());
+                }
+                // Each window stays with the module generation it was opened with.
+                let mut by_generation: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+                for (i, (start, ..)) in targets.iter().enumerate() {
+                    let generation = *self
+                        .window_generation
+                        .entry(*start)
+                        .or_insert(generations.current.id);
+                    by_generation.entry(generation).or_default().push(i);
+                }
+                let cap = generations.accumulator_bytes;
+                for (generation_id, members) in by_generation {
+                    let Some(generation) = generations.get_mut(generation_id) else {
+                        continue;
+                    };
+                    let mut group_of: HashMap<(i64, Scalar), (u32, i32, i64)> = HashMap::new();
+                    let mut accs: Vec<Vec<u8>> = Vec::new();
+                    let mut groups: Vec<u32> = Vec::with_capacity(members.len());
+                    let mut rows_of_call: Vec<u32> = Vec::with_capacity(members.len());
+                    for &i in &members {
+                        let (start, key, p, offset) = &targets[i];
+                        let empty = &generation.empty;
+                        let acc = windows.accumulator(*start, key, *p, *offset, || Acc::Bytes {
+                            generation: generation_id,
+                            bytes: empty.clone(),
+                        });
+                        let next = accs.len() as u32;
+                        let (group, ..) =
+                            *group_of.entry((*start, key.clone())).or_insert_with(|| {
+                                accs.push(match acc {
+                                    Acc::Bytes { bytes, .. } => bytes.clone(),
+                                    Acc::Builtin(_) => empty.clone(),
+                                });
+                                (next, *p, *offset)
+                            });
+                        groups.push(group);
+                        rows_of_call.push(selected[i]);
+                    }
+                    let subset = rows.select(&rows_of_call);
+                    if let Some(samples) = &self.samples {
+                        samples.sample_rows(AGGREGATE, &subset);
+                    }
+                    // Refuse (per key) growth past the stage's accumulator cap.
+                    let mut keys = vec![(0, Scalar::Null); accs.len()];
+                    for ((start, key), (group, ..)) in &group_of {
+                        if let Some(slot) = keys.get_mut(*group as usize) {
+                            *slot = (*start, key.clone());
+                        }
+                    }
+                    let mut budget = AccBudget::of(cap, windows);
+                    let mut admit = |group: u32, old: usize, new: usize| {
+                        budget.admit(old, new).map_err(|total| {
+                            let (start, key) = keys
+                                .get(group as usize)
+                                .cloned()
+                                .unwrap_or((0, Scalar::Null));
+                            budget.refusal(&key, start, new, total)
+                        })
+                    };
+                    match isolate::add(&mut *generation.stage, accs, &subset, &groups, &mut admit) {
+                        Ok(out) => {
+                            for ((start, key), (group, p, offset)) in group_of {
+                                if let Some(bytes) = out.accs.get(group as usize) {
+                                    *windows.accumulator(start, &key, p, offset, || {
+                                        Acc::Builtin(Vec::new())
+                                    }) = Acc::Bytes {
+                                        generation: generation_id,
+                                        bytes: bytes.clone(),
+                                    };
+                                }
+                            }
+                            for error in &out.errors {
+                                if let Some(&row) = rows_of_call.get(error.index as usize) {
+                                    dead.handle(
+                                        self.policy,
+                                        &DeadLetter::of_record(
+                                            raw,
+                                            index_of(row),
+                                            AGGREGATE,
+                                            &error.message,
+                                            topic,
+                                        ),
+                                    )?;
+                                }
+                            }
+                        }
+                        Err(err) if err.is_stopped() => return Err(err.into()),
+                        Err(err) => {
+                            let error = err.to_string();
+                            tracing::warn!(stage = AGGREGATE, rows = rows_of_call.len(), "{error}");
+                            for &row in &rows_of_call {
+                                dead.handle(
+                                    self.policy,
+                                    &DeadLetter::of_record(
+                                        raw,
+                                        index_of(row),
+                                        AGGREGATE,
+                                        &error,
+                                        topic,
+                                    ),
+                                )?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One accumulator from every task's partial of a (window, key).
+    pub fn merge(&mut self, partials: Partials<Acc>) -> Result<Acc, String> {
+        let mut partials = partials.into_values();
+        let Some(mut merged) = partials.next() else {
+            return Err("a window key with no accumulator".to_owned());
+        };
+        for next in partials {
+            merged = match (&mut self.aggregator, merged, next) {
+                (Aggregator::Builtin(builtins), Acc::Builtin(mut a), Acc::Builtin(b)) => {
+                    builtins.merge(&mut a, &b);
+                    Acc::Builtin(a)
+                }
+                (
+                    Aggregator::Wasm(generations),
+                    Acc::Bytes { generation, bytes },
+                    Acc::Bytes {
+                        generation: other,
+                        bytes: more,
+                    },
+                ) if generation == other => {
+                    let stage = generations.get_mut(generation).ok_or_else(|| {
+                        format!("aggregate module generation {generation} is gone")
+                    })?;
+                    let mut out = stage
+                        .stage
+                        .merge(vec![(bytes, more)])
+                        .map_err(|err| format!("merging the tasks' accumulators: {err}"))?;
+                    if out.len() != 1 {
+                        return Err(format!(
+                            "merge returned {} accumulators for 1 pair (contract breach)",
+                            out.len()
+                        ));
+                    }
+                    Acc::Bytes {
+                        generation,
+                        bytes: out.remove(0),
+                    }
+                }
+                (
+                    _,
+                    Acc::Bytes { generation, .. },
+                    Acc::Bytes {
+                        generation: other, ..
+                    },
+                ) => {
+                    return Err(format!(
+                        "the tasks hold this window in two aggregate module generations ({generation} and {other}: a swap with a new state version landed while it opened); they cannot be merged"
+                    ));
+                }
+                _ => return Err("accumulators of different kinds".to_owned()),
+            };
+        }
+        Ok(merged)
+    }
+
+    pub fn finish(
+        &mut self,
+        firings: Vec<Firing<Acc>>,
+        key_name: Option<&str>,
+        topic: &str,
+        dead: &mut DeadLetters,
+    ) -> Result<Results, PipelineError> {
+        let mut results = Results::default();
+        for firing in firings.iter().filter(|f| f.is_final) {
+            self.window_generation.remove(&firing.start);
+        }
+        if firings.iter().all(|f| f.groups.is_empty()) {
+            self.retire_unused();
+            return Ok(results);
+        }
+        match &mut self.aggregator {
+            Aggregator::Builtin(builtins) => {
+                let mut builder = BatchBuilder::new();
+                for firing in &firings {
+                    for (key, acc) in &firing.groups {
+                        let Acc::Builtin(accs) = acc else { continue };
+                        let mut row = serde_json::Map::new();
+                        row.insert("window_start".into(), iso8601(firing.start).into());
+                        row.insert("window_end".into(), iso8601(firing.end).into());
+                        if let Some(name) = key_name {
+                            row.insert(name.to_owned(), key.to_json());
+                        }
+                        row.extend(builtins.finish(accs));
+                        match builder.push(&row) {
+                            Ok(()) => {}
+                            Err(err) => {
+                                let error = format!("window result cannot be stored: {err}");
+                                let payload = serde_json::Value::Object(row).to_string();
+                                dead.handle(
+                                    self.policy,
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
+                                        &error,
+                                        topic,
+                                        payload.as_bytes(),
+                                    ),
+                                )?;
+                            }
+                        }
+                    }
+                }
+                results.parts.push(builder.finish());
+            }
+            Aggregator::Wasm(generations) => {
+                // One finish call per module generation, in window order within each.
+                let mut calls: BTreeMap<u32, Vec<WindowAcc>> = BTreeMap::new();
+                for firing in &firings {
+                    for (key, acc) in &firing.groups {
+                        let Acc::Bytes { generation, bytes } = acc else {
+                            continue;
+                        };
+                        calls.entry(*generation).or_default().push(WindowAcc {
+                            key: key.clone(),
+                            window_start: firing.start,
+                            window_end: firing.end,
+                            acc: bytes.clone(),
+                        });
+                    }
+                }
+                for (generation_id, windows) in calls {
+                    let described: Vec<String> = windows
+                        .iter()
+                        .map(|w| {
+                            format!(
+                                r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
+                                iso8601(w.window_start),
+                                iso8601(w.window_end),
+                                w.key.to_json()
+                            )
+                        })
+                        .collect();
+                    let outcome = match generations.get_mut(generation_id) {
+                        Some(generation) => {
+                            match isolate::finish(&mut *generation.stage, windows) {
+                                Err(err) if err.is_stopped() => return Err(err.into()),
+                                outcome => outcome.map_err(|err| err.to_string()),
+                            }
+                        }
+                        None => Err(format!(
+                            "aggregate module generation {generation_id} is gone"
+                        )),
+                    };
+                    match outcome {
+                        Ok(out) => {
+                            for error in &out.errors {
+                                let index = error.index as usize;
+                                let payload = described.get(index).map_or("", String::as_str);
+                                dead.handle(
+                                    self.policy,
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
+                                        &error.message,
+                                        topic,
+                                        payload.as_bytes(),
+                                    ),
+                                )?;
+                            }
+                            results.parts.push(out.rows);
+                        }
+                        Err(error) => {
+                            tracing::warn!(stage = AGGREGATE, windows = described.len(), "{error}");
+                            for payload in &described {
+                                dead.handle(
+                                    self.policy,
+                                    &DeadLetter::derived(
+                                        AGGREGATE,
+                                        &error,
+                                        topic,
+                                        payload.as_bytes(),
+                                    ),
+                                )?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.retire_unused();
+        Ok(results)
+    }
+
+    /// Drops aggregate module generations that no open window uses.
+    pub fn retire_unused(&mut self) {
+        if let Aggregator::Wasm(generations) = &mut self.aggregator {
+            let in_use: std::collections::BTreeSet<u32> =
+                self.window_generation.values().copied().collect();
+            generations.retire_unused(|id| in_use.contains(&id));
+        }
+    }
+}
