@@ -238,7 +238,7 @@ topic = "steady-counts"
     let mut sent = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         while sent < (started.elapsed().as_secs_f64() * 2000.0) as u64 {
-            let order = generator.next(rivulet::kafka::source::now_millis());
+            let order = generator.next(rivulet::source::kafka::now_millis());
             let mut record = BaseRecord::to("steady")
                 .partition((sent % 3) as i32)
                 .payload(order.payload.as_bytes())

@@ -2,8 +2,8 @@
 //! records) and sales of three stores. Deterministic for a given seed.
 
 use crate::kafka::KafkaError;
-use crate::kafka::sink::KafkaSink;
-use crate::kafka::source::now_millis;
+use crate::sink::kafka::KafkaSink;
+use crate::source::kafka::now_millis;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rivulet_sdk::time::iso8601;

@@ -66,7 +66,7 @@ impl StageInfo {
 }
 
 fn now_iso() -> String {
-    rivulet_sdk::time::iso8601(crate::kafka::source::now_millis())
+    rivulet_sdk::time::iso8601(crate::source::kafka::now_millis())
 }
 
 /// Recent input of a stage, to try a candidate module on before swapping it in.

@@ -233,7 +233,7 @@ fn outcome(
         info.hash = Some(module.hash.clone());
         info.size = module.size;
         info.load_ms = outcome.prepare_ms;
-        info.loaded_at = rivulet_sdk::time::iso8601(crate::kafka::source::now_millis());
+        info.loaded_at = rivulet_sdk::time::iso8601(crate::source::kafka::now_millis());
         info.swaps += 1;
         info.last_swap_pause_us = Some(outcome.pause_us);
         if installed.new_version.is_some() {

@@ -3,8 +3,8 @@
 use super::run::{KafkaArgs, stop_on_signals};
 use clap::{Args, Subcommand};
 use rivulet::kafka::KafkaConfig;
-use rivulet::kafka::sink::KafkaSink;
 use rivulet::seed::{Orders, Sales, Seeded};
+use rivulet::sink::kafka::KafkaSink;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

@@ -1,8 +1,6 @@
 //! Kafka plumbing: client configuration, the source, the sink, and the embedded dev broker.
 
 pub mod broker;
-pub mod sink;
-pub mod source;
 pub mod state_topic;
 
 use rdkafka::ClientContext;

@@ -1,8 +1,8 @@
 //! The Kafka sink: an idempotent producer (acks=all) that numbers every record and tracks
 //! which ones the broker acknowledged (see [`crate::delivery::Acks`]).
 
-use super::{KafkaConfig, KafkaError, LogContext};
 use crate::delivery::Acks;
+use crate::kafka::{KafkaConfig, KafkaError, LogContext};
 use rdkafka::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};

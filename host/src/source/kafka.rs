@@ -3,9 +3,9 @@
 //! topic and the commit metadata, the newest wins) and commits the snapshots the pipeline
 //! hands it to both.
 
-use super::state_topic::StateTopic;
-use super::{KafkaConfig, KafkaError, LogContext};
 use crate::delivery::{PartitionState, Restored};
+use crate::kafka::state_topic::StateTopic;
+use crate::kafka::{KafkaConfig, KafkaError, LogContext};
 use crate::spec::{AssignMode, StartAt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};

@@ -1,11 +1,16 @@
 //! Where results go: a Kafka topic, standard output or a file. Every sink numbers the
 //! records it takes and knows which are safe (acknowledged, or flushed).
 
+pub mod kafka;
+pub mod lines;
+
+use lines::has_line_break;
+pub use lines::{LINE_BREAK, LineSink};
+
 use crate::delivery::Acks;
-use crate::kafka::sink::KafkaSink;
 use crate::kafka::{KafkaConfig, KafkaError};
+use crate::sink::kafka::KafkaSink;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,66 +25,6 @@ pub enum SinkError {
         target: String,
         error: std::io::Error,
     },
-}
-
-/// Why a line sink refuses a payload with a line break in it (it never escapes one).
-pub const LINE_BREAK: &str = "the payload contains a line break (\\n or \\r), which would split it into two records on a line sink (one record per line); it is refused, not escaped";
-
-/// Whether `payload` would not stay one line.
-fn has_line_break(payload: &[u8]) -> bool {
-    payload.iter().any(|&b| b == b'\n' || b == b'\r')
-}
-
-/// A line-oriented sink: each record's payload on one line; safe once flushed. A payload
-/// with a line break is refused (see [`Sink::refusal`]), so no record is split or forged.
-pub struct LineSink {
-    target: String,
-    out: Box<dyn Write + Send>,
-    written: u64,
-    acks: Acks,
-}
-
-impl LineSink {
-    pub fn stdout() -> Self {
-        LineSink {
-            target: "standard output".into(),
-            out: Box::new(std::io::stdout()),
-            written: 0,
-            acks: Acks::default(),
-        }
-    }
-
-    pub fn file(path: &Path) -> Result<Self, SinkError> {
-        let target = path.display().to_string();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| SinkError::Io {
-                target: target.clone(),
-                error: source,
-            })?;
-        Ok(LineSink {
-            target,
-            out: Box::new(std::io::BufWriter::new(file)),
-            written: 0,
-            acks: Acks::default(),
-        })
-    }
-
-    /// Flushes; what was written is then safe.
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|err| self.io(err))?;
-        self.acks.ack_all();
-        Ok(())
-    }
-
-    fn io(&self, source: std::io::Error) -> SinkError {
-        SinkError::Io {
-            target: self.target.clone(),
-            error: source,
-        }
-    }
 }
 
 /// One of the sinks.
