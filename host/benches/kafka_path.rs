@@ -23,10 +23,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rivulet::assemble::RunOptions;
 use rivulet::kafka::KafkaConfig;
 use rivulet::kafka::broker::EmbeddedBroker;
-use rivulet::pipeline::Pipeline;
 use rivulet::seed::Orders;
 use rivulet::source::kafka::{KafkaSource, SourceOptions};
 use rivulet::spec::{AssignMode, PipelineSpec, StartAt};
+use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
 use std::path::Path;
 use std::sync::Arc;
@@ -115,8 +115,16 @@ fn source_drain(address: &str, topic: &str, records: i64, run: usize) -> (f64, f
     )
 }
 
-/// The whole job (built-in parse, windows, count, file sink), bounded.
-fn job(address: &str, topic: &str, records: i64, run: usize, out: &Path) -> (f64, f64) {
+/// The whole job (built-in parse, windows, count, file sink) as `tasks` tasks, stopped once
+/// every record was read.
+fn job(
+    address: &str,
+    topic: &str,
+    records: i64,
+    run: usize,
+    tasks: usize,
+    out: &Path,
+) -> (f64, f64) {
     let spec = format!(
         r#"
 name = "bench-kafka"
@@ -125,7 +133,7 @@ kind = "kafka"
 topic = "{topic}"
 assign = "all"
 start = "earliest"
-group = "bench-job-{run}"
+group = "bench-job-{run}-{tasks}"
 [window]
 key = "status"
 size = "30s"
@@ -140,7 +148,8 @@ path = "{}"
 "#,
         out.display()
     );
-    let spec = PipelineSpec::parse(&spec, Path::new("bench.toml")).unwrap();
+    let mut spec = PipelineSpec::parse(&spec, Path::new("bench.toml")).unwrap();
+    spec.parallelism = Some(tasks);
     let options = RunOptions {
         brokers: Some(address.to_owned()),
         runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
@@ -150,8 +159,8 @@ path = "{}"
         swappable: false,
     };
     let stop = options.stop.clone();
-    let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
-    let status = pipeline.status.clone();
+    let mut job = Job::from_spec(&spec, &options).unwrap();
+    let status = job.status.clone();
     // Unbounded (see `source_drain`): stopped once every record was read.
     let watcher = std::thread::spawn(move || {
         while status.records() < records as u64 {
@@ -160,9 +169,9 @@ path = "{}"
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     let (wall, cpu) = (Instant::now(), cpu_time());
-    pipeline.run().unwrap();
+    job.run().unwrap();
     watcher.join().unwrap();
-    assert_eq!(pipeline.status.records(), records as u64);
+    assert_eq!(job.status.records(), records as u64);
     (
         wall.elapsed().as_secs_f64(),
         (cpu_time() - cpu).as_secs_f64(),
@@ -229,11 +238,13 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let (mut raw, mut source, mut whole) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut source, mut whole, mut whole2) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..3 {
         raw.push(raw_drain(&address, &topic, records));
         source.push(source_drain(&address, &topic, records, run));
-        whole.push(job(&address, &topic, records, run, &out));
+        whole.push(job(&address, &topic, records, run, 1, &out));
+        whole2.push(job(&address, &topic, records, run, 2, &out));
     }
     println!(
         "{:<16} {:>10} {:>12} {:>10} {:>16}",
@@ -244,6 +255,7 @@ fn main() {
         ("raw drain", raw),
         ("rivulet source", source),
         ("rivulet job", whole),
+        ("job, 2 tasks", whole2),
     ] {
         let (wall, cpu, min, max) = median(runs);
         println!(

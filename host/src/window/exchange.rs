@@ -125,7 +125,15 @@ impl<A> Exchange<A> {
         Exchange {
             state: Mutex::new(State {
                 windows: BTreeMap::new(),
-                tasks: vec![Progress::default(); tasks],
+                // Every task holds the job back until it says what it reads (a task
+                // that starts a moment after the others must not find its windows gone).
+                tasks: vec![
+                    Progress {
+                        active: true,
+                        ..Progress::default()
+                    };
+                    tasks
+                ],
                 partitions: BTreeMap::new(),
                 in_flight: BTreeMap::new(),
                 next_ticket: 0,
@@ -557,11 +565,31 @@ mod tests {
     }
 
     #[test]
+    fn a_task_that_has_not_started_yet_holds_the_job_back() {
+        let x: Exchange<u64> = Exchange::new(2, 10, 0, 0, false, GRACE);
+        x.restart(0, &[0, 2]);
+        x.publish(0, Some(50), None);
+        x.deposit(0, 0, vec![(key("a"), 2)], BTreeMap::new(), vec![]);
+        x.advanced(0, 50);
+        assert_eq!(x.watermark(), None);
+        assert!(
+            x.take_ready().windows.is_empty(),
+            "task 1 has not said what it reads"
+        );
+        x.restart(1, &[1]);
+        x.publish(1, Some(40), None);
+        x.deposit(1, 0, vec![(key("a"), 3)], BTreeMap::new(), vec![]);
+        x.advanced(1, 40);
+        assert_eq!(counts(&x.take_ready()), vec![(0, "a".into(), 5)]);
+    }
+
+    #[test]
     fn the_job_watermark_is_the_slowest_task_with_input() {
         let x: Exchange<u64> = Exchange::new(3, 10, 0, 0, false, GRACE);
         assert_eq!(x.watermark(), None);
         x.restart(0, &[0]);
         x.restart(1, &[1]);
+        x.restart(2, &[]);
         x.publish(0, Some(50), None);
         assert_eq!(x.watermark(), None, "task 1 has no watermark yet");
         x.publish(1, Some(30), None);
