@@ -14,7 +14,7 @@ use crate::source::Source;
 use crate::source::kafka::Assignment;
 use crate::spec::BatchSpec;
 use crate::status::JobStatus;
-use crate::swap::{Prepared, Retired};
+use crate::swap::{Prepared, Retired, Slots};
 use crate::transform::Transform;
 use crate::window::Windowing;
 use std::collections::BTreeMap;
@@ -117,6 +117,25 @@ impl Pipeline {
             windowing.results_sent(&results);
         }
         Ok(())
+    }
+
+    /// Installs every prepared swap (see [`crate::swap::install`]).
+    fn install_swaps(&mut self) {
+        let prepared: Vec<Prepared> = match &self.swaps {
+            Some(swaps) => swaps.try_iter().collect(),
+            None => return,
+        };
+        for swap in prepared {
+            let slots = Slots {
+                parse: &mut self.transform.parse,
+                maps: &mut self.transform.maps,
+                format: self.emitter.format.as_mut(),
+                windowing: self.windowing.as_mut(),
+            };
+            if let Some(pause) = crate::swap::install(slots, swap, &self.retired) {
+                self.swap_pauses.push(pause);
+            }
+        }
     }
 
     /// Stops after a signal abandoned a guest call mid-batch: flushes what the sinks hold

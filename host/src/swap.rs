@@ -6,7 +6,9 @@
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
 use crate::status::{JobStatus, Sample};
+use crate::transform::Step;
 use crate::udf::{Kind, Limits, Runtime, UdfModule};
+use crate::window::Windowing;
 use rivulet_rows::{Scalar, WindowAcc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -380,73 +382,68 @@ fn prepare(
     Ok((module, candidates))
 }
 
-impl crate::pipeline::Pipeline {
-    /// Installs every prepared swap: between two batches, so no record sees two modules.
-    pub(crate) fn install_swaps(&mut self) {
-        let prepared: Vec<Prepared> = match &self.swaps {
-            Some(swaps) => swaps.try_iter().collect(),
-            None => return,
-        };
-        for swap in prepared {
-            let started = Instant::now();
-            let installed: Result<bool, String> = match swap.candidate {
-                Candidate::Parse(stage) if self.transform.parse.name == swap.stage => {
-                    let old = std::mem::replace(&mut self.transform.parse.stage, stage);
-                    retire(&self.retired, Retired::Parse(old));
-                    Ok(false)
-                }
-                Candidate::Map(stage) => match self
-                    .transform
-                    .maps
-                    .iter_mut()
-                    .find(|m| m.name == swap.stage)
-                {
-                    Some(map) => {
-                        retire(
-                            &self.retired,
-                            Retired::Map(std::mem::replace(&mut map.stage, stage)),
-                        );
-                        Ok(false)
-                    }
-                    None => Err(format!("no map stage `{}`", swap.stage)),
-                },
-                Candidate::Format(stage) => match self
-                    .emitter
-                    .format
-                    .as_mut()
-                    .filter(|f| f.name == swap.stage)
-                {
-                    Some(format) => {
-                        let old = std::mem::replace(&mut format.stage, stage);
-                        retire(&self.retired, Retired::Format(old));
-                        Ok(false)
-                    }
-                    None => Err(format!("no format stage `{}`", swap.stage)),
-                },
-                Candidate::Aggregate {
-                    stage,
-                    empty,
-                    state_version,
-                } => match &mut self.windowing {
-                    Some(windowing) => windowing.swap_aggregate(stage, empty, state_version).map(
-                        |(new_generation, old)| {
-                            if let Some(old) = old {
-                                retire(&self.retired, Retired::Aggregate(old));
-                            }
-                            new_generation
-                        },
-                    ),
-                    None => Err("this job has no aggregate".to_owned()),
-                },
-                Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
-            };
-            let pause = started.elapsed();
-            if installed.is_ok() {
-                self.swap_pauses.push(pause);
-            }
-            let _ = swap
-                .installed
-                .send(installed.map(|new_generation| (new_generation, pause)));
+/// The stages of one task a swap can replace.
+pub struct Slots<'a> {
+    pub parse: &'a mut Step<dyn ParseStage>,
+    pub maps: &'a mut [Step<dyn MapStage>],
+    pub format: Option<&'a mut Step<dyn FormatStage>>,
+    pub windowing: Option<&'a mut Windowing>,
+}
+
+/// Installs a prepared module into its slot (call between two batches, so no record sees
+/// two modules) and reports the install to the swap worker. Returns the record-flow pause
+/// when it was installed.
+pub fn install(
+    slots: Slots<'_>,
+    swap: Prepared,
+    graveyard: &Option<Sender<Retired>>,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let installed: Result<bool, String> = match swap.candidate {
+        Candidate::Parse(stage) if slots.parse.name == swap.stage => {
+            let old = std::mem::replace(&mut slots.parse.stage, stage);
+            retire(graveyard, Retired::Parse(old));
+            Ok(false)
         }
-    }
+        Candidate::Map(stage) => match slots.maps.iter_mut().find(|m| m.name == swap.stage) {
+            Some(map) => {
+                retire(
+                    graveyard,
+                    Retired::Map(std::mem::replace(&mut map.stage, stage)),
+                );
+                Ok(false)
+            }
+            None => Err(format!("no map stage `{}`", swap.stage)),
+        },
+        Candidate::Format(stage) => match slots.format.filter(|f| f.name == swap.stage) {
+            Some(format) => {
+                let old = std::mem::replace(&mut format.stage, stage);
+                retire(graveyard, Retired::Format(old));
+                Ok(false)
+            }
+            None => Err(format!("no format stage `{}`", swap.stage)),
+        },
+        Candidate::Aggregate {
+            stage,
+            empty,
+            state_version,
+        } => match slots.windowing {
+            Some(windowing) => windowing.swap_aggregate(stage, empty, state_version).map(
+                |(new_generation, old)| {
+                    if let Some(old) = old {
+                        retire(graveyard, Retired::Aggregate(old));
+                    }
+                    new_generation
+                },
+            ),
+            None => Err("this job has no aggregate".to_owned()),
+        },
+        Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
+    };
+    let pause = started.elapsed();
+    let ok = installed.is_ok();
+    let _ = swap
+        .installed
+        .send(installed.map(|new_generation| (new_generation, pause)));
+    ok.then_some(pause)
 }
