@@ -130,3 +130,10 @@ bench-kafka:
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
 bench-swap: udfs
     cargo bench -p rivulet --bench swap
+
+# Cost per record (issue 7): the same job as whole processes, interleaved, 3 runs each — Wasm
+# parse (1 and 2 tasks), built-in JSON parse, native parse, the line-split floor, a CPython
+# json.loads loop. Args go to the script: `--runs 5`, `--five-m` (also 5M orders), `--variants acd`.
+bench-flink-shape *args: (udf "parse-orders")
+    cargo build --release -p rivulet -p rivulet-native-udfs --bin rivulet --bin flink-shape
+    scripts/bench-flink-shape {{ args }}
