@@ -33,6 +33,11 @@ impl Runtime {
         config.epoch_interruption(true);
         // Deep but bounded guest recursion; overflowing it is a `Stack` limit hit.
         config.max_wasm_stack(1 << 20);
+        // `RIVULET_PERF_MAP=1`: name compiled guest code in /tmp/perf-<pid>.map, so `perf
+        // report` shows guest functions (build the component unstripped to get their names).
+        if std::env::var_os("RIVULET_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|err| UdfError::Runtime(format!("{err:#}")))?;
         let mut linker = Linker::new(&engine);
         // Async host functions: a guest waiting in one is a pending future the stage can
