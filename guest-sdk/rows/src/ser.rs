@@ -53,7 +53,7 @@ pub struct BatchBuilder {
     /// For each column, the row at which it appeared (so columns are in order of birth).
     born: Vec<u32>,
     /// Column of the n-th field of the previous row, tried before `index`.
-    hints: Vec<usize>,
+    hints: Vec<Hint>,
     /// Number of fields written in the current row.
     field: usize,
     /// Values of columns whose type changed in the current row, to restore on error.
@@ -62,8 +62,17 @@ pub struct BatchBuilder {
     key: String,
 }
 
+/// Where the n-th field of the previous row went.
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    column: usize,
+    /// Address and length of the field's name when it was a `&'static str` (a struct
+    /// field), else 0: the same static name again is the same column, with no compare.
+    name: (usize, usize),
+}
+
 /// One field value, handed to the column it belongs to.
-enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Bool(bool),
     Int(i64),
@@ -116,27 +125,48 @@ impl BatchBuilder {
         if self.len == u32::MAX {
             return Err(RowError::TooLarge);
         }
-        let columns = self.columns.len();
-        self.field = 0;
+        let columns = self.start_row();
         let result = match row.serialize(Ser(Row(&mut *self))) {
-            Err(SerError::NotRow) => self.field("value", row),
+            Err(SerError::NotRow) => self.field(Name::Static("value"), row),
             other => other,
         };
         match result {
             Ok(()) => {
-                let n = self.len as usize;
-                for c in self.columns.iter_mut().filter(|c| c.len() == n) {
-                    c.push_nulls(1);
-                }
-                self.undo.clear();
-                self.len += 1;
+                self.end_row();
                 Ok(())
             }
             Err(e) => {
-                self.rollback(columns);
+                self.abort_row(columns);
                 Err(e.into_row().in_row(self.len as usize))
             }
         }
+    }
+
+    /// Starts a row; returns what [`abort_row`](Self::abort_row) needs to take it back.
+    pub(crate) fn start_row(&mut self) -> usize {
+        self.field = 0;
+        self.columns.len()
+    }
+
+    /// Takes back the row being written (`columns`: what [`start_row`](Self::start_row)
+    /// returned).
+    pub(crate) fn abort_row(&mut self, columns: usize) {
+        self.rollback(columns);
+    }
+
+    /// Completes the row whose cells were just written: every column it did not write is
+    /// null in it.
+    pub(crate) fn end_row(&mut self) {
+        // Each cell of a row went to a distinct column (a second one is an error), so a row
+        // that wrote as many cells as there are columns left none out.
+        if self.field != self.columns.len() {
+            let n = self.len as usize;
+            for c in self.columns.iter_mut().filter(|c| c.len() == n) {
+                c.push_nulls(1);
+            }
+        }
+        self.undo.clear();
+        self.len += 1;
     }
 
     /// Drops every row from `len` on, and the columns that appeared in those rows, so the
@@ -173,6 +203,10 @@ impl BatchBuilder {
             }
         }
         self.born.truncate(columns);
+        if columns < self.columns.len() {
+            // A hint may name a dropped column's index, which a later column can take.
+            self.hints.clear();
+        }
         for c in self.columns.drain(columns..) {
             self.index.remove(&c.name);
         }
@@ -182,7 +216,11 @@ impl BatchBuilder {
         }
     }
 
-    fn field<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<(), SerError> {
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        name: Name<'_>,
+        value: &T,
+    ) -> Result<(), SerError> {
         let result = match value.serialize(Ser(Field {
             b: &mut *self,
             name,
@@ -194,31 +232,52 @@ impl BatchBuilder {
                 self.cell(name, Cell::Json(&mut write))
             }
         };
-        result.map_err(|e| SerError::Row(e.in_field(name)))
+        result.map_err(|e| SerError::Row(e.in_field(name.text())))
     }
 
-    fn cell(&mut self, name: &str, cell: Cell<'_>) -> Result<(), RowError> {
-        let n = self.len as usize;
+    /// The column of the current row's next field, `name` (created if new).
+    #[inline]
+    fn column_of(&mut self, name: Name<'_>, cell: &Cell<'_>) -> usize {
+        let key = match name {
+            Name::Static(s) => (s.as_ptr() as usize, s.len()),
+            Name::Borrowed(_) => (0, 0),
+        };
         let hint = self.hints.get(self.field).copied();
-        let found = hint
-            .filter(|&h| self.columns.get(h).is_some_and(|c| c.name == name))
-            .or_else(|| self.index.get(name).copied());
+        let found = match hint {
+            Some(h) if key.0 != 0 && h.name == key => Some(h.column),
+            Some(h) if self.columns.get(h.column).is_some_and(|c| c.name == name.text()) => {
+                Some(h.column)
+            }
+            _ => self.index.get(name.text()).copied(),
+        };
         let idx = match found {
             Some(i) => i,
             None => {
-                let mut col = Column::new(name, cell.kind().unwrap_or(Kind::Text).empty());
+                let n = self.len as usize;
+                let text = name.text();
+                let mut col = Column::new(text, cell.kind().unwrap_or(Kind::Text).empty());
                 col.push_nulls(n);
-                self.index.insert(name.to_owned(), self.columns.len());
+                self.index.insert(text.to_owned(), self.columns.len());
                 self.columns.push(col);
                 self.born.push(self.len);
                 self.columns.len() - 1
             }
         };
+        let hint = Hint {
+            column: idx,
+            name: key,
+        };
         match self.hints.get_mut(self.field) {
-            Some(h) => *h = idx,
-            None => self.hints.push(idx),
+            Some(h) => *h = hint,
+            None => self.hints.push(hint),
         }
         self.field += 1;
+        idx
+    }
+
+    pub(crate) fn cell(&mut self, name: Name<'_>, cell: Cell<'_>) -> Result<(), RowError> {
+        let n = self.len as usize;
+        let idx = self.column_of(name, &cell);
         let col = &mut self.columns[idx];
         if col.len() != n {
             return Err(RowError::DuplicateField);
@@ -338,7 +397,24 @@ trait Sink: Sized {
 /// A field value: goes into its column, or is stored as JSON if compound.
 struct Field<'b, 'n> {
     b: &'b mut BatchBuilder,
-    name: &'n str,
+    name: Name<'n>,
+}
+
+/// A field's name: a struct's field names are `&'static str`, which lets the builder find
+/// the column of a field it saw at the same position in the previous row by address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Name<'n> {
+    Static(&'static str),
+    Borrowed(&'n str),
+}
+
+impl<'n> Name<'n> {
+    pub(crate) fn text(self) -> &'n str {
+        match self {
+            Name::Static(s) => s,
+            Name::Borrowed(s) => s,
+        }
+    }
 }
 
 impl Sink for Field<'_, '_> {
@@ -402,7 +478,7 @@ impl SerializeStruct for Row<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), SerError> {
-        self.0.field(key, value)
+        self.0.field(Name::Static(key), value)
     }
 
     fn end(self) -> Result<(), SerError> {
@@ -424,7 +500,7 @@ impl SerializeMap for Row<'_> {
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SerError> {
         let key = std::mem::take(&mut self.0.key);
-        let result = self.0.field(&key, value);
+        let result = self.0.field(Name::Borrowed(&key), value);
         self.0.key = key;
         result
     }
