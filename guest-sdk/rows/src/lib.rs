@@ -40,6 +40,7 @@ mod check;
 mod check_tests;
 mod contract;
 mod de;
+mod json;
 mod raw;
 mod scalar;
 mod ser;

@@ -546,3 +546,59 @@ fn builder_reuses_column_hints_when_field_order_changes() {
     );
     assert_eq!(batch.column("c").unwrap().nulls, [0b011]);
 }
+
+#[derive(Serialize)]
+struct Ab {
+    a: i64,
+    b: &'static str,
+}
+
+#[derive(Serialize)]
+struct Ba {
+    b: &'static str,
+    z: i64,
+}
+
+#[test]
+fn struct_field_hints_survive_a_dropped_column_taking_their_index() {
+    let mut builder = BatchBuilder::new();
+    builder.push(&Ab { a: 1, b: "x" }).unwrap();
+    // A row that adds a column and fails drops it; a later row's new column takes its
+    // index, and the struct's hint for that position must not lead there.
+    assert!(builder.push(&json!({"a": 2, "n": 1, "b": 3})).is_err());
+    builder.push(&Ba { b: "y", z: 7 }).unwrap();
+    builder.push(&Ab { a: 3, b: "w" }).unwrap();
+    builder.truncate(2);
+    builder.push(&json!({"q": true})).unwrap();
+    builder.push(&Ba { b: "v", z: 8 }).unwrap();
+    let batch = builder.finish();
+    assert_eq!(batch.len, 4);
+    assert_eq!(batch.column("a").unwrap().values, Values::Integer(vec![1, 0, 0, 0]));
+    assert_eq!(batch.column("z").unwrap().values, Values::Integer(vec![0, 7, 0, 8]));
+    assert_eq!(batch.column("q").unwrap().nulls, [0b1011]);
+    let names: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "z", "q"]);
+}
+
+#[test]
+fn json_objects_go_straight_to_columns_like_their_maps() {
+    // (line, whether the direct path takes it); a taken line must give the map's row.
+    let lines: [(&[u8], bool); 6] = [
+        (br#"{"a":1,"b":"x","n":{"k":[1,2.5,null]}}"#, true),
+        (br#"{"b":"y","a":2.5,"c":null}"#, true),
+        (br#"{"a":"no"}"#, false),
+        (br#"{"a":1,"a":2}"#, false),
+        (br#"{"\u0062":"esc"}"#, true),
+        (b"{\"b\":", false),
+    ];
+    let mut fast = BatchBuilder::new();
+    let mut reference = BatchBuilder::new();
+    for (line, taken) in lines {
+        assert_eq!(fast.push_json_object(line).is_ok(), taken, "{}", String::from_utf8_lossy(line));
+        if taken {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).unwrap();
+            reference.push(&map).unwrap();
+        }
+    }
+    assert_eq!(fast.finish(), reference.finish());
+}
