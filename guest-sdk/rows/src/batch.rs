@@ -46,6 +46,15 @@ fn truncate_bits(bits: &mut Vec<u8>, n: usize) {
 /// assert_eq!(p.iter().collect::<Vec<_>>(), [&b"hello"[..], b""]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(record)
+)]
 pub struct Packed {
     /// The bytes of all values, back to back.
     pub data: Vec<u8>,
@@ -147,18 +156,33 @@ impl Packed {
 
 /// The values of one column, one slot per row (null rows hold a placeholder).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(variant)
+)]
 pub enum Values {
     /// Booleans.
+    #[cfg_attr(feature = "wasmtime", component(name = "boolean"))]
     Boolean(Vec<bool>),
     /// 64-bit signed integers.
+    #[cfg_attr(feature = "wasmtime", component(name = "integer"))]
     Integer(Vec<i64>),
     /// 64-bit floats.
+    #[cfg_attr(feature = "wasmtime", component(name = "float"))]
     Float(Vec<f64>),
     /// UTF-8 strings.
+    #[cfg_attr(feature = "wasmtime", component(name = "text"))]
     Text(Packed),
     /// Byte strings.
+    #[cfg_attr(feature = "wasmtime", component(name = "binary"))]
     Binary(Packed),
     /// Nested values (objects, arrays) as JSON text.
+    #[cfg_attr(feature = "wasmtime", component(name = "json"))]
     Json(Packed),
 }
 
@@ -305,6 +329,15 @@ impl Values {
 /// The bitmap is LSB-first; bit `i` set means row `i` is null (its value slot holds a
 /// placeholder). An empty bitmap means no nulls; missing trailing bytes mean "not null".
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(record)
+)]
 pub struct Column {
     /// Column (field) name.
     pub name: String,
@@ -490,6 +523,15 @@ impl Column {
 /// # Ok::<(), rivulet_rows::RowError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(record)
+)]
 pub struct Batch {
     /// Number of rows.
     pub len: u32,

@@ -3,6 +3,15 @@ use crate::batch::{Packed, get_bit, set_bit};
 
 /// One record header; a [`RawBatch`] holds the headers of all records, in record order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(record)
+)]
 pub struct Header {
     /// Index of the record this header belongs to.
     pub record: u32,
@@ -29,12 +38,22 @@ pub struct Header {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(record)
+)]
 pub struct RawBatch {
     /// Number of records.
     pub len: u32,
     /// Record keys (an empty placeholder where the key is null).
     pub keys: Packed,
     /// Null bitmap of `keys`, LSB-first; empty when no key is null.
+    #[cfg_attr(feature = "wasmtime", component(name = "key-nulls"))]
     pub key_nulls: Vec<u8>,
     /// Record payloads.
     pub payloads: Packed,

@@ -23,16 +23,30 @@ use serde_json::{Number, Value};
 /// assert_eq!(Scalar::Null.to_json(), serde_json::Value::Null);
 /// ```
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "wasmtime",
+    derive(
+        wasmtime::component::ComponentType,
+        wasmtime::component::Lift,
+        wasmtime::component::Lower
+    ),
+    component(variant)
+)]
 pub enum Scalar {
     /// No value.
+    #[cfg_attr(feature = "wasmtime", component(name = "null"))]
     Null,
     /// A boolean.
+    #[cfg_attr(feature = "wasmtime", component(name = "boolean"))]
     Boolean(bool),
     /// A 64-bit signed integer.
+    #[cfg_attr(feature = "wasmtime", component(name = "integer"))]
     Integer(i64),
     /// A 64-bit float.
+    #[cfg_attr(feature = "wasmtime", component(name = "float"))]
     Float(f64),
     /// A string.
+    #[cfg_attr(feature = "wasmtime", component(name = "text"))]
     Text(String),
 }
 

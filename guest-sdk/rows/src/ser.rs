@@ -216,11 +216,7 @@ impl BatchBuilder {
         }
     }
 
-    fn field<T: Serialize + ?Sized>(
-        &mut self,
-        name: Name<'_>,
-        value: &T,
-    ) -> Result<(), SerError> {
+    fn field<T: Serialize + ?Sized>(&mut self, name: Name<'_>, value: &T) -> Result<(), SerError> {
         let result = match value.serialize(Ser(Field {
             b: &mut *self,
             name,
@@ -245,7 +241,12 @@ impl BatchBuilder {
         let hint = self.hints.get(self.field).copied();
         let found = match hint {
             Some(h) if key.0 != 0 && h.name == key => Some(h.column),
-            Some(h) if self.columns.get(h.column).is_some_and(|c| c.name == name.text()) => {
+            Some(h)
+                if self
+                    .columns
+                    .get(h.column)
+                    .is_some_and(|c| c.name == name.text()) =>
+            {
                 Some(h.column)
             }
             _ => self.index.get(name.text()).copied(),

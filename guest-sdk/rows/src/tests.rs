@@ -573,8 +573,14 @@ fn struct_field_hints_survive_a_dropped_column_taking_their_index() {
     builder.push(&Ba { b: "v", z: 8 }).unwrap();
     let batch = builder.finish();
     assert_eq!(batch.len, 4);
-    assert_eq!(batch.column("a").unwrap().values, Values::Integer(vec![1, 0, 0, 0]));
-    assert_eq!(batch.column("z").unwrap().values, Values::Integer(vec![0, 7, 0, 8]));
+    assert_eq!(
+        batch.column("a").unwrap().values,
+        Values::Integer(vec![1, 0, 0, 0])
+    );
+    assert_eq!(
+        batch.column("z").unwrap().values,
+        Values::Integer(vec![0, 7, 0, 8])
+    );
     assert_eq!(batch.column("q").unwrap().nulls, [0b1011]);
     let names: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "z", "q"]);
@@ -594,9 +600,15 @@ fn json_objects_go_straight_to_columns_like_their_maps() {
     let mut fast = BatchBuilder::new();
     let mut reference = BatchBuilder::new();
     for (line, taken) in lines {
-        assert_eq!(fast.push_json_object(line).is_ok(), taken, "{}", String::from_utf8_lossy(line));
+        assert_eq!(
+            fast.push_json_object(line).is_ok(),
+            taken,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
         if taken {
-            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).unwrap();
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(line).unwrap();
             reference.push(&map).unwrap();
         }
     }
