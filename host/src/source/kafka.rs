@@ -434,7 +434,12 @@ impl KafkaSource {
         let deadline = Instant::now() + wait;
         let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
         while (batch.len as usize) < max {
-            let timeout = deadline.saturating_duration_since(Instant::now());
+            // Wait (up to `wait`) for the first record only; after that take what the
+            // client has fetched already, so the job works while the next fetch is on its way.
+            let timeout = match batch.len {
+                0 => deadline.saturating_duration_since(Instant::now()),
+                _ => Duration::ZERO,
+            };
             let polled = self.consumer.poll(timeout);
             let rebalanced = self
                 .consumer
