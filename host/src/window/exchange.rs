@@ -32,6 +32,53 @@ pub type TaskId = usize;
 /// One (window, key)'s partials, by task.
 pub type Partials<A> = BTreeMap<TaskId, A>;
 
+/// Line numbers kept as runs of consecutive lines: a split's records of one window mostly
+/// are, so a window of thousands of records takes a few runs, not 8 bytes each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineRuns(Vec<(i64, u32)>);
+
+impl LineRuns {
+    pub fn push(&mut self, line: i64) {
+        match self.0.last_mut() {
+            Some((start, len))
+                if start.saturating_add(i64::from(*len)) == line && *len < u32::MAX =>
+            {
+                *len += 1;
+            }
+            _ => self.0.push((line, 1)),
+        }
+    }
+
+    pub fn append(&mut self, other: LineRuns) {
+        for (start, len) in other.0 {
+            for line in start..start.saturating_add(i64::from(len)) {
+                self.push(line);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every line, in the order noted.
+    pub fn lines(&self) -> impl Iterator<Item = i64> + '_ {
+        self.0
+            .iter()
+            .flat_map(|&(start, len)| start..start.saturating_add(i64::from(len)))
+    }
+}
+
+impl FromIterator<i64> for LineRuns {
+    fn from_iter<I: IntoIterator<Item = i64>>(iter: I) -> Self {
+        let mut runs = LineRuns::default();
+        for line in iter {
+            runs.push(line);
+        }
+        runs
+    }
+}
+
 /// A window ready to be merged and finished: like [`super::Firing`], with every task's
 /// partial per key.
 #[derive(Debug)]
@@ -62,7 +109,7 @@ struct Window<A> {
     /// Per task, the lowest offset per partition of the records in its partials.
     min_offsets: BTreeMap<TaskId, BTreeMap<i32, i64>>,
     /// Ordered splits: lines each task added to this window.
-    lines: BTreeMap<TaskId, Vec<i64>>,
+    lines: BTreeMap<TaskId, LineRuns>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -280,7 +327,7 @@ impl<A> Exchange<A> {
         start: i64,
         groups: Vec<(Scalar, A)>,
         min_offsets: BTreeMap<i32, i64>,
-        lines: Vec<i64>,
+        lines: LineRuns,
     ) {
         let end = start.saturating_add(self.size_ms);
         let mut state = self.lock();
@@ -303,7 +350,7 @@ impl<A> Exchange<A> {
                 .or_insert(offset);
         }
         if !lines.is_empty() {
-            window.lines.entry(task).or_default().extend(lines);
+            window.lines.entry(task).or_default().append(lines);
         }
     }
 
@@ -400,7 +447,7 @@ impl<A: Clone> Exchange<A> {
                             window.groups.retain(|_, partials| !partials.is_empty());
                             window.dirty.retain(|key| window.groups.contains_key(key));
                             if let Some(lines) = window.lines.remove(&k) {
-                                ready.late_lines.entry(k).or_default().extend(lines);
+                                ready.late_lines.entry(k).or_default().extend(lines.lines());
                             }
                         }
                         Some(false) => {
@@ -496,6 +543,15 @@ mod tests {
     }
 
     #[test]
+    fn consecutive_lines_take_one_run_and_come_back_in_order() {
+        let mut runs: LineRuns = [5, 6, 7, 9, 10, 3].into_iter().collect();
+        runs.append([11, 12, 20].into_iter().collect());
+        assert_eq!(runs.0, vec![(5, 3), (9, 2), (3, 1), (11, 2), (20, 1)]);
+        let lines: Vec<i64> = runs.lines().collect();
+        assert_eq!(lines, vec![5, 6, 7, 9, 10, 3, 11, 12, 20]);
+    }
+
+    #[test]
     fn a_window_is_merged_once_every_task_has_passed_it() {
         let x: Exchange<u64> = Exchange::new(2, 10, 0, 0, false, GRACE);
         x.restart(0, &[0]);
@@ -505,7 +561,7 @@ mod tests {
             0,
             vec![(key("a"), 2), (key("b"), 1)],
             [(0, 5)].into(),
-            vec![],
+            LineRuns::default(),
         );
         x.advanced(0, 10);
         assert!(
@@ -513,7 +569,13 @@ mod tests {
             "task 1 has not passed it"
         );
         assert_eq!(x.needed(&[0, 1]), BTreeMap::from([(0, 5)]));
-        x.deposit(1, 0, vec![(key("a"), 3)], [(1, 7)].into(), vec![]);
+        x.deposit(
+            1,
+            0,
+            vec![(key("a"), 3)],
+            [(1, 7)].into(),
+            LineRuns::default(),
+        );
         x.advanced(1, 12);
         let ready = x.take_ready();
         assert_eq!(counts(&ready), vec![(0, "a".into(), 5), (0, "b".into(), 1)]);
@@ -531,8 +593,20 @@ mod tests {
         x.restart(0, &[0]);
         x.restart(1, &[1]);
         x.restart(2, &[]);
-        x.deposit(0, 0, vec![(key("a"), 2)], [(0, 1)].into(), vec![]);
-        x.deposit(1, 0, vec![(key("a"), 4)], [(1, 1)].into(), vec![]);
+        x.deposit(
+            0,
+            0,
+            vec![(key("a"), 2)],
+            [(0, 1)].into(),
+            LineRuns::default(),
+        );
+        x.deposit(
+            1,
+            0,
+            vec![(key("a"), 4)],
+            [(1, 1)].into(),
+            LineRuns::default(),
+        );
         // Task 1 loses its partition (a rebalance): it will replay, so its deposit goes,
         // and while partition 1 has no reader nothing is emitted or judged late.
         x.restart(1, &[]);
@@ -544,7 +618,13 @@ mod tests {
         x.restart(2, &[1]);
         x.publish(2, Some(12), None);
         assert_eq!(x.watermark(), Some(10));
-        x.deposit(2, 0, vec![(key("a"), 4)], [(1, 1)].into(), vec![]);
+        x.deposit(
+            2,
+            0,
+            vec![(key("a"), 4)],
+            [(1, 1)].into(),
+            LineRuns::default(),
+        );
         x.advanced(2, 12);
         assert_eq!(counts(&x.take_ready()), vec![(0, "a".into(), 6)]);
     }
@@ -556,7 +636,13 @@ mod tests {
         x.restart(1, &[1]);
         x.restart(1, &[]);
         x.publish(0, Some(20), None);
-        x.deposit(0, 0, vec![(key("a"), 2)], BTreeMap::new(), vec![]);
+        x.deposit(
+            0,
+            0,
+            vec![(key("a"), 2)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.advanced(0, 20);
         assert!(x.take_ready().windows.is_empty());
         std::thread::sleep(Duration::from_millis(60));
@@ -569,7 +655,13 @@ mod tests {
         let x: Exchange<u64> = Exchange::new(2, 10, 0, 0, false, GRACE);
         x.restart(0, &[0, 2]);
         x.publish(0, Some(50), None);
-        x.deposit(0, 0, vec![(key("a"), 2)], BTreeMap::new(), vec![]);
+        x.deposit(
+            0,
+            0,
+            vec![(key("a"), 2)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.advanced(0, 50);
         assert_eq!(x.watermark(), None);
         assert!(
@@ -578,7 +670,13 @@ mod tests {
         );
         x.restart(1, &[1]);
         x.publish(1, Some(40), None);
-        x.deposit(1, 0, vec![(key("a"), 3)], BTreeMap::new(), vec![]);
+        x.deposit(
+            1,
+            0,
+            vec![(key("a"), 3)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.advanced(1, 40);
         assert_eq!(counts(&x.take_ready()), vec![(0, "a".into(), 5)]);
     }
@@ -606,16 +704,28 @@ mod tests {
             0,
             vec![(key("a"), 1), (key("b"), 1)],
             BTreeMap::new(),
-            vec![],
+            LineRuns::default(),
         );
-        x.deposit(1, 0, vec![(key("a"), 1)], BTreeMap::new(), vec![]);
+        x.deposit(
+            1,
+            0,
+            vec![(key("a"), 1)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.advanced(0, 10);
         x.advanced(1, 10);
         let first = x.take_ready();
         assert_eq!(counts(&first), vec![(0, "a".into(), 2), (0, "b".into(), 1)]);
         assert!(!first.windows[0].update && !first.windows[0].is_final);
         // A late record on task 1 for key b.
-        x.deposit(1, 0, vec![(key("b"), 1)], [(1, 9)].into(), vec![]);
+        x.deposit(
+            1,
+            0,
+            vec![(key("b"), 1)],
+            [(1, 9)].into(),
+            LineRuns::default(),
+        );
         x.advanced(0, 15);
         x.advanced(1, 15);
         let last = x.take_ready();
@@ -631,11 +741,29 @@ mod tests {
         x.restart(0, &[0]);
         x.restart(1, &[0]);
         // Split 1 starts with two records of window 0 (lines 100, 101) and moves on.
-        x.deposit(1, 0, vec![(key("a"), 2)], BTreeMap::new(), vec![101, 100]);
-        x.deposit(1, 10, vec![(key("a"), 5)], BTreeMap::new(), vec![102]);
+        x.deposit(
+            1,
+            0,
+            vec![(key("a"), 2)],
+            BTreeMap::new(),
+            [101, 100].into_iter().collect(),
+        );
+        x.deposit(
+            1,
+            10,
+            vec![(key("a"), 5)],
+            BTreeMap::new(),
+            [102].into_iter().collect(),
+        );
         x.advanced(1, 30);
         x.publish(0, Some(4), Some(4));
-        x.deposit(0, 0, vec![(key("a"), 1)], BTreeMap::new(), vec![]);
+        x.deposit(
+            0,
+            0,
+            vec![(key("a"), 1)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.advanced(0, 5);
         assert!(
             x.take_ready().windows.is_empty(),
@@ -649,7 +777,13 @@ mod tests {
         assert_eq!(ready.late_lines, BTreeMap::from([(1, vec![100, 101])]));
         // Window 10: split 0 is not done and saw less than 10 + 10: undecided... until
         // split 0 finishes (its largest event time was 12 < 20: not late).
-        x.deposit(0, 10, vec![(key("a"), 1)], BTreeMap::new(), vec![]);
+        x.deposit(
+            0,
+            10,
+            vec![(key("a"), 1)],
+            BTreeMap::new(),
+            LineRuns::default(),
+        );
         x.finished(0);
         x.finished(1);
         let ready = x.take_ready();

@@ -13,7 +13,7 @@ use crate::sink::SharedSink;
 use crate::source::FileSplit;
 use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
-use crate::window::exchange::Ready;
+use crate::window::exchange::{LineRuns, Ready};
 use crate::window::{Assignment, Exchange, Firing, TaskId, TumblingWindows, Watermarks};
 use rivulet_rows::{Batch, RawBatch, Scalar};
 use rivulet_sdk::time::{iso8601, parse_iso8601};
@@ -72,7 +72,7 @@ pub struct Windowing {
     partitions: Vec<i32>,
     /// Ordered splits, tasks after the first: the lines added to each window, until the
     /// exchange knows whether the earlier splits had closed it.
-    lines: BTreeMap<i64, Vec<i64>>,
+    lines: BTreeMap<i64, LineRuns>,
     /// The largest event time seen (ordered splits publish it).
     max_seen: Option<i64>,
 }
