@@ -246,8 +246,9 @@ pub struct KafkaSpec {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+/// How records are batched; either field may be left out (its default is kept).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchSpec {
     /// Records per batch through the stages.
     pub max_records: usize,
@@ -520,6 +521,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<PipelineSpec, SpecError> {
         PipelineSpec::parse(text, Path::new("job.toml"))
+    }
+
+    #[test]
+    fn a_batch_section_may_give_either_field_alone() {
+        let records = parse(&format!("{STEP3}\n[batch]\nmax_records = 64\n")).unwrap();
+        assert_eq!(records.batch.max_records, 64);
+        assert_eq!(records.batch.max_wait, Duration::from_millis(100));
+        let wait = parse(&format!("{STEP3}\n[batch]\nmax_wait = \"5ms\"\n")).unwrap();
+        assert_eq!(wait.batch.max_records, 1024);
+        assert_eq!(wait.batch.max_wait, Duration::from_millis(5));
+        let unknown = parse(&format!("{STEP3}\n[batch]\nmax_rows = 5\n")).unwrap_err();
+        assert!(unknown.to_string().contains("max_rows"), "{unknown}");
     }
 
     #[test]
