@@ -6,7 +6,7 @@ use rivulet_rows::{Batch, RawBatch};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Records a sample keeps: enough to catch a module that traps on real input.
@@ -82,7 +82,12 @@ pub struct JobStatus {
     pub job: String,
     pub records: AtomicU64,
     stages: Mutex<BTreeMap<String, StageInfo>>,
-    samples: Mutex<BTreeMap<String, Sample>>,
+    /// Per stage, its latest sample and how many were taken.
+    samples: Mutex<BTreeMap<String, (u64, Sample)>>,
+    /// Whether stages keep samples of their input: until every component stage has one,
+    /// and again while a swap is being prepared (see [`JobStatus::fresh_sample`]). The
+    /// record path pays one atomic load per batch otherwise.
+    sampling: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +106,7 @@ impl JobStatus {
     pub fn new(job: &str) -> Self {
         JobStatus {
             job: job.to_owned(),
+            sampling: AtomicBool::new(true),
             ..JobStatus::default()
         }
     }
@@ -130,19 +136,58 @@ impl JobStatus {
             .collect()
     }
 
-    /// Keeps the first few records of a stage's latest input.
+    /// Whether stages should keep samples of their input now.
+    pub fn sampling(&self) -> bool {
+        self.sampling.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first few records of a stage's latest input (while sampling).
     pub fn sample_raw(&self, stage: &str, input: &RawBatch) {
-        let take: Vec<u32> = (0..input.len.min(SAMPLE_RECORDS as u32)).collect();
-        lock(&self.samples).insert(stage.to_owned(), Sample::Raw(input.select(&take)));
+        if self.sampling() {
+            let take: Vec<u32> = (0..input.len.min(SAMPLE_RECORDS as u32)).collect();
+            self.keep(stage, Sample::Raw(input.select(&take)));
+        }
     }
 
     pub fn sample_rows(&self, stage: &str, input: &Batch) {
-        let take: Vec<u32> = (0..input.len.min(SAMPLE_RECORDS as u32)).collect();
-        lock(&self.samples).insert(stage.to_owned(), Sample::Rows(input.select(&take)));
+        if self.sampling() {
+            let take: Vec<u32> = (0..input.len.min(SAMPLE_RECORDS as u32)).collect();
+            self.keep(stage, Sample::Rows(input.select(&take)));
+        }
     }
 
+    fn keep(&self, stage: &str, sample: Sample) {
+        let mut samples = lock(&self.samples);
+        let taken = samples.get(stage).map_or(0, |(n, _)| *n) + 1;
+        samples.insert(stage.to_owned(), (taken, sample));
+        // Every component stage has one: stop until a swap asks for fresh ones.
+        let complete = lock(&self.stages)
+            .values()
+            .filter(|info| info.hash.is_some())
+            .all(|info| samples.contains_key(&info.name));
+        if complete {
+            self.sampling.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The stage's latest sample.
     pub fn sample(&self, stage: &str) -> Option<Sample> {
-        lock(&self.samples).get(stage).cloned()
+        lock(&self.samples)
+            .get(stage)
+            .map(|(_, sample)| sample.clone())
+    }
+
+    /// A sample of the stage's input taken from now on, waiting up to `wait` for the next
+    /// batch to reach it; if none comes (an idle job), the latest one.
+    pub fn fresh_sample(&self, stage: &str, wait: std::time::Duration) -> Option<Sample> {
+        let taken = |samples: &BTreeMap<String, (u64, Sample)>| samples.get(stage).map(|(n, _)| *n);
+        let before = taken(&lock(&self.samples));
+        self.sampling.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline && taken(&lock(&self.samples)) == before {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.sample(stage)
     }
 
     pub fn count(&self, records: u64) {
@@ -160,5 +205,54 @@ impl JobStatus {
             records: self.records.load(Ordering::Relaxed),
             stages: lock(&self.stages).values().cloned().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn raw(first: i64) -> RawBatch {
+        let mut batch = RawBatch::new();
+        batch.push(None, b"x", 0, 0, first, &[]);
+        batch
+    }
+
+    fn first_offset(sample: Option<Sample>) -> i64 {
+        match sample {
+            Some(Sample::Raw(raw)) => raw.offsets[0],
+            other => panic!("no raw sample: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn samples_are_taken_until_every_component_stage_has_one_then_only_for_a_swap() {
+        let status = JobStatus::new("job");
+        let mut parse = StageInfo::builtin("parse", Kind::Parse);
+        parse.hash = Some("abc".into());
+        status.set_stage(parse);
+        status.sample_raw("parse", &raw(1));
+        assert!(!status.sampling(), "every component stage has a sample");
+        status.sample_raw("parse", &raw(2));
+        assert_eq!(first_offset(status.sample("parse")), 1, "no copy per batch");
+        // A swap asks for a fresh one: the next batch is kept.
+        let status = std::sync::Arc::new(status);
+        let feeder = {
+            let status = status.clone();
+            std::thread::spawn(move || {
+                while !status.sampling() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                status.sample_raw("parse", &raw(3));
+            })
+        };
+        let fresh = status.fresh_sample("parse", std::time::Duration::from_secs(5));
+        feeder.join().unwrap();
+        assert_eq!(first_offset(fresh), 3);
+        assert!(!status.sampling());
+        // An idle job: the latest sample, after the wait.
+        let latest = status.fresh_sample("parse", std::time::Duration::from_millis(20));
+        assert_eq!(first_offset(latest), 3);
     }
 }

@@ -162,6 +162,10 @@ pub fn spawn(
 
 const STOPPED: &str = "the job has stopped";
 
+/// How long a swap waits for the stage's next input to try the candidate on (an idle job:
+/// the latest sample instead).
+const FRESH_SAMPLE_WAIT: Duration = Duration::from_millis(500);
+
 /// Hands one candidate to each task and waits for every install: whether windows stay
 /// with the previous module, and the longest pause.
 fn install_everywhere(
@@ -315,7 +319,8 @@ fn prepare(
         ));
     }
     let stage = &request.stage;
-    let sample = status.sample(stage);
+    // Samples are taken only while a swap is prepared (and at the start).
+    let sample = status.fresh_sample(stage, FRESH_SAMPLE_WAIT);
     let trapped = |err: crate::udf::UdfError| {
         format!("the new module failed on the stage's sample input: {err}")
     };
