@@ -53,7 +53,7 @@ fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, Pipeline
 /// The modules of a spec, loaded (compiled) once; every task starts its own instances.
 struct Modules {
     parse: Option<UdfModule>,
-    maps: Vec<Option<UdfModule>>,
+    maps: Vec<UdfModule>,
     format: Option<UdfModule>,
     aggregate: Option<UdfModule>,
 }
@@ -161,6 +161,13 @@ impl Job {
         for (task, share) in shares.into_iter().enumerate() {
             let source = share.open(spec, &kafka, options, task, tasks)?;
             let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
+            if task == 0
+                && let (Some(module), Some(Aggregator::Wasm(generations))) =
+                    (&modules.aggregate, &aggregator)
+            {
+                let version = generations.current.state_version;
+                status.set_stage(StageInfo::module(AGGREGATE, module, Some(version)));
+            }
             let windowing = match (&spec.window, aggregator) {
                 (Some(window), Some(aggregator)) => {
                     let mut windowing = Windowing::new(
@@ -252,7 +259,7 @@ impl Modules {
                 (StageKind::Map, Some(path)) => {
                     let module = load(runtime, path)?;
                     status.set_stage(StageInfo::module(&stage.name, &module, None));
-                    modules.maps.push(Some(module));
+                    modules.maps.push(module);
                 }
                 (StageKind::Map, None) => {
                     return Err(PipelineError::Config(format!(
@@ -270,11 +277,8 @@ impl Modules {
         if let Some(aggregate) = &spec.aggregate
             && let Some(path) = &aggregate.module
         {
-            let module = load(runtime, path)?;
-            let mut probe = WasmAggregate::new(runtime, &module, AGGREGATE, aggregate.limits)?;
-            let state_version = probe.state_version()?;
-            status.set_stage(StageInfo::module(AGGREGATE, &module, Some(state_version)));
-            modules.aggregate = Some(module);
+            // Its status (with the state version) comes with the first task's instance.
+            modules.aggregate = Some(load(runtime, path)?);
         }
         Ok(modules)
     }
@@ -317,7 +321,7 @@ impl Modules {
     > {
         let mut parse: Option<Step<dyn ParseStage>> = None;
         let mut maps: Vec<Step<dyn MapStage>> = Vec::new();
-        let mut map_modules = self.maps.iter().flatten();
+        let mut map_modules = self.maps.iter();
         for stage in &spec.stages {
             let step = |stage_impl: Box<dyn ParseStage>| Step {
                 name: stage.name.clone(),

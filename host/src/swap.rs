@@ -259,29 +259,31 @@ fn outcome(
     outcome
 }
 
-/// Starts one more instance of a checked module (for another task).
+/// Starts an instance of a module for a stage; `failed` words an error of the aggregate's
+/// first calls (`create`, `state_version`).
 fn instance(
     runtime: &Runtime,
     module: &UdfModule,
     stage: &str,
     kind: Kind,
     limits: Limits,
+    failed: impl Fn(crate::udf::UdfError) -> String,
 ) -> Result<Candidate, String> {
-    let started = |err: crate::udf::UdfError| format!("starting the new module: {err}");
+    let start = |err: crate::udf::UdfError| err.to_string();
     Ok(match kind {
         Kind::Parse => Candidate::Parse(Box::new(
-            WasmParse::new(runtime, module, stage, limits).map_err(started)?,
+            WasmParse::new(runtime, module, stage, limits).map_err(start)?,
         )),
         Kind::Map => Candidate::Map(Box::new(
-            WasmMap::new(runtime, module, stage, limits).map_err(started)?,
+            WasmMap::new(runtime, module, stage, limits).map_err(start)?,
         )),
         Kind::Format => Candidate::Format(Box::new(
-            WasmFormat::new(runtime, module, stage, limits).map_err(started)?,
+            WasmFormat::new(runtime, module, stage, limits).map_err(start)?,
         )),
         Kind::Aggregate => {
-            let mut new = WasmAggregate::new(runtime, module, stage, limits).map_err(started)?;
-            let empty = new.create().map_err(started)?;
-            let state_version = new.state_version().map_err(started)?;
+            let mut new = WasmAggregate::new(runtime, module, stage, limits).map_err(start)?;
+            let empty = new.create().map_err(&failed)?;
+            let state_version = new.state_version().map_err(&failed)?;
             Candidate::Aggregate {
                 stage: Box::new(new),
                 empty,
@@ -324,65 +326,47 @@ fn prepare(
     let trapped = |err: crate::udf::UdfError| {
         format!("the new module failed on the stage's sample input: {err}")
     };
-    let candidate = match kind {
-        Kind::Parse => {
-            let mut new =
-                WasmParse::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
-            if let Some(Sample::Raw(raw)) = &sample {
-                new.parse(raw).map_err(trapped)?;
-            }
-            Candidate::Parse(Box::new(new))
+    let mut candidate = instance(runtime, &module, stage, *kind, *limits, trapped)?;
+    match (&mut candidate, &sample) {
+        (Candidate::Parse(new), Some(Sample::Raw(raw))) => {
+            new.parse(raw).map_err(trapped)?;
         }
-        Kind::Map => {
-            let mut new =
-                WasmMap::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
-            if let Some(Sample::Rows(rows)) = &sample {
-                new.map(rows).map_err(trapped)?;
-            }
-            Candidate::Map(Box::new(new))
+        (Candidate::Map(new), Some(Sample::Rows(rows))) => {
+            new.map(rows).map_err(trapped)?;
         }
-        Kind::Format => {
-            let mut new =
-                WasmFormat::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
-            if let Some(Sample::Rows(rows)) = &sample {
-                new.format(rows).map_err(trapped)?;
-            }
-            Candidate::Format(Box::new(new))
+        (Candidate::Format(new), Some(Sample::Rows(rows))) => {
+            new.format(rows).map_err(trapped)?;
         }
-        Kind::Aggregate => {
-            let mut new =
-                WasmAggregate::new(runtime, &module, stage, *limits).map_err(|e| e.to_string())?;
-            let empty = new.create().map_err(trapped)?;
-            let state_version = new.state_version().map_err(trapped)?;
-            if let Some(Sample::Rows(rows)) = &sample {
-                let groups = vec![0; rows.len as usize];
-                let added = new
-                    .add(vec![empty.clone()], rows, &groups)
-                    .map_err(trapped)?;
-                let acc = added
-                    .accs
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| empty.clone());
-                let window = WindowAcc {
-                    key: Scalar::Null,
-                    window_start: 0,
-                    window_end: 0,
-                    acc,
-                };
-                new.finish(vec![window]).map_err(trapped)?;
-            }
+        (
             Candidate::Aggregate {
-                stage: Box::new(new),
-                empty,
-                state_version,
-            }
+                stage: new, empty, ..
+            },
+            Some(Sample::Rows(rows)),
+        ) => {
+            let groups = vec![0; rows.len as usize];
+            let added = new
+                .add(vec![empty.clone()], rows, &groups)
+                .map_err(trapped)?;
+            let acc = added
+                .accs
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| empty.clone());
+            let window = WindowAcc {
+                key: Scalar::Null,
+                window_start: 0,
+                window_end: 0,
+                acc,
+            };
+            new.finish(vec![window]).map_err(trapped)?;
         }
-    };
+        _ => {}
+    }
     // The checked instance goes to the first task; the others get fresh ones.
     let mut candidates = vec![candidate];
     for _ in 1..tasks {
-        candidates.push(instance(runtime, &module, stage, *kind, *limits)?);
+        let started = |err: crate::udf::UdfError| format!("starting the new module: {err}");
+        candidates.push(instance(runtime, &module, stage, *kind, *limits, started)?);
     }
     Ok((module, candidates))
 }

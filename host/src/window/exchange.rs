@@ -51,8 +51,14 @@ impl LineRuns {
 
     pub fn append(&mut self, other: LineRuns) {
         for (start, len) in other.0 {
-            for line in start..start.saturating_add(i64::from(len)) {
-                self.push(line);
+            match self.0.last_mut() {
+                Some((last, n))
+                    if last.saturating_add(i64::from(*n)) == start
+                        && n.checked_add(len).is_some() =>
+                {
+                    *n += len;
+                }
+                _ => self.0.push((start, len)),
             }
         }
     }
@@ -211,10 +217,6 @@ impl<A> Exchange<A> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn tasks(&self) -> usize {
-        self.lock().tasks.len()
-    }
-
     pub fn is_ordered(&self) -> bool {
         self.ordered
     }
@@ -369,11 +371,6 @@ impl<A> Exchange<A> {
             progress.finished = true;
             progress.advanced = Some(i64::MAX);
         }
-    }
-
-    /// Whether every task has read its share to the end.
-    pub fn all_finished(&self) -> bool {
-        self.lock().tasks.iter().all(|t| t.finished)
     }
 
     /// The results of the results from [`Exchange::take_ready`] were sent: their offsets are
@@ -549,6 +546,9 @@ mod tests {
         assert_eq!(runs.0, vec![(5, 3), (9, 2), (3, 1), (11, 2), (20, 1)]);
         let lines: Vec<i64> = runs.lines().collect();
         assert_eq!(lines, vec![5, 6, 7, 9, 10, 3, 11, 12, 20]);
+        let mut joined: LineRuns = [1, 2].into_iter().collect();
+        joined.append([3, 4].into_iter().collect());
+        assert_eq!(joined.0, vec![(1, 4)]);
     }
 
     #[test]
