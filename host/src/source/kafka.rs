@@ -288,6 +288,10 @@ impl KafkaSource {
             StartAt::Latest => "latest",
             StartAt::Committed | StartAt::Earliest => "earliest",
         };
+        // `fetch.queue.backoff.ms`: once a partition's prefetch queue is full, librdkafka
+        // waits this long before fetching again (default 1 s). A job slower than the fetch
+        // drains the queue well within that and then sits idle: at 1 s the job read a
+        // backlog at a third of the speed it reaches with 10 ms.
         let consumer: BaseConsumer<SourceContext> = config
             .client()
             .set("group.id", &options.group)
@@ -298,6 +302,7 @@ impl KafkaSource {
             // A crashed or restarted member is replaced in seconds, not the default 45 s.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
+            .set("fetch.queue.backoff.ms", "10")
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("creating the consumer"))?;
         let partitions = wait_for_topic(
@@ -432,7 +437,9 @@ impl KafkaSource {
     pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, KafkaError> {
         let mut batch = RawBatch::new();
         let deadline = Instant::now() + wait;
-        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+        // The partition and next offset of the latest record, noted in `positions` when
+        // the partition changes and at the end (records come in runs per partition).
+        let mut last: Option<(i32, i64)> = None;
         while (batch.len as usize) < max {
             // Wait (up to `wait`) for the first record only; after that take what the
             // client has fetched already, so the job works while the next fetch is on its way.
@@ -455,6 +462,7 @@ impl KafkaSource {
                 // Records read so far belong to the old assignment, whose state the
                 // pipeline drops: their partitions are replayed by whoever owns them now.
                 batch = RawBatch::new();
+                last = None;
                 self.positions = assigned.positions.clone();
                 self.assignment = assigned.clone();
                 self.rebalanced = Some(assigned);
@@ -477,16 +485,14 @@ impl KafkaSource {
                 // Bounded: past the end seen at start; it is not ours to read.
                 continue;
             }
-            headers.clear();
-            if let Some(hs) = message.headers() {
-                for h in hs.iter() {
-                    headers.push((h.key.to_owned(), h.value.unwrap_or_default().to_vec()));
-                }
-            }
-            let header_refs: Vec<(&str, &[u8])> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
+            let headers: Vec<(&str, &[u8])> = message
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key, h.value.unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
             let timestamp = message.timestamp().to_millis().unwrap_or_else(now_millis);
             batch.push(
                 message.key(),
@@ -494,12 +500,21 @@ impl KafkaSource {
                 timestamp,
                 partition,
                 offset,
-                &header_refs,
+                &headers,
             );
-            self.positions.insert(partition, offset + 1);
-            if Instant::now() >= deadline {
+            if let Some((p, next)) = last
+                && p != partition
+            {
+                self.positions.insert(p, next);
+            }
+            last = Some((partition, offset + 1));
+            // The clock is read every 256 records: a read costs more than a record here.
+            if batch.len.is_multiple_of(256) && Instant::now() >= deadline {
                 break;
             }
+        }
+        if let Some((p, next)) = last {
+            self.positions.insert(p, next);
         }
         Ok(batch)
     }
