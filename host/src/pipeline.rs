@@ -98,6 +98,12 @@ impl Pipeline {
                 self.snapshot();
                 last_snapshot = Instant::now();
             }
+            if self.source.revoked() {
+                // The group moves partitions: what was done with them is committed first,
+                // so their next owner replays as little as possible.
+                self.commit_all()?;
+                self.source.release();
+            }
             if self.source.at_end() {
                 self.drain(&topic)?;
                 break;
@@ -248,6 +254,14 @@ impl Pipeline {
 
     /// Flushes every sink and commits what was read.
     fn shutdown(&mut self) -> Result<(), PipelineError> {
+        self.commit_all()?;
+        self.source.close();
+        Ok(())
+    }
+
+    /// Flushes every sink, then commits everything read that open windows don't need
+    /// (after a replay is done: a snapshot during replay would commit what it rebuilds).
+    fn commit_all(&mut self) -> Result<(), PipelineError> {
         for sink in self.sinks() {
             sink.lock().flush(Duration::from_secs(30))?;
         }
@@ -257,7 +271,6 @@ impl Pipeline {
             self.snapshot();
             self.commit_ready(true);
         }
-        self.source.close();
         Ok(())
     }
 }

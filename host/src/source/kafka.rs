@@ -44,8 +44,14 @@ pub struct SourceContext {
 
 /// What a group callback decided.
 enum Rebalanced {
-    /// New partitions (none after a revocation), restored.
+    /// New partitions, restored.
     Assigned(Assignment),
+    /// The group takes the partitions away. They are still assigned: the pipeline commits
+    /// what it did with them, then releases them ([`KafkaSource::release`]); the group
+    /// waits for that before handing them to another member.
+    Revoked,
+    /// Partitions lost without a revocation (an error from the group): already released.
+    Lost,
     /// Assigned partitions whose restart state could not be read: the job stops.
     Failed(String),
 }
@@ -56,6 +62,13 @@ impl SourceContext {
             .rebalanced
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(rebalanced);
+    }
+
+    fn take_noted(&self) -> Option<Rebalanced> {
+        self.rebalanced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -121,12 +134,20 @@ impl ConsumerContext for SourceContext {
                     }
                 }
             }
-            _ => {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(
+                    ?partitions,
+                    "partitions revoked by the consumer group; committing before letting go"
+                );
+                self.note(Rebalanced::Revoked);
+            }
+            err => {
                 if let Err(err) = consumer.unassign() {
                     tracing::warn!("releasing partitions failed: {err}");
                 }
-                tracing::info!("partitions revoked by the consumer group");
-                self.note(Rebalanced::Assigned(Assignment::default()));
+                tracing::warn!("partitions lost ({err:?})");
+                self.note(Rebalanced::Lost);
             }
         }
     }
@@ -259,6 +280,8 @@ pub struct KafkaSource {
     state: Option<Arc<StateTopic>>,
     /// A group (re)assignment seen while polling, not yet taken by the pipeline.
     rebalanced: Option<Assignment>,
+    /// The group revoked the partitions; they are released once the pipeline committed.
+    revoked: bool,
 }
 
 /// How to open a [`KafkaSource`].
@@ -330,6 +353,7 @@ impl KafkaSource {
             },
             state: state.clone(),
             rebalanced: None,
+            revoked: false,
         };
         let (task, tasks) = options.share;
         let partitions: Vec<i32> = match options.assign {
@@ -425,6 +449,31 @@ impl KafkaSource {
         self.rebalanced.take()
     }
 
+    /// Whether the group revoked this source's partitions: the caller commits what it did
+    /// with them, then calls [`KafkaSource::release`]. No more records come until then.
+    pub fn revoked(&self) -> bool {
+        self.revoked
+    }
+
+    /// Lets the revoked partitions go to the group (after the caller committed them): the
+    /// source is left without partitions until the group assigns new ones.
+    pub fn release(&mut self) {
+        if !std::mem::take(&mut self.revoked) {
+            return;
+        }
+        if let Err(err) = self.consumer.unassign() {
+            tracing::warn!(topic = %self.topic, "releasing partitions failed: {err}");
+        }
+        self.none_assigned();
+    }
+
+    /// The partitions are gone: nothing read, nothing to replay.
+    fn none_assigned(&mut self) {
+        self.positions.clear();
+        self.assignment = Assignment::default();
+        self.rebalanced = Some(Assignment::default());
+    }
+
     /// Whether a bounded source has read everything up to its end offsets.
     pub fn at_end(&self) -> bool {
         self.ends.as_ref().is_some_and(|ends| {
@@ -433,9 +482,13 @@ impl KafkaSource {
         })
     }
 
-    /// Up to `max` records, waiting at most `wait` for the first.
+    /// Up to `max` records, waiting at most `wait` for the first. Stops early when the group
+    /// revokes the partitions ([`KafkaSource::revoked`]).
     pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, KafkaError> {
         let mut batch = RawBatch::new();
+        if self.revoked {
+            return Ok(batch);
+        }
         let deadline = Instant::now() + wait;
         // The partition and next offset of the latest record, noted in `positions` when
         // the partition changes and at the end (records come in runs per partition).
@@ -448,24 +501,28 @@ impl KafkaSource {
                 _ => Duration::ZERO,
             };
             let polled = self.consumer.poll(timeout);
-            let rebalanced = self
-                .consumer
-                .context()
-                .rebalanced
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(Rebalanced::Failed(reason)) = rebalanced {
-                return Err(KafkaError::Restore { reason });
-            }
-            if let Some(Rebalanced::Assigned(assigned)) = rebalanced {
-                // Records read so far belong to the old assignment, whose state the
-                // pipeline drops: their partitions are replayed by whoever owns them now.
-                batch = RawBatch::new();
-                last = None;
-                self.positions = assigned.positions.clone();
-                self.assignment = assigned.clone();
-                self.rebalanced = Some(assigned);
+            match self.consumer.context().take_noted() {
+                Some(Rebalanced::Failed(reason)) => return Err(KafkaError::Restore { reason }),
+                Some(Rebalanced::Assigned(assigned)) => {
+                    // Records read so far belong to the old assignment, whose state the
+                    // pipeline drops: their partitions are replayed by whoever owns them now.
+                    batch = RawBatch::new();
+                    last = None;
+                    self.positions = assigned.positions.clone();
+                    self.assignment = assigned.clone();
+                    self.rebalanced = Some(assigned);
+                }
+                Some(Rebalanced::Lost) => {
+                    batch = RawBatch::new();
+                    last = None;
+                    self.positions.clear();
+                    self.assignment = Assignment::default();
+                    self.rebalanced = Some(Assignment::default());
+                }
+                // Records read so far are still ours: the batch ends here, and the pipeline
+                // processes and commits it before releasing the partitions.
+                Some(Rebalanced::Revoked) => self.revoked = true,
+                None => {}
             }
             let Some(result) = polled else {
                 break;
@@ -474,6 +531,9 @@ impl KafkaSource {
                 Ok(message) => message,
                 Err(err) => {
                     tracing::warn!(topic = %self.topic, "consumer: {err}");
+                    if self.revoked {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -483,6 +543,9 @@ impl KafkaSource {
                 && offset >= *end
             {
                 // Bounded: past the end seen at start; it is not ours to read.
+                if self.revoked {
+                    break;
+                }
                 continue;
             }
             let headers: Vec<(&str, &[u8])> = message
@@ -509,7 +572,7 @@ impl KafkaSource {
             }
             last = Some((partition, offset + 1));
             // The clock is read every 256 records: a read costs more than a record here.
-            if batch.len.is_multiple_of(256) && Instant::now() >= deadline {
+            if self.revoked || batch.len.is_multiple_of(256) && Instant::now() >= deadline {
                 break;
             }
         }
@@ -526,9 +589,13 @@ impl KafkaSource {
             self.consumer.unsubscribe();
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline {
-                if self.consumer.poll(Duration::from_millis(100)).is_none()
-                    && self.consumer.assignment().is_ok_and(|a| a.count() == 0)
-                {
+                let idle = self.consumer.poll(Duration::from_millis(100)).is_none();
+                // What was done is committed already (or is replayed by the next owner).
+                if let Some(Rebalanced::Revoked) = self.consumer.context().take_noted() {
+                    self.revoked = true;
+                    self.release();
+                }
+                if idle && self.consumer.assignment().is_ok_and(|a| a.count() == 0) {
                     break;
                 }
             }
@@ -567,9 +634,14 @@ impl KafkaSource {
         } else {
             CommitMode::Async
         };
-        self.consumer
-            .commit(&tpl, mode)
-            .map_err(KafkaError::client("committing offsets"))?;
+        match self.consumer.commit(&tpl, mode) {
+            // Some brokers refuse a commit while the group rebalances (Kafka accepts it
+            // from a member of the current generation); the state topic has it already.
+            Err(err) if self.revoked && self.state.is_some() => {
+                tracing::info!(topic = %self.topic, "the group refused the commit of revoked partitions ({err}); their next owner restores them from the state topic");
+            }
+            committed => committed.map_err(KafkaError::client("committing offsets"))?,
+        }
         tracing::debug!(topic = %self.topic, ?owned, "committed");
         Ok(owned.len())
     }

@@ -80,6 +80,22 @@ impl Source {
         }
     }
 
+    /// Whether the consumer group revoked the partitions and waits for the job to commit
+    /// what it did with them and [`Source::release`] them.
+    pub fn revoked(&self) -> bool {
+        match self {
+            Source::Kafka(kafka) => kafka.revoked(),
+            Source::Lines(_) => false,
+        }
+    }
+
+    /// Lets revoked partitions go to the group's other members.
+    pub fn release(&mut self) {
+        if let Source::Kafka(kafka) = self {
+            kafka.release();
+        }
+    }
+
     /// Releases the source (leaves a consumer group promptly).
     pub fn close(&mut self) {
         if let Source::Kafka(kafka) = self {
