@@ -1,7 +1,7 @@
 //! Built-in aggregates: count, sum, avg, min, max over a numeric field.
 
 use crate::spec::{BuiltinFn, BuiltinSpec};
-use rivulet_rows::Batch;
+use rivulet_rows::{Batch, Column};
 use serde_json::Value;
 
 /// The running state of one built-in aggregate.
@@ -38,28 +38,61 @@ impl Builtins {
             .collect()
     }
 
-    /// Adds row `row` of `rows` to `accs`, all or nothing: a missing or non-numeric input
-    /// field is an error naming it, and changes nothing.
-    pub fn add(&self, accs: &mut [BuiltinAcc], rows: &Batch, row: usize) -> Result<(), String> {
+    /// Adds rows `members` of `rows` to `accs`, in order, each all or nothing: a missing or
+    /// non-numeric input field is an error naming it, and that row changes nothing.
+    /// Returns the rows refused, with why.
+    pub fn add_rows(
+        &self,
+        accs: &mut [BuiltinAcc],
+        rows: &Batch,
+        members: &[u32],
+    ) -> Vec<(u32, String)> {
+        // The input columns, found once per batch.
+        let columns: Vec<Option<(&str, Option<&Column>)>> = self
+            .specs
+            .iter()
+            .map(|spec| match (&spec.function, &spec.field) {
+                (BuiltinFn::Count, _) | (_, None) => None,
+                (_, Some(field)) => Some((field.as_str(), rows.column(field))),
+            })
+            .collect();
         let mut values = Vec::with_capacity(self.specs.len());
-        for spec in &self.specs {
-            let value = match (&spec.function, &spec.field) {
-                (BuiltinFn::Count, _) | (_, None) => 0.0,
-                (_, Some(field)) => {
-                    let column = rows
-                        .column(field)
-                        .ok_or_else(|| format!("field `{field}` is missing"))?;
-                    if column.is_null(row) {
-                        return Err(format!("field `{field}` is null"));
+        let mut refused = Vec::new();
+        for &row in members {
+            values.clear();
+            let read = columns.iter().try_for_each(|input| {
+                values.push(match input {
+                    None => 0.0,
+                    Some((field, column)) => {
+                        let column = column.ok_or_else(|| format!("field `{field}` is missing"))?;
+                        if column.is_null(row as usize) {
+                            return Err(format!("field `{field}` is null"));
+                        }
+                        column
+                            .f64_at(row as usize)
+                            .ok_or_else(|| format!("field `{field}` is not a number"))?
                     }
-                    column
-                        .f64_at(row)
-                        .ok_or_else(|| format!("field `{field}` is not a number"))?
-                }
-            };
-            values.push(value);
+                });
+                Ok(())
+            });
+            match read {
+                Ok(()) => Self::apply(accs, &values),
+                Err(error) => refused.push((row, error)),
+            }
         }
-        for (acc, value) in accs.iter_mut().zip(values) {
+        refused
+    }
+
+    /// Adds row `row` of `rows` to `accs`, all or nothing (see [`Builtins::add_rows`]).
+    pub fn add(&self, accs: &mut [BuiltinAcc], rows: &Batch, row: usize) -> Result<(), String> {
+        match self.add_rows(accs, rows, &[row as u32]).pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(accs: &mut [BuiltinAcc], values: &[f64]) {
+        for (acc, &value) in accs.iter_mut().zip(values) {
             match acc {
                 BuiltinAcc::Count(n) => *n += 1,
                 BuiltinAcc::Sum(sum) => *sum += value,
@@ -71,7 +104,6 @@ impl Builtins {
                 BuiltinAcc::Max(max) => *max = Some(max.map_or(value, |m| m.max(value))),
             }
         }
-        Ok(())
     }
 
     /// Folds `other` (the same built-ins over other rows) into `accs`: two-phase aggregation

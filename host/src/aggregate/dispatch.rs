@@ -9,7 +9,7 @@ use crate::error::PipelineError;
 use crate::spec::OnError;
 use crate::stage::isolate;
 use crate::window::exchange::Partials;
-use crate::window::{Firing, TumblingWindows};
+use crate::window::{Firing, Targets, TumblingWindows};
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
 use rivulet_sdk::time::iso8601;
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +86,8 @@ impl Dispatch {
         }
     }
 
+    /// Adds the rows `targets` selected to their windows' accumulators; a row the aggregate
+    /// refuses goes to the dead letters.
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
@@ -93,39 +95,38 @@ impl Dispatch {
         raw: &RawBatch,
         rows: &Batch,
         origins: &[u32],
-        selected: &[u32],
-        targets: &[(i64, Scalar, i32, i64)],
+        targets: &Targets<'_>,
         topic: &str,
         dead: &mut DeadLetters,
     ) -> Result<(), PipelineError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
         let index_of = |row: u32| origins.get(row as usize).copied().unwrap_or(0) as usize;
+        let mut refused: Vec<(u32, String)> = Vec::new();
         match &mut self.aggregator {
             Aggregator::Builtin(builtins) => {
                 let empty = builtins.create();
-                for (&row, (start, key, p, offset)) in selected.iter().zip(targets) {
-                    let acc = windows
-                        .accumulator(*start, key, *p, *offset, || Acc::Builtin(empty.clone()));
-                    if let Acc::Builtin(accs) = acc
-                        && let Err(error) = builtins.add(accs, rows, row as usize)
-                    {
-                        dead.handle(
-                            self.policy,
-                            &DeadLetter::of_record(raw, index_of(row), AGGREGATE, &error, topic),
-                        )?;
+                for (group, members) in targets.groups().iter().zip(targets.rows_by_group()) {
+                    let acc = windows.accumulator(
+                        group.start,
+                        targets.key(group.key),
+                        group.partition,
+                        group.min_offset,
+                        || Acc::Builtin(empty.clone()),
+                    );
+                    if let Acc::Builtin(accs) = acc {
+                        refused.extend(builtins.add_rows(accs, rows, &members));
                     }
                 }
-                Ok(())
             }
             Aggregator::Wasm(generations) => {
-                if selected.is_empty() {
-                    return Ok(());
-                }
                 // Each window stays with the module generation it was opened with.
                 let mut by_generation: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-                for (i, (start, ..)) in targets.iter().enumerate() {
+                for (i, group) in targets.groups().iter().enumerate() {
                     let generation = *self
                         .window_generation
-                        .entry(*start)
+                        .entry(group.start)
                         .or_insert(generations.current.id);
                     by_generation.entry(generation).or_default().push(i);
                 }
@@ -134,99 +135,108 @@ impl Dispatch {
                     let Some(generation) = generations.get_mut(generation_id) else {
                         continue;
                     };
-                    let mut group_of: HashMap<(i64, Scalar), (u32, i32, i64)> = HashMap::new();
+                    // One accumulator per (window, key) in the call, from the groups (one
+                    // per partition) that share it.
+                    let mut call_of: HashMap<(i64, u32), u32> = HashMap::new();
+                    let mut call_of_group = vec![u32::MAX; targets.groups().len()];
                     let mut accs: Vec<Vec<u8>> = Vec::new();
-                    let mut groups: Vec<u32> = Vec::with_capacity(members.len());
-                    let mut rows_of_call: Vec<u32> = Vec::with_capacity(members.len());
+                    let mut windows_of_call: Vec<(i64, u32, i32, i64)> = Vec::new();
                     for &i in &members {
-                        let (start, key, p, offset) = &targets[i];
+                        let group = targets.groups()[i];
                         let empty = &generation.empty;
-                        let acc = windows.accumulator(*start, key, *p, *offset, || Acc::Bytes {
-                            generation: generation_id,
-                            bytes: empty.clone(),
-                        });
+                        let acc = windows.accumulator(
+                            group.start,
+                            targets.key(group.key),
+                            group.partition,
+                            group.min_offset,
+                            || Acc::Bytes {
+                                generation: generation_id,
+                                bytes: empty.clone(),
+                            },
+                        );
                         let next = accs.len() as u32;
-                        let (group, ..) =
-                            *group_of.entry((*start, key.clone())).or_insert_with(|| {
-                                accs.push(match acc {
-                                    Acc::Bytes { bytes, .. } => bytes.clone(),
-                                    Acc::Builtin(_) => empty.clone(),
-                                });
-                                (next, *p, *offset)
+                        let call = *call_of.entry((group.start, group.key)).or_insert_with(|| {
+                            accs.push(match acc {
+                                Acc::Bytes { bytes, .. } => bytes.clone(),
+                                Acc::Builtin(_) => empty.clone(),
                             });
-                        groups.push(group);
-                        rows_of_call.push(selected[i]);
+                            windows_of_call.push((
+                                group.start,
+                                group.key,
+                                group.partition,
+                                group.min_offset,
+                            ));
+                            next
+                        });
+                        call_of_group[i] = call;
+                    }
+                    let mut rows_of_call: Vec<u32> = Vec::new();
+                    let mut groups: Vec<u32> = Vec::new();
+                    for &(row, group) in targets.rows() {
+                        match call_of_group.get(group as usize) {
+                            Some(&call) if call != u32::MAX => {
+                                rows_of_call.push(row);
+                                groups.push(call);
+                            }
+                            _ => {}
+                        }
                     }
                     let subset = rows.select(&rows_of_call);
                     if let Some(samples) = &self.samples {
                         samples.sample_rows(AGGREGATE, &subset);
                     }
                     // Refuse (per key) growth past the stage's accumulator cap.
-                    let mut keys = vec![(0, Scalar::Null); accs.len()];
-                    for ((start, key), (group, ..)) in &group_of {
-                        if let Some(slot) = keys.get_mut(*group as usize) {
-                            *slot = (*start, key.clone());
-                        }
-                    }
                     let mut budget = AccBudget::of(cap, windows);
-                    let mut admit = |group: u32, old: usize, new: usize| {
+                    let mut admit = |call: u32, old: usize, new: usize| {
                         budget.admit(old, new).map_err(|total| {
-                            let (start, key) = keys
-                                .get(group as usize)
-                                .cloned()
-                                .unwrap_or((0, Scalar::Null));
-                            budget.refusal(&key, start, new, total)
+                            let (start, key) = windows_of_call
+                                .get(call as usize)
+                                .map_or((0, &Scalar::Null), |&(start, key, ..)| {
+                                    (start, targets.key(key))
+                                });
+                            budget.refusal(key, start, new, total)
                         })
                     };
                     match isolate::add(&mut *generation.stage, accs, &subset, &groups, &mut admit) {
                         Ok(out) => {
-                            for ((start, key), (group, p, offset)) in group_of {
-                                if let Some(bytes) = out.accs.get(group as usize) {
-                                    *windows.accumulator(start, &key, p, offset, || {
-                                        Acc::Builtin(Vec::new())
-                                    }) = Acc::Bytes {
-                                        generation: generation_id,
-                                        bytes: bytes.clone(),
-                                    };
-                                }
+                            for ((start, key, p, offset), bytes) in
+                                windows_of_call.iter().zip(out.accs)
+                            {
+                                *windows.accumulator(
+                                    *start,
+                                    targets.key(*key),
+                                    *p,
+                                    *offset,
+                                    || Acc::Builtin(Vec::new()),
+                                ) = Acc::Bytes {
+                                    generation: generation_id,
+                                    bytes,
+                                };
                             }
-                            for error in &out.errors {
-                                if let Some(&row) = rows_of_call.get(error.index as usize) {
-                                    dead.handle(
-                                        self.policy,
-                                        &DeadLetter::of_record(
-                                            raw,
-                                            index_of(row),
-                                            AGGREGATE,
-                                            &error.message,
-                                            topic,
-                                        ),
-                                    )?;
-                                }
-                            }
+                            refused.extend(out.errors.into_iter().filter_map(|error| {
+                                let row = *rows_of_call.get(error.index as usize)?;
+                                Some((row, error.message))
+                            }));
                         }
                         Err(err) if err.is_stopped() => return Err(err.into()),
                         Err(err) => {
                             let error = err.to_string();
                             tracing::warn!(stage = AGGREGATE, rows = rows_of_call.len(), "{error}");
-                            for &row in &rows_of_call {
-                                dead.handle(
-                                    self.policy,
-                                    &DeadLetter::of_record(
-                                        raw,
-                                        index_of(row),
-                                        AGGREGATE,
-                                        &error,
-                                        topic,
-                                    ),
-                                )?;
-                            }
+                            refused.extend(rows_of_call.iter().map(|&row| (row, error.clone())));
                         }
                     }
                 }
-                Ok(())
             }
         }
+        // In row order, as the records came.
+        refused.sort_by_key(|(row, _)| *row);
+        for (row, error) in &refused {
+            dead.handle(
+                self.policy,
+                &DeadLetter::of_record(raw, index_of(*row), AGGREGATE, error, topic),
+            )?;
+        }
+        Ok(())
     }
 
     /// One accumulator from every task's partial of a (window, key).

@@ -11,6 +11,8 @@
 //! - [`watermark`]: [`Watermarks`] derives an event-time watermark per source partition
 //!   (max event time seen minus the bounded out-of-orderness) and combines them into one
 //!   monotonic watermark, ignoring partitions that have been idle for too long.
+//! - [`targets`]: [`Targets`] groups the rows of a batch by (window, key, partition) for
+//!   the aggregate.
 //! - [`exchange`]: [`Exchange`] merges the partial accumulators of a job's tasks (two-phase
 //!   aggregation), so a window is finished once, with every task's records.
 //!
@@ -18,10 +20,12 @@
 
 pub mod exchange;
 pub mod operator;
+pub mod targets;
 pub mod tumbling;
 pub mod watermark;
 
 pub use exchange::{Exchange, TaskId};
 pub use operator::{TaskLink, WindowStats, Windowing};
+pub use targets::Targets;
 pub use tumbling::{Assignment, Firing, TumblingWindows, WindowError};
 pub use watermark::Watermarks;

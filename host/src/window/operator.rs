@@ -14,8 +14,9 @@ use crate::source::FileSplit;
 use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::exchange::{LineRuns, Ready};
+use crate::window::targets::Targets;
 use crate::window::{Assignment, Exchange, Firing, TaskId, TumblingWindows, Watermarks};
-use rivulet_rows::{Batch, RawBatch, Scalar};
+use rivulet_rows::{Batch, Column, RawBatch, Values};
 use rivulet_sdk::time::{iso8601, parse_iso8601};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,6 +95,57 @@ impl<'a> Origin<'a> {
 
     fn offset(&self) -> i64 {
         self.raw.offsets.get(self.index).copied().unwrap_or(-1)
+    }
+}
+
+/// Where a batch's event times come from.
+enum Stamps<'a> {
+    Kafka,
+    /// A field, and its column (`None`: the batch has no such field).
+    Field(&'a str, Option<&'a Column>),
+}
+
+impl<'a> Stamps<'a> {
+    /// Where a batch's event times are: the Kafka timestamp, or a column (`timestamp`).
+    fn of(timestamp: Option<&'a str>, rows: &'a Batch) -> Self {
+        match timestamp.unwrap_or("kafka") {
+            "kafka" => Stamps::Kafka,
+            field => Stamps::Field(field, rows.column(field)),
+        }
+    }
+
+    /// Row `row`'s event time in milliseconds.
+    fn at(&self, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
+        let (field, column) = match self {
+            Stamps::Kafka => {
+                return origin
+                    .raw
+                    .timestamps
+                    .get(origin.index)
+                    .copied()
+                    .ok_or_else(|| "the record has no Kafka timestamp".to_owned());
+            }
+            Stamps::Field(field, column) => (field, column),
+        };
+        let column = column.ok_or_else(|| format!("no event time: field `{field}` is missing"))?;
+        if column.is_null(row) {
+            return Err(format!("no event time: field `{field}` is null"));
+        }
+        match &column.values {
+            Values::Integer(ms) => ms.get(row).copied(),
+            Values::Float(ms) => ms.get(row).filter(|ms| ms.is_finite()).map(|&ms| ms as i64),
+            Values::Text(_) => {
+                let text = column.text_at(row).unwrap_or_default();
+                return parse_iso8601(text)
+                    .map_err(|err| format!("no event time: field `{field}`: {err}"));
+            }
+            _ => None,
+        }
+        .ok_or_else(|| {
+            format!(
+                "no event time: field `{field}` is not a number of milliseconds or ISO-8601 text"
+            )
+        })
     }
 }
 
@@ -325,34 +377,6 @@ impl Windowing {
         }
     }
 
-    fn event_time(&self, rows: &Batch, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
-        let field = self.spec.timestamp.as_deref().unwrap_or("kafka");
-        if field == "kafka" {
-            return origin
-                .raw
-                .timestamps
-                .get(origin.index)
-                .copied()
-                .ok_or_else(|| "the record has no Kafka timestamp".to_owned());
-        }
-        let column = rows
-            .column(field)
-            .ok_or_else(|| format!("no event time: field `{field}` is missing"))?;
-        if column.is_null(row) {
-            return Err(format!("no event time: field `{field}` is null"));
-        }
-        match column.scalar(row) {
-            Some(Scalar::Integer(ms)) => Ok(ms),
-            Some(Scalar::Float(ms)) if ms.is_finite() => Ok(ms as i64),
-            Some(Scalar::Text(text)) => {
-                parse_iso8601(&text).map_err(|err| format!("no event time: field `{field}`: {err}"))
-            }
-            _ => Err(format!(
-                "no event time: field `{field}` is not a number of milliseconds or ISO-8601 text"
-            )),
-        }
-    }
-
     /// Adds a batch of rows (`origins[i]` is row i's record in `raw`).
     pub fn ingest(
         &mut self,
@@ -380,27 +404,27 @@ impl Windowing {
             self.watermarks.restore_combined(floor.saturating_sub(ooo));
         }
         let notes_lines = self.notes_lines();
-        let key_column = self.spec.key.as_deref().map(|k| (k, rows.column(k)));
-        let mut selected: Vec<u32> = Vec::with_capacity(rows.len as usize);
-        let mut targets: Vec<(i64, Scalar, i32, i64)> = Vec::with_capacity(rows.len as usize);
+        let key_name = self.spec.key.as_deref();
+        let key_column = key_name.and_then(|k| rows.column(k));
+        let stamps = Stamps::of(self.spec.timestamp.as_deref(), rows);
+        let mut targets = Targets::with_capacity(rows.len as usize);
         for (row, &origin_index) in origins.iter().enumerate().take(rows.len as usize) {
             let origin = Origin {
                 raw,
                 index: origin_index as usize,
             };
-            let key = match key_column {
-                None => Scalar::Null,
-                Some((name, column)) => match column.and_then(|c| c.scalar(row)) {
-                    Some(Scalar::Null) | None => {
-                        let error = format!("no key: field `{name}` is missing or null");
-                        dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
-                        continue;
-                    }
-                    Some(key) => key,
-                },
+            let key = match key_name {
+                None => targets.key_of(None, row),
+                Some(_) => key_column.and_then(|column| targets.key_of(Some(column), row)),
+            };
+            let Some(key) = key else {
+                let name = key_name.unwrap_or_default();
+                let error = format!("no key: field `{name}` is missing or null");
+                dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
+                continue;
             };
             let ts = if event {
-                match self.event_time(rows, row, &origin) {
+                match stamps.at(row, &origin) {
                     Ok(ts) => ts,
                     Err(error) => {
                         dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
@@ -443,8 +467,7 @@ impl Windowing {
                     if notes_lines {
                         self.lines.entry(start).or_default().push(origin.offset());
                     }
-                    selected.push(row as u32);
-                    targets.push((start, key, origin.partition(), origin.offset()));
+                    targets.push(row as u32, start, key, origin.partition(), origin.offset());
                 }
                 Assignment::TooLate { .. } => {
                     self.stats.too_late += 1;
@@ -457,17 +480,9 @@ impl Windowing {
                 }
             }
         }
-        self.stats.rows += selected.len() as u64;
-        self.dispatch.add(
-            &mut self.windows,
-            raw,
-            rows,
-            origins,
-            &selected,
-            &targets,
-            topic,
-            dead,
-        )
+        self.stats.rows += targets.len() as u64;
+        self.dispatch
+            .add(&mut self.windows, raw, rows, origins, &targets, topic, dead)
     }
 
     /// Fires what the watermark (event time) or the clock (processing time) has closed.
