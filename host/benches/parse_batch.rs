@@ -265,7 +265,7 @@ fn isolation(runtime: &Runtime, dir: &std::path::Path, parse: &UdfModule) {
         let a = pass(&mut stage, &input);
         let started = Instant::now();
         for batch in &input {
-            let out = isolate::parse(&mut stage, batch).expect("parse");
+            let out = isolate::parse(&mut stage, batch).expect("parse").out;
             assert_eq!(out.rows.len, batch.len);
         }
         let b = started.elapsed();
@@ -305,7 +305,7 @@ fn isolation(runtime: &Runtime, dir: &std::path::Path, parse: &UdfModule) {
     let calls_before = stage.sandbox().stats().calls;
     let instances_before = stage.sandbox().stats().instantiations;
     let poisoned_time = timed(|| {
-        let out = isolate::parse(&mut stage, &poisoned).expect("parse");
+        let out = isolate::parse(&mut stage, &poisoned).expect("parse").out;
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.rows.len, 1023);
     });

@@ -375,7 +375,7 @@ impl Modules {
                         empty,
                         state_version,
                     )
-                    .with_accumulator_cap(aggregate.limits.accumulator_bytes),
+                    .with_limits(aggregate.limits),
                 ))
             }
             (Some(aggregate), None) => Some(Aggregator::Builtin(Builtins::new(

@@ -131,5 +131,5 @@ fn sample_then_format(
     if let Some(samples) = samples {
         samples.sample_rows(&format.name, rows);
     }
-    crate::stage::isolate::format(&mut *format.stage, rows)
+    crate::stage::isolate::format(&mut *format.stage, rows).map(|contained| contained.out)
 }

@@ -23,6 +23,8 @@ pub struct StepStats {
     pub records_in: u64,
     pub rows_out: u64,
     pub rejected: u64,
+    /// Calls on a whole batch that failed (its records were then isolated, or all
+    /// rejected when the failure cannot be isolated).
     pub failed_batches: u64,
 }
 
@@ -49,7 +51,8 @@ impl Transform {
         let stats = self.stats.entry(parse.name.clone()).or_default();
         stats.records_in += u64::from(raw.len);
         let (mut rows, mut origins) = match isolate::parse(&mut *parse.stage, raw) {
-            Ok(out) => {
+            Ok(isolate::Contained { out, isolated }) => {
+                stats.failed_batches += u64::from(isolated);
                 for error in &out.errors {
                     dead.handle(
                         parse.policy,
@@ -92,7 +95,8 @@ impl Transform {
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);
             match isolate::map(&mut *map.stage, &rows) {
-                Ok(out) => {
+                Ok(isolate::Contained { out, isolated }) => {
+                    stats.failed_batches += u64::from(isolated);
                     for error in &out.errors {
                         let index =
                             origins.get(error.index as usize).copied().unwrap_or(0) as usize;

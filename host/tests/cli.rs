@@ -327,3 +327,42 @@ fn demo_duration_fires_the_last_window_so_every_seeded_order_is_counted() {
         .sum();
     assert_eq!(counted, good, "{stderr}");
 }
+
+#[test]
+fn udf_test_reports_only_the_record_that_traps_and_parses_its_batch_mates() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("commands.txt");
+    let commands: Vec<String> = (0..40)
+        .map(|i| {
+            if i == 25 {
+                "panic".to_owned()
+            } else {
+                format!("record-{i}")
+            }
+        })
+        .collect();
+    std::fs::write(&input, commands.join("\n") + "\n").unwrap();
+    let out = udf_test(&[
+        common::wasm("hostile_guest").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.contains(": error:")).collect();
+    assert_eq!(errors.len(), 1, "{stdout}");
+    assert!(
+        errors[0].starts_with("26: ") && errors[0].contains("hostile guest panics on purpose"),
+        "{stdout}"
+    );
+    for i in (0..40).filter(|&i| i != 25) {
+        assert!(
+            stdout.contains(&format!("\"record-{i}\"")),
+            "record-{i}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.ends_with("-- 40 records in, 39 outputs, 1 errors\n"),
+        "{stdout}"
+    );
+}

@@ -43,7 +43,9 @@ fn a_parse_that_traps_on_one_record_of_1024_loses_only_that_record() {
         })
         .collect();
     let calls_before = stage.sandbox().stats().calls;
-    let out = isolate::parse(&mut stage, &batch(&commands)).expect("isolated");
+    let contained = isolate::parse(&mut stage, &batch(&commands)).expect("isolated");
+    assert!(contained.isolated, "the whole batch failed first");
+    let out = contained.out;
 
     assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
     assert_eq!(out.errors[0].index, 700);
@@ -72,6 +74,43 @@ fn a_parse_that_traps_on_one_record_of_1024_loses_only_that_record() {
 }
 
 #[test]
+fn a_batch_whose_call_failed_counts_as_failed_even_when_isolation_saves_its_other_records() {
+    use rivulet::dead_letter::DeadLetters;
+    use rivulet::spec::OnError;
+    use rivulet::transform::{Step, Transform};
+    let runtime = runtime();
+    let module = load(&runtime, "hostile_guest");
+    let stage = WasmParse::new(&runtime, &module, "hostile", Limits::default()).unwrap();
+    let mut transform = Transform {
+        parse: Step {
+            name: "parse".into(),
+            policy: OnError::Drop,
+            stage: Box::new(stage),
+        },
+        maps: Vec::new(),
+        stats: Default::default(),
+        samples: None,
+    };
+    let mut dead = DeadLetters::new(None);
+    let clean: Vec<String> = (0..16).map(|i| format!("record-{i}")).collect();
+    let mut poisoned = clean.clone();
+    poisoned[9] = "panic".to_owned();
+    for commands in [&clean, &poisoned, &clean] {
+        transform.run(&batch(commands), "t", &mut dead).unwrap();
+    }
+    let stats = transform.stats["parse"];
+    assert_eq!(
+        (
+            stats.records_in,
+            stats.rows_out,
+            stats.rejected,
+            stats.failed_batches
+        ),
+        (48, 47, 1, 1)
+    );
+}
+
+#[test]
 fn isolation_keeps_per_record_errors_and_separates_several_poison_records() {
     let runtime = runtime();
     let module = load(&runtime, "hostile_guest");
@@ -83,7 +122,7 @@ fn isolation_keeps_per_record_errors_and_separates_several_poison_records() {
             _ => format!("r{i}"),
         })
         .collect();
-    let out = isolate::parse(&mut stage, &batch(&commands)).unwrap();
+    let out = isolate::parse(&mut stage, &batch(&commands)).unwrap().out;
     let errors: Vec<(u32, bool)> = out
         .errors
         .iter()
@@ -130,7 +169,7 @@ fn finish_panicking_for_one_key_among_600_fails_only_that_window() {
         })
         .collect();
     let windows = keys.iter().map(|k| window(k, empty.clone())).collect();
-    let out = isolate::finish(&mut stage, windows).unwrap();
+    let out = isolate::finish(&mut stage, windows, (&Limits::default()).into()).unwrap();
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.errors[0].index, 400);
     assert!(

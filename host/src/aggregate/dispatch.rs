@@ -130,7 +130,7 @@ impl Dispatch {
                         .or_insert(generations.current.id);
                     by_generation.entry(generation).or_default().push(i);
                 }
-                let cap = generations.accumulator_bytes;
+                let cap = generations.limits.accumulator_bytes;
                 for (generation_id, members) in by_generation {
                     let Some(generation) = generations.get_mut(generation_id) else {
                         continue;
@@ -343,6 +343,7 @@ impl Dispatch {
                 results.parts.push(builder.finish());
             }
             Aggregator::Wasm(generations) => {
+                let chunk = isolate::FinishChunk::from(&generations.limits);
                 // One finish call per module generation, in window order within each.
                 let mut calls: BTreeMap<u32, Vec<WindowAcc>> = BTreeMap::new();
                 for firing in &firings {
@@ -372,7 +373,7 @@ impl Dispatch {
                         .collect();
                     let outcome = match generations.get_mut(generation_id) {
                         Some(generation) => {
-                            match isolate::finish(&mut *generation.stage, windows) {
+                            match isolate::finish(&mut *generation.stage, windows, chunk) {
                                 Err(err) if err.is_stopped() => return Err(err.into()),
                                 outcome => outcome.map_err(|err| err.to_string()),
                             }

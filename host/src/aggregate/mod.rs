@@ -37,8 +37,9 @@ pub struct Generation {
 pub struct Generations {
     pub current: Generation,
     pub retiring: Vec<Generation>,
-    /// Cap on the accumulator bytes the host keeps for the stage (all generations).
-    pub accumulator_bytes: usize,
+    /// The stage's limits: the cap on the accumulator bytes the host keeps for it (all
+    /// generations) and the size of `finish` chunks.
+    pub limits: crate::udf::Limits,
 }
 
 impl Generations {
@@ -51,13 +52,13 @@ impl Generations {
                 state_version,
             },
             retiring: Vec::new(),
-            accumulator_bytes: crate::udf::Limits::default().accumulator_bytes,
+            limits: crate::udf::Limits::default(),
         }
     }
 
-    /// The same, with the stage's cap on host-held accumulator bytes.
-    pub fn with_accumulator_cap(mut self, bytes: usize) -> Self {
-        self.accumulator_bytes = bytes;
+    /// The same, with the stage's limits.
+    pub fn with_limits(mut self, limits: crate::udf::Limits) -> Self {
+        self.limits = limits;
         self
     }
 

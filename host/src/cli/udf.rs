@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use rivulet::aggregate::AccBudget;
 use rivulet::emit::row_object;
+use rivulet::stage::AggregateStage;
+use rivulet::stage::isolate;
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
-use rivulet::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
 use rivulet::udf::limits::human_bytes;
 use rivulet::udf::{CacheOutcome, Kind, Limits, ModuleCache, Runtime, UdfModule};
 use rivulet_rows::{Batch, BatchBuilder, RawBatch, RecordError, RowsOut, Scalar, WindowAcc};
@@ -227,7 +229,9 @@ fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
                 for (i, line) in lines.iter().enumerate() {
                     batch.push(None, line, 0, 0, (first + i) as i64, &[]);
                 }
-                let result = udf.parse(&batch);
+                // As in a job: a failing batch is retried in parts, so only the records
+                // that cause it get the error.
+                let result = isolate::parse(&mut udf, &batch).map(|c| c.out);
                 print_rows(&mut out, &mut tally, first, lines.len(), result)?;
             }
         }
@@ -241,10 +245,11 @@ fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
             for (first, lines) in (0..).step_by(chunk).zip(lines.chunks(chunk)) {
                 let (batch, positions) = json_rows(&mut out, &mut tally, first, lines)?;
                 if let Some(udf) = map.as_mut() {
-                    let result = udf.map(&batch);
+                    let result = isolate::map(udf, &batch).map(|c| c.out);
                     print_rows_at(&mut out, &mut tally, &positions, result)?;
                 } else if let Some(udf) = format.as_mut() {
-                    print_encoded(&mut out, &mut tally, &positions, udf.format(&batch))?;
+                    let result = isolate::format(udf, &batch).map(|c| c.out);
+                    print_encoded(&mut out, &mut tally, &positions, result)?;
                 }
             }
         }
@@ -451,7 +456,19 @@ fn aggregate(
             .iter()
             .map(|key| groups.get(key).cloned().unwrap_or_else(|| empty.clone()))
             .collect();
-        match udf.add(accs, &batch, &assigned) {
+        // As in a job: a failing batch is retried in parts (and the stage's accumulator cap
+        // applies per key).
+        let mut budget = AccBudget {
+            cap: limits.accumulator_bytes,
+            held: groups.values().map(Vec::len).sum(),
+        };
+        let mut admit = |group: u32, old: usize, new: usize| {
+            budget.admit(old, new).map_err(|total| {
+                let key = order.get(group as usize).unwrap_or(&Scalar::Null);
+                budget.refusal(key, args.window_start.unwrap_or(0), new, total)
+            })
+        };
+        match isolate::add(&mut udf, accs, &batch, &assigned, &mut admit) {
             Ok(added) => {
                 for error in &added.errors {
                     let line = positions.get(error.index as usize).map_or(0, |p| p + 1);
@@ -480,7 +497,7 @@ fn aggregate(
         })
         .collect();
     let keys: Vec<Scalar> = windows.iter().map(|w| w.key.clone()).collect();
-    let finished = udf.finish(windows)?;
+    let finished = isolate::finish(&mut udf, windows, (&limits).into())?;
     for (row, origin) in finished.origins.iter().enumerate() {
         let key = keys
             .get(*origin as usize)

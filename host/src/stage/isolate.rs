@@ -12,16 +12,36 @@
 //! the sandbox tests) still fails whole.
 
 use super::{AggregateStage, FormatStage, MapStage, ParseStage};
-use crate::udf::UdfError;
+use crate::udf::{Limits, UdfError};
 use rivulet_rows::{AddOut, Batch, Encoded, Packed, RawBatch, RecordError, RowsOut, WindowAcc};
 use std::collections::BTreeMap;
 
-/// Most windows handed to one `finish` call.
-pub const FINISH_CHUNK_WINDOWS: usize = 256;
-/// Most accumulator bytes handed to one `finish` call (a larger window goes alone).
-pub const FINISH_CHUNK_BYTES: usize = 8 << 20;
 /// Most extra calls one batch (or one `finish` chunk) may spend isolating failures.
 pub const EXTRA_CALLS: usize = 64;
+
+/// A batch's outcome, and whether the call on the whole batch failed (its inputs were
+/// then isolated: the failing ones have errors, the others their exact outputs).
+#[derive(Debug)]
+pub struct Contained<T> {
+    pub out: T,
+    pub isolated: bool,
+}
+
+impl<T> Contained<T> {
+    fn whole(out: T) -> Self {
+        Contained {
+            out,
+            isolated: false,
+        }
+    }
+
+    fn isolated(out: T) -> Self {
+        Contained {
+            out,
+            isolated: true,
+        }
+    }
+}
 
 /// Why a call on some inputs failed, and whether splitting them may help.
 struct Failure {
@@ -208,35 +228,35 @@ fn merge_rows(pieces: Vec<Piece<RowsOut>>) -> RowsOut {
 }
 
 /// `stage.parse(input)`, with a failure isolated to the records that cause it.
-pub fn parse(stage: &mut dyn ParseStage, input: &RawBatch) -> Result<RowsOut, UdfError> {
+pub fn parse(stage: &mut dyn ParseStage, input: &RawBatch) -> Result<Contained<RowsOut>, UdfError> {
     let first = match stage.parse(input) {
         Err(err) if isolatable(&err) && input.len > 1 => Failure::from(err),
-        other => return other,
+        other => return other.map(Contained::whole),
     };
     let pieces = bisect(&all(input.len), first, true, &mut |items| {
         stage.parse(&input.select(items)).map_err(Failure::from)
     });
-    Ok(merge_rows(pieces))
+    Ok(Contained::isolated(merge_rows(pieces)))
 }
 
 /// `stage.map(input)`, with a failure isolated to the rows that cause it.
-pub fn map(stage: &mut dyn MapStage, input: &Batch) -> Result<RowsOut, UdfError> {
+pub fn map(stage: &mut dyn MapStage, input: &Batch) -> Result<Contained<RowsOut>, UdfError> {
     let first = match stage.map(input) {
         Err(err) if isolatable(&err) && input.len > 1 => Failure::from(err),
-        other => return other,
+        other => return other.map(Contained::whole),
     };
     let pieces = bisect(&all(input.len), first, true, &mut |items| {
         stage.map(&input.select(items)).map_err(Failure::from)
     });
-    Ok(merge_rows(pieces))
+    Ok(Contained::isolated(merge_rows(pieces)))
 }
 
 /// `stage.format(input)`, with a failure isolated to the rows that cause it (their
 /// payloads are empty and each has an error).
-pub fn format(stage: &mut dyn FormatStage, input: &Batch) -> Result<Encoded, UdfError> {
+pub fn format(stage: &mut dyn FormatStage, input: &Batch) -> Result<Contained<Encoded>, UdfError> {
     let first = match stage.format(input) {
         Err(err) if isolatable(&err) && input.len > 1 => Failure::from(err),
-        other => return other,
+        other => return other.map(Contained::whole),
     };
     let pieces = bisect(&all(input.len), first, true, &mut |items| {
         stage.format(&input.select(items)).map_err(Failure::from)
@@ -276,11 +296,11 @@ pub fn format(stage: &mut dyn FormatStage, input: &Batch) -> Result<Encoded, Udf
         }
     }
     errors.sort_by_key(|e| e.index);
-    Ok(Encoded {
+    Ok(Contained::isolated(Encoded {
         payloads,
         keys,
         errors,
-    })
+    }))
 }
 
 /// Decides whether accumulator `group` may grow from `old` to `new` bytes; the error is
@@ -462,15 +482,32 @@ impl AddState {
     }
 }
 
-/// `stage.finish(windows)` in chunks of at most [`FINISH_CHUNK_WINDOWS`] windows and
-/// [`FINISH_CHUNK_BYTES`] of accumulators, with a failure isolated to the windows that cause
-/// it: each failed window gets an error, every other one its result.
+/// The most one `finish` call is handed: windows, and accumulator bytes (a larger
+/// accumulator goes alone). From the stage's [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishChunk {
+    pub windows: usize,
+    pub bytes: usize,
+}
+
+impl From<&Limits> for FinishChunk {
+    fn from(limits: &Limits) -> Self {
+        FinishChunk {
+            windows: limits.finish_windows.max(1),
+            bytes: limits.finish_bytes,
+        }
+    }
+}
+
+/// `stage.finish(windows)` in chunks bounded by `chunk`, with a failure isolated to the
+/// windows that cause it: each failed window gets an error, every other one its result.
 pub fn finish(
     stage: &mut dyn AggregateStage,
     windows: Vec<WindowAcc>,
+    chunk: FinishChunk,
 ) -> Result<RowsOut, UdfError> {
     let mut pieces = Vec::new();
-    for chunk in chunks(&windows) {
+    for chunk in chunks(&windows, chunk) {
         let first = match stage.finish(chunk.iter().map(|&i| windows[i as usize].clone()).collect())
         {
             Ok(out) => {
@@ -495,15 +532,13 @@ pub fn finish(
 
 /// Window indices in consecutive chunks within both bounds (a window larger than the byte
 /// bound goes alone).
-fn chunks(windows: &[WindowAcc]) -> Vec<Vec<u32>> {
+fn chunks(windows: &[WindowAcc], bound: FinishChunk) -> Vec<Vec<u32>> {
     let mut chunks: Vec<Vec<u32>> = Vec::new();
     let mut current: Vec<u32> = Vec::new();
     let mut bytes = 0usize;
     for (i, window) in (0u32..).zip(windows) {
         let size = window.acc.len();
-        if !current.is_empty()
-            && (current.len() >= FINISH_CHUNK_WINDOWS || bytes + size > FINISH_CHUNK_BYTES)
-        {
+        if !current.is_empty() && (current.len() >= bound.windows || bytes + size > bound.bytes) {
             chunks.push(std::mem::take(&mut current));
             bytes = 0;
         }
@@ -514,4 +549,50 @@ fn chunks(windows: &[WindowAcc]) -> Vec<Vec<u32>> {
         chunks.push(current);
     }
     chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rivulet_rows::Scalar;
+
+    fn windows(sizes: &[usize]) -> Vec<WindowAcc> {
+        sizes
+            .iter()
+            .map(|&size| WindowAcc {
+                key: Scalar::Null,
+                window_start: 0,
+                window_end: 1,
+                acc: vec![0; size],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finish_chunks_hold_at_most_the_configured_windows_and_bytes() {
+        let bound = FinishChunk {
+            windows: 3,
+            bytes: 100,
+        };
+        let chunks = chunks(&windows(&[10, 10, 10, 10, 60, 50, 200, 1]), bound);
+        // 4 windows of 10 make a chunk of 3 and one more; 10 + 60 fits 100, 50 would not;
+        // the 200-byte window goes alone.
+        assert_eq!(
+            chunks,
+            [vec![0, 1, 2], vec![3, 4], vec![5], vec![6], vec![7]]
+        );
+        let limits = Limits {
+            finish_windows: 0,
+            finish_bytes: 7,
+            ..Limits::default()
+        };
+        assert_eq!(
+            FinishChunk::from(&limits),
+            FinishChunk {
+                windows: 1,
+                bytes: 7
+            },
+            "at least one window per call"
+        );
+    }
 }

@@ -22,6 +22,12 @@ pub struct Limits {
     /// Aggregates: accumulator bytes the host may keep for the stage, all open windows and
     /// keys together. An `add` that would take the total past it is refused for that key.
     pub accumulator_bytes: usize,
+    /// Aggregates: most windows handed to one `finish` call (windows firing together are
+    /// finished in chunks, so one bad window costs only its chunk's isolation).
+    pub finish_windows: usize,
+    /// Aggregates: most accumulator bytes handed to one `finish` call (a larger
+    /// accumulator goes alone).
+    pub finish_bytes: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +38,8 @@ impl Default for Limits {
             output_bytes: 16 << 20,
             instances: 16,
             accumulator_bytes: 64 << 20,
+            finish_windows: 256,
+            finish_bytes: 8 << 20,
         }
     }
 }
@@ -330,6 +338,9 @@ mod tests {
         assert_eq!(limits.cpu_per_batch, Duration::from_millis(50));
         assert_eq!(limits.output_bytes, Limits::default().output_bytes);
         assert_eq!(limits.accumulator_bytes, 64 << 20);
+        let limits: Limits =
+            serde_json::from_str(r#"{"finish_windows": 16, "finish_bytes": 4096}"#).unwrap();
+        assert_eq!((limits.finish_windows, limits.finish_bytes), (16, 4096));
     }
 
     #[test]
