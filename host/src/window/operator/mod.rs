@@ -2,22 +2,26 @@
 //! time, late or too late against the watermark, hand it to the aggregate
 //! ([`crate::aggregate::dispatch`]) for its window, fire windows as the watermark passes
 //! them, and rebuild open windows after a restart. With several tasks, fired windows go
-//! through the [`super::Exchange`].
+//! through the [`super::Exchange`] ([`link`]).
+
+mod link;
+mod row;
+
+pub use link::TaskLink;
 
 use crate::aggregate::dispatch::{AGGREGATE, Dispatch, Results};
 use crate::aggregate::{Acc, Aggregator};
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dead_letter::DeadLetters;
 use crate::delivery::PartitionState;
 use crate::error::PipelineError;
 use crate::sink::SharedSink;
-use crate::source::FileSplit;
 use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
-use crate::window::exchange::{LineRuns, Ready};
+use crate::window::exchange::LineRuns;
 use crate::window::targets::Targets;
-use crate::window::{Assignment, Exchange, Firing, TaskId, TumblingWindows, Watermarks};
-use rivulet_rows::{Batch, Column, RawBatch, Values};
-use rivulet_sdk::time::{iso8601, parse_iso8601};
+use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
+use rivulet_rows::{Batch, RawBatch};
+use row::{Origin, Stamps};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,14 +35,6 @@ pub struct WindowStats {
     pub results: u64,
     /// Replayed records (after a restart) whose windows had already closed: counted before.
     pub replay_skipped: u64,
-}
-
-/// One task's link to the other tasks of its job.
-pub struct TaskLink {
-    pub exchange: Arc<Exchange<Acc>>,
-    pub task: TaskId,
-    /// Ordered splits of one file: every task's split (to read late lines again).
-    pub splits: Arc<[FileSplit]>,
 }
 
 /// How long a replay may make no progress before windows fire without it.
@@ -76,77 +72,6 @@ pub struct Windowing {
     lines: BTreeMap<i64, LineRuns>,
     /// The largest event time seen (ordered splits publish it).
     max_seen: Option<i64>,
-}
-
-/// Where a row's source record is, for dead letters and holds.
-struct Origin<'a> {
-    raw: &'a RawBatch,
-    index: usize,
-}
-
-impl<'a> Origin<'a> {
-    fn letter(&self, stage: &'a str, error: &'a str, topic: &'a str) -> DeadLetter<'a> {
-        DeadLetter::of_record(self.raw, self.index, stage, error, topic)
-    }
-
-    fn partition(&self) -> i32 {
-        self.raw.partitions.get(self.index).copied().unwrap_or(0)
-    }
-
-    fn offset(&self) -> i64 {
-        self.raw.offsets.get(self.index).copied().unwrap_or(-1)
-    }
-}
-
-/// Where a batch's event times come from.
-enum Stamps<'a> {
-    Kafka,
-    /// A field, and its column (`None`: the batch has no such field).
-    Field(&'a str, Option<&'a Column>),
-}
-
-impl<'a> Stamps<'a> {
-    /// Where a batch's event times are: the Kafka timestamp, or a column (`timestamp`).
-    fn of(timestamp: Option<&'a str>, rows: &'a Batch) -> Self {
-        match timestamp.unwrap_or("kafka") {
-            "kafka" => Stamps::Kafka,
-            field => Stamps::Field(field, rows.column(field)),
-        }
-    }
-
-    /// Row `row`'s event time in milliseconds.
-    fn at(&self, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
-        let (field, column) = match self {
-            Stamps::Kafka => {
-                return origin
-                    .raw
-                    .timestamps
-                    .get(origin.index)
-                    .copied()
-                    .ok_or_else(|| "the record has no Kafka timestamp".to_owned());
-            }
-            Stamps::Field(field, column) => (field, column),
-        };
-        let column = column.ok_or_else(|| format!("no event time: field `{field}` is missing"))?;
-        if column.is_null(row) {
-            return Err(format!("no event time: field `{field}` is null"));
-        }
-        match &column.values {
-            Values::Integer(ms) => ms.get(row).copied(),
-            Values::Float(ms) => ms.get(row).filter(|ms| ms.is_finite()).map(|&ms| ms as i64),
-            Values::Text(_) => {
-                let text = column.text_at(row).unwrap_or_default();
-                return parse_iso8601(text)
-                    .map_err(|err| format!("no event time: field `{field}`: {err}"));
-            }
-            _ => None,
-        }
-        .ok_or_else(|| {
-            format!(
-                "no event time: field `{field}` is not a number of milliseconds or ISO-8601 text"
-            )
-        })
-    }
 }
 
 /// Watermarks as the spec configures them, with nothing seen yet.
@@ -188,19 +113,6 @@ impl Windowing {
     /// Keeps the aggregate's recent input in `status`, for trying swapped-in modules.
     pub fn sample_into(&mut self, status: Option<Arc<crate::status::JobStatus>>) {
         self.dispatch.samples = status;
-    }
-
-    /// Makes this the windowing of one task among several (see [`Exchange`]).
-    pub fn linked(mut self, link: TaskLink) -> Self {
-        self.link = Some(link);
-        self
-    }
-
-    /// Whether to note the lines added to each window (ordered splits after the first).
-    fn notes_lines(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|l| l.exchange.is_ordered() && l.task > 0)
     }
 
     fn mono(&self) -> i64 {
@@ -302,7 +214,7 @@ impl Windowing {
     }
 
     /// Finishes fired windows into result rows.
-    fn finish(
+    pub(super) fn finish(
         &mut self,
         firings: Vec<Firing<Acc>>,
         topic: &str,
@@ -496,27 +408,14 @@ impl Windowing {
             }
             TimeDomain::Processing => Some(now_millis()),
         };
-        let Some(link) = &self.link else {
-            let firings = match own {
-                Some(wm) => self.windows.advance(wm),
-                None => Vec::new(),
-            };
-            return self.finish(firings, topic, dead);
-        };
-        let exchange = link.exchange.clone();
-        let task = link.task;
-        exchange.publish(task, own, self.max_seen);
-        let watermark = match self.spec.time {
-            TimeDomain::Event if !exchange.is_ordered() => exchange.watermark(),
-            _ => own,
-        };
-        if let Some(wm) = watermark {
-            let firings = self.windows.advance(wm);
-            self.deposit(&exchange, task, firings);
-            exchange.advanced(task, wm);
+        if self.link.is_some() {
+            return self.fire_linked(own, topic, dead);
         }
-        let ready = exchange.take_ready();
-        self.finish_merged(ready, topic, dead)
+        let firings = match own {
+            Some(wm) => self.windows.advance(wm),
+            None => Vec::new(),
+        };
+        self.finish(firings, topic, dead)
     }
 
     /// Fires everything (end of a bounded input). With several tasks, this task's part of
@@ -524,105 +423,9 @@ impl Windowing {
     pub fn drain(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
         self.watermarks.finish();
         let firings = self.windows.drain();
-        let Some(link) = &self.link else {
-            return self.finish(firings, topic, dead);
-        };
-        let exchange = link.exchange.clone();
-        let task = link.task;
-        exchange.publish(task, None, self.max_seen);
-        self.deposit(&exchange, task, firings);
-        exchange.finished(task);
-        let ready = exchange.take_ready();
-        self.finish_merged(ready, topic, dead)
-    }
-
-    /// Hands this task's fired windows to the exchange.
-    fn deposit(&mut self, exchange: &Exchange<Acc>, task: TaskId, firings: Vec<Firing<Acc>>) {
-        for firing in firings {
-            if firing.is_final {
-                self.dispatch.closed(firing.start);
-            }
-            let lines = if firing.is_final {
-                self.lines.remove(&firing.start).unwrap_or_default()
-            } else {
-                self.lines
-                    .get_mut(&firing.start)
-                    .map(std::mem::take)
-                    .unwrap_or_default()
-            };
-            exchange.deposit(task, firing.start, firing.groups, firing.min_offsets, lines);
+        if self.link.is_some() {
+            return self.drain_linked(firings, topic, dead);
         }
-        self.dispatch.retire_unused();
-    }
-
-    /// Merges every task's partials of the windows the exchange released, finishes them,
-    /// and sends the lines of ordered splits that turned out too late to the late records.
-    fn finish_merged(
-        &mut self,
-        ready: Ready<Acc>,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<Results, PipelineError> {
-        self.send_late_lines(&ready.late_lines)?;
-        let mut firings = Vec::with_capacity(ready.windows.len());
-        for window in ready.windows {
-            let mut groups = Vec::with_capacity(window.groups.len());
-            for (key, partials) in window.groups {
-                match self.dispatch.merge(partials) {
-                    Ok(acc) => groups.push((key, acc)),
-                    Err(error) => {
-                        let payload = format!(
-                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
-                            iso8601(window.start),
-                            iso8601(window.end),
-                            key.to_json()
-                        );
-                        tracing::warn!(stage = AGGREGATE, "{error}");
-                        dead.handle(
-                            self.policy,
-                            &DeadLetter::derived(AGGREGATE, &error, topic, payload.as_bytes()),
-                        )?;
-                    }
-                }
-            }
-            firings.push(Firing {
-                start: window.start,
-                end: window.end,
-                groups,
-                is_final: window.is_final,
-                update: window.update,
-                min_offsets: BTreeMap::new(),
-            });
-        }
-        let mut results = self.finish(firings, topic, dead)?;
-        results.ticket = Some(ready.ticket);
-        Ok(results)
-    }
-
-    /// Ordered splits: records another task added that the earlier splits had made too
-    /// late, read again from their split and sent to the late records.
-    fn send_late_lines(&mut self, late: &BTreeMap<TaskId, Vec<i64>>) -> Result<(), PipelineError> {
-        let Some(link) = &self.link else {
-            return Ok(());
-        };
-        for (&task, lines) in late {
-            self.stats.too_late += lines.len() as u64;
-            let (Some(sink), Some(split)) = (&self.late, link.splits.get(task)) else {
-                continue;
-            };
-            let found = crate::source::reread(split, lines).map_err(|error| {
-                PipelineError::Source(crate::source::SourceError::Io {
-                    name: split.path.display().to_string(),
-                    error,
-                })
-            })?;
-            let mut sink = sink.lock();
-            for (_, payload) in found {
-                sink.send(None, &payload, &[])?;
-            }
-        }
-        Ok(())
+        self.finish(firings, topic, dead)
     }
 }
-
-impl Windowing {}
