@@ -174,7 +174,7 @@ impl Job {
                         window.clone(),
                         aggregator,
                         OnError::Dlq,
-                        late_sink.clone(),
+                        late_sink.is_some(),
                     )?;
                     windowing.sample_into(samples.clone());
                     if let Some(exchange) = &exchange {
@@ -207,6 +207,7 @@ impl Job {
                     samples: samples.clone(),
                 },
                 dead: DeadLetters::new(dead_sink.clone()),
+                late: late_sink.clone(),
                 batch: spec.batch.clone(),
                 commit_every: options.commit_every,
                 tracker: Default::default(),

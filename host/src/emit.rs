@@ -1,8 +1,8 @@
 //! The end of a job: format rows (a Wasm formatter, or JSON by default) and send them to
 //! the sink.
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
+use crate::side_output::SideOutputs;
 use crate::sink::SharedSink;
 use crate::stage::FormatStage;
 use crate::transform::Step;
@@ -38,28 +38,24 @@ fn key_of(rows: &Batch, row: usize, field: Option<&str>) -> Option<Vec<u8>> {
 }
 
 impl Emitter {
-    /// Formats and sends fired windows' results.
+    /// Formats and sends fired windows' results; returns the rows refused.
     pub fn emit_all(
         &mut self,
         results: &crate::aggregate::dispatch::Results,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<SideOutputs, PipelineError> {
+        let mut side = SideOutputs::default();
         for rows in &results.parts {
-            self.emit(rows, topic, dead)?;
+            side.append(self.emit(rows)?);
         }
-        Ok(())
+        Ok(side)
     }
 
-    /// Formats and sends `rows`.
-    pub fn emit(
-        &mut self,
-        rows: &Batch,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<(), PipelineError> {
+    /// Formats and sends `rows`; returns the rows refused (the formatter's errors, and
+    /// payloads the sink cannot take), for the dead letters.
+    pub fn emit(&mut self, rows: &Batch) -> Result<SideOutputs, PipelineError> {
+        let mut side = SideOutputs::default();
         if rows.len == 0 {
-            return Ok(());
+            return Ok(side);
         }
         // One lock per batch (the tasks of a job share the sink).
         let mut sink = self.sink.lock();
@@ -82,17 +78,24 @@ impl Emitter {
                         if let Some(error) = failed.get(&(i as u32)) {
                             let payload =
                                 serde_json::Value::Object(row_object(rows, i)).to_string();
-                            let letter =
-                                DeadLetter::derived(&format.name, error, topic, payload.as_bytes());
-                            dead.handle(format.policy, &letter)?;
+                            side.refuse_derived(
+                                payload.into_bytes(),
+                                &format.name,
+                                error,
+                                format.policy,
+                            );
                             continue;
                         }
                         let payload = encoded.payloads.get(i).unwrap_or_default();
                         if let Some(reason) = sink.refusal(payload) {
                             // A line sink never splits a record: the formatter's payload
                             // with a line break is dead-lettered as it is, with the reason.
-                            let letter = DeadLetter::derived(&format.name, &reason, topic, payload);
-                            dead.handle(format.policy, &letter)?;
+                            side.refuse_derived(
+                                payload.to_vec(),
+                                &format.name,
+                                &reason,
+                                format.policy,
+                            );
                             continue;
                         }
                         let key = encoded
@@ -111,14 +114,17 @@ impl Emitter {
                     tracing::warn!(stage = %format.name, rows = rows.len, "{error}");
                     for i in 0..rows.len as usize {
                         let payload = serde_json::Value::Object(row_object(rows, i)).to_string();
-                        let letter =
-                            DeadLetter::derived(&format.name, &error, topic, payload.as_bytes());
-                        dead.handle(format.policy, &letter)?;
+                        side.refuse_derived(
+                            payload.into_bytes(),
+                            &format.name,
+                            &error,
+                            format.policy,
+                        );
                     }
                 }
             },
         }
-        Ok(())
+        Ok(side)
     }
 }
 

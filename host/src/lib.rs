@@ -13,6 +13,7 @@ pub mod error;
 pub mod kafka;
 pub mod pipeline;
 pub mod seed;
+pub mod side_output;
 pub mod sink;
 pub mod source;
 pub mod spec;

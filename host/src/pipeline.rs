@@ -5,10 +5,11 @@
 //! snapshots committed once every sink has what came before them (at-least-once; see
 //! [`crate::delivery`]).
 
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::{OffsetTracker, Snapshot};
 use crate::emit::Emitter;
 pub use crate::error::PipelineError;
+use crate::side_output::{RefusedInput, SideOutputs};
 use crate::sink::SharedSink;
 use crate::source::Source;
 use crate::source::kafka::Assignment;
@@ -17,6 +18,7 @@ use crate::status::JobStatus;
 use crate::swap::{Prepared, Retired, Slots};
 use crate::transform::Transform;
 use crate::window::Windowing;
+use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +31,10 @@ pub struct Pipeline {
     pub transform: Transform,
     pub windowing: Option<Windowing>,
     pub emitter: Emitter,
+    /// Where refused records go (a side output of every step).
     pub dead: DeadLetters,
+    /// Where records too late for their window go (a side output of the window operator).
+    pub late: Option<SharedSink>,
     pub batch: BatchSpec,
     /// How often a snapshot is taken for committing.
     pub commit_every: Duration,
@@ -76,21 +81,18 @@ impl Pipeline {
             }
             self.status.count(u64::from(raw.len));
             if raw.len > 0 {
-                let (rows, origins) = self.transform.run(&raw, &topic, &mut self.dead)?;
-                match &mut self.windowing {
-                    Some(windowing) => {
-                        windowing.ingest(&raw, &rows, &origins, &topic, &mut self.dead)?
-                    }
-                    None => self.emitter.emit(&rows, &topic, &mut self.dead)?,
-                }
+                let transformed = self.transform.run(&raw)?;
+                self.route(Some(&raw), &topic, transformed.side)?;
+                let (rows, origins) = (transformed.rows, transformed.origins);
+                let side = match &mut self.windowing {
+                    Some(windowing) => windowing.ingest(&raw, &rows, &origins)?,
+                    None => self.emitter.emit(&rows)?,
+                };
+                self.route(Some(&raw), &topic, side)?;
             }
             let replaying = self.replaying();
-            if let Some(windowing) = &mut self.windowing
-                && !replaying
-            {
-                let results = windowing.fire(&topic, &mut self.dead)?;
-                self.emitter.emit_all(&results, &topic, &mut self.dead)?;
-                windowing.results_sent(&results);
+            if !replaying {
+                self.fire(&topic, false)?;
             }
             self.serve_sinks()?;
             self.commit_ready(false);
@@ -117,10 +119,68 @@ impl Pipeline {
 
     /// Fires every window (the end of a bounded input, or a draining stop).
     fn drain(&mut self, topic: &str) -> Result<(), PipelineError> {
-        if let Some(windowing) = &mut self.windowing {
-            let results = windowing.drain(topic, &mut self.dead)?;
-            self.emitter.emit_all(&results, topic, &mut self.dead)?;
+        self.fire(topic, true)
+    }
+
+    /// Fires what the watermark closed (`all`: every window), sends the results, and routes
+    /// what firing and formatting set aside.
+    fn fire(&mut self, topic: &str, all: bool) -> Result<(), PipelineError> {
+        let Some(windowing) = &mut self.windowing else {
+            return Ok(());
+        };
+        let mut results = match all {
+            true => windowing.drain()?,
+            false => windowing.fire()?,
+        };
+        let side = std::mem::take(&mut results.side);
+        self.route(None, topic, side)?;
+        let side = self.emitter.emit_all(&results)?;
+        self.route(None, topic, side)?;
+        if let Some(windowing) = &self.windowing {
             windowing.results_sent(&results);
+        }
+        Ok(())
+    }
+
+    /// Sends what a step set aside: refused records to the dead letters (per the step's
+    /// policy; `fail` stops the job here), too-late records to the late records. `raw` is
+    /// the batch that record indices refer to.
+    fn route(
+        &mut self,
+        raw: Option<&RawBatch>,
+        topic: &str,
+        side: SideOutputs,
+    ) -> Result<(), PipelineError> {
+        if side.is_empty() {
+            return Ok(());
+        }
+        for refused in &side.refused {
+            let letter = match (&refused.what, raw) {
+                (RefusedInput::Record(index), Some(raw)) => {
+                    DeadLetter::of_record(raw, *index, &refused.stage, &refused.error, topic)
+                }
+                (RefusedInput::Record(_), None) => {
+                    DeadLetter::derived(&refused.stage, &refused.error, topic, &[])
+                }
+                (RefusedInput::Derived(payload), _) => {
+                    DeadLetter::derived(&refused.stage, &refused.error, topic, payload)
+                }
+            };
+            self.dead.handle(refused.policy, &letter)?;
+        }
+        let Some(late) = &self.late else {
+            return Ok(());
+        };
+        let mut late = late.lock();
+        if let Some(raw) = raw {
+            for &index in &side.late {
+                if let Some(record) = raw.record(index) {
+                    late.send(record.key, record.payload, &[])?;
+                }
+            }
+        }
+        for payload in &side.late_payloads {
+            late.send(None, payload, &[])?;
         }
         Ok(())
     }
@@ -192,10 +252,9 @@ impl Pipeline {
 
     /// The sinks this task sends to (shared with the job's other tasks).
     fn sinks(&self) -> impl Iterator<Item = &SharedSink> {
-        let late = self.windowing.as_ref().and_then(Windowing::late_sink);
         std::iter::once(&self.emitter.sink)
             .chain(self.dead.sink())
-            .chain(late)
+            .chain(self.late.as_ref())
     }
 
     fn serve_sinks(&mut self) -> Result<(), PipelineError> {

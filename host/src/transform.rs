@@ -1,10 +1,10 @@
 //! The row-producing part of a job: parse raw records, then each map step in turn. Records
-//! a step rejects go to the dead letters (when a batch traps, the records that cause it are
-//! isolated, see [`isolate`]); the rest flow on with the index of the raw record each row
-//! came from.
+//! a step rejects are set aside for the dead letters (when a batch traps, the records that
+//! cause it are isolated, see [`isolate`]); the rest flow on with the index of the raw
+//! record each row came from.
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
+use crate::side_output::SideOutputs;
 use crate::spec::OnError;
 use crate::stage::{MapStage, ParseStage, isolate};
 use rivulet_rows::{Batch, RawBatch};
@@ -36,14 +36,18 @@ pub struct Transform {
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
 }
 
+/// What a batch became: rows, the raw record of each, and the records refused.
+pub struct Transformed {
+    pub rows: Batch,
+    /// For each row, the index of its record in the raw batch.
+    pub origins: Vec<u32>,
+    pub side: SideOutputs,
+}
+
 impl Transform {
-    /// Rows from `raw`, and for each row the index of its record in `raw`.
-    pub fn run(
-        &mut self,
-        raw: &RawBatch,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<(Batch, Vec<u32>), PipelineError> {
+    /// Rows from `raw`, each with the index of its record in `raw`.
+    pub fn run(&mut self, raw: &RawBatch) -> Result<Transformed, PipelineError> {
+        let mut side = SideOutputs::default();
         let parse = &mut self.parse;
         if let Some(samples) = &self.samples {
             samples.sample_raw(&parse.name, raw);
@@ -54,16 +58,12 @@ impl Transform {
             Ok(isolate::Contained { out, isolated }) => {
                 stats.failed_batches += u64::from(isolated);
                 for error in &out.errors {
-                    dead.handle(
+                    side.refuse_record(
+                        error.index as usize,
+                        &parse.name,
+                        &error.message,
                         parse.policy,
-                        &DeadLetter::of_record(
-                            raw,
-                            error.index as usize,
-                            &parse.name,
-                            &error.message,
-                            topic,
-                        ),
-                    )?;
+                    );
                 }
                 stats.rejected += out.errors.len() as u64;
                 (out.rows, out.origins)
@@ -76,10 +76,7 @@ impl Transform {
                 let error = err.to_string();
                 tracing::warn!(stage = %parse.name, records = raw.len, "{error}");
                 for index in 0..raw.len as usize {
-                    dead.handle(
-                        parse.policy,
-                        &DeadLetter::of_record(raw, index, &parse.name, &error, topic),
-                    )?;
+                    side.refuse_record(index, &parse.name, &error, parse.policy);
                 }
                 (Batch::default(), Vec::new())
             }
@@ -100,10 +97,7 @@ impl Transform {
                     for error in &out.errors {
                         let index =
                             origins.get(error.index as usize).copied().unwrap_or(0) as usize;
-                        dead.handle(
-                            map.policy,
-                            &DeadLetter::of_record(raw, index, &map.name, &error.message, topic),
-                        )?;
+                        side.refuse_record(index, &map.name, &error.message, map.policy);
                     }
                     stats.rejected += out.errors.len() as u64;
                     origins = out
@@ -120,10 +114,7 @@ impl Transform {
                     let error = err.to_string();
                     tracing::warn!(stage = %map.name, rows = rows.len, "{error}");
                     for &index in &origins {
-                        dead.handle(
-                            map.policy,
-                            &DeadLetter::of_record(raw, index as usize, &map.name, &error, topic),
-                        )?;
+                        side.refuse_record(index as usize, &map.name, &error, map.policy);
                     }
                     rows = Batch::default();
                     origins.clear();
@@ -131,6 +122,10 @@ impl Transform {
             }
             stats.rows_out += u64::from(rows.len);
         }
-        Ok((rows, origins))
+        Ok(Transformed {
+            rows,
+            origins,
+            side,
+        })
     }
 }

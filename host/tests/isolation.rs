@@ -75,7 +75,6 @@ fn a_parse_that_traps_on_one_record_of_1024_loses_only_that_record() {
 
 #[test]
 fn a_batch_whose_call_failed_counts_as_failed_even_when_isolation_saves_its_other_records() {
-    use rivulet::dead_letter::DeadLetters;
     use rivulet::spec::OnError;
     use rivulet::transform::{Step, Transform};
     let runtime = runtime();
@@ -91,13 +90,19 @@ fn a_batch_whose_call_failed_counts_as_failed_even_when_isolation_saves_its_othe
         stats: Default::default(),
         samples: None,
     };
-    let mut dead = DeadLetters::new(None);
     let clean: Vec<String> = (0..16).map(|i| format!("record-{i}")).collect();
     let mut poisoned = clean.clone();
     poisoned[9] = "panic".to_owned();
+    let mut refused = Vec::new();
     for commands in [&clean, &poisoned, &clean] {
-        transform.run(&batch(commands), "t", &mut dead).unwrap();
+        let transformed = transform.run(&batch(commands)).unwrap();
+        refused.extend(transformed.side.refused);
     }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(matches!(
+        refused[0].what,
+        rivulet::side_output::RefusedInput::Record(9)
+    ));
     let stats = transform.stats["parse"];
     assert_eq!(
         (

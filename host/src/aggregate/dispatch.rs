@@ -4,13 +4,13 @@
 //! with (see [`super::Generations`]).
 
 use super::{Acc, AccBudget, Aggregator};
-use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
+use crate::side_output::SideOutputs;
 use crate::spec::OnError;
 use crate::stage::isolate;
 use crate::window::exchange::Partials;
 use crate::window::{Firing, Targets, TumblingWindows};
-use rivulet_rows::{Batch, BatchBuilder, RawBatch, Scalar, WindowAcc};
+use rivulet_rows::{Batch, BatchBuilder, Scalar, WindowAcc};
 use rivulet_sdk::time::iso8601;
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,10 +18,13 @@ use std::collections::{BTreeMap, HashMap};
 pub const AGGREGATE: &str = "aggregate";
 
 /// Rows produced by fired windows: one part per aggregate module generation (their rows may
-/// differ in shape).
+/// differ in shape), and what firing set aside.
 #[derive(Default)]
 pub struct Results {
     pub parts: Vec<Batch>,
+    /// Windows that could not be finished (for the dead letters), and records that turned
+    /// out too late (ordered file splits).
+    pub side: SideOutputs,
     /// Merged windows' offsets stay needed until these results are sent (see
     /// [`crate::window::operator::Windowing::results_sent`]).
     pub ticket: Option<u64>,
@@ -86,23 +89,17 @@ impl Dispatch {
         }
     }
 
-    /// Adds the rows `targets` selected to their windows' accumulators; a row the aggregate
-    /// refuses goes to the dead letters.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds the rows `targets` selected to their windows' accumulators. Returns the rows
+    /// the aggregate refused (in row order), with why.
     pub fn add(
         &mut self,
         windows: &mut TumblingWindows<Acc>,
-        raw: &RawBatch,
         rows: &Batch,
-        origins: &[u32],
         targets: &Targets<'_>,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<(u32, String)>, PipelineError> {
         if targets.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let index_of = |row: u32| origins.get(row as usize).copied().unwrap_or(0) as usize;
         let mut refused: Vec<(u32, String)> = Vec::new();
         match &mut self.aggregator {
             Aggregator::Builtin(builtins) => {
@@ -230,13 +227,7 @@ impl Dispatch {
         }
         // In row order, as the records came.
         refused.sort_by_key(|(row, _)| *row);
-        for (row, error) in &refused {
-            dead.handle(
-                self.policy,
-                &DeadLetter::of_record(raw, index_of(*row), AGGREGATE, error, topic),
-            )?;
-        }
-        Ok(())
+        Ok(refused)
     }
 
     /// One accumulator from every task's partial of a (window, key).
@@ -294,12 +285,12 @@ impl Dispatch {
         Ok(merged)
     }
 
+    /// Result rows of fired windows; a window the aggregate cannot finish is set aside
+    /// (as its window and key) for the dead letters.
     pub fn finish(
         &mut self,
         firings: Vec<Firing<Acc>>,
         key_name: Option<&str>,
-        topic: &str,
-        dead: &mut DeadLetters,
     ) -> Result<Results, PipelineError> {
         let mut results = Results::default();
         for firing in firings.iter().filter(|f| f.is_final) {
@@ -322,21 +313,15 @@ impl Dispatch {
                             row.insert(name.to_owned(), key.to_json());
                         }
                         row.extend(builtins.finish(accs));
-                        match builder.push(&row) {
-                            Ok(()) => {}
-                            Err(err) => {
-                                let error = format!("window result cannot be stored: {err}");
-                                let payload = serde_json::Value::Object(row).to_string();
-                                dead.handle(
-                                    self.policy,
-                                    &DeadLetter::derived(
-                                        AGGREGATE,
-                                        &error,
-                                        topic,
-                                        payload.as_bytes(),
-                                    ),
-                                )?;
-                            }
+                        if let Err(err) = builder.push(&row) {
+                            let error = format!("window result cannot be stored: {err}");
+                            let payload = serde_json::Value::Object(row).to_string();
+                            results.side.refuse_derived(
+                                payload.into_bytes(),
+                                AGGREGATE,
+                                &error,
+                                self.policy,
+                            );
                         }
                     }
                 }
@@ -386,31 +371,25 @@ impl Dispatch {
                         Ok(out) => {
                             for error in &out.errors {
                                 let index = error.index as usize;
-                                let payload = described.get(index).map_or("", String::as_str);
-                                dead.handle(
+                                let payload = described.get(index).cloned().unwrap_or_default();
+                                results.side.refuse_derived(
+                                    payload.into_bytes(),
+                                    AGGREGATE,
+                                    &error.message,
                                     self.policy,
-                                    &DeadLetter::derived(
-                                        AGGREGATE,
-                                        &error.message,
-                                        topic,
-                                        payload.as_bytes(),
-                                    ),
-                                )?;
+                                );
                             }
                             results.parts.push(out.rows);
                         }
                         Err(error) => {
                             tracing::warn!(stage = AGGREGATE, windows = described.len(), "{error}");
-                            for payload in &described {
-                                dead.handle(
+                            for payload in described {
+                                results.side.refuse_derived(
+                                    payload.into_bytes(),
+                                    AGGREGATE,
+                                    &error,
                                     self.policy,
-                                    &DeadLetter::derived(
-                                        AGGREGATE,
-                                        &error,
-                                        topic,
-                                        payload.as_bytes(),
-                                    ),
-                                )?;
+                                );
                             }
                         }
                     }

@@ -1,12 +1,12 @@
 //! One task among several: this task's fired windows go to the [`Exchange`], and what
 //! every task has passed comes back merged, finished once (two-phase aggregation). Ordered
-//! file splits also send back the lines that earlier splits made too late.
+//! file splits also get back the lines that earlier splits made too late.
 
 use super::Windowing;
 use crate::aggregate::Acc;
 use crate::aggregate::dispatch::{AGGREGATE, Results};
-use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::PipelineError;
+use crate::side_output::SideOutputs;
 use crate::source::FileSplit;
 use crate::spec::TimeDomain;
 use crate::window::exchange::Ready;
@@ -39,12 +39,7 @@ impl Windowing {
 
     /// Publishes this task's watermark (`own`), deposits the windows the job's watermark
     /// closed, and finishes what every task has passed.
-    pub(super) fn fire_linked(
-        &mut self,
-        own: Option<i64>,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<Results, PipelineError> {
+    pub(super) fn fire_linked(&mut self, own: Option<i64>) -> Result<Results, PipelineError> {
         let Some(link) = &self.link else {
             return Ok(Results::default());
         };
@@ -61,7 +56,7 @@ impl Windowing {
             exchange.advanced(task, wm);
         }
         let ready = exchange.take_ready();
-        self.finish_merged(ready, topic, dead)
+        self.finish_merged(ready)
     }
 
     /// The end of this task's input: its part of every window goes to the exchange; the
@@ -69,8 +64,6 @@ impl Windowing {
     pub(super) fn drain_linked(
         &mut self,
         firings: Vec<Firing<Acc>>,
-        topic: &str,
-        dead: &mut DeadLetters,
     ) -> Result<Results, PipelineError> {
         let Some(link) = &self.link else {
             return Ok(Results::default());
@@ -81,7 +74,7 @@ impl Windowing {
         self.deposit(&exchange, task, firings);
         exchange.finished(task);
         let ready = exchange.take_ready();
-        self.finish_merged(ready, topic, dead)
+        self.finish_merged(ready)
     }
 
     /// Hands this task's fired windows to the exchange.
@@ -103,15 +96,11 @@ impl Windowing {
         self.dispatch.retire_unused();
     }
 
-    /// Merges every task's partials of the windows the exchange released, finishes them,
-    /// and sends the lines of ordered splits that turned out too late to the late records.
-    fn finish_merged(
-        &mut self,
-        ready: Ready<Acc>,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<Results, PipelineError> {
-        self.send_late_lines(&ready.late_lines)?;
+    /// Merges every task's partials of the windows the exchange released and finishes them;
+    /// the lines of ordered splits that turned out too late come with the results.
+    fn finish_merged(&mut self, ready: Ready<Acc>) -> Result<Results, PipelineError> {
+        let late_payloads = self.late_lines(&ready.late_lines)?;
+        let mut refused = SideOutputs::default();
         let mut firings = Vec::with_capacity(ready.windows.len());
         for window in ready.windows {
             let mut groups = Vec::with_capacity(window.groups.len());
@@ -126,10 +115,12 @@ impl Windowing {
                             key.to_json()
                         );
                         tracing::warn!(stage = AGGREGATE, "{error}");
-                        dead.handle(
+                        refused.refuse_derived(
+                            payload.into_bytes(),
+                            AGGREGATE,
+                            &error,
                             self.policy,
-                            &DeadLetter::derived(AGGREGATE, &error, topic, payload.as_bytes()),
-                        )?;
+                        );
                     }
                 }
             }
@@ -142,20 +133,28 @@ impl Windowing {
                 min_offsets: BTreeMap::new(),
             });
         }
-        let mut results = self.finish(firings, topic, dead)?;
+        let mut results = self.finish(firings)?;
         results.ticket = Some(ready.ticket);
+        refused.late_payloads = late_payloads;
+        // Merge failures first: they come before the windows' own finish errors.
+        refused.append(std::mem::take(&mut results.side));
+        results.side = refused;
         Ok(results)
     }
 
     /// Ordered splits: records another task added that the earlier splits had made too
-    /// late, read again from their split and sent to the late records.
-    fn send_late_lines(&mut self, late: &BTreeMap<TaskId, Vec<i64>>) -> Result<(), PipelineError> {
+    /// late, read again from their split (when the job keeps late records).
+    fn late_lines(
+        &mut self,
+        late: &BTreeMap<TaskId, Vec<i64>>,
+    ) -> Result<Vec<Vec<u8>>, PipelineError> {
+        let mut payloads = Vec::new();
         let Some(link) = &self.link else {
-            return Ok(());
+            return Ok(payloads);
         };
         for (&task, lines) in late {
             self.stats.too_late += lines.len() as u64;
-            let (Some(sink), Some(split)) = (&self.late, link.splits.get(task)) else {
+            let Some(split) = link.splits.get(task).filter(|_| self.keeps_late) else {
                 continue;
             };
             let found = crate::source::reread(split, lines).map_err(|error| {
@@ -164,11 +163,8 @@ impl Windowing {
                     error,
                 })
             })?;
-            let mut sink = sink.lock();
-            for (_, payload) in found {
-                sink.send(None, &payload, &[])?;
-            }
+            payloads.extend(found.into_iter().map(|(_, payload)| payload));
         }
-        Ok(())
+        Ok(payloads)
     }
 }

@@ -11,10 +11,9 @@ pub use link::TaskLink;
 
 use crate::aggregate::dispatch::{AGGREGATE, Dispatch, Results};
 use crate::aggregate::{Acc, Aggregator};
-use crate::dead_letter::DeadLetters;
 use crate::delivery::PartitionState;
 use crate::error::PipelineError;
-use crate::sink::SharedSink;
+use crate::side_output::SideOutputs;
 use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::exchange::LineRuns;
@@ -56,7 +55,9 @@ pub struct Windowing {
     /// The aggregate: adds, merges, finishes.
     dispatch: Dispatch,
     policy: OnError,
-    late: Option<SharedSink>,
+    /// The job keeps too-late records (a late topic or file), so ordered splits read them
+    /// again.
+    keeps_late: bool,
     clock: Instant,
     stats: WindowStats,
     /// Per partition, what the last restart restored (empty: a fresh start).
@@ -85,7 +86,7 @@ impl Windowing {
         spec: WindowSpec,
         aggregator: Aggregator,
         policy: OnError,
-        late: Option<SharedSink>,
+        keeps_late: bool,
     ) -> Result<Self, PipelineError> {
         let size = i64::try_from(spec.size.as_millis()).unwrap_or(i64::MAX);
         let lateness = i64::try_from(spec.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
@@ -98,7 +99,7 @@ impl Windowing {
             watermarks,
             dispatch: Dispatch::new(aggregator, policy),
             policy,
-            late,
+            keeps_late,
             clock: Instant::now(),
             stats: WindowStats::default(),
             replay: BTreeMap::new(),
@@ -214,25 +215,14 @@ impl Windowing {
     }
 
     /// Finishes fired windows into result rows.
-    pub(super) fn finish(
-        &mut self,
-        firings: Vec<Firing<Acc>>,
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<Results, PipelineError> {
-        let results = self
-            .dispatch
-            .finish(firings, self.spec.key.as_deref(), topic, dead)?;
+    pub(super) fn finish(&mut self, firings: Vec<Firing<Acc>>) -> Result<Results, PipelineError> {
+        let results = self.dispatch.finish(firings, self.spec.key.as_deref())?;
         self.stats.results += results.rows();
         Ok(results)
     }
 
     pub fn stats(&self) -> WindowStats {
         self.stats
-    }
-
-    pub fn late_sink(&self) -> Option<&SharedSink> {
-        self.late.as_ref()
     }
 
     /// Per partition, the lowest offset an open window (or, with several tasks, a window
@@ -289,15 +279,16 @@ impl Windowing {
         }
     }
 
-    /// Adds a batch of rows (`origins[i]` is row i's record in `raw`).
+    /// Adds a batch of rows (`origins[i]` is row i's record in `raw`). Returns what it set
+    /// aside: rows without a key or an event time, rows the aggregate refused (for the dead
+    /// letters), and records too late for their window.
     pub fn ingest(
         &mut self,
         raw: &RawBatch,
         rows: &Batch,
         origins: &[u32],
-        topic: &str,
-        dead: &mut DeadLetters,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<SideOutputs, PipelineError> {
+        let mut side = SideOutputs::default();
         let now = now_millis();
         let mono = self.mono();
         let event = self.spec.time == TimeDomain::Event;
@@ -332,14 +323,14 @@ impl Windowing {
             let Some(key) = key else {
                 let name = key_name.unwrap_or_default();
                 let error = format!("no key: field `{name}` is missing or null");
-                dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
+                side.refuse_record(origin.index, AGGREGATE, &error, self.policy);
                 continue;
             };
             let ts = if event {
                 match stamps.at(row, &origin) {
                     Ok(ts) => ts,
                     Err(error) => {
-                        dead.handle(self.policy, &origin.letter(AGGREGATE, &error, topic))?;
+                        side.refuse_record(origin.index, AGGREGATE, &error, self.policy);
                         continue;
                     }
                 }
@@ -383,24 +374,22 @@ impl Windowing {
                 }
                 Assignment::TooLate { .. } => {
                     self.stats.too_late += 1;
-                    if let Some(late) = &self.late {
-                        let record = raw.record(origin.index);
-                        let payload = record.as_ref().map_or(&[][..], |r| r.payload);
-                        let key = record.as_ref().and_then(|r| r.key);
-                        late.lock().send(key, payload, &[])?;
-                    }
+                    side.late.push(origin.index);
                 }
             }
         }
         self.stats.rows += targets.len() as u64;
-        self.dispatch
-            .add(&mut self.windows, raw, rows, origins, &targets, topic, dead)
+        for (row, error) in self.dispatch.add(&mut self.windows, rows, &targets)? {
+            let index = origins.get(row as usize).copied().unwrap_or(0) as usize;
+            side.refuse_record(index, AGGREGATE, &error, self.policy);
+        }
+        Ok(side)
     }
 
     /// Fires what the watermark (event time) or the clock (processing time) has closed.
     /// With several tasks, this task's closed windows go to the exchange, and what every
     /// task has passed comes back merged.
-    pub fn fire(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
+    pub fn fire(&mut self) -> Result<Results, PipelineError> {
         let own = match self.spec.time {
             TimeDomain::Event => {
                 let mono = self.mono();
@@ -409,23 +398,23 @@ impl Windowing {
             TimeDomain::Processing => Some(now_millis()),
         };
         if self.link.is_some() {
-            return self.fire_linked(own, topic, dead);
+            return self.fire_linked(own);
         }
         let firings = match own {
             Some(wm) => self.windows.advance(wm),
             None => Vec::new(),
         };
-        self.finish(firings, topic, dead)
+        self.finish(firings)
     }
 
     /// Fires everything (end of a bounded input). With several tasks, this task's part of
     /// every window goes to the exchange; the last task to finish emits what is left.
-    pub fn drain(&mut self, topic: &str, dead: &mut DeadLetters) -> Result<Results, PipelineError> {
+    pub fn drain(&mut self) -> Result<Results, PipelineError> {
         self.watermarks.finish();
         let firings = self.windows.drain();
         if self.link.is_some() {
-            return self.drain_linked(firings, topic, dead);
+            return self.drain_linked(firings);
         }
-        self.finish(firings, topic, dead)
+        self.finish(firings)
     }
 }

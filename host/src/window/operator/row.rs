@@ -1,21 +1,16 @@
-//! A row's place in its batch: the source record it came from (for dead letters, offsets
-//! and late records) and its event time.
+//! A row's place in its batch: the source record it came from (its partition and offset)
+//! and its event time.
 
-use crate::dead_letter::DeadLetter;
 use rivulet_rows::{Batch, Column, RawBatch, Values};
 use rivulet_sdk::time::parse_iso8601;
 
-/// Where a row's source record is, for dead letters and holds.
+/// Where a row's source record is: its index in the batch, its partition and offset.
 pub(super) struct Origin<'a> {
     pub(super) raw: &'a RawBatch,
     pub(super) index: usize,
 }
 
 impl<'a> Origin<'a> {
-    pub(super) fn letter(&self, stage: &'a str, error: &'a str, topic: &'a str) -> DeadLetter<'a> {
-        DeadLetter::of_record(self.raw, self.index, stage, error, topic)
-    }
-
     pub(super) fn partition(&self) -> i32 {
         self.raw.partitions.get(self.index).copied().unwrap_or(0)
     }
