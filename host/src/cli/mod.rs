@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod broker;
+mod consume;
 mod demo;
 mod run;
 mod seed;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Start an embedded Kafka-protocol broker (development only) and print its address.
     Broker(broker::BrokerArgs),
+    /// Print a topic's records (results, dead letters, late records, input), one value per line.
+    Consume(consume::ConsumeArgs),
     /// Write the workshop's synthetic data into Kafka.
     #[command(subcommand)]
     Seed(seed::SeedCommand),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Consume(args) => consume::run(args).map(|()| ExitCode::SUCCESS),
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Swap(args) => swap::swap(args).map(|()| ExitCode::SUCCESS),

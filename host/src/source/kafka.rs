@@ -656,7 +656,7 @@ pub fn now_millis() -> i64 {
 
 /// The topic's partitions, once the broker answers; retries with backoff (0.5 s doubling to
 /// 10 s), logging each failure, until `timeout` or `stop`.
-fn wait_for_topic<C: ConsumerContext>(
+pub fn wait_for_topic<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     config: &KafkaConfig,
     topic: &str,
