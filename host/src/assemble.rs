@@ -231,6 +231,23 @@ impl Job {
 }
 
 /// One core per task, unless the machine won't say.
+/// Checks a spec without running it, as `run` would start it: loads every module (compiled
+/// and type-checked against its world), starts one instance of each stage and plans the
+/// tasks (a file source is read to split it). Connects to nothing. Returns how many tasks
+/// `run` would start.
+pub fn check(spec: &PipelineSpec, runtime: &Runtime) -> Result<usize, PipelineError> {
+    let status = JobStatus::new(&spec.name);
+    let modules = Modules::load(spec, runtime, &status)?;
+    modules.instances(spec, runtime)?;
+    let tasks = spec.parallelism.unwrap_or_else(default_parallelism);
+    if tasks == 0 {
+        return Err(PipelineError::Config(
+            "parallelism must be at least 1".to_owned(),
+        ));
+    }
+    Ok(Shares::plan(spec, tasks)?.len())
+}
+
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

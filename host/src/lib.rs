@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod emit;
 pub mod error;
+pub mod graph;
 pub mod kafka;
 pub mod pipeline;
 pub mod seed;

@@ -366,3 +366,84 @@ fn udf_test_reports_only_the_record_that_traps_and_parses_its_batch_mates() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_accepts_a_runnable_spec_and_names_what_would_stop_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    std::fs::write(&input, "{}\n").unwrap();
+    let spec = |parse_module: &str, input: &Path| {
+        format!(
+            r#"
+name = "checked"
+parallelism = 1
+[source]
+kind = "file"
+path = "{}"
+[[stages]]
+name = "parse-orders"
+kind = "parse"
+module = "{}"
+[sink]
+kind = "stdout"
+"#,
+            input.display(),
+            common::wasm(parse_module).display()
+        )
+    };
+    let run_check = |text: String| {
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, text).unwrap();
+        rivulet()
+            .args(["check", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let ok = run_check(spec("udf_parse_orders", &input));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).ends_with(": ok — job `checked`, 1 stage(s), 1 task(s)\n"),
+        "{}",
+        text(&ok.stdout)
+    );
+    // A map component where a parse step belongs.
+    let wrong = run_check(spec("udf_high_value", &input));
+    assert!(!wrong.status.success());
+    let err = text(&wrong.stderr);
+    assert!(err.contains("does not run") && err.contains("map"), "{err}");
+    // An input file that is not there.
+    let missing = run_check(spec("udf_parse_orders", &dir.path().join("gone.jsonl")));
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("gone.jsonl"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn graph_prints_the_workshop_job_as_mermaid_and_dot() {
+    let spec = workspace().join("pipelines/step4-aggregates-to-kafka.toml");
+    let mermaid = rivulet()
+        .args(["graph", spec.to_str().unwrap(), "--parallelism", "1"])
+        .output()
+        .unwrap();
+    assert!(mermaid.status.success());
+    let out = text(&mermaid.stdout);
+    assert!(out.starts_with("flowchart LR\n  %% 1 task\n"), "{out}");
+    assert!(
+        out.contains("[(\"Kafka topic partitioned-topic\")]"),
+        "{out}"
+    );
+    assert!(out.contains(" -. rejected .-> "), "{out}");
+    let dot = rivulet()
+        .args(["graph", spec.to_str().unwrap(), "--format", "dot"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&dot.stdout).starts_with("digraph job {"),
+        "{}",
+        text(&dot.stdout)
+    );
+}

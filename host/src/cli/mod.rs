@@ -3,6 +3,7 @@
 mod broker;
 mod consume;
 mod demo;
+mod graph;
 mod run;
 mod seed;
 mod swap;
@@ -37,6 +38,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Replace a stage's module in a running job (checked first; rejected modules change nothing).
     Swap(swap::SwapArgs),
+    /// Print a spec's operator graph (Mermaid or DOT), with its side outputs.
+    Graph(graph::GraphArgs),
+    /// Check a spec and its modules without running it (nothing is connected).
+    Check(graph::CheckArgs),
     /// Show a running job's stages and their modules.
     Status(swap::StatusArgs),
     /// Work with one UDF component locally.
@@ -68,6 +73,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Swap(args) => swap::swap(args).map(|()| ExitCode::SUCCESS),
+        Command::Graph(args) => graph::graph(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => graph::check(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
     }
