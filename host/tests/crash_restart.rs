@@ -6,10 +6,10 @@
 mod common;
 
 use common::kafka::{Read, TestBroker, produce, read_until};
-use common::wasm;
+use common::{JobProcess, wasm};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const T0: i64 = 1_700_000_000_000;
@@ -23,11 +23,11 @@ fn order(p: i32, i: i64, ts: i64, status: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn spawn(spec: &std::path::Path, brokers: &str) -> Child {
+fn spawn(spec: &std::path::Path, brokers: &str) -> JobProcess {
     spawn_committing(spec, brokers, "100ms")
 }
 
-fn spawn_committing(spec: &std::path::Path, brokers: &str, every: &str) -> Child {
+fn spawn_committing(spec: &std::path::Path, brokers: &str, every: &str) -> JobProcess {
     Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .args([
             "run",
@@ -44,6 +44,7 @@ fn spawn_committing(spec: &std::path::Path, brokers: &str, every: &str) -> Child
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(JobProcess)
         .expect("start rivulet")
 }
 

@@ -12,12 +12,12 @@ mod common;
 
 use common::kafka::{Read, produce, read_until};
 use common::tansu::{Storage, Tansu};
-use common::wasm;
+use common::{JobProcess, wasm};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_700_000_000_000;
@@ -147,7 +147,7 @@ max_wait = "20ms"
     spec
 }
 
-fn spawn(spec: &std::path::Path, brokers: &str, log: &std::path::Path) -> Child {
+fn spawn(spec: &std::path::Path, brokers: &str, log: &std::path::Path) -> JobProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -166,6 +166,7 @@ fn spawn(spec: &std::path::Path, brokers: &str, log: &std::path::Path) -> Child 
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(JobProcess)
         .expect("start rivulet")
 }
 

@@ -6,6 +6,8 @@ pub mod state_topic;
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Where Kafka is and how every client is configured.
 #[derive(Debug, Clone)]
@@ -85,16 +87,124 @@ impl ClientContext for LogContext {
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "rivulet::kafka", "{fac}: {log_message}")
+                if let Some(line) = REPEATS.admit(&format!("{fac}: {log_message}"), Instant::now())
+                {
+                    tracing::error!(target: "rivulet::kafka", "{line}")
+                }
             }
             RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "rivulet::kafka", "{fac}: {log_message}")
+                if let Some(line) = REPEATS.admit(&format!("{fac}: {log_message}"), Instant::now())
+                {
+                    tracing::warn!(target: "rivulet::kafka", "{line}")
+                }
             }
             _ => tracing::debug!(target: "rivulet::kafka", "{fac}: {log_message}"),
         }
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(target: "rivulet::kafka", "{error}: {reason}");
+        if let Some(line) = REPEATS.admit(&format!("{error}: {reason}"), Instant::now()) {
+            tracing::warn!(target: "rivulet::kafka", "{line}");
+        }
+    }
+}
+
+/// Every client of the process (source, sinks, state topic) reports a broker outage, every
+/// few hundred milliseconds: one WARN per kind of message per [`Repeats::QUIET`], with the
+/// count of what was held back.
+static REPEATS: Repeats = Repeats::new();
+
+/// Collapses repeated log lines: a line is let through when it was not seen within the
+/// last [`Repeats::QUIET`], with how many like it were held back since it last went out.
+/// Lines that differ only in their numbers (timings, counts) are alike.
+struct Repeats {
+    seen: Mutex<BTreeMap<String, (Instant, u64)>>,
+}
+
+impl Repeats {
+    const QUIET: Duration = Duration::from_secs(30);
+    /// Kinds of lines remembered at most (then forgotten all at once).
+    const KINDS: usize = 256;
+
+    const fn new() -> Self {
+        Repeats {
+            seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The line to log for `line` at `now`, or `None` to hold it back.
+    fn admit(&self, line: &str, now: Instant) -> Option<String> {
+        // Numbers, and librdkafka's own count of what it held back, make no new kind.
+        let kind: String = line
+            .replace(" identical error(s) suppressed", "")
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+            .replace(", )", ")");
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= Self::KINDS && !seen.contains_key(&kind) {
+            seen.clear();
+        }
+        match seen.get_mut(&kind) {
+            Some((last, held)) if now.saturating_duration_since(*last) < Self::QUIET => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                let line = match std::mem::take(held) {
+                    0 => line.to_owned(),
+                    n => format!(
+                        "{line} ({n} more like it in the last {} s)",
+                        now.saturating_duration_since(*last).as_secs()
+                    ),
+                };
+                *last = now;
+                Some(line)
+            }
+            None => {
+                seen.insert(kind, (now, 0));
+                Some(line.to_owned())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_line_goes_out_once_per_quiet_period_with_the_count_held_back() {
+        let repeats = Repeats::new();
+        let t0 = Instant::now();
+        let down = "Global error: AllBrokersDown: 1/1 brokers are down";
+        assert_eq!(repeats.admit(down, t0).as_deref(), Some(down));
+        // The same line, and one that differs only in a number: held back.
+        assert_eq!(repeats.admit(down, t0 + Duration::from_millis(300)), None);
+        let connect = "FAIL: Connect to ipv4#127.0.0.1:1 failed (after 0ms in state CONNECT)";
+        assert!(repeats.admit(connect, t0).is_some());
+        let suppressed = "FAIL: Connect to ipv4#127.0.0.1:1 failed (after 0ms in state CONNECT, 1 identical error(s) suppressed)";
+        assert_eq!(repeats.admit(suppressed, t0), None);
+        assert_eq!(
+            repeats.admit(
+                "Global error: AllBrokersDown: 2/2 brokers are down",
+                t0 + Duration::from_secs(1)
+            ),
+            None
+        );
+        // Another kind of line goes out at once.
+        assert!(
+            repeats
+                .admit("Delivery failed", t0 + Duration::from_secs(2))
+                .is_some()
+        );
+        let later = repeats.admit(down, t0 + Duration::from_secs(31)).unwrap();
+        assert_eq!(later, format!("{down} (2 more like it in the last 31 s)"));
+        assert!(
+            repeats
+                .admit(suppressed, t0 + Duration::from_secs(31))
+                .is_some()
+        );
+        assert_eq!(repeats.admit(down, t0 + Duration::from_secs(32)), None);
     }
 }

@@ -37,5 +37,30 @@ pub fn load(runtime: &Runtime, name: &str) -> UdfModule {
 pub fn limits() -> Limits {
     Limits::default()
 }
+/// A `rivulet` child process, killed when dropped: a failing test leaves no job running (it
+/// would load the machine for the tests after it).
+pub struct JobProcess(pub std::process::Child);
+
+impl JobProcess {
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for JobProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub mod kafka;
 pub mod tansu;
