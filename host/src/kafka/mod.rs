@@ -109,6 +109,12 @@ impl ClientContext for LogContext {
     }
 }
 
+/// `line`, unless a line of its kind went out within the last 30 s (then `None`, and it is
+/// counted into the next one that goes out): for what a broker outage repeats.
+pub fn collapsed(line: &str) -> Option<String> {
+    REPEATS.admit(line, Instant::now())
+}
+
 /// Every client of the process (source, sinks, state topic) reports a broker outage, every
 /// few hundred milliseconds: one WARN per kind of message per [`Repeats::QUIET`], with the
 /// count of what was held back.

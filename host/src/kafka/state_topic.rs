@@ -303,7 +303,9 @@ impl StateTopic {
             topic: self.name.clone(),
             reason,
         };
-        // Served in short polls: a flush waits in 100 ms steps, and this is on the record path.
+        // Served in polls that return as soon as the acknowledgement comes (a flush waits in
+        // 100 ms steps, and this is on the record path); not shorter, or a broker outage
+        // turns this wait into a spin.
         let deadline = Instant::now() + TIMEOUT;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
@@ -312,7 +314,7 @@ impl StateTopic {
                     self.producer.in_flight_count()
                 )));
             }
-            self.producer.poll(Duration::from_millis(1));
+            self.producer.poll(Duration::from_millis(10));
         }
         let failure = self
             .producer

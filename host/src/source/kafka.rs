@@ -530,7 +530,9 @@ impl KafkaSource {
             let message = match result {
                 Ok(message) => message,
                 Err(err) => {
-                    tracing::warn!(topic = %self.topic, "consumer: {err}");
+                    if let Some(line) = crate::kafka::collapsed(&format!("consumer: {err}")) {
+                        tracing::warn!(topic = %self.topic, "{line}");
+                    }
                     if self.revoked {
                         break;
                     }
