@@ -2,7 +2,8 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-udf_crates := "udf-parse-orders udf-parse-sales udf-high-value udf-order-summary udf-count-by-status udf-format-aggregate udf-avg-amount udf-sum-sales hostile-guest hostile-aggregate"
+# Every crate under udfs/ (a new step's crate is picked up without editing this file).
+udf_crates := `sed -n 's/^name = "\(.*\)"/\1/p' udfs/*/Cargo.toml | tr '\n' ' '`
 
 # List the recipes.
 default:
@@ -12,10 +13,14 @@ default:
 setup:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-# Build every UDF (and the tests' guests) as wasm32-wasip2 components.
-udfs: setup swap-guests hostile-guests breach-guests
+# Build every UDF under udfs/ as a wasm32-wasip2 component.
+udfs: setup
     cargo build --profile wasm --target wasm32-wasip2 {{ prepend("-p ", udf_crates) }}
-    @ls -l target/wasm32-wasip2/wasm/*.wasm | awk '{ printf "  %-48s %8d bytes\n", $9, $5 }'
+    @for crate in {{ udf_crates }}; do f=target/wasm32-wasip2/wasm/${crate//-/_}.wasm; printf "  %-48s %8d bytes\n" "$f" "$(stat -c %s "$f")"; done
+
+# The tests' own components: hot-swap variants, hostile guests, contract breakers.
+test-guests: setup swap-guests hostile-guests breach-guests
+    cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate
 
 swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3"
 
@@ -30,7 +35,7 @@ swap-guests: setup
     done
 
 # The sandbox tests' hostile guest in its other worlds, copied to hostile_guest_<world>.wasm
-# (the parse build, hostile_guest.wasm, comes with `udfs`).
+# (the parse build, hostile_guest.wasm, comes with `test-guests`).
 hostile-guests: setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -59,7 +64,7 @@ build:
     cargo build --release -p rivulet
 
 # Everything CI checks: UDFs, then every test of the workspace.
-test: udfs
+test: udfs test-guests
     cargo test --release --workspace
 
 # Formatting and lints, as CI wants them.
@@ -68,7 +73,7 @@ lint:
     cargo clippy --workspace --all-targets --release -- -D warnings
 
 # Benchmarks: parse UDF per-record cost (Wasm vs native), module cache hit vs miss.
-bench: udfs
+bench: udfs test-guests
     cargo bench -p rivulet --bench parse_batch
 
 # Run a UDF over a sample file, e.g. `just try parse-orders samples/orders.jsonl`.
@@ -120,7 +125,7 @@ bench-pipeline: udfs
 
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
 # pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
-test-tansu: udfs
+test-tansu: udfs test-guests
     scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu -- --test-threads 1
 
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
@@ -128,7 +133,7 @@ bench-kafka:
     scripts/with-tansu cargo bench -p rivulet --bench kafka_path
 
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
-bench-swap: udfs
+bench-swap: udfs test-guests
     cargo bench -p rivulet --bench swap
 
 # Cost per record (issue 7): the same job as whole processes, interleaved, 3 runs each — Wasm
