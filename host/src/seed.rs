@@ -125,10 +125,15 @@ pub fn write(
         written += 1;
         if written.is_multiple_of(1000) {
             sink.poll()?;
-            tracing::info!(topic = sink.topic(), written, malformed, "seeding");
+            tracing::info!(topic = sink.topic(), queued = written, malformed, "seeding");
         }
     }
-    sink.flush(Duration::from_secs(30))?;
+    // After Ctrl-C, what is not delivered within 2 s is reported, not waited for.
+    let flush = match stop.load(Ordering::Relaxed) {
+        true => Duration::from_secs(2),
+        false => Duration::from_secs(30),
+    };
+    sink.flush(flush)?;
     Ok((written, malformed))
 }
 

@@ -590,3 +590,46 @@ fn consume_prints_what_was_produced_with_keys_and_headers() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("no-such-topic-here"), "{err}");
 }
+
+#[test]
+fn seed_gives_up_at_its_connect_timeout_and_reports_what_was_delivered() {
+    // Nothing listens on port 1: the seeder waits for Kafka no longer than it was told.
+    let started = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args([
+            "seed",
+            "orders",
+            "--brokers",
+            "127.0.0.1:1",
+            "--count",
+            "10",
+        ])
+        .args(["--connect-timeout", "2s"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert!(took < Duration::from_secs(20), "gave up after {took:?}");
+
+    // With a broker, the log says how many the broker acknowledged.
+    let broker = broker();
+    let address = broker.address();
+    let topic = format!("seeded-{}", std::process::id());
+    broker.topic(&topic, 1);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["seed", "orders", "--brokers", &address, "--topic", &topic])
+        .args(["--count", "25", "--rate", "0", "--connect-timeout", "30s"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("delivered=25"), "{err}");
+    let read = read_until(&address, &topic, 1, Duration::from_secs(30), |r| {
+        r.len() >= 25
+    });
+    assert_eq!(read.len(), 25);
+}

@@ -65,10 +65,11 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         .set("enable.partition.eof", "false")
         .create_with_context(LogContext)
         .context("creating the consumer")?;
-    let partitions = rivulet::source::kafka::wait_for_topic(
-        &consumer,
+    let partitions = rivulet::kafka::wait_for_kafka(
+        consumer.client(),
         &config,
         &args.topic,
+        true,
         args.kafka.connect_timeout,
         &stop,
     )?;

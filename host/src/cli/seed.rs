@@ -78,9 +78,20 @@ pub fn seed(
         .brokers
         .clone()
         .unwrap_or_else(|| rivulet::assemble::DEFAULT_BROKERS.to_owned());
-    let mut sink = KafkaSink::open(&KafkaConfig::new(brokers.clone()), topic)?;
+    let config = KafkaConfig::new(brokers.clone());
+    let mut sink = KafkaSink::open(&config, topic)?;
+    sink.wait_for_broker(&config, args.kafka.connect_timeout, stop)?;
     let rate = args.rate.unwrap_or(20.0);
-    let (written, malformed) = rivulet::seed::write(&mut sink, rate, args.count, stop, &mut next)?;
-    tracing::info!(topic, written, malformed, brokers = %brokers, "seeded");
-    Ok(())
+    let written = rivulet::seed::write(&mut sink, rate, args.count, stop, &mut next);
+    // Delivered: acknowledged by the broker, not merely queued.
+    let (sent, delivered) = sink.counts();
+    match written {
+        Ok((_, malformed)) => {
+            tracing::info!(topic, delivered, malformed, brokers = %brokers, "seeded");
+            Ok(())
+        }
+        Err(err) => Err(anyhow::anyhow!(
+            "{err} ({delivered} of {sent} records delivered to `{topic}`)"
+        )),
+    }
 }

@@ -6,6 +6,7 @@ pub mod state_topic;
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,66 @@ impl KafkaError {
     ) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         let what = what.into();
         move |error| KafkaError::Client { what, error }
+    }
+}
+
+/// The partitions of `topic`, once the broker answers (`need_topic`: and has the topic; a
+/// producer's broker may create it on the first write, then the list may be empty);
+/// retries with backoff (0.5 s doubling to 10 s), logging each failure, until `timeout` or
+/// `stop`.
+pub fn wait_for_kafka<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    config: &KafkaConfig,
+    topic: &str,
+    need_topic: bool,
+    timeout: Option<Duration>,
+    stop: &AtomicBool,
+) -> Result<Vec<i32>, KafkaError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    let mut attempts = 0;
+    let left = || timeout.map(|t| t.saturating_sub(started.elapsed()));
+    loop {
+        attempts += 1;
+        let ask = left().map_or(Duration::from_secs(2), |l| {
+            l.clamp(Duration::from_millis(100), Duration::from_secs(2))
+        });
+        let reason = match client.fetch_metadata(Some(topic), ask) {
+            Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                }
+                _ if !need_topic => return Ok(Vec::new()),
+                Some(t) => match t.error() {
+                    Some(err) => format!("topic `{topic}`: {:?}", err),
+                    None => format!("topic `{topic}` has no partitions"),
+                },
+                None => format!("topic `{topic}` does not exist"),
+            },
+            Err(err) => err.to_string(),
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Err(KafkaError::Interrupted);
+        }
+        // Give up at the timeout, not before: the last wait is cut to what is left.
+        if left().is_some_and(|l| l.is_zero()) {
+            return Err(KafkaError::Unreachable {
+                brokers: config.brokers.clone(),
+                topic: topic.to_owned(),
+                attempts,
+                reason,
+            });
+        }
+        let pause = left().map_or(backoff, |l| backoff.min(l));
+        tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64());
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Err(KafkaError::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -83,6 +83,25 @@ impl KafkaSink {
         &self.topic
     }
 
+    /// Waits for the broker to answer (the topic may not exist yet: writing creates it on
+    /// brokers that allow it), as a source does; see [`crate::kafka::wait_for_kafka`].
+    pub fn wait_for_broker(
+        &self,
+        config: &KafkaConfig,
+        timeout: Option<std::time::Duration>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), KafkaError> {
+        crate::kafka::wait_for_kafka(
+            self.producer.client(),
+            config,
+            &self.topic,
+            false,
+            timeout,
+            stop,
+        )
+        .map(|_| ())
+    }
+
     /// Queues a record.
     pub fn send(
         &mut self,

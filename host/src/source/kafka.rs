@@ -13,7 +13,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use rivulet_rows::RawBatch;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -328,10 +328,11 @@ impl KafkaSource {
             .set("fetch.queue.backoff.ms", "10")
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("creating the consumer"))?;
-        let partitions = wait_for_topic(
-            &consumer,
+        let partitions = crate::kafka::wait_for_kafka(
+            consumer.client(),
             config,
             &options.topic,
+            true,
             options.connect_timeout,
             stop,
         )?;
@@ -654,60 +655,4 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// The topic's partitions, once the broker answers; retries with backoff (0.5 s doubling to
-/// 10 s), logging each failure, until `timeout` or `stop`.
-pub fn wait_for_topic<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    config: &KafkaConfig,
-    topic: &str,
-    timeout: Option<Duration>,
-    stop: &AtomicBool,
-) -> Result<Vec<i32>, KafkaError> {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(500);
-    let mut attempts = 0;
-    let left = || timeout.map(|t| t.saturating_sub(started.elapsed()));
-    loop {
-        attempts += 1;
-        let ask = left().map_or(Duration::from_secs(2), |l| {
-            l.clamp(Duration::from_millis(100), Duration::from_secs(2))
-        });
-        let reason = match consumer.fetch_metadata(Some(topic), ask) {
-            Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
-                }
-                Some(t) => match t.error() {
-                    Some(err) => format!("topic `{topic}`: {:?}", err),
-                    None => format!("topic `{topic}` has no partitions"),
-                },
-                None => format!("topic `{topic}` does not exist"),
-            },
-            Err(err) => err.to_string(),
-        };
-        if stop.load(Ordering::Relaxed) {
-            return Err(KafkaError::Interrupted);
-        }
-        // Give up at the timeout, not before: the last wait is cut to what is left.
-        if left().is_some_and(|l| l.is_zero()) {
-            return Err(KafkaError::Unreachable {
-                brokers: config.brokers.clone(),
-                topic: topic.to_owned(),
-                attempts,
-                reason,
-            });
-        }
-        let pause = left().map_or(backoff, |l| backoff.min(l));
-        tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64());
-        let until = Instant::now() + pause;
-        while Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
-                return Err(KafkaError::Interrupted);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
 }
