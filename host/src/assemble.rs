@@ -113,12 +113,9 @@ impl Job {
         let sink = SharedSink::new(sink);
         // Window results are keyed by the window key unless the spec says otherwise.
         let key_field = key_field.or_else(|| spec.window.as_ref().and_then(|w| w.key.clone()));
-        let dead_sink = match (&spec.dead_letters.path, &spec.dead_letters.topic) {
+        let dead_sink = match (&spec.dead_letters.path, spec.dead_letter_topic()) {
             (Some(path), _) => Some(Sink::Lines(LineSink::file(path)?)),
-            (None, Some(topic)) => Some(Sink::kafka(&kafka, topic)?),
-            (None, None) if spec.uses_kafka() => {
-                Some(Sink::kafka(&kafka, &format!("{}-dlq", spec.name))?)
-            }
+            (None, Some(topic)) => Some(Sink::kafka(&kafka, &topic)?),
             (None, None) => None,
         }
         .map(SharedSink::new);

@@ -62,10 +62,9 @@ impl JobGraph {
             SourceSpec::Stdin {} => "standard input".to_owned(),
         };
         let mut last = graph.node(source, true);
-        let dead = match (&spec.dead_letters.path, &spec.dead_letters.topic) {
+        let dead = match (&spec.dead_letters.path, spec.dead_letter_topic()) {
             (Some(path), _) => Some(format!("file {}", file_name(path))),
             (None, Some(topic)) => Some(format!("Kafka topic {topic}")),
-            (None, None) if spec.uses_kafka() => Some(format!("Kafka topic {}-dlq", spec.name)),
             (None, None) => None,
         };
         let dead = dead.map(|label| graph.node(label, true));

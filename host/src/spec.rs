@@ -488,6 +488,17 @@ impl PipelineSpec {
     }
 
     /// Whether any part of the job talks to Kafka.
+    /// Where dead letters go when they go to Kafka: the `[dead_letters]` topic, else
+    /// `<name>-dlq` when the job uses Kafka and no file is given.
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        match (&self.dead_letters.path, &self.dead_letters.topic) {
+            (Some(_), _) => None,
+            (None, Some(topic)) => Some(topic.clone()),
+            (None, None) if self.uses_kafka() => Some(format!("{}-dlq", self.name)),
+            (None, None) => None,
+        }
+    }
+
     pub fn uses_kafka(&self) -> bool {
         matches!(self.source, SourceSpec::Kafka { .. })
             || matches!(self.sink, SinkSpec::Kafka { .. })

@@ -83,14 +83,6 @@ impl Builtins {
         refused
     }
 
-    /// Adds row `row` of `rows` to `accs`, all or nothing (see [`Builtins::add_rows`]).
-    pub fn add(&self, accs: &mut [BuiltinAcc], rows: &Batch, row: usize) -> Result<(), String> {
-        match self.add_rows(accs, rows, &[row as u32]).pop() {
-            Some((_, error)) => Err(error),
-            None => Ok(()),
-        }
-    }
-
     fn apply(accs: &mut [BuiltinAcc], values: &[f64]) {
         for (acc, &value) in accs.iter_mut().zip(values) {
             match acc {
@@ -200,10 +192,12 @@ mod tests {
         }
         let rows = b.finish();
         let mut accs = builtins.create();
-        for row in 0..4 {
-            let result = builtins.add(&mut accs, &rows, row);
-            assert_eq!(result.is_err(), row == 2);
-        }
+        let refused = builtins.add_rows(&mut accs, &rows, &[0, 1, 2, 3]);
+        assert_eq!(
+            refused,
+            [(2, "field `amount` is null".to_owned())],
+            "only the null row is refused, and it changes nothing"
+        );
         let out: serde_json::Map<String, Value> = builtins.finish(&accs).into_iter().collect();
         assert_eq!(
             Value::Object(out),
@@ -227,12 +221,8 @@ mod tests {
         let rows = b.finish();
         let (mut left, mut right, empty) =
             (builtins.create(), builtins.create(), builtins.create());
-        for row in 0..2 {
-            builtins.add(&mut left, &rows, row).unwrap();
-        }
-        for row in 2..4 {
-            builtins.add(&mut right, &rows, row).unwrap();
-        }
+        assert!(builtins.add_rows(&mut left, &rows, &[0, 1]).is_empty());
+        assert!(builtins.add_rows(&mut right, &rows, &[2, 3]).is_empty());
         builtins.merge(&mut left, &right);
         builtins.merge(&mut left, &empty);
         let out: serde_json::Map<String, Value> = builtins.finish(&left).into_iter().collect();

@@ -494,6 +494,7 @@ impl KafkaSource {
         // The partition and next offset of the latest record, noted in `positions` when
         // the partition changes and at the end (records come in runs per partition).
         let mut last: Option<(i32, i64)> = None;
+        let mut lost = false;
         while (batch.len as usize) < max {
             // Wait (up to `wait`) for the first record only; after that take what the
             // client has fetched already, so the job works while the next fetch is on its way.
@@ -513,12 +514,10 @@ impl KafkaSource {
                     self.assignment = assigned.clone();
                     self.rebalanced = Some(assigned);
                 }
+                // Records read so far belong to partitions that are gone.
                 Some(Rebalanced::Lost) => {
-                    batch = RawBatch::new();
-                    last = None;
-                    self.positions.clear();
-                    self.assignment = Assignment::default();
-                    self.rebalanced = Some(Assignment::default());
+                    lost = true;
+                    break;
                 }
                 // Records read so far are still ours: the batch ends here, and the pipeline
                 // processes and commits it before releasing the partitions.
@@ -578,6 +577,10 @@ impl KafkaSource {
             if self.revoked || batch.len.is_multiple_of(256) && Instant::now() >= deadline {
                 break;
             }
+        }
+        if lost {
+            self.none_assigned();
+            return Ok(RawBatch::new());
         }
         if let Some((p, next)) = last {
             self.positions.insert(p, next);

@@ -214,14 +214,7 @@ impl<A> TumblingWindows<A> {
         if !window.dirty.contains(key) {
             window.dirty.insert(key.clone());
         }
-        if !window.groups.contains_key(key) {
-            window.groups.insert(key.clone(), init());
-        }
-        // Just inserted if it was missing.
-        match window.groups.get_mut(key) {
-            Some(acc) => acc,
-            None => unreachable!("the key's accumulator was just inserted"),
-        }
+        window.groups.entry(key.clone()).or_insert_with(init)
     }
 
     /// Smallest contributing offset per partition over all windows still held: offsets

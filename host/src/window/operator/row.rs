@@ -56,11 +56,14 @@ impl<'a> Stamps<'a> {
         match &column.values {
             Values::Integer(ms) => ms.get(row).copied(),
             Values::Float(ms) => ms.get(row).filter(|ms| ms.is_finite()).map(|&ms| ms as i64),
-            Values::Text(_) => {
-                let text = column.text_at(row).unwrap_or_default();
-                return parse_iso8601(text)
-                    .map_err(|err| format!("no event time: field `{field}`: {err}"));
-            }
+            Values::Text(_) => match column.text_at(row) {
+                Some(text) => {
+                    return parse_iso8601(text)
+                        .map_err(|err| format!("no event time: field `{field}`: {err}"));
+                }
+                // Not valid UTF-8.
+                None => None,
+            },
             _ => None,
         }
         .ok_or_else(|| {
