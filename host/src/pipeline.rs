@@ -226,7 +226,7 @@ impl Pipeline {
             .collect();
         self.dead.replaying(read);
         if let Some(windowing) = &mut self.windowing {
-            windowing.restart(&assignment.partitions, &assignment.states);
+            windowing.restart(assignment);
         }
     }
 
@@ -282,13 +282,9 @@ impl Pipeline {
         // After `needed` (a merged window leaves it only once its results are sent): what
         // was sent before these marks is all this snapshot waits for.
         let marks = self.sinks().map(|sink| sink.lock().acks().mark()).collect();
-        self.tracker.offer(Snapshot::take(
-            &positions,
-            &needed,
-            &watermarks,
-            combined,
-            marks,
-        ));
+        let mut snapshot = Snapshot::take(&positions, &needed, &watermarks, combined, marks);
+        snapshot.deposits = self.windowing.as_ref().and_then(Windowing::deposits);
+        self.tracker.offer(snapshot);
     }
 
     /// Commits the waiting snapshot if every sink has what was sent before it. A failed
@@ -307,7 +303,10 @@ impl Pipeline {
             tracing::warn!(job = %self.name, "commit failed, will retry: {err}");
             return false;
         }
-        self.tracker.committed();
+        let deposits = self.tracker.committed().and_then(|s| s.deposits);
+        if let (Some(windowing), Some(deposits)) = (&self.windowing, deposits) {
+            windowing.committed(deposits);
+        }
         true
     }
 

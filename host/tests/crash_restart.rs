@@ -452,3 +452,128 @@ topic = "parsed"
     );
     assert_eq!(seen.len(), expected, "every order parsed once");
 }
+
+/// Two tasks commit their partitions' restart state at different moments: one task's last
+/// commit can still call a window open after the job emitted it (the other task's commit
+/// calls it closed). A restart must take the job's word: the window stays closed, and the
+/// lagging partition's replayed records neither reopen it (a partial result) nor go late.
+#[test]
+fn a_restart_keeps_a_window_closed_when_any_partition_committed_it_closed() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("orders", 2);
+    broker.topic("counts", 1);
+    broker.topic("late", 1);
+    broker.topic("dlq", 1);
+    broker.topic("lagging-state", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "lagging"
+parallelism = 2
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+group = "lagging"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+out_of_orderness = "1s"
+idle_timeout = "60s"
+late_topic = "late"
+[aggregate]
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "counts"
+[dead_letters]
+topic = "dlq"
+"#,
+            wasm("udf_parse_orders").display(),
+            wasm("udf_count_by_status").display(),
+            wasm("udf_format_aggregate").display()
+        ),
+    )
+    .unwrap();
+    // Per partition: offsets 0..10 in window W0 = [T0, T0+10s), 10..20 in W1, then one
+    // order an hour later that closes W1.
+    let mut records = Vec::new();
+    let mut w1: BTreeMap<String, u64> = BTreeMap::new();
+    for p in 0..2 {
+        for i in 0..20i64 {
+            let ts = T0 + i * 1_000;
+            let status = STATUSES[(i % 5) as usize];
+            if i >= 10 {
+                *w1.entry(status.to_owned()).or_default() += 1;
+            }
+            records.push((p, format!("k{p}"), order(p, i, ts, status)));
+        }
+        records.push((p, format!("k{p}"), order(p, 99, T0 + 3_600_000, "NEW")));
+    }
+    produce(&address, "orders", &records);
+    // What the killed run had committed. Partition 0 (task 0, committed after W0 was
+    // emitted): W0 closed, its records no longer needed. Partition 1 (task 1, committed
+    // before): W0 still open and needed from offset 0. Both had read offsets 0..20.
+    let state = |committed: i64, combined: i64| {
+        format!(
+            r#"{{"v":1,"committed":{committed},"read":20,"wm":{combined},"combined":{combined}}}"#
+        )
+        .into_bytes()
+    };
+    produce(
+        &address,
+        "lagging-state",
+        &[
+            (0, "orders/0".to_owned(), state(10, T0 + 10_000)),
+            (0, "orders/1".to_owned(), state(0, T0 + 5_000)),
+        ],
+    );
+
+    let mut child = spawn(&spec, &address);
+    let w1_start = rivulet_sdk::time::iso8601(T0 + 10_000);
+    let all = read_until(&address, "counts", 1, Duration::from_secs(60), |r| {
+        let got = counts(r);
+        w1.iter().all(|(status, n)| {
+            got.get(&(w1_start.clone(), status.clone()))
+                .is_some_and(|v| v.contains(n))
+        })
+    });
+    child.kill().expect("stop");
+    child.wait().unwrap();
+
+    let got = counts(&all);
+    let w0_start = rivulet_sdk::time::iso8601(T0);
+    let reopened: Vec<_> = got.keys().filter(|(start, _)| *start == w0_start).collect();
+    assert!(
+        reopened.is_empty(),
+        "W0 was emitted before the restart; it came out again, partial: {:?}",
+        got.iter()
+            .filter(|((start, _), _)| *start == w0_start)
+            .collect::<Vec<_>>()
+    );
+    for (status, n) in &w1 {
+        let seen = &got[&(w1_start.clone(), status.clone())];
+        assert!(
+            seen.iter().all(|c| c == n),
+            "W1 {status}: expected {n}, saw {seen:?}"
+        );
+    }
+    let late = read_until(&address, "late", 1, Duration::from_secs(2), |_| false);
+    assert!(
+        late.is_empty(),
+        "records counted before the restart were sent late: {} of them",
+        late.len()
+    );
+}

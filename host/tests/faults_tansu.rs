@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_700_000_000_000;
@@ -189,12 +190,20 @@ fn customer(payload: &[u8]) -> Option<String> {
     v["customer"].as_str().map(str::to_owned)
 }
 
-/// Produces the chunks in the background, one per `CHUNK_EVERY`.
-fn feed(address: String, chunks: Vec<Vec<Record>>) -> std::thread::JoinHandle<()> {
+/// Produces the chunks in the background, one per `CHUNK_EVERY`. A chunk is produced while
+/// holding `gate`: a test that stops the broker holds it for the outage, so the job (what is
+/// under test) meets the outage, not the feeder's producer.
+fn feed(
+    address: String,
+    chunks: Vec<Vec<Record>>,
+    gate: Arc<Mutex<()>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for chunk in chunks {
             let started = Instant::now();
+            let open = gate.lock().unwrap();
             produce(&address, "orders", &chunk);
+            drop(open);
             if let Some(rest) = CHUNK_EVERY.checked_sub(started.elapsed()) {
                 std::thread::sleep(rest);
             }
@@ -318,7 +327,7 @@ fn sigkill_at_random_moments_never_emits_a_partial_window_or_loses_a_late_order(
     let mut rng = SmallRng::seed_from_u64(seed);
 
     let mut child = spawn(&spec, &address, &log);
-    let feeder = feed(address.clone(), work.chunks.clone());
+    let feeder = feed(address.clone(), work.chunks.clone(), Arc::default());
     let mut kills = 0;
     while kills < 4 {
         std::thread::sleep(Duration::from_millis(rng.random_range(2_000..6_000)));
@@ -348,13 +357,16 @@ fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
     let log = dir.path().join("job.log");
 
     let mut child = spawn(&spec, &address, &log);
-    let feeder = feed(address.clone(), work.chunks.clone());
+    let gate = Arc::new(Mutex::new(()));
+    let feeder = feed(address.clone(), work.chunks.clone(), gate.clone());
     std::thread::sleep(Duration::from_secs(8));
+    let outage = gate.lock().unwrap();
     tansu.stop();
     eprintln!("broker stopped");
     std::thread::sleep(Duration::from_secs(10));
     tansu.restart();
     eprintln!("broker restarted");
+    drop(outage);
     feeder.join().unwrap();
     check(&address, &work, &log);
     assert!(

@@ -71,6 +71,9 @@ impl Acks {
 pub struct Snapshot {
     pub partitions: BTreeMap<i32, PartitionState>,
     pub marks: Vec<u64>,
+    /// With several tasks, how many windows the task had handed over when it was taken
+    /// (see [`crate::window::Exchange::committed`]).
+    pub deposits: Option<u64>,
 }
 
 impl Snapshot {
@@ -97,7 +100,11 @@ impl Snapshot {
                 (p, state)
             })
             .collect();
-        Snapshot { partitions, marks }
+        Snapshot {
+            partitions,
+            marks,
+            deposits: None,
+        }
     }
 
     /// Whether every sink acknowledged everything sent before this snapshot (`frontiers[i]`
@@ -146,10 +153,11 @@ impl OffsetTracker {
     }
 
     /// The waiting snapshot was committed.
-    pub fn committed(&mut self) {
-        if let Some(snapshot) = self.pending.take() {
-            self.committed.extend(snapshot.partitions);
-        }
+    /// The waiting snapshot was committed; returns it.
+    pub fn committed(&mut self) -> Option<Snapshot> {
+        let snapshot = self.pending.take()?;
+        self.committed.extend(snapshot.partitions.clone());
+        Some(snapshot)
     }
 
     /// Partitions were revoked (or reassigned): the waiting snapshot describes state that is

@@ -27,6 +27,10 @@ pub struct Assignment {
     pub positions: BTreeMap<i32, i64>,
     /// Committed restart state, per partition that has one.
     pub states: BTreeMap<i32, PartitionState>,
+    /// The largest closed watermark committed for any partition the job's tasks read
+    /// together (every partition, with `assign = "all"`): windows closing at or before it
+    /// were emitted with every task's records (see [`crate::window::Exchange`]).
+    pub job_closed: Option<i64>,
 }
 
 /// Consumer context: logs, restores the state of partitions the group assigns (applying the
@@ -113,7 +117,9 @@ impl ConsumerContext for SourceContext {
                     Some(_) => StartAt::Earliest,
                     None => StartAt::Committed,
                 };
-                match restore(consumer, &topic, &partitions, state.as_deref(), start) {
+                // Partitions of other processes say nothing about this one's windows.
+                let job = &partitions;
+                match restore(consumer, &topic, &partitions, job, state.as_deref(), start) {
                     Ok((assignment, offsets)) => {
                         if let Err(err) = consumer.assign(&offsets) {
                             tracing::warn!("assigning partitions failed: {err}");
@@ -155,17 +161,23 @@ impl ConsumerContext for SourceContext {
 
 /// Where each of `partitions` of `topic` restarts: the committed offsets, and the restart
 /// state found in commit metadata and in the state topic (the newest wins), unless `start`
-/// says to read from the beginning or the end. Returns the assignment and the offsets to
-/// assign.
+/// says to read from the beginning or the end. `job`: the partitions the job's tasks read
+/// together (a superset of `partitions`), whose largest committed closed watermark holds
+/// for all of them. Returns the assignment and the offsets to assign.
 fn restore<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partitions: &[i32],
+    job: &[i32],
     state: Option<&StateTopic>,
     start: StartAt,
 ) -> Result<(Assignment, TopicPartitionList), KafkaError> {
     let mut tpl = Tpl::new();
-    for &p in partitions {
+    for &p in partitions
+        .iter()
+        .chain(job)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         tpl.add_partition(topic, p);
     }
     let mut committed: BTreeMap<i32, (Option<i64>, Option<PartitionState>)> = BTreeMap::new();
@@ -196,7 +208,7 @@ fn restore<C: ConsumerContext>(
         }
     }
     let from_topic = match (state, start) {
-        (Some(state), StartAt::Committed) => match state.read(topic, partitions) {
+        (Some(state), StartAt::Committed) => match state.read(topic, &tpl_partitions(&tpl)) {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(
@@ -208,8 +220,17 @@ fn restore<C: ConsumerContext>(
         },
         _ => BTreeMap::new(),
     };
+    let job_closed = tpl_partitions(&tpl)
+        .into_iter()
+        .filter_map(|p| {
+            let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
+            Restored::choose(group_offset, metadata, from_topic.get(&p).copied()).state
+        })
+        .filter_map(|state| state.combined)
+        .max();
     let mut assignment = Assignment {
         partitions: partitions.to_vec(),
+        job_closed,
         ..Assignment::default()
     };
     let mut offsets = TopicPartitionList::new();
@@ -264,6 +285,11 @@ fn restore<C: ConsumerContext>(
             .map_err(KafkaError::client("building the assignment"))?;
     }
     Ok((assignment, offsets))
+}
+
+/// The partitions of a partition list.
+fn tpl_partitions(tpl: &Tpl) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
 /// A topic being read.
@@ -357,6 +383,7 @@ impl KafkaSource {
             revoked: false,
         };
         let (task, tasks) = options.share;
+        let job = partitions.clone();
         let partitions: Vec<i32> = match options.assign {
             AssignMode::All => partitions
                 .iter()
@@ -367,7 +394,7 @@ impl KafkaSource {
             AssignMode::Group => partitions,
         };
         match options.assign {
-            AssignMode::All => source.assign_all(&partitions, options.start)?,
+            AssignMode::All => source.assign_all(&partitions, &job, options.start)?,
             AssignMode::Group => {
                 let first = match options.start {
                     StartAt::Committed => None,
@@ -412,11 +439,18 @@ impl KafkaSource {
         Ok(source)
     }
 
-    fn assign_all(&mut self, partitions: &[i32], start: StartAt) -> Result<(), KafkaError> {
+    /// Assigns `partitions`, this task's share of `job` (every partition of the topic).
+    fn assign_all(
+        &mut self,
+        partitions: &[i32],
+        job: &[i32],
+        start: StartAt,
+    ) -> Result<(), KafkaError> {
         let (assignment, offsets) = restore(
             &self.consumer,
             &self.topic,
             partitions,
+            job,
             self.state.as_deref(),
             start,
         )?;

@@ -18,8 +18,13 @@
 //!   late records instead. A lower bound of `P_k` (the earlier tasks' progress) decides
 //!   early; "not late" is known once every earlier split is read.
 //!
-//! The exchange also holds, per partition, the lowest offset a deposited window still needs
-//! until its result has been sent (see [`Exchange::needed`]).
+//! The exchange also decides what a commit may say about closed windows. A window emitted
+//! for good counts as closed in a task's commit ([`Exchange::closed_through`]) only once its
+//! results were sent and every task that contributed to it has committed a snapshot taken
+//! after its last deposit (or is committing one now). Until then the window's lowest offsets
+//! stay needed ([`Exchange::needed`]). So any committed state that calls a window closed
+//! implies that every task's committed read position lies past its records in that window:
+//! a restart may take the largest closed watermark any partition committed.
 
 use rivulet_rows::Scalar;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,6 +121,32 @@ struct Window<A> {
     min_offsets: BTreeMap<TaskId, BTreeMap<i32, i64>>,
     /// Ordered splits: lines each task added to this window.
     lines: BTreeMap<TaskId, LineRuns>,
+    /// Per task, its deposit count at its last deposit to this window.
+    deposits: BTreeMap<TaskId, u64>,
+}
+
+/// A window emitted for good that a commit may not yet call closed.
+struct Closing {
+    /// The results' ticket ([`Exchange::sent`]).
+    ticket: u64,
+    sent: bool,
+    /// Window end + allowed lateness.
+    closed: i64,
+    /// The lowest offset per partition of its records.
+    offsets: BTreeMap<i32, i64>,
+    /// Per contributing task, the deposit count its commit must have reached.
+    deposits: BTreeMap<TaskId, u64>,
+}
+
+impl Closing {
+    /// Whether a commit may call this window closed: its results were sent, and every
+    /// contributor committed after its last deposit (`task`: the one committing now).
+    fn settled(&self, tasks: &[Progress], task: Option<TaskId>) -> bool {
+        self.sent
+            && self.deposits.iter().all(|(&t, &needed)| {
+                Some(t) == task || tasks.get(t).is_some_and(|p| p.committed >= needed)
+            })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,6 +161,10 @@ struct Progress {
     /// to the end.
     max_seen: Option<i64>,
     finished: bool,
+    /// How many deposits it made (never reset: a restart keeps counting).
+    deposits: u64,
+    /// Its deposit count when it took the snapshot it committed last.
+    committed: u64,
 }
 
 /// Who reads a partition (independent shares).
@@ -145,11 +180,20 @@ struct State<A> {
     tasks: Vec<Progress>,
     /// Independent shares: every partition a task has read, and who reads it now.
     partitions: BTreeMap<i32, Owner>,
-    /// Results taken but not yet reported sent: their offsets, by ticket.
-    in_flight: BTreeMap<u64, BTreeMap<i32, i64>>,
+    /// Windows emitted for good that a commit may not yet call closed.
+    closings: Vec<Closing>,
     next_ticket: u64,
-    /// Every window ending at or before this has been emitted for good.
-    closed_through: Option<i64>,
+    /// Every window closing (end + allowed lateness) at or before this has been emitted
+    /// for good.
+    emitted_through: Option<i64>,
+}
+
+impl<A> State<A> {
+    /// Drops the closings every task may now call closed.
+    fn settle(&mut self) {
+        let tasks = &self.tasks;
+        self.closings.retain(|c| !c.settled(tasks, None));
+    }
 }
 
 /// The exchange of one windowed job with several tasks.
@@ -188,9 +232,9 @@ impl<A> Exchange<A> {
                     tasks
                 ],
                 partitions: BTreeMap::new(),
-                in_flight: BTreeMap::new(),
+                closings: Vec::new(),
                 next_ticket: 0,
-                closed_through: None,
+                emitted_through: None,
             }),
             size_ms: size_ms.max(1),
             lateness_ms: lateness_ms.max(0),
@@ -230,6 +274,8 @@ impl<A> Exchange<A> {
         };
         *progress = Progress {
             active: !partitions.is_empty(),
+            deposits: progress.deposits,
+            committed: progress.committed,
             ..Progress::default()
         };
         if !self.ordered {
@@ -259,6 +305,7 @@ impl<A> Exchange<A> {
             window.groups.retain(|_, partials| !partials.is_empty());
             window.lines.remove(&task);
             window.min_offsets.remove(&task);
+            window.deposits.remove(&task);
         }
     }
 
@@ -295,19 +342,36 @@ impl<A> Exchange<A> {
             .max()
     }
 
-    /// Every window ending at or before this has been emitted for good (what a restart may
-    /// treat as closed).
-    pub fn closed_through(&self) -> Option<i64> {
-        self.lock().closed_through
+    /// What task `task`'s commit, of a snapshot taken now, may call closed: every window
+    /// closing at or before this was emitted for good, its results sent, and every other
+    /// contributor committed after its last deposit.
+    pub fn closed_through(&self, task: TaskId) -> Option<i64> {
+        let state = self.lock();
+        let unsettled = state
+            .closings
+            .iter()
+            .filter(|c| !c.settled(&state.tasks, Some(task)))
+            .map(|c| c.closed.saturating_sub(1))
+            .min();
+        match unsettled {
+            Some(before) => state.emitted_through.map(|e| e.min(before)),
+            None => state.emitted_through,
+        }
     }
 
-    /// Per partition of `partitions`, the lowest offset a deposited window (or a result not
-    /// yet reported sent) still needs.
-    pub fn needed(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    /// Per partition of `partitions`, the lowest offset that task `task`'s commit, of a
+    /// snapshot taken now, must keep: records of deposited windows, and of emitted ones that
+    /// commit may not call closed yet.
+    pub fn needed(&self, task: TaskId, partitions: &[i32]) -> BTreeMap<i32, i64> {
         let state = self.lock();
         let mut needed: BTreeMap<i32, i64> = BTreeMap::new();
         let held = state.windows.values().flat_map(|w| w.min_offsets.values());
-        for offsets in held.chain(state.in_flight.values()) {
+        let closing = state
+            .closings
+            .iter()
+            .filter(|c| !c.settled(&state.tasks, Some(task)))
+            .map(|c| &c.offsets);
+        for offsets in held.chain(closing) {
             for (&p, &offset) in offsets {
                 if partitions.contains(&p) {
                     needed
@@ -318,6 +382,20 @@ impl<A> Exchange<A> {
             }
         }
         needed
+    }
+
+    /// How many deposits `task` has made (a snapshot notes it; see [`Exchange::committed`]).
+    pub fn deposits(&self, task: TaskId) -> u64 {
+        self.lock().tasks.get(task).map_or(0, |p| p.deposits)
+    }
+
+    /// `task` committed a snapshot taken when it had made `deposits` deposits.
+    pub fn committed(&self, task: TaskId, deposits: u64) {
+        let mut state = self.lock();
+        if let Some(progress) = state.tasks.get_mut(task) {
+            progress.committed = progress.committed.max(deposits);
+        }
+        state.settle();
     }
 
     /// A task's firing: its partials for window `start` (all keys on a first firing, the
@@ -332,7 +410,13 @@ impl<A> Exchange<A> {
         lines: LineRuns,
     ) {
         let end = start.saturating_add(self.size_ms);
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(progress) = state.tasks.get_mut(task) else {
+            return;
+        };
+        progress.deposits += 1;
+        let count = progress.deposits;
         let window = state.windows.entry(start).or_insert_with(|| Window {
             end,
             groups: BTreeMap::new(),
@@ -340,7 +424,9 @@ impl<A> Exchange<A> {
             fired: false,
             min_offsets: BTreeMap::new(),
             lines: BTreeMap::new(),
+            deposits: BTreeMap::new(),
         });
+        window.deposits.insert(task, count);
         for (key, acc) in groups {
             window.dirty.insert(key.clone());
             window.groups.entry(key).or_default().insert(task, acc);
@@ -373,10 +459,15 @@ impl<A> Exchange<A> {
         }
     }
 
-    /// The results of the results from [`Exchange::take_ready`] were sent: their offsets are
-    /// no longer needed.
+    /// The results from [`Exchange::take_ready`] with this ticket were sent.
     pub fn sent(&self, ticket: u64) {
-        self.lock().in_flight.remove(&ticket);
+        let mut state = self.lock();
+        for closing in &mut state.closings {
+            if closing.ticket == ticket {
+                closing.sent = true;
+            }
+        }
+        state.settle();
     }
 }
 
@@ -464,7 +555,6 @@ impl<A: Clone> Exchange<A> {
         }
         let lateness = self.lateness_ms;
         let mut finished = Vec::new();
-        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
         for (&start, window) in state.windows.iter_mut() {
             if window.end > through {
                 break;
@@ -490,12 +580,6 @@ impl<A: Clone> Exchange<A> {
             };
             if is_final {
                 finished.push(start);
-                for (&p, &offset) in window.min_offsets.values().flatten() {
-                    offsets
-                        .entry(p)
-                        .and_modify(|min| *min = (*min).min(offset))
-                        .or_insert(offset);
-                }
             }
             ready.windows.push(Merged {
                 start,
@@ -506,13 +590,25 @@ impl<A: Clone> Exchange<A> {
             });
         }
         for start in finished {
-            if let Some(window) = state.windows.remove(&start) {
-                let closed = window.end.saturating_add(lateness);
-                state.closed_through = state.closed_through.max(Some(closed));
+            let Some(window) = state.windows.remove(&start) else {
+                continue;
+            };
+            let closed = window.end.saturating_add(lateness);
+            state.emitted_through = state.emitted_through.max(Some(closed));
+            let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+            for (&p, &offset) in window.min_offsets.values().flatten() {
+                offsets
+                    .entry(p)
+                    .and_modify(|min| *min = (*min).min(offset))
+                    .or_insert(offset);
             }
-        }
-        if !offsets.is_empty() {
-            state.in_flight.insert(ready.ticket, offsets);
+            state.closings.push(Closing {
+                ticket: ready.ticket,
+                sent: false,
+                closed,
+                offsets,
+                deposits: window.deposits,
+            });
         }
         ready
     }
@@ -568,7 +664,7 @@ mod tests {
             x.take_ready().windows.is_empty(),
             "task 1 has not passed it"
         );
-        assert_eq!(x.needed(&[0, 1]), BTreeMap::from([(0, 5)]));
+        assert_eq!(x.needed(0, &[0, 1]), BTreeMap::from([(0, 5)]));
         x.deposit(
             1,
             0,
@@ -581,10 +677,20 @@ mod tests {
         assert_eq!(counts(&ready), vec![(0, "a".into(), 5), (0, "b".into(), 1)]);
         assert!(ready.windows[0].is_final);
         // Until the results are reported sent, their offsets stay needed.
-        assert_eq!(x.needed(&[0, 1]), BTreeMap::from([(0, 5), (1, 7)]));
+        assert_eq!(x.needed(0, &[0, 1]), BTreeMap::from([(0, 5), (1, 7)]));
+        assert_eq!(x.closed_through(0), Some(9), "not sent yet");
         x.sent(ready.ticket);
-        assert!(x.needed(&[0, 1]).is_empty());
-        assert_eq!(x.closed_through(), Some(10));
+        // Sent, but a commit may call it closed only once every contributor committed a
+        // snapshot taken after its deposit (the committing task counts its own).
+        assert_eq!(x.needed(0, &[0, 1]), BTreeMap::from([(0, 5), (1, 7)]));
+        assert_eq!(x.closed_through(0), Some(9));
+        x.committed(1, x.deposits(1));
+        assert!(x.needed(0, &[0, 1]).is_empty());
+        assert_eq!(x.closed_through(0), Some(10));
+        assert_eq!(x.closed_through(1), Some(9), "task 0 has not committed");
+        x.committed(0, x.deposits(0));
+        assert_eq!(x.closed_through(1), Some(10));
+        assert!(x.needed(1, &[0, 1]).is_empty());
     }
 
     #[test]

@@ -10,6 +10,24 @@ use rivulet::kafka::broker::EmbeddedBroker;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Prints librdkafka's log lines (with `RIVULET_TEST_KAFKA_DEBUG`, its debug contexts).
+struct Printed;
+
+impl rdkafka::ClientContext for Printed {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        eprintln!("rdkafka {level:?} {fac}: {message}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Printed {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((err, _)) = result {
+            eprintln!("rdkafka delivery failed: {err}");
+        }
+    }
+}
+
 /// A broker for one test.
 pub enum TestBroker {
     Embedded(EmbeddedBroker),
@@ -80,12 +98,15 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// Produces `(partition, key, payload)` records, in order, and waits for them.
 pub fn produce(address: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", address)
         .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
+        .set("acks", "all");
+    if let Ok(debug) = std::env::var("RIVULET_TEST_KAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    let producer: BaseProducer<Printed> = config.create_with_context(Printed).expect("producer");
     for (partition, key, payload) in records {
         let mut record = BaseRecord::to(topic)
             .partition(*partition)

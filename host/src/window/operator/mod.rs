@@ -11,9 +11,9 @@ pub use link::TaskLink;
 
 use crate::aggregate::dispatch::{AGGREGATE, Dispatch, Results};
 use crate::aggregate::{Acc, Aggregator};
-use crate::delivery::PartitionState;
 use crate::error::PipelineError;
 use crate::side_output::SideOutputs;
+use crate::source::kafka::Assignment as Restart;
 use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::exchange::LineRuns;
@@ -62,6 +62,9 @@ pub struct Windowing {
     stats: WindowStats,
     /// Per partition, what the last restart restored (empty: a fresh start).
     replay: BTreeMap<i32, Replay>,
+    /// Windows closing at or before this had closed for good before the restart, for every
+    /// partition (see [`crate::source::kafka::Assignment::job_closed`]).
+    job_closed: Option<i64>,
     /// Replay progress: positions last seen moving, and when.
     replay_progress: (BTreeMap<i32, i64>, Instant),
     /// Several tasks: where this task's partials go (two-phase aggregation).
@@ -103,6 +106,7 @@ impl Windowing {
             clock: Instant::now(),
             stats: WindowStats::default(),
             replay: BTreeMap::new(),
+            job_closed: None,
             replay_progress: (BTreeMap::new(), Instant::now()),
             link: None,
             partitions: Vec::new(),
@@ -123,7 +127,8 @@ impl Windowing {
     /// New partitions (start or rebalance): drop all state; watermarks and closed windows
     /// restart from what the commits recorded, and records the job had processed before
     /// (below each partition's `read`) only rebuild the windows that were still open.
-    pub fn restart(&mut self, partitions: &[i32], restored: &BTreeMap<i32, PartitionState>) {
+    pub fn restart(&mut self, assignment: &Restart) {
+        let (partitions, restored) = (&assignment.partitions, &assignment.states);
         self.windows.clear();
         self.dispatch.clear();
         self.lines.clear();
@@ -137,6 +142,7 @@ impl Windowing {
         self.watermarks.assign(partitions, now);
         self.replay.clear();
         let event = self.spec.time == TimeDomain::Event;
+        self.job_closed = assignment.job_closed.filter(|_| event);
         let mut floor: Option<i64> = None;
         for (&p, state) in restored {
             if event && let Some(wm) = state.watermark {
@@ -195,12 +201,13 @@ impl Windowing {
         true
     }
 
-    /// Whether `start`'s window had closed for good before the restart, per `replay`.
+    /// Whether `start`'s window had closed for good before the restart, per `replay` and
+    /// what the job's tasks together committed.
     fn closed_before(&self, replay: Option<&Replay>, start: i64) -> bool {
         let lateness = self.windows.allowed_lateness_ms();
-        replay.and_then(|r| r.combined).is_some_and(|combined| {
-            self.windows.window_end(start).saturating_add(lateness) <= combined
-        })
+        let closed = replay.and_then(|r| r.combined).max(self.job_closed);
+        closed
+            .is_some_and(|closed| self.windows.window_end(start).saturating_add(lateness) <= closed)
     }
 
     /// Puts a new aggregate module in service (see [`Dispatch::swap`]).
@@ -230,7 +237,7 @@ impl Windowing {
     pub fn needed(&self) -> BTreeMap<i32, i64> {
         let mut needed = self.windows.min_offsets();
         if let Some(link) = &self.link {
-            for (p, offset) in link.exchange.needed(&self.partitions) {
+            for (p, offset) in link.exchange.needed(link.task, &self.partitions) {
                 needed
                     .entry(p)
                     .and_modify(|min| *min = (*min).min(offset))
@@ -249,9 +256,23 @@ impl Windowing {
                 Some(link) => self
                     .watermarks
                     .combined()
-                    .min(link.exchange.closed_through()),
+                    .min(link.exchange.closed_through(link.task)),
             },
             TimeDomain::Processing => None,
+        }
+    }
+
+    /// With several tasks, how many windows this task has handed over so far (a snapshot
+    /// notes it; see [`Windowing::committed`]).
+    pub fn deposits(&self) -> Option<u64> {
+        self.link.as_ref().map(|l| l.exchange.deposits(l.task))
+    }
+
+    /// A snapshot taken after `deposits` hand-overs was committed: windows this task
+    /// contributed to before it may now count as closed in the other tasks' commits.
+    pub fn committed(&self, deposits: u64) {
+        if let Some(link) = &self.link {
+            link.exchange.committed(link.task, deposits);
         }
     }
 
