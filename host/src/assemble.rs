@@ -189,6 +189,7 @@ impl Job {
             stats.insert(parse.name.clone(), Default::default());
             pipelines.push(Pipeline {
                 name: spec.name.clone(),
+                task,
                 source,
                 transform: Transform {
                     parse,

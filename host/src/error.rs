@@ -17,3 +17,24 @@ pub enum PipelineError {
     #[error(transparent)]
     Udf(#[from] crate::udf::UdfError),
 }
+
+impl PipelineError {
+    /// Whether Kafka refused or lost something the job needs (a record the broker would
+    /// not take, a partition it could not restore): a restart from the committed state
+    /// recovers, as after a crash. Not: a broker unreachable for longer than the job was
+    /// told to wait, or a stop request.
+    pub fn is_kafka_failure(&self) -> bool {
+        use crate::dead_letter::DeadLetterError;
+        use crate::kafka::KafkaError;
+        let kafka = match self {
+            PipelineError::Source(SourceError::Kafka(err))
+            | PipelineError::Sink(SinkError::Kafka(err))
+            | PipelineError::DeadLetter(DeadLetterError::Sink(SinkError::Kafka(err))) => err,
+            _ => return false,
+        };
+        !matches!(
+            kafka,
+            KafkaError::Interrupted | KafkaError::Unreachable { .. }
+        )
+    }
+}

@@ -5,12 +5,13 @@
 
 pub mod aggregate;
 pub mod assemble;
-pub mod control;
+pub mod counters;
 pub mod dead_letter;
 pub mod delivery;
 pub mod emit;
 pub mod error;
 pub mod graph;
+pub mod http;
 pub mod kafka;
 pub mod pipeline;
 pub mod seed;

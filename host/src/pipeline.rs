@@ -5,6 +5,7 @@
 //! snapshots committed once every sink has what came before them (at-least-once; see
 //! [`crate::delivery`]).
 
+use crate::counters::TaskCounters;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::{OffsetTracker, Snapshot};
 use crate::emit::Emitter;
@@ -25,8 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+/// How often a task publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
 pub struct Pipeline {
     pub name: String,
+    /// This task's number in its job (0 for a job of one task).
+    pub task: usize,
     pub source: Source,
     pub transform: Transform,
     pub windowing: Option<Windowing>,
@@ -59,6 +65,7 @@ impl Pipeline {
     /// Runs until stopped, or until a bounded source is exhausted and every window fired.
     pub fn run(&mut self) -> Result<(), PipelineError> {
         let flowed = self.flow();
+        self.publish();
         // No more swaps for this task (the swap worker stops waiting for it).
         self.swaps = None;
         match flowed {
@@ -73,6 +80,7 @@ impl Pipeline {
         let topic = self.source.name().to_owned();
         self.restart(&self.source.assignment());
         let mut last_snapshot = Instant::now();
+        let mut last_publish = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             self.install_swaps();
             let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
@@ -99,6 +107,10 @@ impl Pipeline {
             if last_snapshot.elapsed() >= self.commit_every && !replaying {
                 self.snapshot();
                 last_snapshot = Instant::now();
+            }
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = Instant::now();
             }
             if self.source.revoked() {
                 // The group moves partitions: what was done with them is committed first,
@@ -183,6 +195,24 @@ impl Pipeline {
             late.send(None, payload, &[])?;
         }
         Ok(())
+    }
+
+    /// This task's counters.
+    pub fn counters(&self) -> TaskCounters {
+        let (sink_sent, sink_acked) = self.emitter.sink.lock().counts();
+        TaskCounters {
+            sink_sent,
+            sink_acked,
+            steps: self.transform.stats.clone(),
+            window: self.windowing.as_ref().map(Windowing::stats),
+            dead_letters: self.dead.counts().clone(),
+            watermark: self.windowing.as_ref().and_then(Windowing::watermark),
+        }
+    }
+
+    /// Publishes this task's counters (for `status` and `/metrics`).
+    fn publish(&self) {
+        self.status.publish(self.task, self.counters());
     }
 
     /// Installs every prepared swap (see [`crate::swap::install`]).

@@ -1,6 +1,7 @@
 //! What a running job knows about itself, shared with the control API and the swapper:
 //! each stage's module (hash, state version, load time, swaps) and recent sample input.
 
+use crate::counters::{JobCounters, TaskCounters};
 use crate::udf::{Kind, UdfModule};
 use rivulet_rows::{Batch, RawBatch};
 use serde::Serialize;
@@ -88,6 +89,8 @@ pub struct JobStatus {
     /// and again while a swap is being prepared (see [`JobStatus::fresh_sample`]). The
     /// record path pays one atomic load per batch otherwise.
     sampling: AtomicBool,
+    /// Each task's counters, as it last published them.
+    counters: Mutex<Vec<TaskCounters>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +103,8 @@ pub struct Snapshot {
     pub job: String,
     pub records: u64,
     pub stages: Vec<StageInfo>,
+    /// The counters, as the tasks last published them (every 250 ms).
+    pub counters: JobCounters,
 }
 
 impl JobStatus {
@@ -199,11 +204,26 @@ impl JobStatus {
         self.records.load(Ordering::Relaxed)
     }
 
+    /// Task `task` publishes its counters.
+    pub fn publish(&self, task: usize, counters: TaskCounters) {
+        let mut all = lock(&self.counters);
+        if all.len() <= task {
+            all.resize_with(task + 1, TaskCounters::default);
+        }
+        all[task] = counters;
+    }
+
+    /// The job's counters, as the tasks last published them.
+    pub fn counters(&self) -> JobCounters {
+        JobCounters::sum(lock(&self.counters).iter())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             job: self.job.clone(),
             records: self.records.load(Ordering::Relaxed),
             stages: lock(&self.stages).values().cloned().collect(),
+            counters: self.counters(),
         }
     }
 }

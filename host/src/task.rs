@@ -2,13 +2,11 @@
 //! a file) and its own instance of every stage. Windows stay exact across tasks through
 //! two-phase aggregation ([`crate::window::Exchange`]); the sinks are shared.
 
+use crate::counters::{JobCounters, TaskCounters};
 use crate::error::PipelineError;
 use crate::pipeline::Pipeline;
 use crate::status::JobStatus;
 use crate::swap::SwapRequest;
-use crate::transform::StepStats;
-use crate::window::WindowStats;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -44,13 +42,15 @@ impl Job {
     }
 
     /// Runs every task until stopped or its input ends. A task that fails stops the others;
-    /// the first failure is returned.
+    /// the failure that stopped the job is returned (what the others then ran into is
+    /// logged).
     pub fn run(&mut self) -> Result<(), PipelineError> {
         if let [task] = self.tasks.as_mut_slice() {
             return task.run();
         }
         let stop = &self.stop;
-        let outcomes: Vec<Result<(), PipelineError>> = std::thread::scope(|scope| {
+        // Per task: its outcome, and whether its failure was the one that stopped the job.
+        let outcomes: Vec<(Result<(), PipelineError>, bool)> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .tasks
                 .iter_mut()
@@ -60,10 +60,8 @@ impl Job {
                         .name(format!("rivulet-task-{index}"))
                         .spawn_scoped(scope, move || {
                             let outcome = task.run();
-                            if outcome.is_err() {
-                                stop.store(true, Ordering::Relaxed);
-                            }
-                            outcome
+                            let first = outcome.is_err() && !stop.swap(true, Ordering::Relaxed);
+                            (outcome, first)
                         })
                 })
                 .collect();
@@ -71,57 +69,41 @@ impl Job {
                 .into_iter()
                 .map(|handle| match handle {
                     Ok(handle) => handle.join().unwrap_or_else(|_| {
-                        stop.store(true, Ordering::Relaxed);
-                        Err(PipelineError::Config("a task panicked".to_owned()))
+                        let first = !stop.swap(true, Ordering::Relaxed);
+                        (
+                            Err(PipelineError::Config("a task panicked".to_owned())),
+                            first,
+                        )
                     }),
                     Err(err) => {
-                        stop.store(true, Ordering::Relaxed);
-                        Err(PipelineError::Config(format!("cannot start a task: {err}")))
+                        let first = !stop.swap(true, Ordering::Relaxed);
+                        let err = PipelineError::Config(format!("cannot start a task: {err}"));
+                        (Err(err), first)
                     }
                 })
                 .collect()
         });
-        outcomes.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-    }
-
-    /// Per step, the counters summed over the tasks.
-    pub fn step_stats(&self) -> BTreeMap<String, StepStats> {
-        let mut sums: BTreeMap<String, StepStats> = BTreeMap::new();
-        for task in &self.tasks {
-            for (name, stats) in &task.transform.stats {
-                let sum = sums.entry(name.clone()).or_default();
-                sum.records_in += stats.records_in;
-                sum.rows_out += stats.rows_out;
-                sum.rejected += stats.rejected;
-                sum.failed_batches += stats.failed_batches;
+        let mut cause = None;
+        let mut others = Vec::new();
+        for (task, (outcome, first)) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Err(err) if first && cause.is_none() => cause = Some(err),
+                Err(err) => others.push((task, err)),
+                Ok(()) => {}
             }
         }
-        sums
-    }
-
-    /// The windowing counters summed over the tasks (None: no windows).
-    pub fn window_stats(&self) -> Option<WindowStats> {
-        let mut windowed = self.tasks.iter().filter_map(|t| t.windowing.as_ref());
-        let first = windowed.next()?.stats();
-        Some(windowed.fold(first, |mut sum, w| {
-            let s = w.stats();
-            sum.rows += s.rows;
-            sum.late_updates += s.late_updates;
-            sum.too_late += s.too_late;
-            sum.results += s.results;
-            sum.replay_skipped += s.replay_skipped;
-            sum
-        }))
-    }
-
-    /// Dead letters per stage, summed over the tasks.
-    pub fn dead_letters(&self) -> BTreeMap<String, u64> {
-        let mut sums = BTreeMap::new();
-        for task in &self.tasks {
-            for (stage, count) in task.dead.counts() {
-                *sums.entry(stage.clone()).or_default() += count;
-            }
+        for (task, err) in &others {
+            tracing::warn!(task, "stopping, this task also failed: {err}");
         }
-        sums
+        match cause.or_else(|| others.into_iter().next().map(|(_, err)| err)) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// The counters summed over the tasks.
+    pub fn counters(&self) -> JobCounters {
+        let tasks: Vec<TaskCounters> = self.tasks.iter().map(Pipeline::counters).collect();
+        JobCounters::sum(&tasks)
     }
 }

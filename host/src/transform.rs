@@ -10,22 +10,13 @@ use crate::stage::{MapStage, ParseStage, isolate};
 use rivulet_rows::{Batch, RawBatch};
 use std::collections::BTreeMap;
 
+pub use crate::counters::StepStats;
+
 /// A step with its name and error policy.
 pub struct Step<S: ?Sized> {
     pub name: String,
     pub policy: OnError,
     pub stage: Box<S>,
-}
-
-/// Counters of one step.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StepStats {
-    pub records_in: u64,
-    pub rows_out: u64,
-    pub rejected: u64,
-    /// Calls on a whole batch that failed (its records were then isolated, or all
-    /// rejected when the failure cannot be isolated).
-    pub failed_batches: u64,
 }
 
 pub struct Transform {

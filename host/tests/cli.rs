@@ -447,3 +447,135 @@ fn graph_prints_the_workshop_job_as_mermaid_and_dot() {
         text(&dot.stdout)
     );
 }
+
+/// `rivulet run` writes a swap token only its user can read; `rivulet swap` finds it by the
+/// control address, a wrong token is refused (nothing changes), and `rivulet status` shows
+/// the module swapped in and the job's counters.
+#[test]
+fn swapping_through_the_control_api_needs_the_token_the_job_wrote() {
+    use std::io::BufRead;
+    let broker = common::kafka::TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "tokens"
+[source]
+kind = "kafka"
+topic = "ids"
+assign = "all"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[sink]
+kind = "file"
+path = "{}"
+"#,
+            common::wasm("swap_parse_v1").display(),
+            dir.path().join("out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let mut child = rivulet()
+        .args(["run", spec.to_str().unwrap(), "--control", "127.0.0.1:0"])
+        .args(["--brokers", &broker.address()])
+        .env("HOME", &home)
+        .env_remove("RIVULET_CONTROL_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut job = common::JobProcess(child);
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut control = None;
+    while control.is_none() {
+        let line = said.recv_timeout(Duration::from_secs(60)).unwrap();
+        control = line
+            .strip_prefix("control API at http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+    }
+    let control = control.unwrap();
+    let port = control.rsplit(':').next().unwrap();
+    let token_file = home.join(format!(".cache/rivulet/control/127.0.0.1_{port}.token"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
+    }
+    let swap = |extra: &[&str]| {
+        rivulet()
+            .args(["swap", "--control", &control, "--stage", "parse"])
+            .arg(common::wasm("swap_parse_v2"))
+            .args(extra)
+            .env("HOME", &home)
+            .env_remove("RIVULET_CONTROL_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // The API answers 503 until the job is built (it waits for Kafka first).
+    let status = || {
+        let started = Instant::now();
+        loop {
+            let out = rivulet()
+                .args(["status", "--control", &control])
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return text(&out.stdout);
+            }
+            let error = text(&out.stderr);
+            assert!(
+                error.contains("503") && started.elapsed() < Duration::from_secs(60),
+                "{error}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = status();
+    let refused = swap(&["--control-token", "not-the-token"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("wrong token"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let after_refusal = status();
+    assert_eq!(
+        before.lines().nth(2),
+        after_refusal.lines().nth(2),
+        "a refused swap changes nothing"
+    );
+    let swapped = swap(&[]);
+    assert!(swapped.status.success(), "{}", text(&swapped.stderr));
+    assert!(
+        text(&swapped.stdout).contains("swapped stage `parse`"),
+        "{}",
+        text(&swapped.stdout)
+    );
+    let after = status();
+    assert!(after.contains("parse"), "{after}");
+    assert!(after.contains("step"), "the counters: {after}");
+    assert_ne!(
+        before.lines().nth(2),
+        after.lines().nth(2),
+        "{before}\n{after}"
+    );
+    job.kill().unwrap();
+    job.wait().unwrap();
+}

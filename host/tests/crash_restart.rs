@@ -577,3 +577,111 @@ topic = "dlq"
         late.len()
     );
 }
+
+/// The broker refuses a result record for good (a non-retriable produce error): the job
+/// fails, restarts on its own from its committed state, and every window result ends up on
+/// the sink, exact.
+#[test]
+fn a_record_the_broker_refuses_restarts_the_job_and_loses_no_result() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let address = cluster.bootstrap_servers();
+    cluster.create_topic("orders", 1, 1).unwrap();
+    cluster.create_topic("counts", 1, 1).unwrap();
+    cluster.create_topic("dlq", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "refused"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+group = "refused"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+out_of_orderness = "1s"
+idle_timeout = "60s"
+[aggregate]
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "counts"
+[dead_letters]
+topic = "dlq"
+"#,
+            wasm("udf_parse_orders").display(),
+            wasm("udf_count_by_status").display(),
+            wasm("udf_format_aggregate").display()
+        ),
+    )
+    .unwrap();
+    let mut records = Vec::new();
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for i in 0..300i64 {
+        let ts = T0 + i * 100;
+        let status = STATUSES[(i % 5) as usize];
+        records.push((0, "k".to_owned(), order(0, i, ts, status)));
+        let start = ts - ts.rem_euclid(10_000);
+        *expected
+            .entry((rivulet_sdk::time::iso8601(start), status.to_owned()))
+            .or_default() += 1;
+    }
+    records.push((0, "k".to_owned(), order(0, 999, T0 + 3_600_000, "NEW")));
+    produce(&address, "orders", &records);
+    // From now on, the next produce requests are refused for good: the job's first
+    // results (and its state writes) fail.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+    );
+    let log = dir.path().join("job.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--brokers", &address])
+        .args(["--control", "off", "--commit-every", "100ms"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .map(JobProcess)
+        .unwrap();
+    let all = read_until(&address, "counts", 1, Duration::from_secs(90), |r| {
+        let got = counts(r);
+        expected
+            .iter()
+            .all(|(k, n)| got.get(k).is_some_and(|v| v.contains(n)))
+    });
+    let running = child.0.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(running, "the job kept running: {log}");
+    assert!(
+        log.contains("restarting from its committed state"),
+        "the refusal was hit and the job restarted: {log}"
+    );
+    let got = counts(&all);
+    for (key, n) in &expected {
+        let seen = got
+            .get(key)
+            .unwrap_or_else(|| panic!("{key:?} lost: {log}"));
+        assert!(
+            seen.iter().all(|c| c == n),
+            "{key:?}: expected {n}, saw {seen:?}"
+        );
+    }
+}

@@ -427,11 +427,18 @@ fn control_api_reports_status_and_swaps_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
-    let addr = rivulet::control::serve("127.0.0.1:0", job.status.clone(), job.swaps.clone())
+    let target = rivulet::http::Target::default();
+    target.set(job.status.clone(), job.swaps.clone());
+    let token = rivulet::http::Token::generate().unwrap();
+    let addr = rivulet::http::serve("127.0.0.1:0", target, token.clone())
         .unwrap()
         .to_string();
+    let request = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
+        rivulet::http::client::request(&addr, method, path, body, token).unwrap()
+    };
 
-    let (code, body) = rivulet::control::request(&addr, "GET", "/status", &[]).unwrap();
+    // Reads are open on loopback.
+    let (code, body) = request("GET", "/status", &[], None);
     assert_eq!(code, 200);
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["job"], "swaps");
@@ -442,15 +449,23 @@ fn control_api_reports_status_and_swaps_over_http() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["map", "parse"]);
-    assert_eq!(status["stages"][1]["hash"].as_str().unwrap().len(), 64);
+    let before = status["stages"][1]["hash"].as_str().unwrap().to_owned();
+    assert_eq!(before.len(), 64);
 
-    let (code, body) = rivulet::control::request(
-        &addr,
-        "POST",
-        "/stages/parse/module",
-        &module("swap_parse_v2"),
-    )
-    .unwrap();
+    // A swap without the token, or with a wrong one, is refused and changes nothing.
+    let v2 = module("swap_parse_v2");
+    let (code, body) = request("POST", "/stages/parse/module", &v2, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = request("POST", "/stages/parse/module", &v2, Some("not-the-token"));
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body, r#"{"error":"wrong token"}"#);
+    assert_eq!(
+        job.status.stage("parse").unwrap().hash.as_deref(),
+        Some(before.as_str()),
+        "a refused swap changes nothing"
+    );
+
+    let (code, body) = request("POST", "/stages/parse/module", &v2, Some(token.as_str()));
     assert_eq!(code, 200, "{body}");
     let outcome: SwapOutcome = serde_json::from_str(&body).unwrap();
     assert_eq!(outcome.stage, "parse");
@@ -458,15 +473,30 @@ fn control_api_reports_status_and_swaps_over_http() {
         Some(outcome.hash.clone()),
         job.status.stage("parse").unwrap().hash
     );
+    assert_ne!(outcome.hash, before);
 
-    let (code, body) =
-        rivulet::control::request(&addr, "POST", "/stages/parse/module", b"garbage").unwrap();
+    let (code, body) = request(
+        "POST",
+        "/stages/parse/module",
+        b"garbage",
+        Some(token.as_str()),
+    );
     assert_eq!(code, 422);
     assert!(body.contains("not a WebAssembly file"), "{body}");
-    let (code, _) = rivulet::control::request(&addr, "POST", "/stages/parse/module", &[]).unwrap();
+    let (code, _) = request("POST", "/stages/parse/module", &[], Some(token.as_str()));
     assert_eq!(code, 400);
-    let (code, _) = rivulet::control::request(&addr, "GET", "/nothing", &[]).unwrap();
+    let (code, _) = request("GET", "/nothing", &[], None);
     assert_eq!(code, 404);
+    let (code, metrics) = request("GET", "/metrics", &[], None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(r#"rivulet_stage_swaps_total{stage="parse"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"rivulet_stage_swap_rejections_total{stage="parse"} 1"#),
+        "the garbage module: {metrics}"
+    );
 
     let producer = producer(&broker.address());
     send(&producer, "ids", r#"{"id":7}"#, None);

@@ -155,7 +155,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut printer = Pipeline::from_spec(&tail, &options(&printer_stop))?;
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
-    super::run::start_control(&job, &args.control, !args.no_watch)?;
+    super::run::Control::start(&args.control)?.attach(&job, !args.no_watch)?;
     // `--duration` counts from here: the components are loaded, seeding starts.
     if let Some(limit) = args.duration {
         let seeding = seeding.clone();

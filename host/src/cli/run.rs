@@ -9,7 +9,7 @@ use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -34,29 +34,76 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
-    /// Local address of the control API (`rivulet swap`, `rivulet status`); `off` disables it.
+    /// Address of the control API (`rivulet swap`, `rivulet status`, `/metrics`); `off`
+    /// disables it. On a loopback address reads are open; elsewhere everything needs the token.
     #[arg(long = "control", env = "RIVULET_CONTROL", default_value = DEFAULT_CONTROL)]
     pub addr: String,
+    /// The bearer token swaps need (default: a new one per job, written to a file only you
+    /// can read, where `rivulet swap` finds it).
+    #[arg(
+        long = "control-token",
+        env = "RIVULET_CONTROL_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// Where `rivulet run` serves its control API, and where `swap`/`status` look for it.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:7787";
 
-/// Starts the control API and (with `watch`) the file watcher for a job.
-pub fn start_control(job: &Job, control: &ControlArgs, watch: bool) -> anyhow::Result<()> {
-    let Some(requests) = job.swap_requests.clone() else {
-        return Ok(());
-    };
-    if control.addr != "off" {
-        let bound = rivulet::control::serve(&control.addr, job.status.clone(), requests.clone())
-            .with_context(|| format!("starting the control API on {}", control.addr))?;
-        eprintln!("control API at http://{bound} (rivulet status --control {bound})");
+/// A job's control API, kept across the job's restarts (same address, same token).
+pub struct Control {
+    target: Option<rivulet::http::Target>,
+}
+
+impl Control {
+    /// Binds the control API (unless `off`) and prints where it is and where its token is.
+    pub fn start(args: &ControlArgs) -> anyhow::Result<Self> {
+        if args.addr == "off" {
+            return Ok(Control { target: None });
+        }
+        use rivulet::http::{Target, Token, token};
+        let given = args.token.as_deref().map(Token::given).transpose()?;
+        let token = match &given {
+            Some(token) => token.clone(),
+            None => Token::generate()?,
+        };
+        let target = Target::default();
+        let bound = rivulet::http::serve(&args.addr, target.clone(), token.clone())
+            .with_context(|| format!("starting the control API on {}", args.addr))?;
+        eprintln!(
+            "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
+        );
+        if given.is_none() {
+            match token::path_for(&bound) {
+                Some(path) => {
+                    token.write(&path)?;
+                    eprintln!("swap token in {} (readable by you only)", path.display());
+                }
+                None => eprintln!(
+                    "no home directory for the swap token file: give one with --control-token to swap through the API"
+                ),
+            }
+        }
+        Ok(Control {
+            target: Some(target),
+        })
     }
-    if watch {
-        rivulet::watch::spawn(job.status.clone(), requests, job.stop.clone())
-            .context("starting the file watcher")?;
+
+    /// Points the control API at `job` and (with `watch`) watches its module files.
+    pub fn attach(&self, job: &Job, watch: bool) -> anyhow::Result<()> {
+        let Some(requests) = job.swap_requests.clone() else {
+            return Ok(());
+        };
+        if let Some(target) = &self.target {
+            target.set(job.status.clone(), requests.clone());
+        }
+        if watch {
+            rivulet::watch::spawn(job.status.clone(), requests, job.stop.clone())
+                .context("starting the file watcher")?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -83,34 +130,103 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Restarts in a row after which a failing job stops for good.
+const RESTARTS: u32 = 5;
+
+/// A job that ran at least this long before failing starts a new row of restarts.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Pause before a restart.
+const RESTART_DELAY: Duration = Duration::from_secs(2);
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut spec = PipelineSpec::load(&args.spec)?;
     if args.parallelism.is_some() {
         spec.parallelism = args.parallelism;
     }
-    let options = RunOptions {
-        brokers: args.kafka.brokers,
-        runtime: Runtime::new(ModuleCache::default_location())?,
-        stop: stop_on_signals()?,
-        connect_timeout: args.kafka.connect_timeout,
-        commit_every: args.commit_every,
-        swappable: args.watch || args.control.addr != "off",
-    };
-    let mut job = match Job::from_spec(&spec, &options) {
-        Err(err) if interrupted(&err) => {
-            tracing::info!(job = %spec.name, "stopped while waiting for Kafka");
-            return Ok(());
+    let signalled = stop_on_signals()?;
+    let runtime = Runtime::new(ModuleCache::default_location())?;
+    let control = Control::start(&args.control)?;
+    let mut restarts = 0;
+    loop {
+        // Each run of the job has its own stop flag: a signal sets it, and so does a task
+        // that fails (stopping the others), which must not look like a signal.
+        let stop = JobStop::new()?;
+        let options = RunOptions {
+            brokers: args.kafka.brokers.clone(),
+            runtime: runtime.clone(),
+            stop: stop.flag.clone(),
+            connect_timeout: args.kafka.connect_timeout,
+            commit_every: args.commit_every,
+            swappable: args.watch || args.control.addr != "off",
+        };
+        let mut job = match Job::from_spec(&spec, &options) {
+            Err(err) if interrupted(&err) => {
+                tracing::info!(job = %spec.name, "stopped while waiting for Kafka");
+                return Ok(());
+            }
+            other => other?,
+        };
+        control.attach(&job, args.watch)?;
+        let source = job.tasks.first().map(|t| t.source.name().to_owned());
+        tracing::info!(job = %spec.name, source = source.unwrap_or_default(), sink = %job.sink().0, tasks = job.tasks.len(), "running");
+        let started = std::time::Instant::now();
+        let result = job.run();
+        report(&job);
+        drop(stop);
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(err) if interrupted(&err) => return Ok(()),
+            Err(err) => err,
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            restarts = 0;
         }
-        other => other?,
-    };
-    start_control(&job, &args.control, args.watch)?;
-    let source = job.tasks.first().map(|t| t.source.name().to_owned());
-    tracing::info!(job = %spec.name, source = source.unwrap_or_default(), sink = %job.sink().0, tasks = job.tasks.len(), "running");
-    let result = job.run();
-    report(&job);
-    match result {
-        Err(err) if interrupted(&err) => Ok(()),
-        other => Ok(other?),
+        if !err.is_kafka_failure() || signalled.load(Ordering::Relaxed) || restarts >= RESTARTS {
+            return Err(err.into());
+        }
+        restarts += 1;
+        tracing::error!(
+            job = %spec.name,
+            attempt = restarts,
+            of = RESTARTS,
+            "the job failed: {err}; restarting from its committed state in {RESTART_DELAY:?} (what came after the last commit is read again)"
+        );
+        let deadline = std::time::Instant::now() + RESTART_DELAY;
+        while std::time::Instant::now() < deadline {
+            if signalled.load(Ordering::Relaxed) {
+                return Err(err.into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A stop flag for one run of a job, set by Ctrl-C and SIGTERM while it lives.
+struct JobStop {
+    flag: Arc<AtomicBool>,
+    registered: Vec<signal_hook::SigId>,
+}
+
+impl JobStop {
+    fn new() -> anyhow::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut registered = Vec::new();
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            registered.push(
+                signal_hook::flag::register(signal, flag.clone())
+                    .context("installing the signal handler")?,
+            );
+        }
+        Ok(JobStop { flag, registered })
+    }
+}
+
+impl Drop for JobStop {
+    fn drop(&mut self) {
+        for id in self.registered.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
@@ -130,7 +246,8 @@ pub fn interrupted(err: &PipelineError) -> bool {
 /// Counters of a finished or stopped job, in the log.
 pub fn report(job: &Job) {
     tracing::info!(job = %job.name, records = job.status.records(), tasks = job.tasks.len(), "stopped");
-    for (stage, stats) in &job.step_stats() {
+    let counters = job.counters();
+    for (stage, stats) in &counters.steps {
         tracing::info!(
             stage,
             records_in = stats.records_in,
@@ -140,7 +257,7 @@ pub fn report(job: &Job) {
             "stage"
         );
     }
-    if let Some(s) = job.window_stats() {
+    if let Some(s) = counters.window {
         tracing::info!(
             rows = s.rows,
             results = s.results,
@@ -152,7 +269,7 @@ pub fn report(job: &Job) {
     }
     let (sink, (sent, acked)) = job.sink();
     tracing::info!(sink = %sink, sent, acked, "sink");
-    for (stage, count) in job.dead_letters() {
+    for (stage, count) in &counters.dead_letters {
         tracing::info!(stage, count, "dead letters");
     }
     let resent: u64 = job.tasks.iter().map(|t| t.dead.resent_skipped()).sum();

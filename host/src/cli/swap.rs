@@ -15,6 +15,13 @@ pub struct SwapArgs {
     /// The job's control API.
     #[arg(long, env = "RIVULET_CONTROL", default_value = DEFAULT_CONTROL)]
     control: String,
+    /// The job's swap token (default: the token file the job wrote for this address).
+    #[arg(
+        long = "control-token",
+        env = "RIVULET_CONTROL_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -28,13 +35,12 @@ pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("cannot read {}", args.module.display()))?;
     let path = format!("/stages/{}/module", args.stage);
-    let (code, body) = rivulet::control::request(&args.control, "POST", &path, &bytes)
-        .with_context(|| {
-            format!(
-                "no rivulet job answers at {} (is `rivulet run` running?)",
-                args.control
-            )
-        })?;
+    let token = args
+        .token
+        .clone()
+        .or_else(|| rivulet::http::token::read_for(&args.control));
+    let (code, body) =
+        rivulet::http::client::request(&args.control, "POST", &path, &bytes, token.as_deref())?;
     match code {
         200 => {
             let outcome: rivulet::swap::SwapOutcome =
@@ -63,19 +69,20 @@ pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or(body);
-            anyhow::bail!("swap rejected, the current module keeps running: {message}")
+            match code {
+                401 => anyhow::bail!(
+                    "swap refused ({message}); the current module keeps running. Pass --control-token or run on the machine whose job wrote the token file"
+                ),
+                _ => anyhow::bail!("swap rejected, the current module keeps running: {message}"),
+            }
         }
     }
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (code, body) = rivulet::control::request(&args.control, "GET", "/status", &[])
-        .with_context(|| {
-            format!(
-                "no rivulet job answers at {} (is `rivulet run` running?)",
-                args.control
-            )
-        })?;
+    let token = rivulet::http::token::read_for(&args.control);
+    let (code, body) =
+        rivulet::http::client::request(&args.control, "GET", "/status", &[], token.as_deref())?;
     anyhow::ensure!(code == 200, "the job answered {code}: {body}");
     let status: serde_json::Value =
         serde_json::from_str(&body).context("reading the job's answer")?;
@@ -110,6 +117,38 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         if let Some(reason) = stage["last_rejection"].as_str() {
             println!("{:<16} last rejection: {reason}", "");
         }
+    }
+    let counters = &status["counters"];
+    println!(
+        "{:<16} {:>10} {:>10} {:>9} {:>14}",
+        "step", "in", "out", "rejected", "failed batches"
+    );
+    for (name, step) in counters["steps"].as_object().into_iter().flatten() {
+        println!(
+            "{:<16} {:>10} {:>10} {:>9} {:>14}",
+            name, step["records_in"], step["rows_out"], step["rejected"], step["failed_batches"]
+        );
+    }
+    let window = &counters["window"];
+    if window.is_object() {
+        println!(
+            "windows: rows {}  results {}  late updates {}  too late {}  watermark {}",
+            window["rows"],
+            window["results"],
+            window["late_updates"],
+            window["too_late"],
+            counters["watermark"]
+                .as_i64()
+                .map(rivulet_sdk::time::iso8601)
+                .unwrap_or_else(|| "-".to_owned())
+        );
+    }
+    println!(
+        "sink: sent {}  acknowledged {}",
+        counters["sink_sent"], counters["sink_acked"]
+    );
+    for (stage, count) in counters["dead_letters"].as_object().into_iter().flatten() {
+        println!("dead letters from {stage}: {count}");
     }
     Ok(())
 }

@@ -25,16 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Counters of the windowing step.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WindowStats {
-    pub rows: u64,
-    pub late_updates: u64,
-    pub too_late: u64,
-    pub results: u64,
-    /// Replayed records (after a restart) whose windows had already closed: counted before.
-    pub replay_skipped: u64,
-}
+pub use crate::counters::WindowStats;
 
 /// How long a replay may make no progress before windows fire without it.
 const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -245,6 +236,14 @@ impl Windowing {
             }
         }
         needed
+    }
+
+    /// This task's event-time watermark (`i64::MAX` once a bounded input ended).
+    pub fn watermark(&self) -> Option<i64> {
+        match self.spec.time {
+            TimeDomain::Event => self.watermarks.combined(),
+            TimeDomain::Processing => None,
+        }
     }
 
     /// The combined event-time watermark (windows ending at or before it have fired; with
