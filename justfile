@@ -114,6 +114,12 @@ kafka-down:
     docker compose down
 
 # Validate docker-compose.yml without a Docker engine (Debian's docker-compose).
+# Puts `rivulet` on PATH (~/.cargo/bin), from the release build the demo uses.
+install:
+    cargo build --release -p rivulet
+    install -m 755 target/release/rivulet "${CARGO_HOME:-$HOME/.cargo}/bin/rivulet"
+    @echo "installed: $(command -v rivulet || echo "${CARGO_HOME:-$HOME/.cargo}/bin/rivulet (add it to PATH)")"
+
 compose-check:
     @command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
     docker-compose -f docker-compose.yml config -q

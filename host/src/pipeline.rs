@@ -330,7 +330,12 @@ impl Pipeline {
         if !states.is_empty()
             && let Err(err) = self.source.commit(&states, sync)
         {
-            tracing::warn!(job = %self.name, "commit failed, will retry: {err}");
+            // One line per kind per 30 s: a broker outage fails every attempt.
+            if let Some(line) =
+                crate::kafka::collapsed(&format!("commit failed, will retry: {err}"))
+            {
+                tracing::warn!(job = %self.name, "{line}");
+            }
             return false;
         }
         let deposits = self.tracker.committed().and_then(|s| s.deposits);

@@ -685,3 +685,115 @@ topic = "dlq"
         );
     }
 }
+
+/// Ctrl-C while the broker takes nothing: the job waits (up to 30 s) for its sink to
+/// deliver what it sent; a second Ctrl-C exits at once, with status 130.
+#[test]
+fn a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_broker() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use std::io::BufRead;
+    use std::time::Instant;
+    let cluster = MockCluster::new(1).unwrap();
+    let address = cluster.bootstrap_servers();
+    cluster.create_topic("ids", 1, 1).unwrap();
+    cluster.create_topic("copies", 1, 1).unwrap();
+    let records: Vec<_> = (0..20)
+        .map(|i| (0, "k".to_owned(), format!(r#"{{"id":{i}}}"#).into_bytes()))
+        .collect();
+    produce(&address, "ids", &records);
+    // From now on the broker answers produce requests with a retriable error: what the
+    // job sends stays unacknowledged.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5000],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "patience"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "ids"
+assign = "all"
+start = "earliest"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[sink]
+kind = "kafka"
+topic = "copies"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--brokers", &address])
+        .args(["--control", "127.0.0.1:0", "--control-token", "t"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = JobProcess(child);
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let control = loop {
+        let line = said.recv_timeout(Duration::from_secs(60)).unwrap();
+        if let Some(rest) = line.strip_prefix("control API at http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Wait until the job has sent copies that the broker does not acknowledge.
+    let started = Instant::now();
+    loop {
+        let answer = rivulet::http::client::request(&control, "GET", "/status", &[], None).unwrap();
+        if answer.0 == 200 {
+            let status: Value = serde_json::from_str(&answer.1).unwrap();
+            let counters = &status["counters"];
+            if counters["sink_sent"].as_u64() == Some(20) {
+                assert_eq!(counters["sink_acked"].as_u64(), Some(0), "{status}");
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let log: Vec<String> = said.try_iter().collect();
+            panic!("{answer:?}\n{}", log.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.0.id().to_string();
+    let interrupt = || {
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    };
+    interrupt();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the first Ctrl-C waits for the sink"
+    );
+    let second = Instant::now();
+    interrupt();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(5),
+            "a second Ctrl-C exits at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+}

@@ -346,10 +346,34 @@ fn sigkill_at_random_moments_never_emits_a_partial_window_or_loses_a_late_order(
 
 #[test]
 fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
-    let Some(mut tansu) = Tansu::start(Storage::Persistent) else {
-        return;
-    };
-    let address = tansu.address();
+    // Tansu 0.6 (sqlite) sometimes panics in its storage task after a restart
+    // (`idempotent_message_check`: "more or less than one row") and then answers nothing.
+    // A run where that happened says nothing about the job: it is run again on a fresh
+    // broker, and only a run on a healthy broker decides.
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let Some(tansu) = Tansu::start(Storage::Persistent) else {
+            return;
+        };
+        let tansu = Arc::new(Mutex::new(tansu));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outage(&tansu)));
+        let crashed = tansu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .crashed();
+        match outcome {
+            Ok(()) => return,
+            Err(_) if crashed && attempt < ATTEMPTS => eprintln!(
+                "attempt {attempt}: Tansu's storage panicked after its restart (a Tansu bug); running the outage again on a fresh broker"
+            ),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// One run: the job and its feeder against `tansu`, stopped 10 s mid-run.
+fn outage(tansu: &Arc<Mutex<Tansu>>) {
+    let address = tansu.lock().unwrap().address();
     topics(&address);
     let work = workload(7);
     let dir = tempfile::tempdir().unwrap();
@@ -360,13 +384,15 @@ fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
     let gate = Arc::new(Mutex::new(()));
     let feeder = feed(address.clone(), work.chunks.clone(), gate.clone());
     std::thread::sleep(Duration::from_secs(8));
-    let outage = gate.lock().unwrap();
-    tansu.stop();
-    eprintln!("broker stopped");
-    std::thread::sleep(Duration::from_secs(10));
-    tansu.restart();
-    eprintln!("broker restarted");
-    drop(outage);
+    {
+        let _outage = gate.lock().unwrap();
+        let mut tansu = tansu.lock().unwrap();
+        tansu.stop();
+        eprintln!("broker stopped");
+        std::thread::sleep(Duration::from_secs(10));
+        tansu.restart();
+        eprintln!("broker restarted");
+    }
     feeder.join().unwrap();
     check(&address, &work, &log);
     assert!(

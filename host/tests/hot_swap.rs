@@ -428,7 +428,7 @@ fn control_api_reports_status_and_swaps_over_http() {
     let out = dir.path().join("out.jsonl");
     let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
     let target = rivulet::http::Target::default();
-    target.set(job.status.clone(), job.swaps.clone());
+    target.set(job.status.clone(), Some(job.swaps.clone()));
     let token = rivulet::http::Token::generate().unwrap();
     let addr = rivulet::http::serve("127.0.0.1:0", target, token.clone())
         .unwrap()

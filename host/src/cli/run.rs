@@ -92,12 +92,12 @@ impl Control {
 
     /// Points the control API at `job` and (with `watch`) watches its module files.
     pub fn attach(&self, job: &Job, watch: bool) -> anyhow::Result<()> {
+        if let Some(target) = &self.target {
+            target.set(job.status.clone(), job.swap_requests.clone());
+        }
         let Some(requests) = job.swap_requests.clone() else {
             return Ok(());
         };
-        if let Some(target) = &self.target {
-            target.set(job.status.clone(), requests.clone());
-        }
         if watch {
             rivulet::watch::spawn(job.status.clone(), requests, job.stop.clone())
                 .context("starting the file watcher")?;
@@ -120,10 +120,14 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     rivulet::spec::parse_duration(text)
 }
 
-/// Ctrl-C and SIGTERM set the returned flag.
+/// Ctrl-C and SIGTERM set the returned flag; a second one, while the first is still being
+/// honoured (a flush waiting for an unreachable broker), exits at once with status 130.
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first: it sees the flag as the earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing the signal handler")?;
         signal_hook::flag::register(signal, stop.clone())
             .context("installing the signal handler")?;
     }

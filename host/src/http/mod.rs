@@ -40,11 +40,12 @@ pub struct Target(Arc<RwLock<Option<Current>>>);
 #[derive(Clone)]
 struct Current {
     status: Arc<JobStatus>,
-    requests: Sender<SwapRequest>,
+    /// None: the job has no module to swap (built-in steps only).
+    requests: Option<Sender<SwapRequest>>,
 }
 
 impl Target {
-    pub fn set(&self, status: Arc<JobStatus>, requests: Sender<SwapRequest>) {
+    pub fn set(&self, status: Arc<JobStatus>, requests: Option<Sender<SwapRequest>>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) =
             Some(Current { status, requests });
     }
@@ -205,7 +206,13 @@ async fn swap(
         origin: "uploaded module".to_owned(),
         reply: Some(reply),
     };
-    if current.requests.send(request).is_err() {
+    let Some(requests) = &current.requests else {
+        return error(
+            StatusCode::CONFLICT,
+            "this job has no module to swap (its steps are built in)",
+        );
+    };
+    if requests.send(request).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the job is shutting down");
     }
     let waited = tokio::task::spawn_blocking(move || answer.recv_timeout(SWAP_ANSWER)).await;

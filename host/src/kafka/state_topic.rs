@@ -21,7 +21,30 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct StateTopic {
     name: String,
     config: KafkaConfig,
-    producer: BaseProducer<StateContext>,
+    /// Replaced after a write the broker refused: some brokers, restarted, refuse every
+    /// later record of a producer id they knew before (Tansu 0.6 answers "unknown error"),
+    /// and a new producer gets a new id.
+    producer: Mutex<BaseProducer<StateContext>>,
+}
+
+/// A producer for the state topic `name`.
+fn producer(config: &KafkaConfig, name: &str) -> Result<BaseProducer<StateContext>, KafkaError> {
+    config
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        // One record per batch: some brokers report a partition's end as the start of
+        // its last batch + 1, and a reader must not stop inside a batch.
+        .set("batch.num.messages", "1")
+        // In order, one at a time: a few records per commit, and some brokers mishandle
+        // several in-flight batches to one partition.
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("message.timeout.ms", "10000")
+        .create_with_context(StateContext::default())
+        .map_err(KafkaError::client(format!(
+            "creating the producer for `{name}`"
+        )))
 }
 
 /// Logs like every client, and keeps the first delivery failure of a write.
@@ -81,26 +104,10 @@ impl StateTopic {
     /// broker serves topic creation; otherwise the first write creates it.
     pub fn open(config: &KafkaConfig, group: &str) -> Result<Self, KafkaError> {
         let name = topic_name(group);
-        let producer: BaseProducer<StateContext> = config
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            // One record per batch: some brokers report a partition's end as the start of
-            // its last batch + 1, and a reader must not stop inside a batch.
-            .set("batch.num.messages", "1")
-            // In order, one at a time: a few records per commit, and some brokers mishandle
-            // several in-flight batches to one partition.
-            .set("max.in.flight.requests.per.connection", "1")
-            .set("message.timeout.ms", "10000")
-            .create_with_context(StateContext::default())
-            .map_err(KafkaError::client(format!(
-                "creating the producer for `{name}`"
-            )))?;
         let state = StateTopic {
+            producer: Mutex::new(producer(config, &name)?),
             name,
             config: config.clone(),
-            producer,
         };
         state.create();
         Ok(state)
@@ -116,9 +123,9 @@ impl StateTopic {
         if self.exists() {
             return;
         }
+        let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         // librdkafka's mock cluster (the embedded broker) leaves admin requests unanswered.
-        let embedded = self
-            .producer
+        let embedded = producer
             .client()
             .fetch_cluster_id(TIMEOUT)
             .is_some_and(|id| id.starts_with("mockCluster"));
@@ -127,10 +134,7 @@ impl StateTopic {
         }
         if !self.exists() {
             // Producers' metadata requests ask the broker to create missing topics.
-            let _ = self
-                .producer
-                .client()
-                .fetch_metadata(Some(&self.name), TIMEOUT);
+            let _ = producer.client().fetch_metadata(Some(&self.name), TIMEOUT);
         }
     }
 
@@ -278,8 +282,9 @@ impl StateTopic {
         topic: &str,
         states: &BTreeMap<i32, PartitionState>,
     ) -> Result<(), KafkaError> {
+        let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         // A failure reported after an earlier write gave up belongs to that write.
-        self.producer
+        producer
             .context()
             .failure
             .lock()
@@ -292,7 +297,7 @@ impl StateTopic {
                 .partition(0)
                 .key(&key)
                 .payload(&value);
-            self.producer
+            producer
                 .send(record)
                 .map_err(|(err, _)| KafkaError::Delivery {
                     topic: self.name.clone(),
@@ -307,24 +312,31 @@ impl StateTopic {
         // 100 ms steps, and this is on the record path); not shorter, or a broker outage
         // turns this wait into a spin.
         let deadline = Instant::now() + TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
+        while producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(failed(format!(
                     "{} state records unacknowledged after {TIMEOUT:?}",
-                    self.producer.in_flight_count()
+                    producer.in_flight_count()
                 )));
             }
-            self.producer.poll(Duration::from_millis(10));
+            producer.poll(Duration::from_millis(10));
         }
-        let failure = self
-            .producer
+        let failure = producer
             .context()
             .failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match failure {
-            Some(reason) => Err(failed(reason)),
+            Some(reason) => {
+                // Refused by the broker, not lost in an outage: the next write gets a new
+                // producer (and producer id).
+                match self::producer(&self.config, &self.name) {
+                    Ok(fresh) => *producer = fresh,
+                    Err(err) => tracing::debug!("keeping the state producer: {err}"),
+                }
+                Err(failed(reason))
+            }
             None => Ok(()),
         }
     }

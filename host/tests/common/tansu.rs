@@ -135,8 +135,13 @@ impl Tansu {
         }
     }
 
+    /// Whether the broker process reported a panic (its log says so).
+    pub fn crashed(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("panicked at"))
+    }
+
     /// Whether the broker answers a metadata request.
-    fn answers(&self) -> bool {
+    pub fn answers(&self) -> bool {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let client: Result<BaseConsumer, _> = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", self.address())
@@ -148,5 +153,13 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("tansu log, last lines:");
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
