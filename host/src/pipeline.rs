@@ -26,6 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+/// A stop (Ctrl-C, SIGTERM) gives up waiting for the sinks after this long without a
+/// delivery.
+const STOP_STALL: Duration = Duration::from_secs(2);
+
 /// How often a task publishes its counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
@@ -115,7 +119,7 @@ impl Pipeline {
             if self.source.revoked() {
                 // The group moves partitions: what was done with them is committed first,
                 // so their next owner replays as little as possible.
-                self.commit_all()?;
+                self.commit_all(None)?;
                 self.source.release();
             }
             if self.source.at_end() {
@@ -239,7 +243,7 @@ impl Pipeline {
     fn abandon(&mut self, err: &crate::udf::UdfError) -> Result<(), PipelineError> {
         tracing::info!(job = %self.name, "stopping: {err}; the interrupted batch is not committed");
         for sink in self.sinks() {
-            sink.lock().flush(Duration::from_secs(30))?;
+            sink.lock().flush(Duration::from_secs(30), None)?;
         }
         self.source.close();
         Ok(())
@@ -345,18 +349,28 @@ impl Pipeline {
         true
     }
 
-    /// Flushes every sink and commits what was read.
+    /// Flushes every sink and commits what was read. Asked to stop, it gives up once
+    /// nothing was delivered for [`STOP_STALL`]: what was not delivered is not committed,
+    /// and is read again on the next start.
     fn shutdown(&mut self) -> Result<(), PipelineError> {
-        self.commit_all()?;
+        let stall = self.stop.load(Ordering::Relaxed).then_some(STOP_STALL);
+        match self.commit_all(stall) {
+            Err(PipelineError::Sink(err)) if stall.is_some() => tracing::warn!(
+                job = %self.name,
+                "stopping without committing the rest: {err}; it is read again on the next start"
+            ),
+            other => other?,
+        }
         self.source.close();
         Ok(())
     }
 
-    /// Flushes every sink, then commits everything read that open windows don't need
-    /// (after a replay is done: a snapshot during replay would commit what it rebuilds).
-    fn commit_all(&mut self) -> Result<(), PipelineError> {
+    /// Flushes every sink (up to 30 s; with `stall`, until nothing was delivered for that
+    /// long), then commits everything read that open windows don't need (after a replay is
+    /// done: a snapshot during replay would commit what it rebuilds).
+    fn commit_all(&mut self, stall: Option<Duration>) -> Result<(), PipelineError> {
         for sink in self.sinks() {
-            sink.lock().flush(Duration::from_secs(30))?;
+            sink.lock().flush(Duration::from_secs(30), stall)?;
         }
         // An older snapshot may still wait; then the newest one.
         self.commit_ready(true);

@@ -133,7 +133,7 @@ pub fn write(
         true => Duration::from_secs(2),
         false => Duration::from_secs(30),
     };
-    sink.flush(flush)?;
+    sink.flush(flush, None)?;
     Ok((written, malformed))
 }
 

@@ -155,7 +155,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut printer = Pipeline::from_spec(&tail, &options(&printer_stop))?;
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
-    super::run::Control::start(&args.control)?.attach(&job, !args.no_watch)?;
+    let control = super::run::Control::start(&args.control)?;
+    control.attach(&job, !args.no_watch)?;
     // `--duration` counts from here: the components are loaded, seeding starts.
     if let Some(limit) = args.duration {
         let seeding = seeding.clone();

@@ -51,16 +51,29 @@ pub struct ControlArgs {
 /// Where `rivulet run` serves its control API, and where `swap`/`status` look for it.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:7787";
 
-/// A job's control API, kept across the job's restarts (same address, same token).
+/// A job's control API, kept across the job's restarts (same address, same token). The
+/// token file it wrote is removed when it is dropped (the process ends).
 pub struct Control {
     target: Option<rivulet::http::Target>,
+    token_file: Option<PathBuf>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some(path) = &self.token_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl Control {
     /// Binds the control API (unless `off`) and prints where it is and where its token is.
     pub fn start(args: &ControlArgs) -> anyhow::Result<Self> {
         if args.addr == "off" {
-            return Ok(Control { target: None });
+            return Ok(Control {
+                target: None,
+                token_file: None,
+            });
         }
         use rivulet::http::{Target, Token, token};
         let given = args.token.as_deref().map(Token::given).transpose()?;
@@ -74,11 +87,13 @@ impl Control {
         eprintln!(
             "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
         );
+        let mut token_file = None;
         if given.is_none() {
             match token::path_for(&bound) {
                 Some(path) => {
                     token.write(&path)?;
                     eprintln!("swap token in {} (readable by you only)", path.display());
+                    token_file = Some(path);
                 }
                 None => eprintln!(
                     "no home directory for the swap token file: give one with --control-token to swap through the API"
@@ -87,6 +102,7 @@ impl Control {
         }
         Ok(Control {
             target: Some(target),
+            token_file,
         })
     }
 

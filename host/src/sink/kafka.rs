@@ -177,12 +177,20 @@ impl KafkaSink {
         self.collect()
     }
 
-    /// Waits until everything sent is acknowledged, or `timeout`.
-    pub fn flush(&mut self, timeout: Duration) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until everything sent is acknowledged, or `timeout`, or (with `stall`) until no
+    /// acknowledgement came for that long.
+    pub fn flush(&mut self, timeout: Duration, stall: Option<Duration>) -> Result<(), KafkaError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let (mut pending, mut progress) = (self.acks.pending(), Instant::now());
         while self.acks.pending() > 0 && Instant::now() < deadline {
             let _ = self.producer.flush(Duration::from_millis(100));
             self.poll()?;
+            if self.acks.pending() < pending {
+                (pending, progress) = (self.acks.pending(), Instant::now());
+            } else if stall.is_some_and(|stall| progress.elapsed() >= stall) {
+                break;
+            }
         }
         let pending = self.acks.pending();
         if pending == 0 {
@@ -190,7 +198,10 @@ impl KafkaSink {
         } else {
             Err(KafkaError::Delivery {
                 topic: self.topic.clone(),
-                reason: format!("{pending} records unacknowledged after {timeout:?}"),
+                reason: format!(
+                    "{pending} records unacknowledged after {:?}",
+                    started.elapsed()
+                ),
             })
         }
     }

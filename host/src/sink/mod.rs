@@ -90,9 +90,11 @@ impl Sink {
         }
     }
 
-    pub fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
+    /// Waits until everything sent is safe, or `timeout`, or (with `stall`) until nothing
+    /// more became safe for that long.
+    pub fn flush(&mut self, timeout: Duration, stall: Option<Duration>) -> Result<(), SinkError> {
         match self {
-            Sink::Kafka(kafka) => Ok(kafka.flush(timeout)?),
+            Sink::Kafka(kafka) => Ok(kafka.flush(timeout, stall)?),
             Sink::Lines(lines) => lines.flush(),
         }
     }
@@ -154,7 +156,7 @@ mod tests {
         let escaped = br#"{"a":"one\ntwo"}"#;
         assert_eq!(sink.refusal(escaped), None);
         sink.send(None, escaped, &[]).unwrap();
-        sink.flush(Duration::from_secs(1)).unwrap();
+        sink.flush(Duration::from_secs(1), None).unwrap();
         let written = std::fs::read_to_string(&path).unwrap();
         assert_eq!(written, "{\"a\":\"one\\ntwo\"}\n");
         assert_eq!(sink.counts(), (1, 1));

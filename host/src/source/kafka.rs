@@ -117,9 +117,9 @@ impl ConsumerContext for SourceContext {
                     Some(_) => StartAt::Earliest,
                     None => StartAt::Committed,
                 };
-                // Partitions of other processes say nothing about this one's windows.
-                let job = &partitions;
-                match restore(consumer, &topic, &partitions, job, state.as_deref(), start) {
+                // The group's partitions may come from other processes, whose windows are
+                // their own: each partition's own closed watermark decides.
+                match restore(consumer, &topic, &partitions, &[], state.as_deref(), start) {
                     Ok((assignment, offsets)) => {
                         if let Err(err) = consumer.assign(&offsets) {
                             tracing::warn!("assigning partitions failed: {err}");
@@ -162,8 +162,8 @@ impl ConsumerContext for SourceContext {
 /// Where each of `partitions` of `topic` restarts: the committed offsets, and the restart
 /// state found in commit metadata and in the state topic (the newest wins), unless `start`
 /// says to read from the beginning or the end. `job`: the partitions the job's tasks read
-/// together (a superset of `partitions`), whose largest committed closed watermark holds
-/// for all of them. Returns the assignment and the offsets to assign.
+/// together (a superset of `partitions`, or none), whose largest committed closed watermark
+/// holds for all of them. Returns the assignment and the offsets to assign.
 fn restore<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
@@ -220,11 +220,11 @@ fn restore<C: ConsumerContext>(
         },
         _ => BTreeMap::new(),
     };
-    let job_closed = tpl_partitions(&tpl)
-        .into_iter()
+    let job_closed = job
+        .iter()
         .filter_map(|p| {
-            let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
-            Restored::choose(group_offset, metadata, from_topic.get(&p).copied()).state
+            let (group_offset, metadata) = committed.get(p).copied().unwrap_or((None, None));
+            Restored::choose(group_offset, metadata, from_topic.get(p).copied()).state
         })
         .filter_map(|state| state.combined)
         .max();
