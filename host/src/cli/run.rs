@@ -84,9 +84,6 @@ impl Control {
         let target = Target::default();
         let bound = rivulet::http::serve(&args.addr, target.clone(), token.clone())
             .with_context(|| format!("starting the control API on {}", args.addr))?;
-        eprintln!(
-            "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
-        );
         let mut token_file = None;
         if given.is_none() {
             match token::path_for(&bound) {
@@ -100,6 +97,10 @@ impl Control {
                 ),
             }
         }
+        // Last: once this line is out, `rivulet swap` finds the token.
+        eprintln!(
+            "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
+        );
         Ok(Control {
             target: Some(target),
             token_file,
