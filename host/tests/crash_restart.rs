@@ -36,6 +36,9 @@ fn spawn_committing(spec: &std::path::Path, brokers: &str, every: &str) -> JobPr
             brokers,
             "--commit-every",
             every,
+            // Killed jobs would leave a control token file behind in $HOME.
+            "--control",
+            "off",
         ])
         .env(
             "RUST_LOG",

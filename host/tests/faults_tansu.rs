@@ -162,6 +162,9 @@ fn spawn(spec: &std::path::Path, brokers: &str, log: &std::path::Path) -> JobPro
             brokers,
             "--commit-every",
             "100ms",
+            // Killed jobs would leave a control token file behind in $HOME.
+            "--control",
+            "off",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
