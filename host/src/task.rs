@@ -2,7 +2,6 @@
 //! a file) and its own instance of every stage. Windows stay exact across tasks through
 //! two-phase aggregation ([`crate::window::Exchange`]); the sinks are shared.
 
-use crate::counters::{JobCounters, TaskCounters};
 use crate::error::PipelineError;
 use crate::pipeline::Pipeline;
 use crate::status::JobStatus;
@@ -99,11 +98,5 @@ impl Job {
             Some(err) => Err(err),
             None => Ok(()),
         }
-    }
-
-    /// The counters summed over the tasks.
-    pub fn counters(&self) -> JobCounters {
-        let tasks: Vec<TaskCounters> = self.tasks.iter().map(Pipeline::counters).collect();
-        JobCounters::sum(&tasks)
     }
 }

@@ -453,7 +453,6 @@ fn graph_prints_the_workshop_job_as_mermaid_and_dot() {
 /// the module swapped in and the job's counters.
 #[test]
 fn swapping_through_the_control_api_needs_the_token_the_job_wrote() {
-    use std::io::BufRead;
     let broker = common::kafka::TestBroker::embedded();
     broker.topic("ids", 1);
     let dir = tempfile::tempdir().unwrap();
@@ -481,7 +480,7 @@ path = "{}"
         ),
     )
     .unwrap();
-    let mut child = rivulet()
+    let child = rivulet()
         .args(["run", spec.to_str().unwrap(), "--control", "127.0.0.1:0"])
         .args(["--brokers", &broker.address()])
         .env("HOME", &home)
@@ -489,26 +488,7 @@ path = "{}"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut job = common::JobProcess(child);
-    let (lines, said) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
-    let mut control = None;
-    while control.is_none() {
-        let line = said.recv_timeout(Duration::from_secs(60)).unwrap();
-        control = line
-            .strip_prefix("control API at http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-    }
-    let control = control.unwrap();
+    let (mut job, _lines, control) = common::with_control(child);
     let port = control.rsplit(':').next().unwrap();
     let token_file = home.join(format!(".cache/rivulet/control/127.0.0.1_{port}.token"));
     #[cfg(unix)]

@@ -698,7 +698,6 @@ fn stuck_job() -> (
 ) {
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    use std::io::BufRead;
     use std::time::Instant;
     let cluster = MockCluster::new(1).unwrap();
     let address = cluster.bootstrap_servers();
@@ -736,7 +735,7 @@ topic = "copies"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .args(["run", spec.to_str().unwrap(), "--brokers", &address])
         .args(["--control", "127.0.0.1:0", "--control-token", "t"])
         .env("RUST_LOG", "info")
@@ -744,23 +743,7 @@ topic = "copies"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = JobProcess(child);
-    let (lines, said) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
-    let control = loop {
-        let line = said.recv_timeout(Duration::from_secs(60)).unwrap();
-        if let Some(rest) = line.strip_prefix("control API at http://") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let (child, said, control) = common::with_control(child);
     // Wait until the job has sent copies that the broker does not acknowledge.
     let started = Instant::now();
     loop {

@@ -267,7 +267,8 @@ pub fn interrupted(err: &PipelineError) -> bool {
 /// Counters of a finished or stopped job, in the log.
 pub fn report(job: &Job) {
     tracing::info!(job = %job.name, records = job.status.records(), tasks = job.tasks.len(), "stopped");
-    let counters = job.counters();
+    // Every task published its final counters when it stopped.
+    let counters = job.status.counters();
     for (stage, stats) in &counters.steps {
         tracing::info!(
             stage,

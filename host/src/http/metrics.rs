@@ -55,14 +55,14 @@ fn counters<'a>(
 
 impl Collector for JobMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let status = &self.0;
-        let job: JobCounters = status.counters();
+        let snapshot = self.0.snapshot();
+        let job: &JobCounters = &snapshot.counters;
         let e = &mut encoder;
         counter(
             e,
             "source_records",
             "Records read from the source.",
-            status.records(),
+            snapshot.records,
         )?;
         let steps = &job.steps;
         let each = |f: fn(&crate::counters::StepStats) -> u64| {
@@ -142,7 +142,7 @@ impl Collector for JobMetrics {
             "Results the sink acknowledged.",
             job.sink_acked,
         )?;
-        let stages = status.snapshot().stages;
+        let stages = &snapshot.stages;
         counters(
             e,
             "stage_swaps",

@@ -64,3 +64,35 @@ impl Drop for JobProcess {
 
 pub mod kafka;
 pub mod tansu;
+
+/// A started `rivulet run` (its stderr piped): the job, its stderr lines as they come, and
+/// the control API's address from its `control API at http://ADDR` line.
+pub fn with_control(
+    mut child: std::process::Child,
+) -> (JobProcess, std::sync::mpsc::Receiver<String>, String) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let job = JobProcess(child);
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let control = loop {
+        let line = said
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the job prints its control address");
+        if let Some(rest) = line.strip_prefix("control API at http://") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    (job, said, control)
+}
