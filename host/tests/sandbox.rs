@@ -231,6 +231,33 @@ fn oversized_output_is_rejected() {
 }
 
 #[test]
+fn output_far_past_the_limit_is_refused_before_it_is_copied() {
+    // Memory lets the guest build 30 MB; the output limit is 1 MiB, so the host stops
+    // copying at its budget (twice the limit plus 1 MiB) instead of lifting all 30 MB.
+    let limits = Limits {
+        output_bytes: 1 << 20,
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(limits.copy_budget(), 3 << 20);
+    let mut stage = stage(limits);
+    let err = fails_then_recovers(&mut stage, "huge:30000000");
+    assert_eq!(
+        err.limit(),
+        Some(LimitHit::OutputUncopied {
+            limit: 1 << 20,
+            copied: 3 << 20
+        }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("output limit of 1.0 MiB per batch exceeded (more than 3.0 MiB produced; the host stopped copying it there)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn reading_host_files_is_denied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("secret.txt");

@@ -387,6 +387,14 @@ fn classify(
                 return Failure::Trap(exit_reason(exit.0));
             }
             let message = err.chain().last().map(ToString::to_string).unwrap_or_else(|| root_cause(err));
+            // wasmtime's error when lifting a result (or a guest's host-call argument)
+            // would copy more than the store's hostcall fuel, `Limits::copy_budget`.
+            if message.contains("fuel allocated for hostcalls has been exhausted") {
+                return Failure::Limit(LimitHit::OutputUncopied {
+                    limit: limits.output_bytes,
+                    copied: limits.copy_budget(),
+                });
+            }
             if message.contains("count too high") || message.contains("instance count") {
                 Failure::Limit(LimitHit::Instances {
                     limit: limits.instances,

@@ -30,6 +30,17 @@ pub struct Limits {
     pub finish_bytes: usize,
 }
 
+impl Limits {
+    /// Bytes the host copies out of the guest for one call's result (and for one call the
+    /// guest makes into the host) before it gives up: twice the output limit plus 1 MiB,
+    /// room for the result's own structure (list headers) on top of the bytes the output
+    /// limit counts, so the exact check after copying decides every result near the limit
+    /// while a result far past it is refused before the host holds a copy of it.
+    pub fn copy_budget(&self) -> usize {
+        self.output_bytes.saturating_mul(2).saturating_add(1 << 20)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -70,6 +81,9 @@ pub enum LimitHit {
     Deadline { limit: Duration },
     /// The call returned more bytes than allowed.
     Output { limit: usize, produced: usize },
+    /// The call returned so much that the host stopped copying its result out of the guest
+    /// after `copied` bytes ([`Limits::copy_budget`]): far past the output limit.
+    OutputUncopied { limit: usize, copied: usize },
     /// The component tried to create more instances, tables or memories than allowed.
     Instances { limit: usize },
     /// The guest's call stack overflowed (unbounded recursion).
@@ -107,6 +121,12 @@ impl std::fmt::Display for LimitHit {
                 "output limit of {} per batch exceeded ({} produced)",
                 human_bytes(*limit),
                 human_bytes(*produced)
+            ),
+            LimitHit::OutputUncopied { limit, copied } => write!(
+                f,
+                "output limit of {} per batch exceeded (more than {} produced; the host stopped copying it there)",
+                human_bytes(*limit),
+                human_bytes(*copied)
             ),
             LimitHit::Instances { limit } => {
                 write!(f, "instance limit of {limit} per component exceeded")

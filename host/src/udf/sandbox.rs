@@ -56,6 +56,9 @@ pub fn new_store(
         },
     );
     store.limiter(|state| &mut state.limiter);
+    // wasmtime counts the bytes of every list and string it lifts out of the guest and
+    // refuses to copy past this budget: an output far over the limit is never copied whole.
+    store.set_hostcall_fuel(limits.copy_budget());
     store.epoch_deadline_callback(|mut ctx| {
         Ok(match ctx.data_mut().clock.check(Instant::now()) {
             Some(_) => UpdateDeadline::Interrupt,
