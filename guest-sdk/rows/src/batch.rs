@@ -109,6 +109,34 @@ impl Packed {
         (0..self.len()).map(|i| self.get(i).unwrap_or_default())
     }
 
+    /// Iterates over the values as text: `Ok` for a value that is valid UTF-8, `Err` with
+    /// its bytes for one that is not. The buffer is validated once as a whole (each value is
+    /// then a slice between two character boundaries), not value by value.
+    ///
+    /// ```
+    /// use rivulet_rows::Packed;
+    ///
+    /// let mut p = Packed::new();
+    /// p.push("héllo".as_bytes());
+    /// p.push(b"\xff");
+    /// p.push(b"ok");
+    /// let text: Vec<_> = p.iter_text().collect();
+    /// assert_eq!(text, [Ok("héllo"), Err(&b"\xff"[..]), Ok("ok")]);
+    /// ```
+    pub fn iter_text(&self) -> impl ExactSizeIterator<Item = Result<&str, &[u8]>> + '_ {
+        let whole = std::str::from_utf8(&self.data).ok();
+        (0..self.len()).map(move |i| {
+            let bytes = self.get(i).unwrap_or_default();
+            let span = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+            match whole {
+                Some(text) if text.is_char_boundary(span.0) && text.is_char_boundary(span.1) => {
+                    text.get(span.0..span.1).ok_or(bytes)
+                }
+                _ => std::str::from_utf8(bytes).map_err(|_| bytes),
+            }
+        })
+    }
+
     fn start(&mut self) {
         if self.offsets.is_empty() {
             self.offsets.push(0);

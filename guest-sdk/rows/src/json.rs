@@ -35,11 +35,23 @@ impl BatchBuilder {
     /// # Ok::<(), rivulet_rows::RowError>(())
     /// ```
     pub fn push_json_object(&mut self, json: &[u8]) -> Result<(), RowError> {
+        self.push_json(serde_json::Deserializer::from_slice(json))
+    }
+
+    /// [`push_json_object`](Self::push_json_object) of text already known to be valid
+    /// UTF-8: its strings are not validated again.
+    pub fn push_json_object_str(&mut self, json: &str) -> Result<(), RowError> {
+        self.push_json(serde_json::Deserializer::from_str(json))
+    }
+
+    fn push_json<'de, R: serde_json::de::Read<'de>>(
+        &mut self,
+        mut de: serde_json::Deserializer<R>,
+    ) -> Result<(), RowError> {
         if self.len() == u32::MAX as usize {
             return Err(RowError::TooLarge);
         }
         let columns = self.start_row();
-        let mut de = serde_json::Deserializer::from_slice(json);
         let result = de
             .deserialize_map(RowVisitor(&mut *self))
             .and_then(|()| de.end());

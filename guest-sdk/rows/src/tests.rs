@@ -614,3 +614,16 @@ fn json_objects_go_straight_to_columns_like_their_maps() {
     }
     assert_eq!(fast.finish(), reference.finish());
 }
+
+#[test]
+fn text_values_split_inside_a_character_are_not_text() {
+    // "é" is C3 A9: the buffer as a whole is valid UTF-8, but each value holds half of it.
+    let mut p = Packed::new();
+    p.push(&[0xC3]);
+    p.push(&[0xA9]);
+    p.push("né".as_bytes());
+    p.push(b"");
+    assert!(std::str::from_utf8(&p.data).is_ok());
+    let text: Vec<_> = p.iter_text().collect();
+    assert_eq!(text, [Err(&[0xC3][..]), Err(&[0xA9][..]), Ok("né"), Ok("")]);
+}

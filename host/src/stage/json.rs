@@ -18,10 +18,17 @@ impl ParseStage for JsonParse {
         let mut builder = BatchBuilder::new();
         let mut origins = Vec::with_capacity(input.len as usize);
         let mut errors = Vec::new();
-        for (index, record) in (0u32..).zip(input.iter()) {
-            let pushed = match builder.push_json_object(record.payload) {
+        // The payloads are validated as UTF-8 once, as a whole, not string by string.
+        for (index, text) in (0u32..).zip(input.payloads.iter_text()) {
+            let direct = match text {
+                Ok(text) => builder.push_json_object_str(text),
+                Err(bytes) => builder.push_json_object(bytes),
+            };
+            let pushed = match direct {
                 Ok(()) => Ok(()),
-                Err(_) => push_via_map(&mut builder, record.payload),
+                Err(_) => {
+                    push_via_map(&mut builder, text.map_or_else(|bytes| bytes, str::as_bytes))
+                }
             };
             match pushed {
                 Ok(()) => origins.push(index),
