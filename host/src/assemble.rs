@@ -44,7 +44,20 @@ pub struct RunOptions {
     pub swappable: bool,
 }
 
-fn load(runtime: &Runtime, path: &std::path::Path) -> Result<UdfModule, PipelineError> {
+/// Loads `stage`'s module: the one last swapped into it, if this runtime ran the job
+/// before (a job that restarts keeps its swaps), else the spec's file at `path`.
+fn load(
+    runtime: &Runtime,
+    job: &str,
+    stage: &str,
+    path: &std::path::Path,
+) -> Result<UdfModule, PipelineError> {
+    if let Some(swapped) = runtime.swapped().get(job, stage) {
+        let origin = std::path::Path::new(&swapped.origin);
+        let module = UdfModule::from_bytes(runtime, origin, &swapped.bytes)?;
+        tracing::info!(stage, module = %swapped.origin, hash = module.short_hash(), instead_of = %path.display(), "loaded the module swapped in before the restart");
+        return Ok(module);
+    }
     let module = UdfModule::load(runtime, path)?;
     tracing::info!(module = %path.display(), kind = %module.kind, hash = module.short_hash(), size = module.size, load_ms = module.load_time.as_millis() as u64, "loaded");
     Ok(module)
@@ -265,7 +278,7 @@ impl Modules {
         for stage in &spec.stages {
             match (stage.kind, &stage.module) {
                 (StageKind::Parse, Some(path)) => {
-                    let module = load(runtime, path)?;
+                    let module = load(runtime, &spec.name, &stage.name, path)?;
                     status.set_stage(StageInfo::module(&stage.name, &module, None));
                     modules.parse = Some(module);
                 }
@@ -273,7 +286,7 @@ impl Modules {
                     status.set_stage(StageInfo::builtin(&stage.name, Kind::Parse));
                 }
                 (StageKind::Map, Some(path)) => {
-                    let module = load(runtime, path)?;
+                    let module = load(runtime, &spec.name, &stage.name, path)?;
                     status.set_stage(StageInfo::module(&stage.name, &module, None));
                     modules.maps.push(module);
                 }
@@ -286,7 +299,7 @@ impl Modules {
             }
         }
         if let Some(format) = &spec.format {
-            let module = load(runtime, &format.module)?;
+            let module = load(runtime, &spec.name, "format", &format.module)?;
             status.set_stage(StageInfo::module("format", &module, None));
             modules.format = Some(module);
         }
@@ -294,7 +307,7 @@ impl Modules {
             && let Some(path) = &aggregate.module
         {
             // Its status (with the state version) comes with the first task's instance.
-            modules.aggregate = Some(load(runtime, path)?);
+            modules.aggregate = Some(load(runtime, &spec.name, AGGREGATE, path)?);
         }
         Ok(modules)
     }

@@ -133,8 +133,16 @@ pub fn spawn(
                         };
                         outcome(&status, &request, &module, &installed)
                     });
-                    if let Err(reason) = &outcome {
-                        tracing::warn!(stage = %request.stage, "swap not installed: {reason}");
+                    match &outcome {
+                        Ok(_) => runtime.swapped().record(
+                            &status.job,
+                            &request.stage,
+                            &request.origin,
+                            &request.bytes,
+                        ),
+                        Err(reason) => {
+                            tracing::warn!(stage = %request.stage, "swap not installed: {reason}");
+                        }
                     }
                     if let Some(reply) = request.reply {
                         let _ = reply.send(outcome);

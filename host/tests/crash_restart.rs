@@ -757,7 +757,7 @@ topic = "copies"
             }
         }
         if started.elapsed() > Duration::from_secs(60) {
-            let log: Vec<String> = said.try_iter().collect();
+            let log: Vec<String> = said.iter().collect();
             panic!("{answer:?}\n{}", log.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -791,7 +791,7 @@ fn ctrl_c_stops_within_seconds_when_the_broker_takes_nothing() {
     let (mut job, said, _cluster) = stuck_job();
     interrupt(&job);
     let status = exit_within(&mut job, Duration::from_secs(6));
-    let log: Vec<String> = said.try_iter().collect();
+    let log: Vec<String> = said.iter().collect();
     assert!(status.success(), "{status:?}: {}", log.join("\n"));
     assert!(
         log.iter()
@@ -814,4 +814,137 @@ fn a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_broker() {
     interrupt(&job);
     let status = exit_within(&mut job, Duration::from_secs(1));
     assert_eq!(status.code(), Some(130));
+}
+
+/// A module swapped in through the control API keeps running after the job restarts on
+/// its own (here: the broker refuses a result): the restart loads the swapped module, not
+/// the spec's file, so records read again after the restart are not parsed by the old one.
+#[test]
+fn a_restart_keeps_the_module_swapped_in_before_it() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let address = cluster.bootstrap_servers();
+    for topic in ["in", "out", "dlq"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "swap-restart"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "in"
+assign = "all"
+group = "swap-restart"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "parsed_by"
+size = "3s"
+time = "processing"
+[aggregate]
+builtin = [{{ name = "n", fn = "count" }}]
+[sink]
+kind = "kafka"
+topic = "out"
+[dead_letters]
+topic = "dlq"
+"#,
+            wasm("swap_parse_v1").display()
+        ),
+    )
+    .unwrap();
+    let batch = |from: i64| -> Vec<(i32, String, Vec<u8>)> {
+        (from..from + 20)
+            .map(|id| (0, "k".to_owned(), format!(r#"{{"id":{id}}}"#).into_bytes()))
+            .collect()
+    };
+    // Sums of `n` per variant that parsed the records.
+    let per_variant = |records: &[Read]| -> BTreeMap<String, u64> {
+        let mut sums = BTreeMap::new();
+        for r in records {
+            let v: Value = serde_json::from_slice(&r.payload).unwrap();
+            *sums
+                .entry(v["parsed_by"].as_str().unwrap().to_owned())
+                .or_default() += v["n"].as_u64().unwrap();
+        }
+        sums
+    };
+    produce(&address, "in", &batch(0));
+    let home = dir.path().join("home");
+    let child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--brokers", &address])
+        // Rare commits: the refused produce requests meet the window result, not a
+        // write of the job's restart state.
+        .args(["--control", "127.0.0.1:0", "--commit-every", "30s"])
+        .env("HOME", &home)
+        .env_remove("RIVULET_CONTROL_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut job, said, control) = common::with_control(child);
+    // The first 20 records are counted by v1.
+    read_until(&address, "out", 1, Duration::from_secs(60), |r| {
+        per_variant(r).get("v1") == Some(&20)
+    });
+    let swapped = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["swap", "--control", &control, "--stage", "parse"])
+        .arg(wasm("swap_parse_v2"))
+        .env("HOME", &home)
+        .env_remove("RIVULET_CONTROL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        swapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&swapped.stderr)
+    );
+    // The next 20 arrive early in a 3 s window, and the broker then refuses the produce
+    // requests that follow: that window's result fails and the job restarts, reading them
+    // again.
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 3000
+        > 300
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    produce(&address, "in", &batch(100));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+    );
+    let all = read_until(&address, "out", 1, Duration::from_secs(60), |r| {
+        per_variant(r).get("v2").is_some_and(|&n| n >= 20)
+    });
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let log: Vec<String> = said.iter().collect();
+    let log = log.join("\n");
+    assert!(
+        log.contains("restarting from its committed state"),
+        "the refusal was hit and the job restarted: {log}"
+    );
+    assert!(
+        log.contains("loaded the module swapped in before the restart"),
+        "{log}"
+    );
+    let sums = per_variant(&all);
+    assert_eq!(
+        sums.get("v1"),
+        Some(&20),
+        "only the records before the swap are counted by v1: {sums:?}\n{log}"
+    );
+    assert!(sums.get("v2").is_some_and(|&n| n >= 20), "{sums:?}");
 }

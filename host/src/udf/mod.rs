@@ -11,9 +11,11 @@ pub mod limits;
 pub mod module;
 pub mod runtime;
 pub mod sandbox;
+pub mod swapped;
 
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::UdfError;
 pub use limits::{LimitHit, Limits};
 pub use module::{Kind, UdfModule};
 pub use runtime::Runtime;
+pub use swapped::{Swapped, SwappedModule};

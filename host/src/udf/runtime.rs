@@ -6,6 +6,7 @@
 use super::cache::ModuleCache;
 use super::error::UdfError;
 use super::sandbox::SandboxState;
+use super::swapped::Swapped;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<SandboxState>,
     cache: ModuleCache,
+    /// Modules swapped into the jobs this runtime runs (a restarted job starts with them).
+    swapped: Swapped,
     /// When set, every guest call in progress is abandoned (the job is stopping).
     stop: Option<Arc<AtomicBool>>,
 }
@@ -49,6 +52,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            swapped: Swapped::default(),
             stop: None,
         })
     }
@@ -77,6 +81,11 @@ impl Runtime {
 
     pub fn cache(&self) -> &ModuleCache {
         &self.cache
+    }
+
+    /// The modules swapped into the jobs this runtime runs.
+    pub fn swapped(&self) -> &Swapped {
+        &self.swapped
     }
 }
 
