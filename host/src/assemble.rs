@@ -343,6 +343,7 @@ impl Modules {
                 name: stage.name.clone(),
                 policy: stage.on_error,
                 stage: stage_impl,
+                shape: Default::default(),
             };
             match (stage.kind, &self.parse) {
                 (StageKind::Parse, Some(module)) if stage.module.is_some() => {
@@ -362,6 +363,7 @@ impl Modules {
                         name: stage.name.clone(),
                         policy: stage.on_error,
                         stage: Box::new(WasmMap::new(runtime, module, &stage.name, stage.limits)?),
+                        shape: Default::default(),
                     });
                 }
             }
@@ -370,6 +372,7 @@ impl Modules {
             name: "parse".into(),
             policy: OnError::Dlq,
             stage: Box::new(JsonParse),
+            shape: Default::default(),
         });
         let format = match (&spec.format, &self.format) {
             (Some(format), Some(module)) => Some(Step {
@@ -377,6 +380,7 @@ impl Modules {
                 policy: format.on_error,
                 stage: Box::new(WasmFormat::new(runtime, module, "format", format.limits)?)
                     as Box<dyn crate::stage::FormatStage>,
+                shape: Default::default(),
             }),
             _ => None,
         };

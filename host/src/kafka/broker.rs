@@ -2,6 +2,7 @@
 //! only: no persistence, no security, and large backlogs may stall it.
 
 use super::KafkaError;
+use super::forward::{ForwardError, Forwarder};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -21,6 +22,14 @@ impl EmbeddedBroker {
     /// The address clients connect to.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+
+    /// Relays connections on `listen` (`host:port`) to the broker, so clients can bootstrap
+    /// there (the workshop's address, 127.0.0.1:9094); the forwarder stops when dropped.
+    pub fn listen(&self, listen: &str) -> Result<Forwarder, ForwardError> {
+        let bootstrap = self.bootstrap_servers();
+        let first = bootstrap.split(',').next().unwrap_or_default();
+        Forwarder::start(listen, first)
     }
 
     /// Creates a topic (the mock cluster does not serve the admin API).
