@@ -413,11 +413,16 @@ pub fn takes_over(
         .iter()
         .map(|window| (window.acc.clone(), empty.to_vec()))
         .collect();
+    // A guest's `Err` arrives as a trap of the stage; the caller names the stage.
+    let reason = |err: crate::udf::UdfError| match err {
+        crate::udf::UdfError::Trap { reason, .. } => reason,
+        other => other.to_string(),
+    };
     new.merge(pairs)
-        .map_err(|err| cannot("merge", err.to_string()))?;
+        .map_err(|err| cannot("merge", reason(err)))?;
     let finished = new
         .finish(live.to_vec())
-        .map_err(|err| cannot("finish", err.to_string()))?;
+        .map_err(|err| cannot("finish", reason(err)))?;
     if let Some(error) = finished.errors.first() {
         let window = live.get(error.index as usize);
         let which = window.map_or_else(String::new, |w| {
