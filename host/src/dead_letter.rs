@@ -176,7 +176,9 @@ impl DeadLetters {
                         ];
                         sink.send(letter.key, letter.payload, &headers)?;
                     }
-                    None => tracing::warn!(
+                    // The log is where it goes: one INFO line each (the stage's WARNs
+                    // are rate-limited, see `crate::error_report`).
+                    None => tracing::info!(
                         stage = letter.stage,
                         source = format!("{}/{}@{}", letter.topic, letter.partition, letter.offset),
                         "dead letter (no dead-letter topic configured): {}",
