@@ -356,6 +356,7 @@ impl Modules {
                 name: stage.name.clone(),
                 policy: stage.on_error,
                 stage: stage_impl,
+                shape: Default::default(),
             };
             match (stage.kind, &self.parse) {
                 (StageKind::Parse, Some(module)) if stage.module.is_some() => {
@@ -375,6 +376,7 @@ impl Modules {
                         name: stage.name.clone(),
                         policy: stage.on_error,
                         stage: Box::new(WasmMap::new(runtime, module, &stage.name, stage.limits)?),
+                        shape: Default::default(),
                     });
                 }
             }
@@ -383,6 +385,7 @@ impl Modules {
             name: "parse".into(),
             policy: OnError::Dlq,
             stage: Box::new(JsonParse),
+            shape: Default::default(),
         });
         let format = match (&spec.format, &self.format) {
             (Some(format), Some(module)) => Some(Step {
@@ -390,6 +393,7 @@ impl Modules {
                 policy: format.on_error,
                 stage: Box::new(WasmFormat::new(runtime, module, "format", format.limits)?)
                     as Box<dyn crate::stage::FormatStage>,
+                shape: Default::default(),
             }),
             _ => None,
         };

@@ -53,6 +53,8 @@ pub struct TaskCounters {
     pub window: Option<WindowStats>,
     /// Dead letters per stage.
     pub dead_letters: BTreeMap<String, u64>,
+    /// Records each stage refused (per-record errors: dead-lettered or dropped).
+    pub errors: BTreeMap<String, u64>,
     /// The combined event-time watermark (epoch milliseconds).
     pub watermark: Option<i64>,
     /// Results sent to the sink and acknowledged (the sink is shared by the tasks: every
@@ -67,6 +69,8 @@ pub struct JobCounters {
     pub steps: BTreeMap<String, StepStats>,
     pub window: Option<WindowStats>,
     pub dead_letters: BTreeMap<String, u64>,
+    /// Records each stage refused (per-record errors: dead-lettered or dropped).
+    pub errors: BTreeMap<String, u64>,
     /// The lowest watermark over the tasks that have one.
     pub watermark: Option<i64>,
     pub sink_sent: u64,
@@ -87,6 +91,9 @@ impl JobCounters {
             }
             for (stage, count) in &task.dead_letters {
                 *job.dead_letters.entry(stage.clone()).or_default() += count;
+            }
+            for (stage, count) in &task.errors {
+                *job.errors.entry(stage.clone()).or_default() += count;
             }
             job.sink_sent = job.sink_sent.max(task.sink_sent);
             job.sink_acked = job.sink_acked.max(task.sink_acked);
@@ -118,6 +125,7 @@ mod tests {
                 ..WindowStats::default()
             }),
             dead_letters: [("parse".to_owned(), 1)].into(),
+            errors: [("parse".to_owned(), 1), ("format".to_owned(), 2)].into(),
             watermark: Some(500),
             sink_sent: 4,
             sink_acked: 3,
@@ -126,6 +134,7 @@ mod tests {
             steps: [("parse".to_owned(), step(5))].into(),
             window: None,
             dead_letters: BTreeMap::new(),
+            errors: [("format".to_owned(), 3)].into(),
             watermark: Some(300),
             sink_sent: 4,
             sink_acked: 4,
@@ -142,6 +151,10 @@ mod tests {
         );
         assert_eq!(job.window.map(|w| w.rows), Some(9));
         assert_eq!(job.dead_letters["parse"], 1);
+        assert_eq!(
+            job.errors,
+            [("format".to_owned(), 5), ("parse".to_owned(), 1)].into()
+        );
         assert_eq!(job.watermark, Some(300));
         assert_eq!((job.sink_sent, job.sink_acked), (4, 4), "one shared sink");
     }

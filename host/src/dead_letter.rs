@@ -65,6 +65,8 @@ pub struct DeadLetters {
     sink: Option<SharedSink>,
     counts: BTreeMap<String, u64>,
     dropped: BTreeMap<String, u64>,
+    /// Records each stage refused, whatever the policy did with them.
+    errors: BTreeMap<String, u64>,
     /// After a restart, per partition, the offset up to which records were processed
     /// before: their dead letters were already delivered and are not sent again.
     replayed: BTreeMap<i32, i64>,
@@ -99,6 +101,7 @@ impl DeadLetters {
             sink,
             counts: BTreeMap::new(),
             dropped: BTreeMap::new(),
+            errors: BTreeMap::new(),
             replayed: BTreeMap::new(),
             resent_skipped: 0,
         }
@@ -122,16 +125,18 @@ impl DeadLetters {
                 .is_some_and(|&read| letter.offset < read)
     }
 
-    /// Handles one failed record under `policy`.
+    /// Handles one failed record under `policy`. Returns whether it was counted as a new
+    /// error (not the replay of one handled before a restart).
     pub fn handle(
         &mut self,
         policy: OnError,
         letter: &DeadLetter<'_>,
-    ) -> Result<(), DeadLetterError> {
+    ) -> Result<bool, DeadLetterError> {
         if policy != OnError::Fail && self.already_delivered(letter) {
             self.resent_skipped += 1;
-            return Ok(());
+            return Ok(false);
         }
+        *self.errors.entry(letter.stage.to_owned()).or_default() += 1;
         match policy {
             OnError::Fail => Err(FailPolicy {
                 stage: letter.stage.to_owned(),
@@ -143,7 +148,7 @@ impl DeadLetters {
             .into()),
             OnError::Drop => {
                 *self.dropped.entry(letter.stage.to_owned()).or_default() += 1;
-                Ok(())
+                Ok(true)
             }
             OnError::Dlq => {
                 *self.counts.entry(letter.stage.to_owned()).or_default() += 1;
@@ -171,14 +176,16 @@ impl DeadLetters {
                         ];
                         sink.send(letter.key, letter.payload, &headers)?;
                     }
-                    None => tracing::warn!(
+                    // The log is where it goes: one INFO line each (the stage's WARNs
+                    // are rate-limited, see `crate::error_report`).
+                    None => tracing::info!(
                         stage = letter.stage,
                         source = format!("{}/{}@{}", letter.topic, letter.partition, letter.offset),
                         "dead letter (no dead-letter topic configured): {}",
                         letter.error
                     ),
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }
@@ -190,6 +197,11 @@ impl DeadLetters {
     /// Dead letters per stage.
     pub fn counts(&self) -> &BTreeMap<String, u64> {
         &self.counts
+    }
+
+    /// Records each stage refused (dead-lettered or dropped).
+    pub fn errors(&self) -> &BTreeMap<String, u64> {
+        &self.errors
     }
 
     /// Dropped records per stage (policy `drop`).

@@ -70,6 +70,8 @@ impl Pipeline {
     pub fn run(&mut self) -> Result<(), PipelineError> {
         let flowed = self.flow();
         self.publish();
+        // What the rate limit held back is logged now.
+        self.status.warnings.flush();
         // No more swaps for this task (the swap worker stops waiting for it).
         self.swaps = None;
         match flowed {
@@ -86,6 +88,7 @@ impl Pipeline {
         let mut last_snapshot = Instant::now();
         let mut last_publish = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            self.offer_accumulators();
             self.install_swaps();
             let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
             if let Some(assignment) = self.source.take_rebalance() {
@@ -170,6 +173,8 @@ impl Pipeline {
         if side.is_empty() {
             return Ok(());
         }
+        // Per stage: new errors in this batch, and the first one's reason (for the WARN).
+        let mut noted: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
         for refused in &side.refused {
             let letter = match (&refused.what, raw) {
                 (RefusedInput::Record(index), Some(raw)) => {
@@ -182,7 +187,15 @@ impl Pipeline {
                     DeadLetter::derived(&refused.stage, &refused.error, topic, payload)
                 }
             };
-            self.dead.handle(refused.policy, &letter)?;
+            if self.dead.handle(refused.policy, &letter)? {
+                let stage = noted
+                    .entry(refused.stage.as_str())
+                    .or_insert((0, refused.error.as_str()));
+                stage.0 += 1;
+            }
+        }
+        for (stage, (count, example)) in noted {
+            self.status.warnings.note(stage, count, example);
         }
         let Some(late) = &self.late else {
             return Ok(());
@@ -210,6 +223,7 @@ impl Pipeline {
             steps: self.transform.stats.clone(),
             window: self.windowing.as_ref().map(Windowing::stats),
             dead_letters: self.dead.counts().clone(),
+            errors: self.dead.errors().clone(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
         }
     }
@@ -217,6 +231,19 @@ impl Pipeline {
     /// Publishes this task's counters (for `status` and `/metrics`).
     fn publish(&self) {
         self.status.publish(self.task, self.counters());
+    }
+
+    /// Answers a swap's request for live accumulators (see
+    /// [`JobStatus::live_accumulators`]).
+    fn offer_accumulators(&mut self) {
+        let request = self.status.accumulators_wanted();
+        if request == 0 {
+            return;
+        }
+        match &mut self.windowing {
+            Some(windowing) => windowing.offer_accumulators(&self.status, request),
+            None => self.status.offer_accumulators(request, Vec::new()),
+        }
     }
 
     /// Installs every prepared swap (see [`crate::swap::install`]).

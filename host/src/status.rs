@@ -2,8 +2,9 @@
 //! each stage's module (hash, state version, load time, swaps) and recent sample input.
 
 use crate::counters::{JobCounters, TaskCounters};
+use crate::error_report::ErrorWarnings;
 use crate::udf::{Kind, UdfModule};
-use rivulet_rows::{Batch, RawBatch};
+use rivulet_rows::{Batch, RawBatch, WindowAcc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,13 @@ pub struct StageInfo {
     pub rejected: u64,
     pub last_swap_pause_us: Option<u64>,
     pub last_rejection: Option<String>,
+    /// Swaps whose module produced output of another shape than the module before it
+    /// (see [`crate::shape`]), and the last difference.
+    pub shape_changes: u64,
+    pub last_shape_change: Option<String>,
+    /// The swap whose change of shape was counted last (every task reports it).
+    #[serde(skip)]
+    pub shape_swap: Option<u64>,
     /// The file the job watches for this stage, if any.
     #[serde(skip)]
     pub watch: Option<PathBuf>,
@@ -49,6 +57,9 @@ impl StageInfo {
             rejected: 0,
             last_swap_pause_us: None,
             last_rejection: None,
+            shape_changes: 0,
+            last_shape_change: None,
+            shape_swap: None,
             watch: None,
         }
     }
@@ -77,6 +88,19 @@ pub enum Sample {
     Rows(Batch),
 }
 
+/// Accumulators of open windows a swap may take over: at most this many are tried.
+pub const ACC_SAMPLE: usize = 64;
+
+/// Live accumulators the tasks offered for one request of a swap.
+#[derive(Debug, Default)]
+struct AccSample {
+    /// The request being answered, and the last one made.
+    request: u64,
+    last: u64,
+    answered: usize,
+    windows: Vec<WindowAcc>,
+}
+
 /// The shared state of one running job.
 #[derive(Debug, Default)]
 pub struct JobStatus {
@@ -91,6 +115,12 @@ pub struct JobStatus {
     sampling: AtomicBool,
     /// Each task's counters, as it last published them.
     counters: Mutex<Vec<TaskCounters>>,
+    /// The request for live accumulators the tasks should answer (0: none; see
+    /// [`JobStatus::live_accumulators`]). The record path pays one atomic load per batch.
+    acc_request: AtomicU64,
+    acc_sample: Mutex<AccSample>,
+    /// The rate-limited WARNs of per-record errors, shared by the tasks.
+    pub warnings: ErrorWarnings,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,6 +225,64 @@ impl JobStatus {
         self.sample(stage)
     }
 
+    /// The request for live accumulators the tasks should answer now (0: none).
+    pub fn accumulators_wanted(&self) -> u64 {
+        self.acc_request.load(Ordering::Relaxed)
+    }
+
+    /// A task's answer to `request`: some of its open windows' accumulators (of the
+    /// aggregate module in service).
+    pub fn offer_accumulators(&self, request: u64, windows: Vec<WindowAcc>) {
+        let mut sample = lock(&self.acc_sample);
+        if sample.request != request {
+            return;
+        }
+        sample.answered += 1;
+        let room = ACC_SAMPLE.saturating_sub(sample.windows.len());
+        sample.windows.extend(windows.into_iter().take(room));
+    }
+
+    /// Up to [`ACC_SAMPLE`] accumulators of open windows, offered by the job's tasks
+    /// between two of their batches: waits until all `tasks` answered, or `wait` (a task
+    /// that has stopped never answers).
+    pub fn live_accumulators(&self, tasks: usize, wait: std::time::Duration) -> Vec<WindowAcc> {
+        let request = {
+            let mut sample = lock(&self.acc_sample);
+            sample.last += 1;
+            let request = sample.last;
+            *sample = AccSample {
+                request,
+                last: request,
+                ..AccSample::default()
+            };
+            request
+        };
+        self.acc_request.store(request, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline && lock(&self.acc_sample).answered < tasks {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.acc_request.store(0, Ordering::Relaxed);
+        let mut sample = lock(&self.acc_sample);
+        sample.request = 0;
+        std::mem::take(&mut sample.windows)
+    }
+
+    /// Swap `swap` made `stage`'s output change shape: counts it once per swap (each task
+    /// reports it). Returns whether this report was the first for that swap.
+    pub fn shape_changed(&self, stage: &str, swap: u64, difference: &str) -> bool {
+        let mut first = false;
+        self.update_stage(stage, |info| {
+            if info.shape_swap != Some(swap) {
+                first = true;
+                info.shape_swap = Some(swap);
+                info.shape_changes += 1;
+                info.last_shape_change = Some(difference.to_owned());
+            }
+        });
+        first
+    }
+
     pub fn count(&self, records: u64) {
         self.records.fetch_add(records, Ordering::Relaxed);
     }
@@ -274,5 +362,63 @@ mod tests {
         // An idle job: the latest sample, after the wait.
         let latest = status.fresh_sample("parse", std::time::Duration::from_millis(20));
         assert_eq!(first_offset(latest), 3);
+    }
+
+    fn window(start: i64) -> WindowAcc {
+        WindowAcc {
+            key: rivulet_rows::Scalar::Text("k".into()),
+            window_start: start,
+            window_end: start + 10,
+            acc: vec![1],
+        }
+    }
+
+    #[test]
+    fn live_accumulators_gather_the_tasks_answers_up_to_the_cap() {
+        let status = std::sync::Arc::new(JobStatus::new("job"));
+        assert_eq!(status.accumulators_wanted(), 0);
+        let tasks: Vec<_> = (0..2i64)
+            .map(|task| {
+                let status = status.clone();
+                std::thread::spawn(move || {
+                    let request = loop {
+                        match status.accumulators_wanted() {
+                            0 => std::thread::sleep(std::time::Duration::from_millis(1)),
+                            request => break request,
+                        }
+                    };
+                    let windows = (0..40).map(|i| window(task * 1000 + i)).collect();
+                    status.offer_accumulators(request, windows);
+                })
+            })
+            .collect();
+        let live = status.live_accumulators(2, std::time::Duration::from_secs(30));
+        tasks.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(live.len(), ACC_SAMPLE, "two tasks' 80, capped");
+        assert_eq!(status.accumulators_wanted(), 0, "the request is over");
+        status.offer_accumulators(1, vec![window(5)]);
+        assert_eq!(
+            status.live_accumulators(0, std::time::Duration::ZERO),
+            Vec::new(),
+            "a late answer to an old request is not kept"
+        );
+    }
+
+    #[test]
+    fn a_change_of_shape_is_counted_once_per_swap() {
+        let status = JobStatus::new("job");
+        status.set_stage(StageInfo::builtin("map", Kind::Map));
+        assert!(status.shape_changed("map", 3, "added x (integer)"));
+        assert!(
+            !status.shape_changed("map", 3, "added x (integer)"),
+            "another task"
+        );
+        assert!(status.shape_changed("map", 4, "removed x (integer)"));
+        let map = status.stage("map").unwrap();
+        assert_eq!(map.shape_changes, 2);
+        assert_eq!(
+            map.last_shape_change.as_deref(),
+            Some("removed x (integer)")
+        );
     }
 }

@@ -71,6 +71,9 @@ fn retire(graveyard: &Option<Sender<Retired>>, old: Retired) {
 /// A candidate ready to install in one task.
 pub struct Prepared {
     pub stage: String,
+    /// The swap's number in this job (a stage's change of output shape is logged once per
+    /// swap, see [`crate::shape`]).
+    pub swap: u64,
     pub candidate: Candidate,
     /// Where the task reports the install: whether windows stay with the previous module
     /// (a new generation), and how long its record flow paused.
@@ -111,7 +114,7 @@ pub fn spawn(
         .name("rivulet-retire".into())
         .spawn(move || graveyard.into_iter().for_each(drop))?;
     std::thread::Builder::new().name("rivulet-swap".into()).spawn(move || {
-        for request in incoming {
+        for (swap, request) in (1u64..).zip(incoming) {
             let started = Instant::now();
             match prepare(&runtime, &status, &stages, &request, readies.len()) {
                 Ok((module, candidates)) => {
@@ -120,7 +123,8 @@ pub fn spawn(
                         Some(Candidate::Aggregate { state_version, .. }) => Some(*state_version),
                         _ => None,
                     };
-                    let installed = install_everywhere(&readies, &request.stage, candidates);
+                    let installed =
+                        install_everywhere(&readies, &request.stage, swap, candidates);
                     if installed == Err(STOPPED.to_owned()) {
                         return;
                     }
@@ -179,6 +183,7 @@ const FRESH_SAMPLE_WAIT: Duration = Duration::from_millis(500);
 fn install_everywhere(
     readies: &[Sender<Prepared>],
     stage: &str,
+    swap: u64,
     candidates: Vec<Candidate>,
 ) -> Result<(bool, Duration), String> {
     let (installed, reports) = channel::<Installed>();
@@ -186,6 +191,7 @@ fn install_everywhere(
     for (ready, candidate) in readies.iter().zip(candidates) {
         let prepared = Prepared {
             stage: stage.to_owned(),
+            swap,
             candidate,
             installed: installed.clone(),
         };
@@ -370,6 +376,20 @@ fn prepare(
         }
         _ => {}
     }
+    if let Candidate::Aggregate {
+        stage: new,
+        empty,
+        state_version,
+    } = &mut candidate
+    {
+        let current = status.stage(stage).and_then(|info| info.state_version);
+        if current == Some(*state_version) {
+            // It takes over the open windows' accumulators: it must read them.
+            let live = status.live_accumulators(tasks, FRESH_SAMPLE_WAIT);
+            takes_over(&mut **new, empty, *state_version, &live)
+                .map_err(|reason| format!("stage `{stage}`: {reason}"))?;
+        }
+    }
     // The checked instance goes to the first task; the others get fresh ones.
     let mut candidates = vec![candidate];
     for _ in 1..tasks {
@@ -377,6 +397,53 @@ fn prepare(
         candidates.push(instance(runtime, &module, stage, *kind, *limits, started)?);
     }
     Ok((module, candidates))
+}
+
+/// Tries an aggregate candidate with the state version in service on `live` accumulators of
+/// open windows, as it would use them once swapped in: each merged with an empty one, and
+/// finished. An error says which window's accumulator it cannot read, and why.
+pub fn takes_over(
+    new: &mut dyn AggregateStage,
+    empty: &[u8],
+    state_version: u32,
+    live: &[WindowAcc],
+) -> Result<(), String> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let cannot = |what: &str, why: String| {
+        format!(
+            "the new module keeps state version {state_version} but cannot {what} the accumulators of the open windows it would take over ({} tried): {why}; if the accumulator's layout changed, give the module a new STATE_VERSION (open windows then finish with the module in service)",
+            live.len()
+        )
+    };
+    let pairs = live
+        .iter()
+        .map(|window| (window.acc.clone(), empty.to_vec()))
+        .collect();
+    // A guest's `Err` arrives as a trap of the stage; the caller names the stage.
+    let reason = |err: crate::udf::UdfError| match err {
+        crate::udf::UdfError::Trap { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    new.merge(pairs)
+        .map_err(|err| cannot("merge", reason(err)))?;
+    let finished = new
+        .finish(live.to_vec())
+        .map_err(|err| cannot("finish", reason(err)))?;
+    if let Some(error) = finished.errors.first() {
+        let window = live.get(error.index as usize);
+        let which = window.map_or_else(String::new, |w| {
+            format!(
+                "{} of them fail, e.g. the window starting {} with key {}: ",
+                finished.errors.len(),
+                rivulet_sdk::time::iso8601(w.window_start),
+                w.key.to_json()
+            )
+        });
+        return Err(cannot("finish", format!("{which}{}", error.message)));
+    }
+    Ok(())
 }
 
 /// The stages of one task a swap can replace.
@@ -399,6 +466,7 @@ pub fn install(
     let installed: Result<bool, String> = match swap.candidate {
         Candidate::Parse(stage) if slots.parse.name == swap.stage => {
             let old = std::mem::replace(&mut slots.parse.stage, stage);
+            slots.parse.shape.swapped(swap.swap);
             retire(graveyard, Retired::Parse(old));
             Ok(false)
         }
@@ -408,6 +476,7 @@ pub fn install(
                     graveyard,
                     Retired::Map(std::mem::replace(&mut map.stage, stage)),
                 );
+                map.shape.swapped(swap.swap);
                 Ok(false)
             }
             None => Err(format!("no map stage `{}`", swap.stage)),
@@ -415,6 +484,7 @@ pub fn install(
         Candidate::Format(stage) => match slots.format.filter(|f| f.name == swap.stage) {
             Some(format) => {
                 let old = std::mem::replace(&mut format.stage, stage);
+                format.shape.swapped(swap.swap);
                 retire(graveyard, Retired::Format(old));
                 Ok(false)
             }
@@ -425,14 +495,14 @@ pub fn install(
             empty,
             state_version,
         } => match slots.windowing {
-            Some(windowing) => windowing.swap_aggregate(stage, empty, state_version).map(
-                |(new_generation, old)| {
+            Some(windowing) => windowing
+                .swap_aggregate(stage, empty, state_version, swap.swap)
+                .map(|(new_generation, old)| {
                     if let Some(old) = old {
                         retire(graveyard, Retired::Aggregate(old));
                     }
                     new_generation
-                },
-            ),
+                }),
             None => Err("this job has no aggregate".to_owned()),
         },
         Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),

@@ -17,6 +17,21 @@ pub struct Step<S: ?Sized> {
     pub name: String,
     pub policy: OnError,
     pub stage: Box<S>,
+    /// The shape of the step's output, watched across swaps.
+    pub shape: crate::shape::ShapeWatch,
+}
+
+impl<S: ?Sized> Step<S> {
+    /// Looks at the step's output if its shape is unknown or it was just swapped; a swap
+    /// that changed it is announced.
+    pub fn watch(&mut self, rows: &Batch, status: Option<&crate::status::JobStatus>) {
+        if rows.len > 0
+            && self.shape.wants()
+            && let Some(change) = self.shape.observe(crate::shape::Shape::of(rows))
+        {
+            crate::shape::announce(status, &self.name, &change);
+        }
+    }
 }
 
 pub struct Transform {
@@ -73,6 +88,7 @@ impl Transform {
             }
         };
         stats.rows_out += u64::from(rows.len);
+        parse.watch(&rows, self.samples.as_deref());
         for map in &mut self.maps {
             if rows.len == 0 {
                 break;
@@ -112,6 +128,7 @@ impl Transform {
                 }
             }
             stats.rows_out += u64::from(rows.len);
+            map.watch(&rows, self.samples.as_deref());
         }
         Ok(Transformed {
             rows,

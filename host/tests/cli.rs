@@ -303,7 +303,8 @@ fn demo_duration_fires_the_last_window_so_every_seeded_order_is_counted() {
             "--rate",
             "200",
         ])
-        .args(["--no-watch", "--control", "off", "--udf-dir"])
+        .args(["--no-watch", "--control", "off", "--listen", "127.0.0.1:0"])
+        .arg("--udf-dir")
         .arg(common::wasm_dir())
         .env("RIVULET_CACHE_DIR", cache.path())
         .output()
@@ -326,6 +327,25 @@ fn demo_duration_fires_the_last_window_so_every_seeded_order_is_counted() {
         })
         .sum();
     assert_eq!(counted, good, "{stderr}");
+}
+
+#[test]
+fn broker_on_a_taken_port_says_so_and_exits_with_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = rivulet()
+        .args(["broker", "--listen", &address])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {address} for the embedded broker: the port is taken"
+        )) && stderr.contains("pass --listen with another address"),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "", "no address printed");
 }
 
 #[test]

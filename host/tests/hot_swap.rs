@@ -330,13 +330,8 @@ fn broken_modules_are_rejected_and_the_output_is_unaffected() {
     );
 }
 
-#[test]
-fn aggregate_with_a_new_state_version_lets_open_windows_finish_with_the_old_module() {
-    let broker = TestBroker::embedded();
-    broker.topic("events", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let spec = format!(
+fn aggregate_spec(out: &Path) -> String {
+    format!(
         r#"
 name = "agg-swaps"
 [source]
@@ -361,8 +356,16 @@ path = "{}"
         wasm("swap_parse_v1").display(),
         wasm("swap_aggregate_v1").display(),
         out.display()
-    );
-    let job = start(&spec, &broker.address(), dir.path());
+    )
+}
+
+#[test]
+fn aggregate_with_a_new_state_version_lets_open_windows_finish_with_the_old_module() {
+    let broker = TestBroker::embedded();
+    broker.topic("events", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&aggregate_spec(&out), &broker.address(), dir.path());
     let producer = producer(&broker.address());
     let mut sent = 0u64;
     let mut emit = |ts: i64, n: u64| {
@@ -417,6 +420,156 @@ path = "{}"
     assert_eq!(
         pipeline.status.stage("aggregate").unwrap().state_version,
         Some(2)
+    );
+}
+
+/// `swap_aggregate_v4` changed its accumulator's layout but kept state version 1, so it
+/// would take over open windows whose accumulators it cannot read (each would end as a dead
+/// letter instead of a result). The swap check tries it on the live accumulators and refuses
+/// it, naming the stage and the decode failure; the job's results stay exact.
+#[test]
+fn aggregate_that_cannot_read_the_open_windows_accumulators_is_refused_and_results_stay_exact() {
+    let broker = TestBroker::embedded();
+    broker.topic("events", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&aggregate_spec(&out), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    let mut sent = 0u64;
+    // Per window start, the records sent into it (the expected counts).
+    let mut expected: std::collections::BTreeMap<i64, u64> = Default::default();
+    let mut emit = |ts: i64, n: u64| {
+        for _ in 0..n {
+            send(
+                &producer,
+                "events",
+                &format!(r#"{{"id":{sent}}}"#),
+                Some(ts),
+            );
+            sent += 1;
+        }
+        *expected
+            .entry(ts - (ts - T0).rem_euclid(10_000))
+            .or_default() += n;
+        producer.flush(Duration::from_secs(30)).unwrap();
+        sent
+    };
+    // W0 = [0 s, 10 s) closes; W1 = [10 s, 20 s) stays open.
+    emit(T0 + 5_000, 30);
+    let n = emit(T0 + 19_000, 30);
+    job.wait_records(n);
+
+    let err = job
+        .swap("aggregate", module("swap_aggregate_v4"))
+        .expect_err("a module that cannot read the open windows is refused");
+    assert!(
+        err.starts_with(
+            "stage `aggregate`: the new module keeps state version 1 but cannot merge the accumulators of the open windows it would take over (1 tried): merge failed: accumulator does not fit `swap_aggregate::Rows`: missing field `rows`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "if the accumulator's layout changed, give the module a new STATE_VERSION (open windows then finish with the module in service)"
+        ),
+        "{err}"
+    );
+
+    emit(T0 + 19_500, 7);
+    emit(T0 + 100_000, 1);
+    let rows = lines(&out, 2);
+    let pipeline = job.stop();
+    let got: std::collections::BTreeMap<i64, (Value, Value)> = rows
+        .iter()
+        .map(|r| {
+            let start = r["window_start"].as_i64().unwrap();
+            (start, (r["counts"].clone(), r["finished_by"].clone()))
+        })
+        .collect();
+    let want: std::collections::BTreeMap<i64, (Value, Value)> = expected
+        .iter()
+        .filter(|(start, _)| **start < T0 + 100_000)
+        .map(|(start, n)| (*start, (serde_json::json!({ "v1": n }), "v1".into())))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        got, want,
+        "every window finished by v1 with all its records"
+    );
+    assert_eq!(
+        want[&(T0 + 10_000)].0,
+        serde_json::json!({"v1": 37}),
+        "the window open during the refused swap"
+    );
+    let aggregate = pipeline.status.stage("aggregate").unwrap();
+    assert_eq!((aggregate.swaps, aggregate.rejected), (0, 1));
+    assert_eq!(aggregate.last_rejection.as_deref(), Some(err.as_str()));
+    let counters = pipeline.status.counters();
+    assert_eq!(
+        counters.errors.get("aggregate"),
+        None,
+        "no window dead-lettered"
+    );
+}
+
+/// A swap whose module produces other columns than the module before it is announced once
+/// per swap: counted in the stage's status (and in `/metrics`) with the difference. A swap
+/// that keeps the shape is not.
+#[test]
+fn a_swap_that_changes_the_output_shape_is_counted_with_the_difference() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    let mut next = 0;
+    let mut feed = |n: i64| {
+        for id in next..next + n {
+            send(&producer, "ids", &format!(r#"{{"id":{id}}}"#), None);
+        }
+        next += n;
+        producer.flush(Duration::from_secs(30)).unwrap();
+        lines(&out, next as usize)
+    };
+    feed(50);
+    job.swap("parse", module("swap_parse_v2")).unwrap();
+    feed(50);
+    job.swap("map", module("swap_map_v3")).unwrap();
+    let rows = feed(50);
+    assert_eq!(
+        rows[149]["value2"], "1490",
+        "v3's text value2: {}",
+        rows[149]
+    );
+    let map = job.status.stage("map").unwrap();
+    assert_eq!(map.shape_changes, 1);
+    assert_eq!(
+        map.last_shape_change.as_deref(),
+        Some("added note (text); retyped value2 integer → text")
+    );
+    job.swap("map", module("swap_map_v1")).unwrap();
+    let rows = feed(50);
+    let pipeline = job.stop();
+    assert_eq!(rows.len(), 200);
+    let status = &pipeline.status;
+    let parse = status.stage("parse").unwrap();
+    assert_eq!(
+        (parse.swaps, parse.shape_changes, parse.last_shape_change),
+        (1, 0, None),
+        "v1 and v2 of parse produce the same columns"
+    );
+    let map = status.stage("map").unwrap();
+    assert_eq!(map.shape_changes, 2);
+    assert_eq!(
+        map.last_shape_change.as_deref(),
+        Some("removed note (text); retyped value2 text → integer")
+    );
+    let metrics = rivulet::http::metrics::encode(status).unwrap();
+    assert!(
+        metrics.contains(r#"rivulet_stage_shape_changes_total{stage="map"} 2"#)
+            && metrics.contains(r#"rivulet_stage_shape_changes_total{stage="parse"} 0"#),
+        "{metrics}"
     );
 }
 

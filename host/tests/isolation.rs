@@ -85,6 +85,7 @@ fn a_batch_whose_call_failed_counts_as_failed_even_when_isolation_saves_its_othe
             name: "parse".into(),
             policy: OnError::Drop,
             stage: Box::new(stage),
+            shape: Default::default(),
         },
         maps: Vec::new(),
         stats: Default::default(),

@@ -1,6 +1,9 @@
 //! `/metrics` after a deterministic run: the text parses as the Prometheus exposition format
-//! and every counter equals what the input makes it, computed here from the input.
+//! and every counter equals what the input makes it, computed here from the input. Per-record
+//! errors are counted per stage and logged as a bounded number of WARNs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
 
 use rivulet::assemble::RunOptions;
 use rivulet::spec::PipelineSpec;
@@ -12,6 +15,40 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 const T0: i64 = 1_700_000_000_000;
+
+/// `/metrics` as text, and each sample by its name and labels.
+fn scrape(status: &Arc<rivulet::status::JobStatus>) -> (String, BTreeMap<String, f64>) {
+    let text = rivulet::http::metrics::encode(status).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
+    let mut got: BTreeMap<String, f64> = BTreeMap::new();
+    for sample in &scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("unexpected sample {sample:?}"),
+        };
+        let labels = sample.labels.to_string();
+        let labels = match labels.is_empty() {
+            true => labels,
+            false => format!("{{{labels}}}"),
+        };
+        got.insert(format!("{}{labels}", sample.metric), value);
+    }
+    (text, got)
+}
+
+fn options(dir: &std::path::Path) -> RunOptions {
+    RunOptions {
+        brokers: None,
+        runtime: Runtime::new(ModuleCache::at(dir.join("cache"))).unwrap(),
+        stop: Arc::new(AtomicBool::new(false)),
+        connect_timeout: Some(Duration::from_secs(5)),
+        commit_every: Duration::from_millis(200),
+        swappable: false,
+    }
+}
 const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
 
 #[test]
@@ -74,24 +111,7 @@ path = "{dlq}"
     let mut job = Job::from_spec(&spec, &options).unwrap();
     job.run().unwrap();
 
-    let text = rivulet::http::metrics::encode(&job.status).unwrap();
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
-    let mut got: BTreeMap<String, f64> = BTreeMap::new();
-    for sample in &scrape.samples {
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("unexpected sample {sample:?}"),
-        };
-        let labels = sample.labels.to_string();
-        let labels = match labels.is_empty() {
-            true => labels,
-            false => format!("{{{labels}}}"),
-        };
-        got.insert(format!("{}{labels}", sample.metric), value);
-    }
+    let (text, got) = scrape(&job.status);
     let results = groups.len() as f64;
     let expected: BTreeMap<String, f64> = [
         ("rivulet_source_records_total", 1000.0),
@@ -107,6 +127,10 @@ path = "{dlq}"
         (r#"rivulet_stage_failed_batches_total{stage="parse"}"#, 0.0),
         (
             r#"rivulet_dead_letters_total{stage="parse"}"#,
+            malformed as f64,
+        ),
+        (
+            r#"rivulet_stage_errors_total{stage="parse"}"#,
             malformed as f64,
         ),
         ("rivulet_window_rows_total", valid as f64),
@@ -137,4 +161,205 @@ path = "{dlq}"
         watermark > T0 as f64 / 1000.0 && watermark <= whole_input,
         "watermark {watermark}"
     );
+}
+
+/// The log lines written while the tests run (one subscriber for the test binary).
+fn captured() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Writer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || Writer(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+    .clone()
+}
+
+/// The per-record-error WARNs of `stage` in the log: the count each carries.
+fn warned_counts(log: &str, stage: &str) -> Vec<u64> {
+    let field = format!(" stage={stage} errors=");
+    log.lines()
+        .filter(|line| line.contains(" WARN ") && line.contains(&field))
+        .map(|line| {
+            let rest = &line[line.find(&field).unwrap() + field.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap()
+        })
+        .collect()
+}
+
+/// Parse errors (malformed JSON), the aggregate's `add` errors (an order without an
+/// amount) and the formatter's (a row without the fields it needs) in two file jobs of two
+/// tasks: each stage's errors are counted exactly in `/metrics` and the status, and logged as
+/// at most one WARN per stage per 10 s plus one per task at its end, whose counts add up to
+/// the stage's errors, each with an example reason.
+#[test]
+fn per_record_errors_are_counted_per_stage_and_logged_as_bounded_warnings() {
+    let log = captured();
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut malformed, mut bad_amount) = (0u64, 0u64);
+    let mut orders = Vec::new();
+    for i in 0..2000i64 {
+        let status = STATUSES[(i % 5) as usize];
+        let ts = T0 + i * 50;
+        orders.push(match i % 40 {
+            7 => {
+                malformed += 1;
+                format!(r#"{{"status":"{status}","tsMillis":{ts},"amount":"#)
+            }
+            23 => {
+                bad_amount += 1;
+                format!(r#"{{"status":"{status}","tsMillis":{ts}}}"#)
+            }
+            _ => format!(
+                r#"{{"status":"{status}","tsMillis":{ts},"amount":{}.5}}"#,
+                i % 100
+            ),
+        });
+    }
+    std::fs::write(dir.path().join("orders.jsonl"), orders.join("\n") + "\n").unwrap();
+    let spec = format!(
+        r#"
+name = "loud-aggregate"
+parallelism = 2
+[source]
+kind = "file"
+path = "{input}"
+[[stages]]
+name = "orders"
+kind = "parse"
+builtin = "json"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+out_of_orderness = "1s"
+[aggregate]
+module = "{avg}"
+[sink]
+kind = "file"
+path = "{out}"
+[dead_letters]
+path = "{dlq}"
+"#,
+        input = dir.path().join("orders.jsonl").display(),
+        avg = common::wasm("udf_avg_amount").display(),
+        out = dir.path().join("out.jsonl").display(),
+        dlq = dir.path().join("dlq.jsonl").display(),
+    );
+    let spec = PipelineSpec::parse(&spec, &dir.path().join("aggregate.toml")).unwrap();
+    let mut job = Job::from_spec(&spec, &options(dir.path())).unwrap();
+    job.run().unwrap();
+    let (text, got) = scrape(&job.status);
+    assert_eq!(
+        got.get(r#"rivulet_stage_errors_total{stage="orders"}"#),
+        Some(&(malformed as f64)),
+        "{text}"
+    );
+    assert_eq!(
+        got.get(r#"rivulet_stage_errors_total{stage="aggregate"}"#),
+        Some(&(bad_amount as f64)),
+        "{text}"
+    );
+    assert_eq!(
+        job.status.snapshot().counters.errors["aggregate"],
+        bad_amount
+    );
+
+    // The formatter: order summaries need a region; every 10th row has none.
+    let mut rows = Vec::new();
+    let mut no_region = 0u64;
+    for i in 0..500 {
+        let region = match i % 10 {
+            3 => {
+                no_region += 1;
+                String::new()
+            }
+            _ => r#","region":"eu-west""#.to_owned(),
+        };
+        rows.push(format!(
+            r#"{{"customer":"c-{i}","status":"NEW","amount":{i}.25,"ts":"2024-05-23T12:34:56Z"{region}}}"#
+        ));
+    }
+    std::fs::write(dir.path().join("rows.jsonl"), rows.join("\n") + "\n").unwrap();
+    let spec = format!(
+        r#"
+name = "loud-format"
+parallelism = 2
+[source]
+kind = "file"
+path = "{input}"
+[[stages]]
+name = "rows"
+kind = "parse"
+builtin = "json"
+[format]
+module = "{summary}"
+[sink]
+kind = "file"
+path = "{out}"
+[dead_letters]
+path = "{dlq}"
+"#,
+        input = dir.path().join("rows.jsonl").display(),
+        summary = common::wasm("udf_order_summary").display(),
+        out = dir.path().join("summaries.txt").display(),
+        dlq = dir.path().join("format-dlq.jsonl").display(),
+    );
+    let spec = PipelineSpec::parse(&spec, &dir.path().join("format.toml")).unwrap();
+    let mut job = Job::from_spec(&spec, &options(dir.path())).unwrap();
+    job.run().unwrap();
+    let (text, got) = scrape(&job.status);
+    assert_eq!(
+        got.get(r#"rivulet_stage_errors_total{stage="format"}"#),
+        Some(&(no_region as f64)),
+        "{text}"
+    );
+    assert_eq!(got.get(r#"rivulet_stage_errors_total{stage="rows"}"#), None);
+    let summaries = std::fs::read_to_string(dir.path().join("summaries.txt")).unwrap();
+    assert_eq!(summaries.lines().count() as u64, 500 - no_region);
+
+    let elapsed = started.elapsed();
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    // At most one per 10 s since the first, and one more as each of the 2 tasks ends.
+    let bound = 1 + 2 + elapsed.as_secs() as usize / 10;
+    for (stage, errors, reason) in [
+        ("orders", malformed, "EOF while parsing"),
+        ("aggregate", bad_amount, "amount"),
+        ("format", no_region, "region"),
+    ] {
+        let counts = warned_counts(&log, stage);
+        eprintln!(
+            "stage {stage}: {errors} errors in {} WARN lines {counts:?}",
+            counts.len()
+        );
+        assert!(
+            !counts.is_empty() && counts.len() <= bound,
+            "{stage}: {} WARNs (bound {bound}) in {elapsed:?}:\n{log}",
+            counts.len()
+        );
+        assert_eq!(counts.iter().sum::<u64>(), errors, "{stage}:\n{log}");
+        let example = log
+            .lines()
+            .find(|line| line.contains(&format!(" stage={stage} errors=")))
+            .unwrap();
+        assert!(example.contains(reason), "{example}");
+    }
 }

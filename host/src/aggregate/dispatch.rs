@@ -67,6 +67,14 @@ impl Dispatch {
         self.window_generation.remove(&start);
     }
 
+    /// The Wasm aggregate module generation in service (none for built-ins).
+    pub fn current_generation(&self) -> Option<u32> {
+        match &self.aggregator {
+            Aggregator::Wasm(generations) => Some(generations.current.id),
+            Aggregator::Builtin(_) => None,
+        }
+    }
+
     /// Puts a new aggregate module in service; `Ok((true, _))` when its state version differs
     /// (windows already open finish with the previous module). Also returns the module it
     /// replaced outright (same state version), to be dropped off the hot path.
@@ -76,10 +84,12 @@ impl Dispatch {
         stage: Box<dyn crate::stage::AggregateStage>,
         empty: Vec<u8>,
         state_version: u32,
+        swap: u64,
     ) -> Result<(bool, Option<Box<dyn crate::stage::AggregateStage>>), String> {
         match &mut self.aggregator {
             Aggregator::Wasm(generations) => {
                 let outcome = generations.install(stage, empty, state_version);
+                generations.shape.swapped(swap);
                 self.retire_unused();
                 Ok(outcome)
             }
@@ -369,6 +379,15 @@ impl Dispatch {
                     };
                     match outcome {
                         Ok(out) => {
+                            if generation_id == generations.current.id
+                                && out.rows.len > 0
+                                && generations.shape.wants()
+                                && let Some(change) = generations
+                                    .shape
+                                    .observe(crate::shape::Shape::of(&out.rows))
+                            {
+                                crate::shape::announce(self.samples.as_deref(), AGGREGATE, &change);
+                            }
                             for error in &out.errors {
                                 let index = error.index as usize;
                                 let payload = described.get(index).cloned().unwrap_or_default();

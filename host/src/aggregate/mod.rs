@@ -40,6 +40,8 @@ pub struct Generations {
     /// The stage's limits: the cap on the accumulator bytes the host keeps for it (all
     /// generations) and the size of `finish` chunks.
     pub limits: crate::udf::Limits,
+    /// The shape of the current module's results, watched across swaps.
+    pub shape: crate::shape::ShapeWatch,
 }
 
 impl Generations {
@@ -53,6 +55,7 @@ impl Generations {
             },
             retiring: Vec::new(),
             limits: crate::udf::Limits::default(),
+            shape: crate::shape::ShapeWatch::default(),
         }
     }
 

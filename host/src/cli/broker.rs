@@ -7,8 +7,15 @@ use rivulet::kafka::broker::EmbeddedBroker;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The workshop's bootstrap address (`rivulet run`, `seed` and `consume` default to it).
+pub const LISTEN: &str = "127.0.0.1:9094";
+
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
+    /// Where clients bootstrap: a forwarder to the embedded broker listens there (port 0:
+    /// any free port).
+    #[arg(long, default_value = LISTEN)]
+    listen: String,
     /// Topics to create, as name:partitions.
     #[arg(long = "topic", default_values_t = ["partitioned-topic:3".to_string(), "flink-aggregates:1".to_string(), "sales:1".to_string()])]
     topics: Vec<String>,
@@ -32,9 +39,11 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         let (name, partitions) = topic_arg(topic)?;
         broker.create_topic(&name, partitions)?;
     }
-    println!("{}", broker.bootstrap_servers());
+    let forwarder = broker.listen(&args.listen)?;
+    println!("{}", forwarder.address());
     eprintln!(
-        "embedded broker (development only: in memory, gone on exit) at {}; topics: {}; Ctrl-C to stop",
+        "embedded broker (development only: in memory, gone on exit) at {} (clients are then pointed at {}); topics: {}; Ctrl-C to stop",
+        forwarder.address(),
         broker.bootstrap_servers(),
         args.topics.join(", ")
     );

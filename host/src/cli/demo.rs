@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// Do not swap in rebuilt components automatically.
     #[arg(long)]
     no_watch: bool,
+    /// Where the embedded broker takes clients (`--brokers` of `rivulet seed`, `consume`,
+    /// `run` in another terminal; the default is theirs).
+    #[arg(long, default_value = super::broker::LISTEN)]
+    listen: String,
     #[command(flatten)]
     control: super::run::ControlArgs,
 }
@@ -106,9 +110,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     ] {
         broker.create_topic(topic, partitions)?;
     }
+    let forwarder = broker.listen(&args.listen)?;
+    // The demo's own clients go to the broker directly.
     let brokers = broker.bootstrap_servers();
     eprintln!(
-        "rivulet demo: embedded broker at {brokers} (development only); orders at {}/s, 5% malformed",
+        "rivulet demo: embedded broker at {} (development only); orders at {}/s, 5% malformed",
+        forwarder.address(),
         args.rate
     );
     eprintln!(

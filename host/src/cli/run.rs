@@ -291,6 +291,9 @@ pub fn report(job: &Job) {
     }
     let (sink, (sent, acked)) = job.sink();
     tracing::info!(sink = %sink, sent, acked, "sink");
+    for (stage, count) in &counters.errors {
+        tracing::info!(stage, count, "records refused");
+    }
     for (stage, count) in &counters.dead_letters {
         tracing::info!(stage, count, "dead letters");
     }

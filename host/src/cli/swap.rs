@@ -117,6 +117,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         if let Some(reason) = stage["last_rejection"].as_str() {
             println!("{:<16} last rejection: {reason}", "");
         }
+        if let Some(change) = stage["last_shape_change"].as_str() {
+            println!(
+                "{:<16} output changed shape after {} swap(s), last: {change}",
+                "", stage["shape_changes"]
+            );
+        }
     }
     let counters = &status["counters"];
     println!(
@@ -147,6 +153,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         "sink: sent {}  acknowledged {}",
         counters["sink_sent"], counters["sink_acked"]
     );
+    for (stage, count) in counters["errors"].as_object().into_iter().flatten() {
+        println!("errors (records refused) in {stage}: {count}");
+    }
     for (stage, count) in counters["dead_letters"].as_object().into_iter().flatten() {
         println!("dead letters from {stage}: {count}");
     }

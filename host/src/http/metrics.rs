@@ -98,6 +98,13 @@ impl Collector for JobMetrics {
         )?;
         counters(
             e,
+            "stage_errors",
+            "Records a stage refused: per-record errors of parse, map, the aggregate and format (dead-lettered or dropped).",
+            "stage",
+            job.errors.iter().map(|(stage, n)| (stage.as_str(), *n)),
+        )?;
+        counters(
+            e,
             "dead_letters",
             "Dead letters sent, by the stage that refused the record.",
             "stage",
@@ -156,6 +163,13 @@ impl Collector for JobMetrics {
             "Swaps a stage refused.",
             "stage",
             stages.iter().map(|s| (s.name.as_str(), s.rejected)),
+        )?;
+        counters(
+            e,
+            "stage_shape_changes",
+            "Swaps whose module produced output of another shape (columns added, removed or retyped) than the module before it.",
+            "stage",
+            stages.iter().map(|s| (s.name.as_str(), s.shape_changes)),
         )?;
         Ok(())
     }

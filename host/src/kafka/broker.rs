@@ -2,6 +2,7 @@
 //! only: no persistence, no security, and large backlogs may stall it.
 
 use super::KafkaError;
+use super::forward::{ForwardError, Forwarder};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -23,10 +24,71 @@ impl EmbeddedBroker {
         self.cluster.bootstrap_servers()
     }
 
+    /// Relays connections on `listen` (`host:port`) to the broker, so clients can bootstrap
+    /// there (the workshop's address, 127.0.0.1:9094); the forwarder stops when dropped.
+    pub fn listen(&self, listen: &str) -> Result<Forwarder, ForwardError> {
+        let bootstrap = self.bootstrap_servers();
+        let first = bootstrap.split(',').next().unwrap_or_default();
+        Forwarder::start(listen, first)
+    }
+
     /// Creates a topic (the mock cluster does not serve the admin API).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
         self.cluster
             .create_topic(topic, partitions, 1)
             .map_err(KafkaError::client(format!("creating topic `{topic}`")))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_client_bootstrapping_at_the_forwarder_produces_and_consumes() {
+        let broker = EmbeddedBroker::start(1).unwrap();
+        broker.create_topic("forwarded", 1).unwrap();
+        let forwarder = broker.listen("127.0.0.1:0").unwrap();
+        let bootstrap = forwarder.address().to_string();
+        assert_ne!(bootstrap, broker.bootstrap_servers());
+
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        for i in 0..3 {
+            let payload = format!("record-{i}");
+            producer
+                .send(BaseRecord::<(), _>::to("forwarded").payload(&payload))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "forwarded-test")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions
+            .add_partition_offset("forwarded", 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&partitions).unwrap();
+        let mut got = Vec::new();
+        let started = Instant::now();
+        while got.len() < 3 && started.elapsed() < Duration::from_secs(60) {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.unwrap();
+                got.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+            }
+        }
+        assert_eq!(got, ["record-0", "record-1", "record-2"]);
     }
 }

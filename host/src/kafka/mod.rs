@@ -1,6 +1,7 @@
 //! Kafka plumbing: client configuration, the source, the sink, and the embedded dev broker.
 
 pub mod broker;
+pub mod forward;
 pub mod state_topic;
 
 use rdkafka::ClientContext;

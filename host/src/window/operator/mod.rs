@@ -67,6 +67,9 @@ pub struct Windowing {
     lines: BTreeMap<i64, LineRuns>,
     /// The largest event time seen (ordered splits publish it).
     max_seen: Option<i64>,
+    /// The last request for live accumulators this task answered (see
+    /// [`crate::status::JobStatus::live_accumulators`]).
+    acc_offered: u64,
 }
 
 /// Watermarks as the spec configures them, with nothing seen yet.
@@ -103,6 +106,7 @@ impl Windowing {
             partitions: Vec::new(),
             lines: BTreeMap::new(),
             max_seen: None,
+            acc_offered: 0,
         })
     }
 
@@ -208,8 +212,37 @@ impl Windowing {
         stage: Box<dyn crate::stage::AggregateStage>,
         empty: Vec<u8>,
         state_version: u32,
+        swap: u64,
     ) -> Result<(bool, Option<Box<dyn crate::stage::AggregateStage>>), String> {
-        self.dispatch.swap(stage, empty, state_version)
+        self.dispatch.swap(stage, empty, state_version, swap)
+    }
+
+    /// Answers a swap's request for live accumulators once: up to
+    /// [`crate::status::ACC_SAMPLE`] of the open windows' accumulators that the aggregate
+    /// module in service holds (those a swap with the same state version takes over).
+    pub fn offer_accumulators(&mut self, status: &crate::status::JobStatus, request: u64) {
+        if self.acc_offered == request {
+            return;
+        }
+        self.acc_offered = request;
+        let mut live = Vec::new();
+        if let Some(current) = self.dispatch.current_generation() {
+            let size = self.windows.size_ms();
+            self.windows.for_each_mut(|start, key, acc| {
+                if let Acc::Bytes { generation, bytes } = acc
+                    && *generation == current
+                    && live.len() < crate::status::ACC_SAMPLE
+                {
+                    live.push(rivulet_rows::WindowAcc {
+                        key: key.clone(),
+                        window_start: start,
+                        window_end: start.saturating_add(size),
+                        acc: bytes.clone(),
+                    });
+                }
+            });
+        }
+        status.offer_accumulators(request, live);
     }
 
     /// Finishes fired windows into result rows.

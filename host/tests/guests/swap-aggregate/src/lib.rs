@@ -1,7 +1,8 @@
 //! Hot-swap test aggregate, built in variants. `v1` and `v2` share state version 1: the
 //! accumulator counts rows per variant that added them (`{"v1": 3, "v2": 2}`), so a result
 //! shows which module saw which rows. `v3` has state version 2 and a different accumulator
-//! (a plain count).
+//! (a plain count). `v4` is the mistake a swap must catch: its accumulator changed layout
+//! (`{"rows": n}`, a struct that cannot read v1's map) but it kept state version 1.
 
 use rivulet_sdk::{Aggregate, Window};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ pub struct Counted {
 
 pub struct PerVariant;
 
+#[cfg(not(swap_v4))]
 #[rivulet_sdk::aggregate]
 impl Aggregate for PerVariant {
     type Input = AnyRow;
@@ -73,6 +75,45 @@ impl Aggregate for PerVariant {
             window_start: window.start_ms,
             key: window.key.to_string(),
             counts,
+            finished_by: VARIANT,
+        }
+    }
+}
+
+/// `v4`'s accumulator: a new layout under the old state version.
+#[cfg(swap_v4)]
+#[derive(Serialize, Deserialize)]
+pub struct Rows {
+    pub rows: u64,
+}
+
+#[cfg(swap_v4)]
+#[rivulet_sdk::aggregate]
+impl Aggregate for PerVariant {
+    type Input = AnyRow;
+    type Acc = Rows;
+    type Output = Counted;
+    const STATE_VERSION: u32 = 1;
+
+    fn create() -> Rows {
+        Rows { rows: 0 }
+    }
+
+    fn add(acc: &mut Rows, _row: AnyRow) {
+        acc.rows += 1;
+    }
+
+    fn merge(a: Rows, b: Rows) -> Rows {
+        Rows {
+            rows: a.rows + b.rows,
+        }
+    }
+
+    fn finish(acc: Rows, window: &Window) -> Counted {
+        Counted {
+            window_start: window.start_ms,
+            key: window.key.to_string(),
+            counts: BTreeMap::from([("v4".to_owned(), acc.rows)]),
             finished_by: VARIANT,
         }
     }

@@ -1,5 +1,6 @@
 //! Hot-swap test map step, built in variants: `v1` (value2 = value), `v2` (value2 = value +
-//! 1000). Output tags the variant.
+//! 1000). Output tags the variant. `v3` changes the output's shape: value2 as text, and a
+//! new column `note`.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +25,38 @@ pub struct Mapped {
     pub value2: i64,
 }
 
+/// `v3`'s row.
+#[derive(Serialize)]
+pub struct Reshaped {
+    #[serde(flatten)]
+    pub parsed: Parsed,
+    pub mapped_by: &'static str,
+    pub value2: String,
+    pub note: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Mapped(Mapped),
+    Reshaped(Reshaped),
+}
+
 #[rivulet_sdk::map]
-pub fn map(parsed: Parsed) -> Mapped {
+pub fn map(parsed: Parsed) -> Output {
     let offset = if VARIANT == "v2" { 1000 } else { 0 };
     let value2 = parsed.value + offset;
-    Mapped {
+    if VARIANT == "v3" {
+        return Output::Reshaped(Reshaped {
+            parsed,
+            mapped_by: VARIANT,
+            value2: value2.to_string(),
+            note: "reshaped",
+        });
+    }
+    Output::Mapped(Mapped {
         parsed,
         mapped_by: VARIANT,
         value2,
-    }
+    })
 }
