@@ -19,6 +19,9 @@ pub struct BrokerArgs {
     /// Topics to create, as name:partitions.
     #[arg(long = "topic", default_values_t = ["partitioned-topic:3".to_string(), "flink-aggregates:1".to_string(), "sales:1".to_string()])]
     topics: Vec<String>,
+    /// Also start the development schema registry, at this address (default 127.0.0.1:8081).
+    #[arg(long, num_args = 0..=1, default_missing_value = rivulet::registry::DEFAULT_LISTEN)]
+    registry: Option<String>,
 }
 
 /// Parses `name:partitions` (partitions default to 1).
@@ -47,6 +50,10 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         broker.bootstrap_servers(),
         args.topics.join(", ")
     );
+    let _registry = match &args.registry {
+        Some(listen) => Some(super::registry::start(listen)?),
+        None => None,
+    };
     let stop = stop_on_signals()?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

@@ -4,6 +4,7 @@ mod broker;
 mod consume;
 mod demo;
 mod graph;
+mod registry;
 mod run;
 mod seed;
 mod swap;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::RunArgs),
     /// Start an embedded Kafka-protocol broker (development only) and print its address.
     Broker(broker::BrokerArgs),
+    /// Start a development schema registry (Confluent's REST API, in memory) and print its URL.
+    Registry(registry::RegistryArgs),
     /// Print a topic's records (results, dead letters, late records, input), one value per line.
     Consume(consume::ConsumeArgs),
     /// Write the workshop's synthetic data into Kafka.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Registry(args) => registry::run(args).map(|()| ExitCode::SUCCESS),
         Command::Consume(args) => consume::run(args).map(|()| ExitCode::SUCCESS),
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
