@@ -8,10 +8,12 @@ use crate::emit::Emitter;
 use crate::error::PipelineError;
 use crate::kafka::KafkaConfig;
 use crate::pipeline::Pipeline;
+use crate::registry::client::RegistryClient;
 use crate::sink::{LineSink, SharedSink, Sink};
 use crate::source::kafka::{KafkaSource, SourceOptions};
 use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
-use crate::spec::{OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind};
+use crate::spec::{OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind};
+use crate::stage::avro::{AvroFormat, AvroParse};
 use crate::stage::json::JsonParse;
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
@@ -116,10 +118,11 @@ impl Job {
         let status = Arc::new(JobStatus::new(&spec.name));
         // Modules first: a broken one fails fast, before any connection.
         let modules = Modules::load(spec, runtime, &status)?;
+        check_registries(spec)?;
         let shares = Shares::plan(spec, tasks)?;
         let tasks = shares.len();
         let (sink, key_field) = match &spec.sink {
-            SinkSpec::Kafka { topic, key } => (Sink::kafka(&kafka, topic)?, key.clone()),
+            SinkSpec::Kafka { topic, key, .. } => (Sink::kafka(&kafka, topic)?, key.clone()),
             SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),
             SinkSpec::File { path } => (Sink::Lines(LineSink::file(path)?), None),
         };
@@ -367,7 +370,12 @@ impl Modules {
                         stage.limits,
                     )?)));
                 }
-                (StageKind::Parse, _) => parse = Some(step(Box::new(JsonParse))),
+                (StageKind::Parse, _) => match (stage.builtin.as_deref(), &stage.registry) {
+                    (Some("avro-confluent"), Some(registry)) => {
+                        parse = Some(step(Box::new(AvroParse::new(&stage.name, registry))));
+                    }
+                    _ => parse = Some(step(Box::new(JsonParse))),
+                },
                 (StageKind::Map, _) => {
                     let module = map_modules.next().ok_or_else(|| {
                         PipelineError::Config(format!("stage `{}` has no module", stage.name))
@@ -395,7 +403,7 @@ impl Modules {
                     as Box<dyn crate::stage::FormatStage>,
                 shape: Default::default(),
             }),
-            _ => None,
+            _ => avro_format(spec),
         };
         let aggregator = match (&spec.aggregate, &self.aggregate) {
             (Some(aggregate), Some(module)) => {
@@ -418,6 +426,46 @@ impl Modules {
         };
         Ok((parse, maps, format, aggregator))
     }
+}
+
+/// The Kafka sink's `avro-confluent` encoding, if the spec asks for it.
+fn avro_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage>> {
+    let SinkSpec::Kafka {
+        topic,
+        key,
+        format: SinkFormat::AvroConfluent,
+        registry: Some(registry),
+    } = &spec.sink
+    else {
+        return None;
+    };
+    // Window results are keyed by the window key unless the spec says otherwise.
+    let key = key
+        .clone()
+        .or_else(|| spec.window.as_ref().and_then(|w| w.key.clone()));
+    Some(Step {
+        name: "format".into(),
+        policy: OnError::Dlq,
+        stage: Box::new(AvroFormat::new("format", topic, key, registry))
+            as Box<dyn crate::stage::FormatStage>,
+        shape: Default::default(),
+    })
+}
+
+/// Every schema registry the spec names answers: a job does not start against one that is
+/// down (one that goes down later fails the batches that need it, with the reason).
+fn check_registries(spec: &PipelineSpec) -> Result<(), PipelineError> {
+    let stages = spec.stages.iter().filter_map(|s| s.registry.as_deref());
+    let sink = match &spec.sink {
+        SinkSpec::Kafka { registry, .. } => registry.as_deref(),
+        _ => None,
+    };
+    for url in stages.chain(sink) {
+        RegistryClient::new(url)
+            .check()
+            .map_err(|err| PipelineError::Config(format!("cannot start: {err}")))?;
+    }
+    Ok(())
 }
 
 /// Each task's share of the input.

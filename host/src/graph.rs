@@ -144,7 +144,14 @@ impl JobGraph {
         }
         let format = match &spec.format {
             Some(format) => format!("format: {}", file_name(&format.module)),
-            None => "format: JSON".to_owned(),
+            None => match &spec.sink {
+                SinkSpec::Kafka {
+                    format: crate::spec::SinkFormat::AvroConfluent,
+                    registry: Some(registry),
+                    ..
+                } => format!("format: avro-confluent ({registry})"),
+                _ => "format: JSON".to_owned(),
+            },
         };
         let node = graph.node(format, false);
         graph.edge(&last, &node, None);

@@ -125,8 +125,11 @@ pub struct StageSpec {
     pub kind: StageKind,
     /// The component; relative paths are relative to the spec file.
     pub module: Option<PathBuf>,
-    /// A built-in step instead of a module: `json` (parse: each payload a JSON object).
+    /// A built-in step instead of a module (parse steps): `json` (each payload a JSON
+    /// object) or `avro-confluent` (Avro in Confluent's wire format; needs `registry`).
     pub builtin: Option<String>,
+    /// The schema registry's URL (`http://127.0.0.1:8081`), for `avro-confluent`.
+    pub registry: Option<String>,
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default)]
@@ -219,13 +222,35 @@ pub struct FormatSpec {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {
     /// A Kafka topic (idempotent producer, acks=all). `key`: a row field for the record key.
-    Kafka { topic: String, key: Option<String> },
+    /// `format`: `json` (the default) or `avro-confluent` (Avro in Confluent's wire format,
+    /// schemas registered at `registry` under `<topic>-value` and `<topic>-key`).
+    Kafka {
+        topic: String,
+        key: Option<String>,
+        #[serde(default)]
+        format: SinkFormat,
+        registry: Option<String>,
+    },
     /// Standard output, one record per line. (A struct variant, so that an unknown field is
     /// refused as it is for the other kinds.)
     Stdout {},
     /// A file, appended one record per line.
     File { path: PathBuf },
 }
+
+/// How a Kafka sink encodes results (without a `[format]` module).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkFormat {
+    /// One JSON object per result.
+    #[default]
+    Json,
+    /// Avro in Confluent's wire format, with a schema registry.
+    AvroConfluent,
+}
+
+/// The built-in parse steps.
+pub const BUILTIN_PARSE: [&str; 2] = ["json", "avro-confluent"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -408,10 +433,28 @@ impl PipelineSpec {
                 (None, None) => {
                     return invalid(&field, "needs `module` (a component) or `builtin`");
                 }
-                (None, Some(b)) if !(stage.kind == StageKind::Parse && b == "json") => {
+                (None, Some(b))
+                    if !(stage.kind == StageKind::Parse && BUILTIN_PARSE.contains(&b.as_str())) =>
+                {
                     return invalid(
                         &format!("{field}.builtin"),
-                        "the only built-in stage is `json` (a parse stage)",
+                        "the built-in stages are `json` and `avro-confluent` (parse stages)",
+                    );
+                }
+                _ => {}
+            }
+            let avro = stage.builtin.as_deref() == Some("avro-confluent");
+            match (avro, &stage.registry) {
+                (true, None) => {
+                    return invalid(
+                        &format!("{field}.registry"),
+                        "`avro-confluent` needs the schema registry's URL (registry = \"http://127.0.0.1:8081\")",
+                    );
+                }
+                (false, Some(_)) => {
+                    return invalid(
+                        &format!("{field}.registry"),
+                        "only the `avro-confluent` built-in reads a schema registry",
                     );
                 }
                 _ => {}
@@ -480,6 +523,32 @@ impl PipelineSpec {
                 "source.bounded",
                 "a bounded read needs assign = \"all\" (it reads every partition to its end)",
             );
+        }
+        if let SinkSpec::Kafka {
+            format, registry, ..
+        } = &self.sink
+        {
+            match (format, registry) {
+                (SinkFormat::AvroConfluent, None) => {
+                    return invalid(
+                        "sink.registry",
+                        "format = \"avro-confluent\" needs the schema registry's URL",
+                    );
+                }
+                (SinkFormat::Json, Some(_)) => {
+                    return invalid(
+                        "sink.registry",
+                        "only format = \"avro-confluent\" uses a schema registry",
+                    );
+                }
+                (SinkFormat::AvroConfluent, Some(_)) if self.format.is_some() => {
+                    return invalid(
+                        "sink.format",
+                        "give a [format] module or format = \"avro-confluent\", not both",
+                    );
+                }
+                _ => {}
+            }
         }
         if self.batch.max_records == 0 || self.batch.max_records > 1_000_000 {
             return invalid("batch.max_records", "must be between 1 and 1000000");
@@ -656,6 +725,56 @@ mod tests {
                 .to_string();
             assert!(err.contains("unknown field `colour`"), "{sink}: {err}");
         }
+    }
+
+    #[test]
+    fn avro_confluent_needs_a_registry_and_only_it_takes_one() {
+        let job = |stage: &str, sink: &str| {
+            format!(
+                "name = \"j\"\n[source]\nkind = \"stdin\"\n[[stages]]\nname = \"p\"\nkind = \"parse\"\n{stage}\n[sink]\nkind = \"kafka\"\ntopic = \"t\"\n{sink}\n"
+            )
+        };
+        let url = "registry = \"http://127.0.0.1:8081\"";
+        let avro = "builtin = \"avro-confluent\"";
+        let spec = parse(&job(
+            &format!("{avro}\n{url}"),
+            &format!("format = \"avro-confluent\"\n{url}"),
+        ))
+        .unwrap();
+        assert!(matches!(
+            spec.sink,
+            SinkSpec::Kafka {
+                format: SinkFormat::AvroConfluent,
+                ..
+            }
+        ));
+        let err = parse(&job(avro, "")).unwrap_err().to_string();
+        assert!(
+            err.contains("`stages[0].registry`: `avro-confluent` needs the schema registry's URL"),
+            "{err}"
+        );
+        let err = parse(&job(&format!("builtin = \"json\"\n{url}"), ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`stages[0].registry`: only the `avro-confluent` built-in"),
+            "{err}"
+        );
+        let err = parse(&job("builtin = \"json\"", "format = \"avro-confluent\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`sink.registry`: format = \"avro-confluent\" needs"),
+            "{err}"
+        );
+        let err = parse(&job("builtin = \"json\"", "format = \"avro\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `avro`"), "{err}");
+        let err = parse(&job("builtin = \"csv\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`stages[0].builtin`"), "{err}");
     }
 
     #[test]

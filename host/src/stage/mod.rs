@@ -5,6 +5,7 @@
 //! each came from) and per-record errors. A call that fails as a whole (a trap, a limit)
 //! returns `Err`; the pipeline then isolates the records that cause it ([`isolate`]).
 
+pub mod avro;
 pub mod isolate;
 pub mod json;
 pub mod wasm;

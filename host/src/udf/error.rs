@@ -48,6 +48,9 @@ pub enum UdfError {
     Stopped { stage: String },
     #[error("stage `{stage}`: UDF broke the contract: {reason}")]
     Contract { stage: String, reason: String },
+    /// A built-in step failed as a whole (e.g. its schema registry cannot be reached).
+    #[error("stage `{stage}`: {reason}")]
+    Builtin { stage: String, reason: String },
     #[error("UDF runtime: {0}")]
     Runtime(String),
 }

@@ -1,0 +1,3 @@
+//! Record formats other than JSON lines: Avro in Confluent's wire format ([`avro`]).
+
+pub mod avro;
