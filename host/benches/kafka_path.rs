@@ -49,7 +49,7 @@ fn produce(address: &str, topic: &str, records: i64) {
         let payload = generator.next(T0 + i * 10).payload;
         let mut record = BaseRecord::to(topic)
             .partition((i % i64::from(PARTITIONS)) as i32)
-            .payload(payload.as_bytes())
+            .payload(payload.as_slice())
             .key("k");
         while let Err((_, back)) = producer.send(record) {
             record = back;

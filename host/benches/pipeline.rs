@@ -105,7 +105,7 @@ fn measure(spec: &str, brokers: Option<String>, native_parse: bool, records: i64
 fn orders(count: i64) -> Vec<String> {
     let mut generator = Orders::new(1, 0.0);
     (0..count)
-        .map(|i| generator.next(T0 + i * 10).payload)
+        .map(|i| String::from_utf8_lossy(&generator.next(T0 + i * 10).payload).into_owned())
         .collect()
 }
 
@@ -241,7 +241,7 @@ topic = "steady-counts"
             let order = generator.next(rivulet::source::kafka::now_millis());
             let mut record = BaseRecord::to("steady")
                 .partition((sent % 3) as i32)
-                .payload(order.payload.as_bytes())
+                .payload(order.payload.as_slice())
                 .key("k");
             while let Err((_, back)) = producer.send(record) {
                 record = back;

@@ -4,6 +4,8 @@
 use crate::kafka::KafkaError;
 use crate::sink::kafka::KafkaSink;
 use crate::source::kafka::now_millis;
+use apache_avro::Schema;
+use apache_avro::types::Value;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rivulet_sdk::time::iso8601;
@@ -23,7 +25,7 @@ pub struct Orders {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seeded {
     pub key: String,
-    pub payload: String,
+    pub payload: Vec<u8>,
     /// Whether the payload is deliberately malformed.
     pub malformed: bool,
 }
@@ -58,13 +60,13 @@ impl Orders {
             };
             return Seeded {
                 key: customer,
-                payload,
+                payload: payload.into_bytes(),
                 malformed: true,
             };
         }
         Seeded {
             key: customer,
-            payload: good,
+            payload: good.into_bytes(),
             malformed: false,
         }
     }
@@ -92,10 +94,48 @@ impl Sales {
         );
         Seeded {
             key: store,
-            payload,
+            payload: payload.into_bytes(),
             malformed: false,
         }
     }
+
+    /// A `StoreSale` ([`STORE_SALE_SCHEMA`]) in Confluent's Avro wire format, written with
+    /// the schema registered as `schema_id`: a whole-unit `sale_amount` (1 to 500) and
+    /// `sale_ts` in epoch milliseconds.
+    pub fn next_avro(
+        &mut self,
+        ts_ms: i64,
+        schema: &Schema,
+        schema_id: u32,
+    ) -> Result<Seeded, String> {
+        let store = format!("store-{}", self.rng.random_range(1..=3));
+        let amount: i32 = self.rng.random_range(1..=500);
+        let record = Value::Record(vec![
+            ("store_id".into(), Value::String(store.clone())),
+            ("sale_amount".into(), Value::Int(amount)),
+            ("sale_ts".into(), Value::TimestampMillis(ts_ms)),
+        ]);
+        let body = apache_avro::to_avro_datum(schema, record)
+            .map_err(|err| format!("cannot write a StoreSale: {err}"))?;
+        Ok(Seeded {
+            key: store,
+            payload: crate::format::avro::frame(schema_id, &body),
+            malformed: false,
+        })
+    }
+}
+
+/// The sales workshop's Avro record, as Confluent's producer registers it.
+pub const STORE_SALE_SCHEMA: &str = r#"{"type":"record","name":"StoreSale","fields":[{"name":"store_id","type":"string"},{"name":"sale_amount","type":"int"},{"name":"sale_ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+
+/// Why seeding stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A record could not be generated.
+    #[error("{0}")]
+    Record(String),
 }
 
 /// Writes generated records to `sink` at `rate` per second (0: as fast as possible) until
@@ -106,8 +146,8 @@ pub fn write(
     rate: f64,
     count: u64,
     stop: &AtomicBool,
-    mut next: impl FnMut(i64) -> Seeded,
-) -> Result<(u64, u64), KafkaError> {
+    mut next: impl FnMut(i64) -> Result<Seeded, String>,
+) -> Result<(u64, u64), SeedError> {
     let started = Instant::now();
     let (mut written, mut malformed) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) && (count == 0 || written < count) {
@@ -119,9 +159,9 @@ pub fn write(
                 continue;
             }
         }
-        let record = next(now_millis());
+        let record = next(now_millis()).map_err(SeedError::Record)?;
         malformed += u64::from(record.malformed);
-        sink.send(Some(record.key.as_bytes()), record.payload.as_bytes(), &[])?;
+        sink.send(Some(record.key.as_bytes()), &record.payload, &[])?;
         written += 1;
         if written.is_multiple_of(1000) {
             sink.poll()?;
@@ -159,8 +199,48 @@ mod tests {
         let bad = a.iter().filter(|s| s.malformed).count();
         assert!((50..=150).contains(&bad), "{bad}");
         for s in a.iter().filter(|s| !s.malformed) {
-            let v: serde_json::Value = serde_json::from_str(&s.payload).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&s.payload).unwrap();
             assert!(STATUSES.contains(&v["status"].as_str().unwrap()));
         }
+    }
+
+    #[test]
+    fn avro_sales_are_deterministic_framed_store_sales_of_three_stores() {
+        let schema = Schema::parse_str(STORE_SALE_SCHEMA).unwrap();
+        let make = || {
+            let mut sales = Sales::new(7);
+            (0..300)
+                .map(|i| sales.next_avro(1_000 + i, &schema, 5).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (make(), make());
+        assert_eq!(a, b);
+        let mut stores = std::collections::BTreeSet::new();
+        for (i, sale) in (0i64..).zip(&a) {
+            let (id, body) = crate::format::avro::split(&sale.payload).unwrap();
+            assert_eq!(id, 5);
+            let value = crate::format::avro::decode(&schema, id, body).unwrap();
+            let Value::Record(fields) = value else {
+                panic!()
+            };
+            assert_eq!(
+                fields[0],
+                ("store_id".into(), Value::String(sale.key.clone()))
+            );
+            assert!(
+                matches!(fields[1].1, Value::Int(1..=500)),
+                "{:?}",
+                fields[1]
+            );
+            assert_eq!(
+                fields[2],
+                ("sale_ts".into(), Value::TimestampMillis(1_000 + i))
+            );
+            stores.insert(sale.key.clone());
+        }
+        assert_eq!(
+            stores.into_iter().collect::<Vec<_>>(),
+            ["store-1", "store-2", "store-3"]
+        );
     }
 }

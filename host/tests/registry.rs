@@ -4,34 +4,12 @@
 
 mod common;
 
-use common::JobProcess;
+use common::registry::registry;
 use rivulet::registry::client::{RegistryClient, RegistryError};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SALE: &str = r#"{"type":"record","name":"StoreSale","fields":[{"name":"store_id","type":"string"},{"name":"sale_amount","type":"int"},{"name":"sale_ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
 const OTHER: &str = r#"{"type":"record","name":"Other","fields":[{"name":"n","type":"long"}]}"#;
-
-/// A started registry (killed when dropped) and its URL, from its first stdout line.
-fn registry() -> (JobProcess, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .args(["registry", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    // Its log is drained for as long as it runs (a closed pipe would fail its writes).
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (JobProcess(child), url.trim().to_owned(), banner)
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -184,7 +184,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let mut sink = KafkaSink::open(&config, "partitioned-topic")?;
                 let mut orders = Orders::new(42, 0.05);
                 let counts = rivulet::seed::write(&mut sink, rate.max(0.1), 0, &seeding, |ts| {
-                    orders.next(ts)
+                    Ok(orders.next(ts))
                 })?;
                 anyhow::Ok(counts)
             })();

@@ -1,9 +1,11 @@
 //! `rivulet seed orders|sales`: the workshop's synthetic input, into Kafka.
 
 use super::run::{KafkaArgs, stop_on_signals};
+use apache_avro::Schema;
 use clap::{Args, Subcommand};
 use rivulet::kafka::KafkaConfig;
-use rivulet::seed::{Orders, Sales, Seeded};
+use rivulet::registry::client::RegistryClient;
+use rivulet::seed::{Orders, STORE_SALE_SCHEMA, Sales, Seeded};
 use rivulet::sink::kafka::KafkaSink;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -26,7 +28,20 @@ pub enum SeedCommand {
         common: SeedArgs,
         #[arg(long, default_value = "sales")]
         topic: String,
+        /// `json`, or `avro`: StoreSale records in Confluent's wire format, the schema
+        /// registered at `--registry` under `<topic>-value`.
+        #[arg(long, value_enum, default_value_t = SalesFormat::Json)]
+        format: SalesFormat,
+        /// The schema registry's URL (with `--format avro`).
+        #[arg(long)]
+        registry: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SalesFormat {
+    Json,
+    Avro,
 }
 
 #[derive(Debug, Args)]
@@ -53,15 +68,39 @@ pub fn run(command: SeedCommand) -> anyhow::Result<()> {
             malformed_ratio,
         } => {
             let mut orders = Orders::new(common.seed, malformed_ratio);
-            seed(&common, &topic, &stop, move |ts| orders.next(ts))
+            seed(&common, &topic, &stop, move |ts| Ok(orders.next(ts)))
         }
-        SeedCommand::Sales { common, topic } => {
+        SeedCommand::Sales {
+            common,
+            topic,
+            format,
+            registry,
+        } => {
             let mut sales = Sales::new(common.seed);
             let common = SeedArgs {
                 rate: Some(common.rate.unwrap_or(1.0)),
                 ..common
             };
-            seed(&common, &topic, &stop, move |ts| sales.next(ts))
+            match (format, registry) {
+                (SalesFormat::Json, None) => {
+                    seed(&common, &topic, &stop, move |ts| Ok(sales.next(ts)))
+                }
+                (SalesFormat::Json, Some(_)) => Err(anyhow::anyhow!(
+                    "--registry is for --format avro (JSON sales need no registry)"
+                )),
+                (SalesFormat::Avro, None) => Err(anyhow::anyhow!(
+                    "--format avro needs --registry URL (e.g. http://127.0.0.1:8081, `rivulet registry`)"
+                )),
+                (SalesFormat::Avro, Some(url)) => {
+                    let schema = Schema::parse_str(STORE_SALE_SCHEMA)?;
+                    let subject = format!("{topic}-value");
+                    let id = RegistryClient::new(&url).register(&subject, &schema)?;
+                    tracing::info!(subject, id, registry = %url, "StoreSale schema registered");
+                    seed(&common, &topic, &stop, move |ts| {
+                        sales.next_avro(ts, &schema, id)
+                    })
+                }
+            }
         }
     }
 }
@@ -71,7 +110,7 @@ pub fn seed(
     args: &SeedArgs,
     topic: &str,
     stop: &Arc<AtomicBool>,
-    mut next: impl FnMut(i64) -> Seeded,
+    mut next: impl FnMut(i64) -> Result<Seeded, String>,
 ) -> anyhow::Result<()> {
     let brokers = args
         .kafka

@@ -63,6 +63,7 @@ impl Drop for JobProcess {
 }
 
 pub mod kafka;
+pub mod registry;
 pub mod tansu;
 
 /// A started `rivulet run` (its stderr piped): the job, its stderr lines as they come, and
