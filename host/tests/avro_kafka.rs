@@ -209,3 +209,73 @@ fn a_registry_that_is_down_stops_the_job_from_starting_with_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn seed_sales_in_avro_registers_store_sale_and_writes_framed_records_keyed_by_store() {
+    let registry = RegistryServer::start("127.0.0.1:0").unwrap();
+    let url = registry.url();
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("sales", 1);
+    let seed = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["seed", "sales", "--brokers", &address, "--rate", "0"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = seed(&["--format", "avro", "--count", "1"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--format avro needs --registry URL"),
+        "{stderr}"
+    );
+
+    let done = seed(&[
+        "--format",
+        "avro",
+        "--registry",
+        &url,
+        "--count",
+        "9",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let records = read_until(&address, "sales", 1, Duration::from_secs(30), |r| {
+        r.len() >= 9
+    });
+    assert_eq!(records.len(), 9);
+    let mut reader = RegistryClient::new(&url);
+    let mut stores = std::collections::BTreeSet::new();
+    for record in &records {
+        let (id, body) = avro::split(&record.payload).unwrap();
+        let schema = reader.schema(id).unwrap();
+        assert_eq!(*schema, Schema::parse_str(SALE).unwrap());
+        let value = avro::decode(&schema, id, body).unwrap();
+        let Value::String(store) = field(&value, "store_id") else {
+            panic!("{value:?}")
+        };
+        assert_eq!(record.key.as_deref(), Some(store.as_bytes()));
+        assert!(matches!(field(&value, "sale_amount"), Value::Int(1..=500)));
+        assert!(matches!(
+            field(&value, "sale_ts"),
+            Value::TimestampMillis(_)
+        ));
+        stores.insert(store.clone());
+    }
+    assert!(stores.len() > 1, "{stores:?}");
+    // Registered under TopicNameStrategy's subject.
+    let latest = ureq::get(&format!("{url}/subjects/sales-value/versions/latest"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(latest.contains("\"id\":1"), "{latest}");
+}

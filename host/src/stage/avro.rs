@@ -190,3 +190,59 @@ fn key_text(rows: &Batch, field: &str, i: usize) -> Result<String, String> {
         Some(other) => Ok(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A URL nothing listens on.
+    fn nowhere() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn a_registry_that_is_down_fails_the_batch_naming_it_but_a_bad_payload_needs_none() {
+        let url = nowhere();
+        let mut stage = AvroParse::new("parse-sales", &url);
+        let mut raw = RawBatch::new();
+        raw.push(None, b"plain text", 0, 0, 0, &[]);
+        let out = stage.parse(&raw).unwrap();
+        assert_eq!(out.origins, Vec::<u32>::new());
+        assert_eq!(
+            out.errors,
+            vec![RecordError {
+                index: 0,
+                message: "not Avro in Confluent's wire format: no magic byte 0 (the payload starts with 0x70)".into()
+            }]
+        );
+        raw.push(None, &avro::frame(1, &[2, b'x']), 0, 0, 1, &[]);
+        let err = stage.parse(&raw).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "stage `parse-sales`: the schema registry at {url} is unreachable: "
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_registry_that_is_down_fails_the_encoding_naming_it() {
+        let url = nowhere();
+        let mut stage = AvroFormat::new("format", "out", None, &url);
+        let mut builder = BatchBuilder::new();
+        builder.push(&serde_json::json!({ "n": 1 })).unwrap();
+        let err = stage.format(&builder.finish()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "stage `format`: the schema registry at {url} is unreachable: "
+            )),
+            "{err}"
+        );
+    }
+}
