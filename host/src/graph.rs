@@ -155,7 +155,16 @@ impl JobGraph {
         };
         let node = graph.node(format, false);
         graph.edge(&last, &node, None);
-        if let (Some(dead), Some(_)) = (&dead, &spec.format) {
+        let avro = matches!(
+            &spec.sink,
+            SinkSpec::Kafka {
+                format: crate::spec::SinkFormat::AvroConfluent,
+                ..
+            }
+        );
+        if let Some(dead) = &dead
+            && (spec.format.is_some() || avro)
+        {
             graph.edge(&node, dead, Some("refused"));
         }
         let sink = match &spec.sink {
