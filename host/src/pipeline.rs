@@ -210,6 +210,7 @@ impl Pipeline {
             steps: self.transform.stats.clone(),
             window: self.windowing.as_ref().map(Windowing::stats),
             dead_letters: self.dead.counts().clone(),
+            recent_dead_letters: self.dead.recent().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
         }
     }
