@@ -118,6 +118,7 @@ impl Job {
         let modules = Modules::load(spec, runtime, &status)?;
         let shares = Shares::plan(spec, tasks)?;
         let tasks = shares.len();
+        status.set_graph(crate::graph::JobGraph::of(spec, tasks));
         let (sink, key_field) = match &spec.sink {
             SinkSpec::Kafka { topic, key } => (Sink::kafka(&kafka, topic)?, key.clone()),
             SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),

@@ -46,6 +46,20 @@ impl WindowStats {
     }
 }
 
+/// How many recent dead letters a task keeps, and the job reports.
+pub const RECENT_DEAD_LETTERS: usize = 10;
+
+/// A recent dead letter: which stage refused what, and why (the payload is not kept).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentDeadLetter {
+    /// When it was refused (epoch milliseconds).
+    pub at: i64,
+    pub stage: String,
+    pub error: String,
+    /// `topic/partition@offset` of the source record (`-1`s for a derived row).
+    pub source: String,
+}
+
 /// One task's counters, as last published.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskCounters {
@@ -61,6 +75,8 @@ pub struct TaskCounters {
     /// task reports the same sink).
     pub sink_sent: u64,
     pub sink_acked: u64,
+    /// Its latest dead letters, oldest first (at most [`RECENT_DEAD_LETTERS`]).
+    pub recent_dead_letters: Vec<RecentDeadLetter>,
 }
 
 /// The job's counters: the sum over its tasks.
@@ -75,6 +91,8 @@ pub struct JobCounters {
     pub watermark: Option<i64>,
     pub sink_sent: u64,
     pub sink_acked: u64,
+    /// The job's latest dead letters, oldest first (at most [`RECENT_DEAD_LETTERS`]).
+    pub recent_dead_letters: Vec<RecentDeadLetter>,
 }
 
 impl JobCounters {
@@ -101,7 +119,16 @@ impl JobCounters {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            job.recent_dead_letters
+                .extend(task.recent_dead_letters.iter().cloned());
         }
+        // Stable: one task's letters of the same millisecond keep their order.
+        job.recent_dead_letters.sort_by_key(|letter| letter.at);
+        let excess = job
+            .recent_dead_letters
+            .len()
+            .saturating_sub(RECENT_DEAD_LETTERS);
+        job.recent_dead_letters.drain(..excess);
         job
     }
 }
@@ -110,8 +137,17 @@ impl JobCounters {
 mod tests {
     use super::*;
 
+    fn letter(at: i64, task: &str) -> RecentDeadLetter {
+        RecentDeadLetter {
+            at,
+            stage: "parse".to_owned(),
+            error: task.to_owned(),
+            source: format!("t/0@{at}"),
+        }
+    }
+
     #[test]
-    fn job_counters_sum_the_tasks_and_take_the_lowest_watermark() {
+    fn job_counters_sum_the_tasks_take_the_lowest_watermark_and_the_latest_dead_letters() {
         let step = |n| StepStats {
             records_in: n,
             rows_out: n - 1,
@@ -129,6 +165,7 @@ mod tests {
             watermark: Some(500),
             sink_sent: 4,
             sink_acked: 3,
+            recent_dead_letters: (0..8).map(|i| letter(i * 2, "a")).collect(),
         };
         let b = TaskCounters {
             steps: [("parse".to_owned(), step(5))].into(),
@@ -138,6 +175,7 @@ mod tests {
             watermark: Some(300),
             sink_sent: 4,
             sink_acked: 4,
+            recent_dead_letters: (0..8).map(|i| letter(i * 2 + 1, "b")).collect(),
         };
         let job = JobCounters::sum([&a, &b]);
         assert_eq!(
@@ -157,5 +195,17 @@ mod tests {
         );
         assert_eq!(job.watermark, Some(300));
         assert_eq!((job.sink_sent, job.sink_acked), (4, 4), "one shared sink");
+        let recent: Vec<(i64, &str)> = job
+            .recent_dead_letters
+            .iter()
+            .map(|l| (l.at, l.error.as_str()))
+            .collect();
+        assert_eq!(
+            recent,
+            (6..16)
+                .map(|at| (at, if at % 2 == 0 { "a" } else { "b" }))
+                .collect::<Vec<_>>(),
+            "the latest ten of both tasks, oldest first"
+        );
     }
 }

@@ -224,6 +224,7 @@ impl Pipeline {
             window: self.windowing.as_ref().map(Windowing::stats),
             dead_letters: self.dead.counts().clone(),
             errors: self.dead.errors().clone(),
+            recent_dead_letters: self.dead.recent().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
         }
     }

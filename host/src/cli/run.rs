@@ -99,7 +99,7 @@ impl Control {
         }
         // Last: once this line is out, `rivulet swap` finds the token.
         eprintln!(
-            "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
+            "control API at http://{bound} (the dashboard in a browser; rivulet status --control {bound}; metrics at http://{bound}/metrics)"
         );
         Ok(Control {
             target: Some(target),
