@@ -361,6 +361,7 @@ topic = "orders-dlq"
                     rows_out: 8,
                     rejected: 2,
                     failed_batches: 0,
+                    ..Default::default()
                 },
             )]
             .into(),

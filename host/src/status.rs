@@ -47,6 +47,9 @@ pub struct StageInfo {
     pub swaps: u64,
     pub rejected: u64,
     pub last_swap_pause_us: Option<u64>,
+    /// How long each swap paused the record flow ([`crate::counters::BATCH_LATENCY_US`]
+    /// buckets).
+    pub swap_pauses: crate::counters::Histogram,
     pub last_rejection: Option<String>,
     /// Swaps whose module produced output of another shape than the module before it
     /// (see [`crate::shape`]), and the last difference.
@@ -76,6 +79,7 @@ impl StageInfo {
             swaps: 0,
             rejected: 0,
             last_swap_pause_us: None,
+            swap_pauses: crate::counters::Histogram::default(),
             last_rejection: None,
             shape_changes: 0,
             last_shape_change: None,

@@ -268,6 +268,10 @@ fn outcome(
         info.loaded_at = rivulet_sdk::time::iso8601(crate::source::kafka::now_millis());
         info.swaps += 1;
         info.last_swap_pause_us = Some(outcome.pause_us);
+        info.swap_pauses.record(
+            &crate::counters::BATCH_LATENCY_US,
+            Duration::from_micros(outcome.pause_us),
+        );
         if installed.new_version.is_some() {
             info.state_version = installed.new_version;
         }
