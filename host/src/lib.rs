@@ -14,6 +14,7 @@ pub mod graph;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;
+pub mod scaffold;
 pub mod seed;
 pub mod side_output;
 pub mod sink;
