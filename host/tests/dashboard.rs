@@ -196,7 +196,7 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut job = start_job(dir.path());
+    let job = start_job(dir.path());
     let control = job.control.clone();
 
     // The page: served as is, without a token, from the binary.
@@ -206,6 +206,20 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
 
     let (_driver, webdriver) = start_chromedriver(&chromedriver);
     let client = browser(&webdriver).await;
+    // The checks run in a task of their own: pass or fail, the browser is closed after
+    // (chromedriver's end does not end the browser it started).
+    let outcome = tokio::spawn(check_the_page(client.clone(), job, page)).await;
+    let _ = client.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the checks did not finish: {failed}"),
+        }
+    }
+}
+
+async fn check_the_page(client: Client, mut job: FedJob, page: String) {
+    let control = job.control.clone();
     client.goto(&format!("http://{control}/")).await.unwrap();
 
     // The graph: every operator, and counts on the edges once records flow.
@@ -353,7 +367,6 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
         page.len(),
         artifacts.join("dashboard.png").display()
     );
-    client.close().await.unwrap();
     job.feeding.store(false, Ordering::Relaxed);
     job.job.kill().unwrap();
 }
