@@ -211,6 +211,7 @@ impl Pipeline {
             window: self.windowing.as_ref().map(Windowing::stats),
             dead_letters: self.dead.counts().clone(),
             recent_dead_letters: self.dead.recent().cloned().collect(),
+            recent_results: self.emitter.recent.iter().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
         }
     }
