@@ -217,6 +217,7 @@ impl Job {
                     sink: sink.clone(),
                     key_field: key_field.clone(),
                     samples: samples.clone(),
+                    recent: std::collections::VecDeque::new(),
                 },
                 dead: DeadLetters::new(dead_sink.clone()),
                 late: late_sink.clone(),

@@ -135,6 +135,26 @@ pub struct PartitionStats {
     pub watermark: Option<i64>,
 }
 
+/// How many recent window results a task keeps, and the job reports.
+pub const RECENT_RESULTS: usize = 10;
+
+/// A recent window result: the result row as JSON (before the formatter).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentResult {
+    /// When it was sent (epoch milliseconds).
+    pub at: i64,
+    pub row: String,
+}
+
+/// The latest `keep` of `items`, oldest first, by `at` (stable: one task's items of the
+/// same millisecond keep their order).
+fn latest<T>(mut items: Vec<T>, keep: usize, at: impl Fn(&T) -> i64) -> Vec<T> {
+    items.sort_by_key(|item| at(item));
+    let excess = items.len().saturating_sub(keep);
+    items.drain(..excess);
+    items
+}
+
 /// One task's counters, as last published.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskCounters {
@@ -154,6 +174,8 @@ pub struct TaskCounters {
     pub sink_acked: u64,
     /// Its latest dead letters, oldest first (at most [`RECENT_DEAD_LETTERS`]).
     pub recent_dead_letters: Vec<RecentDeadLetter>,
+    /// Its latest window results, oldest first (at most [`RECENT_RESULTS`]).
+    pub recent_results: Vec<RecentResult>,
 }
 
 /// The job's counters: the sum over its tasks.
@@ -172,6 +194,8 @@ pub struct JobCounters {
     pub sink_acked: u64,
     /// The job's latest dead letters, oldest first (at most [`RECENT_DEAD_LETTERS`]).
     pub recent_dead_letters: Vec<RecentDeadLetter>,
+    /// The job's latest window results, oldest first (at most [`RECENT_RESULTS`]).
+    pub recent_results: Vec<RecentResult>,
 }
 
 impl JobCounters {
@@ -203,14 +227,19 @@ impl JobCounters {
             };
             job.recent_dead_letters
                 .extend(task.recent_dead_letters.iter().cloned());
+            job.recent_results
+                .extend(task.recent_results.iter().cloned());
         }
-        // Stable: one task's letters of the same millisecond keep their order.
-        job.recent_dead_letters.sort_by_key(|letter| letter.at);
-        let excess = job
-            .recent_dead_letters
-            .len()
-            .saturating_sub(RECENT_DEAD_LETTERS);
-        job.recent_dead_letters.drain(..excess);
+        job.recent_dead_letters = latest(
+            std::mem::take(&mut job.recent_dead_letters),
+            RECENT_DEAD_LETTERS,
+            |letter| letter.at,
+        );
+        job.recent_results = latest(
+            std::mem::take(&mut job.recent_results),
+            RECENT_RESULTS,
+            |result| result.at,
+        );
         job
     }
 }
@@ -257,6 +286,10 @@ mod tests {
             sink_sent: 4,
             sink_acked: 3,
             recent_dead_letters: (0..8).map(|i| letter(i * 2, "a")).collect(),
+            recent_results: vec![RecentResult {
+                at: 5,
+                row: "a".into(),
+            }],
         };
         let b = TaskCounters {
             steps: [("parse".to_owned(), step(5))].into(),
@@ -268,6 +301,10 @@ mod tests {
             sink_sent: 4,
             sink_acked: 4,
             recent_dead_letters: (0..8).map(|i| letter(i * 2 + 1, "b")).collect(),
+            recent_results: vec![RecentResult {
+                at: 4,
+                row: "b".into(),
+            }],
         };
         let job = JobCounters::sum([&a, &b]);
         assert_eq!(
@@ -306,6 +343,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             "the latest ten of both tasks, oldest first"
         );
+        let rows: Vec<&str> = job.recent_results.iter().map(|r| r.row.as_str()).collect();
+        assert_eq!(rows, ["b", "a"]);
     }
 
     #[test]

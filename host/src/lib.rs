@@ -15,6 +15,7 @@ pub mod graph;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;
+pub mod scaffold;
 pub mod seed;
 pub mod shape;
 pub mod side_output;

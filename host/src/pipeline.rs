@@ -225,6 +225,7 @@ impl Pipeline {
             dead_letters: self.dead.counts().clone(),
             errors: self.dead.errors().clone(),
             recent_dead_letters: self.dead.recent().cloned().collect(),
+            recent_results: self.emitter.recent.iter().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
             partitions: self.partition_stats(),
         }

@@ -1,7 +1,7 @@
 //! The dashboard at the control address, in headless Chromium (chromedriver, driven with
 //! fantoccini) against a running `rivulet run`: the job graph is drawn with live counts, the
-//! stages show their modules, dead letters show their reasons, and a module swapped through
-//! the page's form runs. Saves `target/test-artifacts/dashboard.png` and prints the page's
+//! stages show their modules, window results and dead letters (with their reasons) are
+//! listed, and a module swapped through the page's form runs. Saves `target/test-artifacts/dashboard.png` and prints the page's
 //! weight and first paint (`--nocapture`).
 //!
 //! Skipped, saying so, only when chromedriver is absent and `RIVULET_REQUIRE_BROWSER` is not
@@ -62,7 +62,7 @@ async fn browser(webdriver: &str) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".to_owned(),
-        json!({ "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1150"] }),
+        json!({ "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1400"] }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     ClientBuilder::new(connector)
@@ -196,7 +196,7 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut job = start_job(dir.path());
+    let job = start_job(dir.path());
     let control = job.control.clone();
 
     // The page: served as is, without a token, from the binary.
@@ -206,6 +206,20 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
 
     let (_driver, webdriver) = start_chromedriver(&chromedriver);
     let client = browser(&webdriver).await;
+    // The checks run in a task of their own: pass or fail, the browser is closed after
+    // (chromedriver's end does not end the browser it started).
+    let outcome = tokio::spawn(check_the_page(client.clone(), job, page)).await;
+    let _ = client.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the checks did not finish: {failed}"),
+        }
+    }
+}
+
+async fn check_the_page(client: Client, mut job: FedJob, page: String) {
+    let control = job.control.clone();
     client.goto(&format!("http://{control}/")).await.unwrap();
 
     // The graph: every operator, and counts on the edges once records flow.
@@ -258,6 +272,24 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
         .await
         .unwrap();
     assert!(dead.contains("EOF while parsing"), "{dead}");
+    // A window result: the count of v1's records in a one-second window.
+    let result = client
+        .find(Locator::Css("#results tr td:nth-child(2)"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["parsed_by"], "v1", "{result}");
+    assert!(result["n"].as_u64().unwrap() > 0, "{result}");
+    let bound =
+        |name: &str| rivulet_sdk::time::parse_iso8601(result[name].as_str().unwrap()).unwrap();
+    assert_eq!(
+        bound("window_end") - bound("window_start"),
+        1000,
+        "{result}"
+    );
 
     // A swap with a wrong token is refused, and changes nothing.
     // Chrome takes only a canonical path for an upload.
@@ -353,7 +385,6 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
         page.len(),
         artifacts.join("dashboard.png").display()
     );
-    client.close().await.unwrap();
     job.feeding.store(false, Ordering::Relaxed);
     job.job.kill().unwrap();
 }

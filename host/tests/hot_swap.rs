@@ -714,6 +714,52 @@ fn watched_module_file_is_swapped_in_when_rewritten_and_a_broken_rewrite_is_igno
     assert_eq!(rows.len(), next as usize, "no record lost across the swaps");
 }
 
+/// A build that writes the module in several steps: the first half of a component is not
+/// tried (it would be rejected), the whole one, once written, is swapped in.
+#[test]
+fn a_half_written_module_is_not_tried_and_the_completed_one_is_swapped_in() {
+    use std::io::Write;
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let watched = dir.path().join("parse.wasm");
+    std::fs::copy(wasm("swap_parse_v1"), &watched).unwrap();
+    let spec = parse_map_spec("ids", &out).replace(
+        &wasm("swap_parse_v1").display().to_string(),
+        &watched.display().to_string(),
+    );
+    let job = start(&spec, &broker.address(), dir.path());
+    rivulet::watch::spawn(job.status.clone(), job.swaps.clone(), job.stop.clone()).unwrap();
+    let v2 = module("swap_parse_v2");
+    let (first, rest) = v2.split_at(v2.len() / 2);
+    let mut file = std::fs::File::create(&watched).unwrap();
+    file.write_all(first).unwrap();
+    file.flush().unwrap();
+    // Well past the quiet period: the watcher has looked at the half-written file.
+    std::thread::sleep(rivulet::watch::QUIET * 4);
+    let parse = job.status.stage("parse").unwrap();
+    assert_eq!(
+        (parse.swaps, parse.rejected),
+        (0, 0),
+        "the half-written module was not tried"
+    );
+    file.write_all(rest).unwrap();
+    drop(file);
+    let started = Instant::now();
+    let v2_hash = rivulet::udf::cache::content_hash(&v2);
+    while job.status.stage("parse").unwrap().hash.as_deref() != Some(v2_hash.as_str()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the completed module was not swapped in"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let parse = job.status.stage("parse").unwrap();
+    job.stop();
+    assert_eq!((parse.swaps, parse.rejected), (1, 0));
+}
+
 /// Editors and `cargo build` replace a file by renaming a new one over it: each of ten such
 /// replacements (v1 and v2 in turn, while records flow) is swapped in, and the stage then
 /// runs exactly the renamed file. Prints the median time from the rename to the swap being

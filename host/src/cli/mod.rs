@@ -4,6 +4,7 @@ mod broker;
 mod consume;
 mod demo;
 mod graph;
+mod new;
 mod run;
 mod seed;
 mod swap;
@@ -47,6 +48,8 @@ enum Command {
     /// Work with one UDF component locally.
     #[command(subcommand)]
     Udf(udf::UdfCommand),
+    /// Start a new step: its crate under udfs/, with a unit test and a sample input.
+    New(new::NewArgs),
 }
 
 /// Logs go to stderr; guest output is logged under `rivulet::guest` with its stage.
@@ -77,5 +80,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => graph::check(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
+        Command::New(args) => new::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
