@@ -478,3 +478,198 @@ fn a_syntax_error_names_its_position() {
     assert!(err.starts_with("syntax error: "), "{err}");
     assert!(err.contains("Line: 1"), "{err}");
 }
+
+#[test]
+fn cli_sql_runs_a_script_to_the_end_of_its_file_and_prints_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = [
+        (T0, "NEW"),
+        (T0 + 1_000, "NEW"),
+        (T0 + 2_000, "SHIPPED"),
+        (T0 + 12_000, "NEW"),
+    ];
+    let lines: Vec<String> = orders
+        .iter()
+        .map(|(ts, status)| format!(r#"{{"status":"{status}","tsMillis":{ts}}}"#))
+        .collect();
+    std::fs::write(dir.path().join("orders.jsonl"), lines.join("\n") + "\n").unwrap();
+    let script = "CREATE TABLE orders (status STRING, tsMillis BIGINT, ts AS TO_TIMESTAMP_LTZ(tsMillis, 3), WATERMARK FOR ts AS ts)
+WITH ('connector' = 'filesystem', 'path' = 'orders.jsonl', 'format' = 'json');
+CREATE TABLE out (window_start TIMESTAMP(3), window_end TIMESTAMP(3), status STRING, n BIGINT)
+WITH ('connector' = 'print');
+SET 'parallelism.default' = '1';
+INSERT INTO out
+SELECT window_start, window_end, status, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY window_start, window_end, status;
+";
+    std::fs::write(dir.path().join("job.sql"), script).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["sql", "--control", "off", "-f"])
+        .arg(dir.path().join("job.sql"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let iso = rivulet_sdk::time::iso8601;
+    let row = |start: i64, status: &str, n: u64| {
+        format!(
+            r#"{{"window_start":"{}","window_end":"{}","status":"{status}","n":{n}}}"#,
+            iso(start),
+            iso(start + 10_000)
+        )
+    };
+    let mut expected = vec![
+        row(T0, "NEW", 2),
+        row(T0, "SHIPPED", 1),
+        row(T0 + 10_000, "NEW", 1),
+    ];
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut got: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // A script it cannot run: one error, with the file, line and column.
+    let bad = script.replace(
+        "GROUP BY window_start",
+        "WHERE status = 'NEW' GROUP BY window_start",
+    );
+    std::fs::write(dir.path().join("bad.sql"), bad).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["sql", "--control", "off", "-f"])
+        .arg(dir.path().join("bad.sql"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("bad.sql:9:7: WHERE status = 'NEW' is not supported yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dead_letter_setting_sends_malformed_records_to_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (
+        dir.path().join("orders.jsonl"),
+        dir.path().join("totals.jsonl"),
+    );
+    let dlq = dir.path().join("dlq.jsonl");
+    write_orders(&input);
+    let script = format!(
+        "SET 'rivulet.dead-letters.path' = '{}';\n{}",
+        dlq.display(),
+        file_script(&input, &output, true)
+    );
+    let job = plan(&script);
+    assert_eq!(job.spec.stages[0].on_error, rivulet::spec::OnError::Dlq);
+    run_to_end(&job).unwrap();
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(dead.lines().count(), 3, "{dead}");
+    let results = std::fs::read_to_string(&output).unwrap();
+    let counted: u64 = results
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["orders"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 240);
+}
+
+fn table_script(columns: &str, options: &str, descriptor: &str) -> String {
+    format!(
+        "CREATE TABLE src ({columns}) WITH ({options});
+CREATE TABLE dst (window_start TIMESTAMP(3), window_end TIMESTAMP(3), n BIGINT) WITH ('connector' = 'print');
+INSERT INTO dst SELECT window_start, window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR({descriptor}), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end;"
+    )
+}
+
+#[test]
+fn time_attributes_and_kafka_options_plan_to_their_spec_fields() {
+    use rivulet::spec::{AssignMode, SourceSpec, TimeDomain};
+    let kafka = "'connector' = 'kafka', 'topic' = 'in', 'value.format' = 'json'";
+    // A TIMESTAMP(3) field read as ISO-8601 text (or epoch ms).
+    let spec = plan(&table_script(
+        "ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND",
+        kafka,
+        "ts",
+    ))
+    .spec;
+    let window = spec.window.unwrap();
+    assert_eq!(window.time, TimeDomain::Event);
+    assert_eq!(window.timestamp.as_deref(), Some("ts"));
+    assert_eq!(window.out_of_orderness, Duration::from_secs(2));
+    assert_eq!(window.size, Duration::from_secs(60));
+    assert_eq!(window.key, None);
+    // The Kafka record timestamp.
+    let spec = plan(&table_script(
+        "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', WATERMARK FOR ts AS ts",
+        kafka,
+        "ts",
+    ))
+    .spec;
+    assert_eq!(spec.window.unwrap().timestamp.as_deref(), Some("kafka"));
+    // A bounded read, and the idle timeout.
+    let bounded = format!(
+        "SET 'table.exec.source.idle-timeout' = '30 s';\n{}",
+        table_script(
+            "pt AS PROCTIME()",
+            &format!("{kafka}, 'scan.bounded.mode' = 'latest-offset'"),
+            "pt"
+        )
+    );
+    let spec = plan(&bounded).spec;
+    assert!(matches!(
+        spec.source,
+        SourceSpec::Kafka {
+            bounded: true,
+            assign: AssignMode::All,
+            ..
+        }
+    ));
+    assert_eq!(spec.window.unwrap().idle_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn time_attribute_mistakes_and_unsupported_connectors_are_refused_by_name() {
+    let kafka = "'connector' = 'kafka', 'topic' = 'in', 'format' = 'json'";
+    assert_eq!(
+        plan_error(&table_script(
+            "ts STRING, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND",
+            kafka,
+            "ts"
+        )),
+        "1:30: WATERMARK FOR `ts`: the column must be a TIMESTAMP(3) or TIMESTAMP_LTZ(3) (it is STRING)"
+    );
+    assert_eq!(
+        plan_error(&table_script(
+            "status STRING, pt AS PROCTIME()",
+            kafka,
+            "status"
+        )),
+        "3:99: DESCRIPTOR(status): `status` is not a time attribute of `src` (declare it `AS PROCTIME()`, or give it a WATERMARK)"
+    );
+    assert_eq!(
+        plan_error(&table_script(
+            "pt AS PROCTIME()",
+            "'connector' = 'upsert-kafka', 'topic' = 'in'",
+            "pt"
+        )),
+        "1:43: the connector 'upsert-kafka' is not supported yet (kafka, filesystem and print are)"
+    );
+    assert_eq!(
+        plan_error(&table_script(
+            "pt AS PROCTIME()",
+            "'connector' = 'kafka', 'topic' = 'in', 'format' = 'avro-confluent'",
+            "pt"
+        )),
+        "1:82: the format 'avro-confluent' is not supported yet (JSON is)"
+    );
+}
