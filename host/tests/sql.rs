@@ -673,3 +673,29 @@ fn time_attribute_mistakes_and_unsupported_connectors_are_refused_by_name() {
         "1:82: the format 'avro-confluent' is not supported yet (JSON is)"
     );
 }
+
+#[test]
+fn results_that_do_not_fit_the_sink_columns_or_inputs_that_are_not_numbers_are_refused() {
+    let select = format!(
+        "SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} GROUP BY window_start, window_end, status"
+    );
+    assert_eq!(
+        plan_error(&query(&select).replace("status STRING, n BIGINT", "status STRING, n STRING")),
+        "6:42: column `n` of `out` is STRING, but the SELECT list gives it a number"
+    );
+    assert_eq!(
+        plan_error(&query(&select).replace(
+            "(window_start TIMESTAMP(3), window_end TIMESTAMP(3)",
+            "(window_start BIGINT, window_end TIMESTAMP(3)"
+        )),
+        "6:8: column `window_start` of `out` is BIGINT, but the SELECT list gives it TIMESTAMP(3)"
+    );
+    assert_eq!(
+        plan_error(&query(&select.replace("COUNT(*)", "SUM(status)"))),
+        "6:46: SUM(status): the column is STRING, not a number"
+    );
+    assert_eq!(
+        plan_error(&query(&select.replace("COUNT(*)", "COUNT(*), COUNT(*)"))),
+        "5:13: the SELECT list has 5 columns but table `out` has 4 (window_start, window_end, status, n)"
+    );
+}

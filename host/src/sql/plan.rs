@@ -335,6 +335,22 @@ fn plan_insert(
                 None
             }
         };
+        let (fits, gives) = match output {
+            Output::WindowStart | Output::WindowEnd => {
+                (column.sql_type.starts_with("TIMESTAMP"), "TIMESTAMP(3)")
+            }
+            Output::Key => (true, ""),
+            Output::Aggregate(..) => (is_numeric(&column.sql_type), "a number"),
+        };
+        if !fits {
+            return Err(SqlError::invalid(
+                *item_at,
+                format!(
+                    "column `{}` of `{}` is {}, but the SELECT list gives it {gives}",
+                    column.name, sink_table.name, column.sql_type
+                ),
+            ));
+        }
         if let Some(natural) = natural
             && natural != column.name
         {
@@ -432,6 +448,15 @@ fn plan_insert(
         batch: BatchSpec::default(),
         parallelism: None,
     })
+}
+
+/// Whether a declared type is a number (`BIGINT`, `DOUBLE`, `DECIMAL(10, 2)`, ...).
+fn is_numeric(sql_type: &str) -> bool {
+    [
+        "INT", "DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMERIC", "DEC",
+    ]
+    .iter()
+    .any(|t| sql_type.contains(t))
 }
 
 /// The query's one SELECT, refusing what goes around it.
@@ -767,6 +792,15 @@ fn aggregate(function: &Function, table: &Table) -> Result<Output, SqlError> {
                     Pos::of(ident.span),
                     format!("{name}({})", column.name),
                     "aggregate a field of the record",
+                ));
+            }
+            if builtin != BuiltinFn::Count && !is_numeric(&column.sql_type) {
+                return Err(SqlError::invalid(
+                    Pos::of(ident.span),
+                    format!(
+                        "{name}({}): the column is {}, not a number",
+                        column.name, column.sql_type
+                    ),
                 ));
             }
             Ok(Output::Aggregate(builtin, Some(column.name.clone())))
