@@ -190,6 +190,7 @@ fn file_to_file_event_time_job_writes_exact_window_results_and_drops_malformed_l
     assert_eq!(
         job.notes,
         vec![
+            "table `totals`: timestamps are written as ISO-8601 text (as with 'json.timestamp-format.standard' = 'ISO-8601'; Flink's default is 'SQL')".to_owned(),
             "SET 'execution.checkpointing.mode': rivulet commits source offsets once results are acknowledged (every --commit-every); there are no checkpoints".to_owned(),
             "ignored settings (no effect in rivulet): 'some.unknown.key'".to_owned(),
         ]

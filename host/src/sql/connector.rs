@@ -153,7 +153,7 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
         ));
     }
     if kind != "print" {
-        format(table, &get, &mut out)?;
+        format(table, role, &get, &mut out)?;
     }
     match (kind, role) {
         ("kafka", _) => kafka(table, role, &get, &mut out)?,
@@ -216,6 +216,7 @@ fn required<'a>(
 /// `format` / `value.format` (JSON only) and the JSON options.
 fn format<'a>(
     table: &Table,
+    role: Role,
     get: &impl Fn(&str) -> Option<&'a OptionDef>,
     out: &mut Connector,
 ) -> Result<(), SqlError> {
@@ -247,6 +248,16 @@ fn format<'a>(
                 option.at,
                 format!("'json.timestamp-format.standard' = '{}'", option.value),
                 "timestamps are ISO-8601 text",
+            ));
+        }
+        None if role == Role::Sink
+            && table
+                .columns
+                .iter()
+                .any(|c| c.sql_type.starts_with("TIMESTAMP")) =>
+        {
+            out.notes.push(format!(
+                "table `{name}`: timestamps are written as ISO-8601 text (as with 'json.timestamp-format.standard' = 'ISO-8601'; Flink's default is 'SQL')"
             ));
         }
         None => {}
