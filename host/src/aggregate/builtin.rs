@@ -226,6 +226,32 @@ mod tests {
     }
 
     #[test]
+    fn count_of_a_field_counts_the_rows_where_it_is_present_and_not_null() {
+        let builtins = Builtins::new(vec![
+            spec("rows", BuiltinFn::Count, None),
+            spec("with_region", BuiltinFn::Count, Some("region")),
+            spec("with_colour", BuiltinFn::Count, Some("colour")),
+        ]);
+        let mut b = BatchBuilder::new();
+        for row in [
+            json!({"region": "eu"}),
+            json!({"region": null}),
+            json!({"other": 1}),
+            json!({"region": "us"}),
+        ] {
+            b.push(&row).unwrap();
+        }
+        let rows = b.finish();
+        let mut accs = builtins.create();
+        assert_eq!(builtins.add_rows(&mut accs, &rows, &[0, 1, 2, 3]), []);
+        let out: serde_json::Map<String, Value> = builtins.finish(&accs).into_iter().collect();
+        assert_eq!(
+            Value::Object(out),
+            json!({"rows": 4, "with_region": 2, "with_colour": 0})
+        );
+    }
+
+    #[test]
     fn merged_partials_finish_like_one_accumulator_over_all_rows() {
         let builtins = Builtins::new(vec![
             spec("n", BuiltinFn::Count, None),
