@@ -22,6 +22,7 @@ pub mod side_output;
 pub mod sink;
 pub mod source;
 pub mod spec;
+pub mod sql;
 pub mod stage;
 pub mod status;
 pub mod swap;

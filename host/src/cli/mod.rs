@@ -7,6 +7,7 @@ mod graph;
 mod new;
 mod run;
 mod seed;
+mod sql;
 mod swap;
 mod udf;
 
@@ -28,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Run a pipeline spec until Ctrl-C (or the end of a bounded input).
     Run(run::RunArgs),
+    /// Run a Flink-style SQL script (CREATE TABLE, SET, INSERT INTO ... SELECT over TUMBLE).
+    Sql(sql::SqlArgs),
     /// Start an embedded Kafka-protocol broker (development only) and print its address.
     Broker(broker::BrokerArgs),
     /// Print a topic's records (results, dead letters, late records, input), one value per line.
@@ -71,6 +74,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sql(args) => sql::run(args).map(|()| ExitCode::SUCCESS),
         Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
         Command::Consume(args) => consume::run(args).map(|()| ExitCode::SUCCESS),
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
