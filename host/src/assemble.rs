@@ -121,6 +121,7 @@ impl Job {
         check_registries(spec)?;
         let shares = Shares::plan(spec, tasks)?;
         let tasks = shares.len();
+        status.set_graph(crate::graph::JobGraph::of(spec, tasks));
         let (sink, key_field) = match &spec.sink {
             SinkSpec::Kafka { topic, key, .. } => (Sink::kafka(&kafka, topic)?, key.clone()),
             SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),
@@ -219,6 +220,7 @@ impl Job {
                     sink: sink.clone(),
                     key_field: key_field.clone(),
                     samples: samples.clone(),
+                    recent: std::collections::VecDeque::new(),
                 },
                 dead: DeadLetters::new(dead_sink.clone()),
                 late: late_sink.clone(),

@@ -1,10 +1,11 @@
 //! Dead letters: records a stage rejected or trapped on, sent on with headers saying which
 //! stage, why, and where the record came from.
 
+use crate::counters::{RECENT_DEAD_LETTERS, RecentDeadLetter};
 use crate::sink::{SharedSink, Sink, SinkError};
 use crate::spec::OnError;
 use rivulet_rows::RawBatch;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Header names on dead-letter records.
 pub const STAGE: &str = "rivulet.stage";
@@ -72,6 +73,8 @@ pub struct DeadLetters {
     replayed: BTreeMap<i32, i64>,
     /// Dead letters not sent again for that reason.
     resent_skipped: u64,
+    /// The latest few, for the control API.
+    recent: VecDeque<RecentDeadLetter>,
 }
 
 /// A stage's policy said `fail`.
@@ -104,6 +107,7 @@ impl DeadLetters {
             errors: BTreeMap::new(),
             replayed: BTreeMap::new(),
             resent_skipped: 0,
+            recent: VecDeque::with_capacity(RECENT_DEAD_LETTERS),
         }
     }
 
@@ -152,6 +156,7 @@ impl DeadLetters {
             }
             OnError::Dlq => {
                 *self.counts.entry(letter.stage.to_owned()).or_default() += 1;
+                self.remember(letter);
                 let mut sink = self.sink.as_ref().map(SharedSink::lock);
                 match sink.as_deref_mut() {
                     Some(sink @ Sink::Lines(_)) => {
@@ -190,6 +195,23 @@ impl DeadLetters {
         }
     }
 
+    fn remember(&mut self, letter: &DeadLetter<'_>) {
+        if self.recent.len() == RECENT_DEAD_LETTERS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentDeadLetter {
+            at: crate::source::kafka::now_millis(),
+            stage: letter.stage.to_owned(),
+            error: letter.error.to_owned(),
+            source: format!("{}/{}@{}", letter.topic, letter.partition, letter.offset),
+        });
+    }
+
+    /// The latest dead letters, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &RecentDeadLetter> {
+        self.recent.iter()
+    }
+
     pub fn sink(&self) -> Option<&SharedSink> {
         self.sink.as_ref()
     }
@@ -207,5 +229,41 @@ impl DeadLetters {
     /// Dropped records per stage (policy `drop`).
     pub fn dropped(&self) -> &BTreeMap<String, u64> {
         &self.dropped
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_ten_dead_letters_are_kept_with_stage_reason_and_source() {
+        let mut dead = DeadLetters::new(None);
+        for offset in 0..12 {
+            let letter = DeadLetter {
+                stage: "parse",
+                error: &format!("bad record {offset}"),
+                topic: "orders",
+                partition: 1,
+                offset,
+                key: None,
+                payload: b"{",
+            };
+            dead.handle(OnError::Dlq, &letter).unwrap();
+        }
+        dead.handle(
+            OnError::Drop,
+            &DeadLetter::derived("format", "dropped", "orders", b"x"),
+        )
+        .unwrap();
+        let recent: Vec<(&str, &str, &str)> = dead
+            .recent()
+            .map(|l| (l.stage.as_str(), l.error.as_str(), l.source.as_str()))
+            .collect();
+        assert_eq!(recent.len(), 10);
+        assert_eq!(recent[0], ("parse", "bad record 2", "orders/1@2"));
+        assert_eq!(recent[9], ("parse", "bad record 11", "orders/1@11"));
+        assert_eq!(dead.counts()["parse"], 12);
     }
 }

@@ -1,6 +1,7 @@
 //! The end of a job: format rows (a Wasm formatter, or JSON by default) and send them to
 //! the sink.
 
+use crate::counters::{RECENT_RESULTS, RecentResult};
 use crate::error::PipelineError;
 use crate::side_output::SideOutputs;
 use crate::sink::SharedSink;
@@ -15,6 +16,8 @@ pub struct Emitter {
     pub key_field: Option<String>,
     /// Where the formatter's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
+    /// The latest window results (for the control API).
+    pub recent: std::collections::VecDeque<RecentResult>,
 }
 
 /// Row `i` as a JSON object of its non-null fields. A null is an absent field (the SDK reads
@@ -45,9 +48,23 @@ impl Emitter {
     ) -> Result<SideOutputs, PipelineError> {
         let mut side = SideOutputs::default();
         for rows in &results.parts {
+            self.remember(rows);
             side.append(self.emit(rows)?);
         }
         Ok(side)
+    }
+
+    /// Keeps the last few result rows as JSON (a window's results: few, unlike records).
+    fn remember(&mut self, rows: &Batch) {
+        let at = crate::source::kafka::now_millis();
+        let n = rows.len as usize;
+        for i in n.saturating_sub(RECENT_RESULTS)..n {
+            if self.recent.len() == RECENT_RESULTS {
+                self.recent.pop_front();
+            }
+            let row = serde_json::Value::Object(row_object(rows, i)).to_string();
+            self.recent.push_back(RecentResult { at, row });
+        }
     }
 
     /// Formats and sends `rows`; returns the rows refused (the formatter's errors, and

@@ -1,14 +1,17 @@
 //! A job's operator graph as people read it: source → stages → (window → aggregate) →
 //! format → sink, with the side outputs (dead letters, late records) as their own edges.
-//! Printed by `rivulet graph` as Mermaid or Graphviz DOT.
+//! Printed by `rivulet graph` as Mermaid or Graphviz DOT, and served in `/status` with each
+//! edge's live count (the dashboard draws it).
 
 use crate::aggregate::dispatch::AGGREGATE;
+use crate::counters::JobCounters;
 use crate::spec::{PipelineSpec, SinkSpec, SourceSpec, TimeDomain};
+use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
 
 /// The operators of a job and what flows between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobGraph {
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
@@ -16,7 +19,7 @@ pub struct JobGraph {
     pub tasks: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
     /// Identifier in the printed graph (`n0`, `n1`, …).
     pub id: String,
@@ -26,12 +29,50 @@ pub struct Node {
     pub io: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Edge {
     pub from: String,
     pub to: String,
     /// A side output (dead letters, late records), labelled with what goes there.
     pub side: Option<&'static str>,
+    /// Which counter says how much went along it (None: none counts it alone).
+    pub flow: Option<Flow>,
+}
+
+/// The counter of what flows along an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "counter", content = "stage")]
+pub enum Flow {
+    /// Records read from the source.
+    Source,
+    /// Rows a parse or map stage put out.
+    RowsOut(String),
+    /// Dead letters of a stage (the window's refusals count as the aggregate's).
+    DeadLetters(String),
+    /// Rows added to windows.
+    WindowRows,
+    /// Records too late for their window.
+    TooLate,
+    /// Window results.
+    Results,
+    /// Records sent to the sink.
+    SinkSent,
+}
+
+impl Flow {
+    /// How much went along the edge, from the job's counters and records read.
+    pub fn count(&self, counters: &JobCounters, records: u64) -> u64 {
+        let window = counters.window.unwrap_or_default();
+        match self {
+            Flow::Source => records,
+            Flow::RowsOut(stage) => counters.steps.get(stage).map_or(0, |s| s.rows_out),
+            Flow::DeadLetters(stage) => counters.dead_letters.get(stage).copied().unwrap_or(0),
+            Flow::WindowRows => window.rows,
+            Flow::TooLate => window.too_late,
+            Flow::Results => window.results,
+            Flow::SinkSent => counters.sink_sent,
+        }
+    }
 }
 
 fn file_name(path: &Path) -> String {
@@ -62,6 +103,7 @@ impl JobGraph {
             SourceSpec::Stdin {} => "standard input".to_owned(),
         };
         let mut last = graph.node(source, true);
+        let mut flow = Flow::Source;
         let dead = match (&spec.dead_letters.path, spec.dead_letter_topic()) {
             (Some(path), _) => Some(format!("file {}", file_name(path))),
             (None, Some(topic)) => Some(format!("Kafka topic {topic}")),
@@ -76,11 +118,13 @@ impl JobGraph {
             };
             let kind = format!("{:?}", stage.kind).to_lowercase();
             let node = graph.node(format!("{kind} {}: {logic}", stage.name), false);
-            graph.edge(&last, &node, None);
+            graph.edge(&last, &node, None, Some(flow));
             if let Some(dead) = &dead {
-                graph.edge(&node, dead, Some("rejected"));
+                let refused = Flow::DeadLetters(stage.name.clone());
+                graph.edge(&node, dead, Some("rejected"), Some(refused));
             }
             last = node;
+            flow = Flow::RowsOut(stage.name.clone());
         }
         if let Some(window) = &spec.window {
             let time = match window.time {
@@ -106,9 +150,10 @@ impl JobGraph {
                 ),
                 false,
             );
-            graph.edge(&last, &node, None);
+            graph.edge(&last, &node, None, Some(flow));
             if let Some(dead) = &dead {
-                graph.edge(&node, dead, Some("no key or time"));
+                let refused = Flow::DeadLetters(AGGREGATE.to_owned());
+                graph.edge(&node, dead, Some("no key or time"), Some(refused));
             }
             let late = match (&window.late_topic, &window.late_path) {
                 (_, Some(path)) => Some(format!("file {}", file_name(path))),
@@ -117,9 +162,10 @@ impl JobGraph {
             };
             if let Some(late) = late {
                 let late = graph.node(late, true);
-                graph.edge(&node, &late, Some("too late"));
+                graph.edge(&node, &late, Some("too late"), Some(Flow::TooLate));
             }
             last = node;
+            flow = Flow::Results;
             if let Some(aggregate) = &spec.aggregate {
                 let logic = match &aggregate.module {
                     Some(module) => file_name(module),
@@ -135,9 +181,10 @@ impl JobGraph {
                     false => String::new(),
                 };
                 let node = graph.node(format!("{AGGREGATE}: {logic}{merge}"), false);
-                graph.edge(&last, &node, None);
+                graph.edge(&last, &node, None, Some(Flow::WindowRows));
                 if let Some(dead) = &dead {
-                    graph.edge(&node, dead, Some("refused"));
+                    // Counted with the window's refusals (one stage name, `aggregate`).
+                    graph.edge(&node, dead, Some("refused"), None);
                 }
                 last = node;
             }
@@ -154,7 +201,7 @@ impl JobGraph {
             },
         };
         let node = graph.node(format, false);
-        graph.edge(&last, &node, None);
+        graph.edge(&last, &node, None, Some(flow));
         let avro = matches!(
             &spec.sink,
             SinkSpec::Kafka {
@@ -165,7 +212,8 @@ impl JobGraph {
         if let Some(dead) = &dead
             && (spec.format.is_some() || avro)
         {
-            graph.edge(&node, dead, Some("refused"));
+            let refused = Flow::DeadLetters("format".to_owned());
+            graph.edge(&node, dead, Some("refused"), Some(refused));
         }
         let sink = match &spec.sink {
             SinkSpec::Kafka { topic, .. } => format!("Kafka topic {topic}"),
@@ -173,7 +221,7 @@ impl JobGraph {
             SinkSpec::Stdout {} => "standard output".to_owned(),
         };
         let sink = graph.node(sink, true);
-        graph.edge(&node, &sink, None);
+        graph.edge(&node, &sink, None, Some(Flow::SinkSent));
         graph
     }
 
@@ -187,11 +235,12 @@ impl JobGraph {
         id
     }
 
-    fn edge(&mut self, from: &str, to: &str, side: Option<&'static str>) {
+    fn edge(&mut self, from: &str, to: &str, side: Option<&'static str>, flow: Option<Flow>) {
         self.edges.push(Edge {
             from: from.to_owned(),
             to: to.to_owned(),
             side,
+            flow,
         });
     }
 
@@ -277,7 +326,7 @@ topic = "orders-dlq"
 "#;
 
     #[test]
-    fn a_keyed_window_job_reads_as_its_operators_with_side_outputs() {
+    fn a_keyed_window_job_reads_as_its_operators_with_side_outputs_and_their_counters() {
         let spec = PipelineSpec::parse(SPEC, Path::new("job.toml")).unwrap();
         let graph = JobGraph::of(&spec, 2);
         assert_eq!(
@@ -303,6 +352,63 @@ topic = "orders-dlq"
                 "  n5 --> n6\n",
                 "  n6 --> n7\n",
             )
+        );
+        let flows: Vec<Option<Flow>> = graph.edges.iter().map(|e| e.flow.clone()).collect();
+        let dead = |stage: &str| Some(Flow::DeadLetters(stage.to_owned()));
+        assert_eq!(
+            flows,
+            [
+                Some(Flow::Source),
+                dead("parse-orders"),
+                Some(Flow::RowsOut("parse-orders".to_owned())),
+                dead("aggregate"),
+                Some(Flow::TooLate),
+                Some(Flow::WindowRows),
+                None,
+                Some(Flow::Results),
+                Some(Flow::SinkSent),
+            ]
+        );
+        let counters = JobCounters {
+            steps: [(
+                "parse-orders".to_owned(),
+                crate::counters::StepStats {
+                    records_in: 10,
+                    rows_out: 8,
+                    rejected: 2,
+                    failed_batches: 0,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            window: Some(crate::counters::WindowStats {
+                rows: 7,
+                too_late: 1,
+                results: 3,
+                ..Default::default()
+            }),
+            dead_letters: [("parse-orders".to_owned(), 2)].into(),
+            sink_sent: 3,
+            ..JobCounters::default()
+        };
+        let counts: Vec<Option<u64>> = graph
+            .edges
+            .iter()
+            .map(|e| e.flow.as_ref().map(|f| f.count(&counters, 10)))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                Some(10),
+                Some(2),
+                Some(8),
+                Some(0),
+                Some(1),
+                Some(7),
+                None,
+                Some(3),
+                Some(3)
+            ]
         );
         let dot = graph.dot();
         assert!(dot.starts_with("digraph job {\n  rankdir=LR;\n"), "{dot}");

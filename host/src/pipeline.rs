@@ -5,7 +5,7 @@
 //! snapshots committed once every sink has what came before them (at-least-once; see
 //! [`crate::delivery`]).
 
-use crate::counters::TaskCounters;
+use crate::counters::{PartitionStats, TaskCounters};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::{OffsetTracker, Snapshot};
 use crate::emit::Emitter;
@@ -224,8 +224,30 @@ impl Pipeline {
             window: self.windowing.as_ref().map(Windowing::stats),
             dead_letters: self.dead.counts().clone(),
             errors: self.dead.errors().clone(),
+            recent_dead_letters: self.dead.recent().cloned().collect(),
+            recent_results: self.emitter.recent.iter().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
+            partitions: self.partition_stats(),
         }
+    }
+
+    /// Lag and watermark of each partition this task reads.
+    fn partition_stats(&self) -> BTreeMap<i32, PartitionStats> {
+        let lag = self.source.lag();
+        self.source
+            .positions()
+            .into_keys()
+            .map(|p| {
+                let stats = PartitionStats {
+                    lag: lag.get(&p).copied(),
+                    watermark: self
+                        .windowing
+                        .as_ref()
+                        .and_then(|w| w.partition_watermark(p)),
+                };
+                (p, stats)
+            })
+            .collect()
     }
 
     /// Publishes this task's counters (for `status` and `/metrics`).

@@ -171,7 +171,7 @@ pub struct WindowSpec {
     pub late_path: Option<PathBuf>,
 }
 
-fn default_idle() -> Duration {
+pub(crate) fn default_idle() -> Duration {
     Duration::from_secs(10)
 }
 
@@ -204,7 +204,8 @@ pub struct BuiltinSpec {
     pub name: String,
     #[serde(rename = "fn")]
     pub function: BuiltinFn,
-    /// Input field (all but `count`).
+    /// Input field (all but `count`; `count` with a field counts the rows where it is present
+    /// and not null).
     pub field: Option<String>,
 }
 
@@ -376,7 +377,8 @@ impl PipelineSpec {
         Ok(spec)
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Makes relative paths in the spec (modules, files) relative to `base`.
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -407,7 +409,8 @@ impl PipelineSpec {
         }
     }
 
-    fn validate(&self, path: &Path) -> Result<(), SpecError> {
+    /// Checks what the types cannot (`path` is for messages).
+    pub(crate) fn validate(&self, path: &Path) -> Result<(), SpecError> {
         let invalid = |field: &str, reason: &str| {
             Err(SpecError::Invalid {
                 path: path.to_owned(),

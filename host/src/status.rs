@@ -3,16 +3,34 @@
 
 use crate::counters::{JobCounters, TaskCounters};
 use crate::error_report::ErrorWarnings;
+use crate::graph::{Edge, JobGraph, Node};
 use crate::udf::{Kind, UdfModule};
 use rivulet_rows::{Batch, RawBatch, WindowAcc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Records a sample keeps: enough to catch a module that traps on real input.
 pub const SAMPLE_RECORDS: usize = 16;
+
+/// Swaps and rejections a stage's history keeps.
+pub const SWAP_HISTORY: usize = 10;
+
+/// One swap of a stage's module, or one refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapEvent {
+    pub at: String,
+    /// Where the candidate came from (a file, or `uploaded module`).
+    pub origin: String,
+    /// The candidate's hash (None: it was not a module).
+    pub hash: Option<String>,
+    /// Swapped in (with the record flow's pause), or why it was refused.
+    pub swapped: bool,
+    pub pause_us: Option<u64>,
+    pub rejection: Option<String>,
+}
 
 /// One stage's module, as reported by logs and `rivulet status`.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +47,9 @@ pub struct StageInfo {
     pub swaps: u64,
     pub rejected: u64,
     pub last_swap_pause_us: Option<u64>,
+    /// How long each swap paused the record flow ([`crate::counters::BATCH_LATENCY_US`]
+    /// buckets).
+    pub swap_pauses: crate::counters::Histogram,
     pub last_rejection: Option<String>,
     /// Swaps whose module produced output of another shape than the module before it
     /// (see [`crate::shape`]), and the last difference.
@@ -37,6 +58,8 @@ pub struct StageInfo {
     /// The swap whose change of shape was counted last (every task reports it).
     #[serde(skip)]
     pub shape_swap: Option<u64>,
+    /// Its latest swaps and refused swaps, oldest first (at most [`SWAP_HISTORY`]).
+    pub history: VecDeque<SwapEvent>,
     /// The file the job watches for this stage, if any.
     #[serde(skip)]
     pub watch: Option<PathBuf>,
@@ -56,12 +79,22 @@ impl StageInfo {
             swaps: 0,
             rejected: 0,
             last_swap_pause_us: None,
+            swap_pauses: crate::counters::Histogram::default(),
             last_rejection: None,
             shape_changes: 0,
             last_shape_change: None,
             shape_swap: None,
+            history: VecDeque::new(),
             watch: None,
         }
+    }
+
+    /// Adds a swap (or a refused one) to the stage's history.
+    pub fn remember(&mut self, event: SwapEvent) {
+        if self.history.len() == SWAP_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
     }
 
     pub fn module(name: &str, module: &UdfModule, state_version: Option<u32>) -> Self {
@@ -77,7 +110,7 @@ impl StageInfo {
     }
 }
 
-fn now_iso() -> String {
+pub fn now_iso() -> String {
     rivulet_sdk::time::iso8601(crate::source::kafka::now_millis())
 }
 
@@ -121,6 +154,8 @@ pub struct JobStatus {
     acc_sample: Mutex<AccSample>,
     /// The rate-limited WARNs of per-record errors, shared by the tasks.
     pub warnings: ErrorWarnings,
+    /// The job's operator graph.
+    graph: Mutex<Option<JobGraph>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +170,41 @@ pub struct Snapshot {
     pub stages: Vec<StageInfo>,
     /// The counters, as the tasks last published them (every 250 ms).
     pub counters: JobCounters,
+    /// The operator graph, each edge with what went along it.
+    pub graph: Option<LiveGraph>,
+}
+
+/// The job graph with live counts.
+#[derive(Debug, Serialize)]
+pub struct LiveGraph {
+    pub tasks: usize,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<LiveEdge>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LiveEdge {
+    #[serde(flatten)]
+    pub edge: Edge,
+    /// What went along it (None: no counter of its own).
+    pub count: Option<u64>,
+}
+
+impl LiveGraph {
+    pub fn of(graph: &JobGraph, counters: &JobCounters, records: u64) -> Self {
+        LiveGraph {
+            tasks: graph.tasks,
+            nodes: graph.nodes.clone(),
+            edges: graph
+                .edges
+                .iter()
+                .map(|edge| LiveEdge {
+                    count: edge.flow.as_ref().map(|f| f.count(counters, records)),
+                    edge: edge.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl JobStatus {
@@ -144,6 +214,10 @@ impl JobStatus {
             sampling: AtomicBool::new(true),
             ..JobStatus::default()
         }
+    }
+
+    pub fn set_graph(&self, graph: JobGraph) {
+        *lock(&self.graph) = Some(graph);
     }
 
     pub fn set_stage(&self, info: StageInfo) {
@@ -307,11 +381,17 @@ impl JobStatus {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let records = self.records.load(Ordering::Relaxed);
+        let counters = self.counters();
+        let graph = lock(&self.graph)
+            .as_ref()
+            .map(|graph| LiveGraph::of(graph, &counters, records));
         Snapshot {
             job: self.job.clone(),
-            records: self.records.load(Ordering::Relaxed),
+            records,
             stages: lock(&self.stages).values().cloned().collect(),
-            counters: self.counters(),
+            counters,
+            graph,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, FormatStage, MapStage, ParseStage};
-use crate::status::{JobStatus, Sample};
+use crate::status::{JobStatus, Sample, SwapEvent};
 use crate::transform::Step;
 use crate::udf::{Kind, Limits, Runtime, UdfModule};
 use crate::window::Windowing;
@@ -154,9 +154,21 @@ pub fn spawn(
                 }
                 Err(reason) => {
                     tracing::warn!(stage = %request.stage, origin = %request.origin, "swap rejected, the current module keeps running: {reason}");
+                    let hash = request
+                        .bytes
+                        .starts_with(b"\0asm")
+                        .then(|| crate::udf::cache::content_hash(&request.bytes));
                     status.update_stage(&request.stage, |info| {
                         info.rejected += 1;
                         info.last_rejection = Some(reason.clone());
+                        info.remember(SwapEvent {
+                            at: crate::status::now_iso(),
+                            origin: request.origin.clone(),
+                            hash,
+                            swapped: false,
+                            pause_us: None,
+                            rejection: Some(reason.clone()),
+                        });
                     });
                     if let Some(reply) = request.reply {
                         let _ = reply.send(Err(reason));
@@ -256,9 +268,21 @@ fn outcome(
         info.loaded_at = rivulet_sdk::time::iso8601(crate::source::kafka::now_millis());
         info.swaps += 1;
         info.last_swap_pause_us = Some(outcome.pause_us);
+        info.swap_pauses.record(
+            &crate::counters::BATCH_LATENCY_US,
+            Duration::from_micros(outcome.pause_us),
+        );
         if installed.new_version.is_some() {
             info.state_version = installed.new_version;
         }
+        info.remember(SwapEvent {
+            at: info.loaded_at.clone(),
+            origin: request.origin.clone(),
+            hash: Some(module.hash.clone()),
+            swapped: true,
+            pause_us: Some(outcome.pause_us),
+            rejection: None,
+        });
     });
     tracing::info!(
         stage = %request.stage,

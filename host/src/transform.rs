@@ -10,7 +10,9 @@ use crate::stage::{MapStage, ParseStage, isolate};
 use rivulet_rows::{Batch, RawBatch};
 use std::collections::BTreeMap;
 
+use crate::counters::BATCH_LATENCY_US;
 pub use crate::counters::StepStats;
+use std::time::Instant;
 
 /// A step with its name and error policy.
 pub struct Step<S: ?Sized> {
@@ -60,7 +62,10 @@ impl Transform {
         }
         let stats = self.stats.entry(parse.name.clone()).or_default();
         stats.records_in += u64::from(raw.len);
-        let (mut rows, mut origins) = match isolate::parse(&mut *parse.stage, raw) {
+        let called = Instant::now();
+        let parsed = isolate::parse(&mut *parse.stage, raw);
+        stats.latency.record(&BATCH_LATENCY_US, called.elapsed());
+        let (mut rows, mut origins) = match parsed {
             Ok(isolate::Contained { out, isolated }) => {
                 stats.failed_batches += u64::from(isolated);
                 for error in &out.errors {
@@ -98,7 +103,10 @@ impl Transform {
             }
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);
-            match isolate::map(&mut *map.stage, &rows) {
+            let called = Instant::now();
+            let mapped = isolate::map(&mut *map.stage, &rows);
+            stats.latency.record(&BATCH_LATENCY_US, called.elapsed());
+            match mapped {
                 Ok(isolate::Contained { out, isolated }) => {
                     stats.failed_batches += u64::from(isolated);
                     for error in &out.errors {

@@ -23,18 +23,26 @@ fn scrape(status: &Arc<rivulet::status::JobStatus>) -> (String, BTreeMap<String,
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
     let mut got: BTreeMap<String, f64> = BTreeMap::new();
     for sample in &scrape.samples {
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("unexpected sample {sample:?}"),
-        };
         let labels = sample.labels.to_string();
         let labels = match labels.is_empty() {
             true => labels,
             false => format!("{{{labels}}}"),
         };
-        got.insert(format!("{}{labels}", sample.metric), value);
+        match &sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => {
+                got.insert(format!("{}{labels}", sample.metric), *v);
+            }
+            // A histogram's buckets (cumulative), one sample per upper bound.
+            prometheus_parse::Value::Histogram(buckets) => {
+                for bucket in buckets {
+                    let name = format!("{}{labels}", sample.metric);
+                    got.insert(format!("{name} le={}", bucket.less_than), bucket.count);
+                }
+            }
+            _ => panic!("unexpected sample {sample:?}"),
+        }
     }
     (text, got)
 }
@@ -153,6 +161,35 @@ path = "{dlq}"
             "{name} in:\n{text}\nparsed: {got:?}"
         );
     }
+    // Every call of the parse step is timed: as many in the histogram's last (unbounded)
+    // bucket as it counts, and at least one call per task.
+    let calls = got[r#"rivulet_stage_batch_duration_seconds_count{stage="parse"}"#];
+    assert!(calls >= 2.0, "{text}");
+    assert_eq!(
+        got.get(r#"rivulet_stage_batch_duration_seconds{stage="parse"} le=inf"#),
+        Some(&calls),
+        "{text}"
+    );
+    assert!(got[r#"rivulet_stage_batch_duration_seconds_sum{stage="parse"}"#] > 0.0);
+    // Each window fired once, and long after its end (the input is from 2023): every one
+    // is above the last bound (10 min).
+    let windows: BTreeSet<i64> = groups.iter().map(|(start, _)| *start).collect();
+    let windows = windows.len() as f64;
+    assert_eq!(
+        got.get("rivulet_window_fire_lateness_seconds_count"),
+        Some(&windows),
+        "{text}"
+    );
+    assert_eq!(
+        got.get("rivulet_window_fire_lateness_seconds le=600"),
+        Some(&0.0),
+        "{text}"
+    );
+    // Each partition's watermark is exported too (a file is partition 0 of its tasks).
+    assert!(
+        got.contains_key(r#"rivulet_event_time_partition_watermark_seconds{partition="0"}"#),
+        "{text}"
+    );
     // The job's watermark: the lowest over its tasks, each what its records said (the
     // largest event time it read, less the out-of-orderness).
     let watermark = got["rivulet_event_time_watermark_seconds"];
@@ -362,4 +399,67 @@ path = "{dlq}"
             .unwrap();
         assert!(example.contains(reason), "{example}");
     }
+}
+
+/// A Kafka source's partitions each get their consumer lag (as the client reports it every
+/// second, against the committed position): 0 once the job has read and committed all.
+#[test]
+fn kafka_source_lag_is_exported_per_partition() {
+    use common::kafka::{TestBroker, produce};
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("lag-in", 2);
+    let records: Vec<(i32, String, Vec<u8>)> = (0..50)
+        .map(|i| {
+            (
+                i % 2,
+                format!("k{i}"),
+                format!(r#"{{"n":{i}}}"#).into_bytes(),
+            )
+        })
+        .collect();
+    produce(&address, "lag-in", &records);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        r#"
+name = "lag"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "lag-in"
+assign = "all"
+group = "lag"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[sink]
+kind = "file"
+path = "{out}"
+"#,
+        out = dir.path().join("out.jsonl").display(),
+    );
+    let spec = PipelineSpec::parse(&spec, &dir.path().join("job.toml")).unwrap();
+    let mut options = options(dir.path());
+    options.brokers = Some(address.clone());
+    let stop = options.stop.clone();
+    let mut job = Job::from_spec(&spec, &options).unwrap();
+    let status = job.status.clone();
+    let running = std::thread::spawn(move || job.run().map_err(|e| e.to_string()));
+    let lag = |p: i32| format!(r#"rivulet_source_partition_lag{{partition="{p}"}}"#);
+    let started = std::time::Instant::now();
+    let (text, got) = loop {
+        let (text, got) = scrape(&status);
+        let done = got.get("rivulet_source_records_total") == Some(&50.0)
+            && [0, 1].iter().all(|&p| got.get(&lag(p)) == Some(&0.0));
+        if done || started.elapsed() > Duration::from_secs(30) {
+            break (text, got);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+    assert_eq!(got.get(&lag(0)), Some(&0.0), "{text}");
+    assert_eq!(got.get(&lag(1)), Some(&0.0), "{text}");
+    assert!(!got.contains_key(&lag(2)), "{text}");
 }

@@ -14,6 +14,16 @@ pub enum BuiltinAcc {
     Max(Option<f64>),
 }
 
+/// Where one built-in reads a row.
+enum Input<'a> {
+    /// Every row counts (`count` without a field).
+    Every,
+    /// Rows where the field is present and not null count (`count` of a field).
+    Present(Option<&'a Column>),
+    /// The field's number (a missing, null or non-numeric field refuses the row).
+    Number(&'a str, Option<&'a Column>),
+}
+
 /// The configured built-ins of a job, in output order.
 #[derive(Debug, Clone)]
 pub struct Builtins {
@@ -48,12 +58,14 @@ impl Builtins {
         members: &[u32],
     ) -> Vec<(u32, String)> {
         // The input columns, found once per batch.
-        let columns: Vec<Option<(&str, Option<&Column>)>> = self
+        let columns: Vec<Input<'_>> = self
             .specs
             .iter()
             .map(|spec| match (&spec.function, &spec.field) {
-                (BuiltinFn::Count, _) | (_, None) => None,
-                (_, Some(field)) => Some((field.as_str(), rows.column(field))),
+                (BuiltinFn::Count, None) => Input::Every,
+                (BuiltinFn::Count, Some(field)) => Input::Present(rows.column(field)),
+                (_, None) => Input::Every,
+                (_, Some(field)) => Input::Number(field.as_str(), rows.column(field)),
             })
             .collect();
         let mut values = Vec::with_capacity(self.specs.len());
@@ -62,15 +74,20 @@ impl Builtins {
             values.clear();
             let read = columns.iter().try_for_each(|input| {
                 values.push(match input {
-                    None => 0.0,
-                    Some((field, column)) => {
+                    Input::Every => Some(0.0),
+                    Input::Present(column) => {
+                        column.filter(|c| !c.is_null(row as usize)).map(|_| 0.0)
+                    }
+                    Input::Number(field, column) => {
                         let column = column.ok_or_else(|| format!("field `{field}` is missing"))?;
                         if column.is_null(row as usize) {
                             return Err(format!("field `{field}` is null"));
                         }
-                        column
-                            .f64_at(row as usize)
-                            .ok_or_else(|| format!("field `{field}` is not a number"))?
+                        Some(
+                            column
+                                .f64_at(row as usize)
+                                .ok_or_else(|| format!("field `{field}` is not a number"))?,
+                        )
                     }
                 });
                 Ok(())
@@ -83,8 +100,11 @@ impl Builtins {
         refused
     }
 
-    fn apply(accs: &mut [BuiltinAcc], values: &[f64]) {
+    /// Adds one row's inputs; `None`: this aggregate skips the row (`count` of a field
+    /// that is missing or null).
+    fn apply(accs: &mut [BuiltinAcc], values: &[Option<f64>]) {
         for (acc, &value) in accs.iter_mut().zip(values) {
+            let Some(value) = value else { continue };
             match acc {
                 BuiltinAcc::Count(n) => *n += 1,
                 BuiltinAcc::Sum(sum) => *sum += value,
@@ -202,6 +222,32 @@ mod tests {
         assert_eq!(
             Value::Object(out),
             json!({"n": 3, "total": 3.3, "avg": 1.1, "lo": 0.1, "hi": 3})
+        );
+    }
+
+    #[test]
+    fn count_of_a_field_counts_the_rows_where_it_is_present_and_not_null() {
+        let builtins = Builtins::new(vec![
+            spec("rows", BuiltinFn::Count, None),
+            spec("with_region", BuiltinFn::Count, Some("region")),
+            spec("with_colour", BuiltinFn::Count, Some("colour")),
+        ]);
+        let mut b = BatchBuilder::new();
+        for row in [
+            json!({"region": "eu"}),
+            json!({"region": null}),
+            json!({"other": 1}),
+            json!({"region": "us"}),
+        ] {
+            b.push(&row).unwrap();
+        }
+        let rows = b.finish();
+        let mut accs = builtins.create();
+        assert_eq!(builtins.add_rows(&mut accs, &rows, &[0, 1, 2, 3]), []);
+        let out: serde_json::Map<String, Value> = builtins.finish(&accs).into_iter().collect();
+        assert_eq!(
+            Value::Object(out),
+            json!({"rows": 4, "with_region": 2, "with_colour": 0})
         );
     }
 

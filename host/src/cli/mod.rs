@@ -4,9 +4,11 @@ mod broker;
 mod consume;
 mod demo;
 mod graph;
+mod new;
 mod registry;
 mod run;
 mod seed;
+mod sql;
 mod swap;
 mod udf;
 
@@ -28,6 +30,8 @@ pub struct Cli {
 enum Command {
     /// Run a pipeline spec until Ctrl-C (or the end of a bounded input).
     Run(run::RunArgs),
+    /// Run a Flink-style SQL script (CREATE TABLE, SET, INSERT INTO ... SELECT over TUMBLE).
+    Sql(sql::SqlArgs),
     /// Start an embedded Kafka-protocol broker (development only) and print its address.
     Broker(broker::BrokerArgs),
     /// Start a development schema registry (Confluent's REST API, in memory) and print its URL.
@@ -50,6 +54,8 @@ enum Command {
     /// Work with one UDF component locally.
     #[command(subcommand)]
     Udf(udf::UdfCommand),
+    /// Start a new step: its crate under udfs/, with a unit test and a sample input.
+    New(new::NewArgs),
 }
 
 /// Logs go to stderr; guest output is logged under `rivulet::guest` with its stage.
@@ -71,6 +77,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sql(args) => sql::run(args).map(|()| ExitCode::SUCCESS),
         Command::Broker(args) => broker::run(args).map(|()| ExitCode::SUCCESS),
         Command::Registry(args) => registry::run(args).map(|()| ExitCode::SUCCESS),
         Command::Consume(args) => consume::run(args).map(|()| ExitCode::SUCCESS),
@@ -81,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => graph::check(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
+        Command::New(args) => new::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

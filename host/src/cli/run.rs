@@ -99,7 +99,7 @@ impl Control {
         }
         // Last: once this line is out, `rivulet swap` finds the token.
         eprintln!(
-            "control API at http://{bound} (rivulet status --control {bound}; metrics at http://{bound}/metrics)"
+            "control API at http://{bound} (the dashboard in a browser; rivulet status --control {bound}; metrics at http://{bound}/metrics)"
         );
         Ok(Control {
             target: Some(target),
@@ -165,9 +165,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.parallelism.is_some() {
         spec.parallelism = args.parallelism;
     }
+    run_spec(
+        spec,
+        &RunSettings {
+            kafka: &args.kafka,
+            commit_every: args.commit_every,
+            watch: args.watch,
+            control: &args.control,
+        },
+    )
+}
+
+/// How `run` and `sql` run a job, besides its spec.
+pub struct RunSettings<'a> {
+    pub kafka: &'a KafkaArgs,
+    pub commit_every: Duration,
+    /// Swap in a stage's module whenever its file changes.
+    pub watch: bool,
+    pub control: &'a ControlArgs,
+}
+
+/// Runs `spec` until it ends or is stopped, restarting it after a Kafka failure from its
+/// committed state (at most [`RESTARTS`] times in a row).
+pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()> {
     let signalled = stop_on_signals()?;
     let runtime = Runtime::new(ModuleCache::default_location())?;
-    let control = Control::start(&args.control)?;
+    let control = Control::start(args.control)?;
     let mut restarts = 0;
     loop {
         // Each run of the job has its own stop flag: a signal sets it, and so does a task

@@ -1,14 +1,14 @@
 //! `/metrics`: the job's counters in the Prometheus text format, read at scrape time from
 //! what the tasks last published (prometheus-client's [`Collector`]).
 
-use crate::counters::JobCounters;
+use crate::counters::{BATCH_LATENCY_US, FIRE_LATENESS_US, Histogram, JobCounters};
 use crate::status::JobStatus;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
 
 /// The content type of [`encode`]'s text.
@@ -49,6 +49,57 @@ fn counters<'a>(
     for (value_of_label, value) in values {
         let labels = [(label, value_of_label)];
         ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A histogram's buckets as prometheus-client takes them: (upper bound in seconds, count
+/// in that bucket), the last one unbounded.
+fn buckets(bounds: &[u64], histogram: &Histogram) -> Vec<(f64, u64)> {
+    bounds
+        .iter()
+        .map(|&us| us as f64 / 1e6)
+        .chain([f64::INFINITY])
+        .zip(histogram.counts)
+        .collect()
+}
+
+/// Writes a histogram of durations (seconds) with one series per label value.
+fn histograms<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &'static str,
+    help: &str,
+    label: &'static str,
+    bounds: &[u64],
+    values: impl IntoIterator<Item = (&'a str, &'a Histogram)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (value_of_label, histogram) in values {
+        let labels = [(label, value_of_label)];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                histogram.sum_us as f64 / 1e6,
+                histogram.count(),
+                &buckets(bounds, histogram),
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// Writes a gauge with one value per partition.
+fn partition_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &'static str,
+    help: &str,
+    values: impl IntoIterator<Item = (i32, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (partition, value) in values {
+        let labels = [("partition", partition.to_string())];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -96,6 +147,14 @@ impl Collector for JobMetrics {
             "stage",
             each(|s| s.failed_batches),
         )?;
+        histograms(
+            e,
+            "stage_batch_duration",
+            "Time of each call of a step on a batch (isolating a failed batch included).",
+            "stage",
+            &BATCH_LATENCY_US,
+            steps.iter().map(|(name, s)| (name.as_str(), &s.latency)),
+        )?;
         counters(
             e,
             "stage_errors",
@@ -127,6 +186,18 @@ impl Collector for JobMetrics {
                 w.too_late,
             )?;
             counter(e, "window_results", "Window results finished.", w.results)?;
+            e.encode_descriptor(
+                "window_fire_lateness",
+                "How long after its end (wall clock) each window first fired.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                w.fire_lateness.sum_us as f64 / 1e6,
+                w.fire_lateness.count(),
+                &buckets(&FIRE_LATENESS_US, &w.fire_lateness),
+                None,
+            )?;
             counter(
                 e,
                 "window_replay_skipped",
@@ -142,6 +213,23 @@ impl Collector for JobMetrics {
                 MetricType::Gauge,
             )?)?;
         }
+        let partitions = &job.partitions;
+        partition_gauges(
+            e,
+            "source_partition_lag",
+            "Records in a source partition past the job's committed position (Kafka consumer lag, reported by the client every second).",
+            partitions
+                .iter()
+                .filter_map(|(&p, s)| s.lag.map(|lag| (p, lag as f64))),
+        )?;
+        partition_gauges(
+            e,
+            "event_time_partition_watermark_seconds",
+            "A source partition's event-time watermark (Unix time).",
+            partitions
+                .iter()
+                .filter_map(|(&p, s)| s.watermark.map(|w| (p, w as f64 / 1000.0))),
+        )?;
         counter(e, "sink_sent", "Results sent to the sink.", job.sink_sent)?;
         counter(
             e,
@@ -156,6 +244,14 @@ impl Collector for JobMetrics {
             "Modules swapped into a stage.",
             "stage",
             stages.iter().map(|s| (s.name.as_str(), s.swaps)),
+        )?;
+        histograms(
+            e,
+            "stage_swap_pause",
+            "How long each swap paused the record flow.",
+            "stage",
+            &BATCH_LATENCY_US,
+            stages.iter().map(|s| (s.name.as_str(), &s.swap_pauses)),
         )?;
         counters(
             e,

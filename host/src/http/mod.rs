@@ -1,5 +1,9 @@
 //! The job's HTTP endpoint (axum, on a small runtime of its own, off the record path):
 //!
+//! * `GET /` — the dashboard: one page (`dashboard.html`, built into the binary) that polls
+//!   `/status` and swaps modules through the endpoint below. It carries no job data itself,
+//!   so it is served to anyone who reaches the address; what it shows needs what `/status`
+//!   needs;
 //! * `GET /status` — the job, each stage's module and the job's counters, as JSON;
 //! * `GET /metrics` — the same counters in the Prometheus text format ([`metrics`]);
 //! * `POST /stages/{name}/module` with a component as the body — swap it in (answers once
@@ -25,6 +29,9 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 pub use token::Token;
+
+/// The dashboard page, served at `/`.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Largest module accepted over the API.
 const MAX_BODY: usize = 64 << 20;
@@ -110,6 +117,7 @@ pub fn serve(addr: &str, target: Target, token: Token) -> std::io::Result<Socket
 
 fn router(shared: Shared) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/stages/{name}/module", post(swap))
@@ -147,6 +155,18 @@ fn refusal(shared: &Shared, headers: &HeaderMap, needed: bool) -> Option<Respons
 
 fn no_job() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the job is (re)starting")
+}
+
+async fn dashboard() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 async fn status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
@@ -232,6 +252,6 @@ async fn swap(
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "try GET /status, GET /metrics or POST /stages/<name>/module",
+        "try GET / (the dashboard), GET /status, GET /metrics or POST /stages/<name>/module",
     )
 }

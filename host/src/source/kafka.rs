@@ -44,6 +44,8 @@ pub struct SourceContext {
     first_start: Mutex<Option<Offset>>,
     /// Where restart state is kept besides commit metadata.
     state: Mutex<Option<Arc<StateTopic>>>,
+    /// Consumer lag per partition, from the client's last statistics.
+    lag: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// What a group callback decided.
@@ -84,7 +86,22 @@ impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.log.error(error, reason);
     }
+
+    /// The client's statistics (every [`STATISTICS_EVERY_MS`]): each partition's lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: BTreeMap<i32, i64> = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter())
+            .filter(|(p, partition)| **p >= 0 && partition.consumer_lag >= 0)
+            .map(|(p, partition)| (*p, partition.consumer_lag))
+            .collect();
+        *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = lag;
+    }
 }
+
+/// How often the consumer reports its statistics (the lag in `/metrics`), in ms.
+const STATISTICS_EVERY_MS: &str = "1000";
 
 impl ConsumerContext for SourceContext {
     fn rebalance(
@@ -352,6 +369,7 @@ impl KafkaSource {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
             .set("fetch.queue.backoff.ms", "10")
+            .set("statistics.interval.ms", STATISTICS_EVERY_MS)
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("creating the consumer"))?;
         let partitions = crate::kafka::wait_for_kafka(
@@ -472,6 +490,20 @@ impl KafkaSource {
     }
 
     /// Next offset to read per partition (only partitions read from or assigned).
+    /// Consumer lag of each partition this source reads, as the client last reported it.
+    pub fn lag(&self) -> BTreeMap<i32, i64> {
+        let lag = self
+            .consumer
+            .context()
+            .lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        lag.into_iter()
+            .filter(|(p, _)| self.positions.contains_key(p))
+            .collect()
+    }
+
     pub fn positions(&self) -> &BTreeMap<i32, i64> {
         &self.positions
     }

@@ -61,6 +61,15 @@ impl Source {
         }
     }
 
+    /// Per partition, records past the read position (Kafka's consumer lag, as last
+    /// reported; empty for other sources).
+    pub fn lag(&self) -> BTreeMap<i32, i64> {
+        match self {
+            Source::Kafka(kafka) => kafka.lag(),
+            Source::Lines(_) => BTreeMap::new(),
+        }
+    }
+
     /// The partitions read, and their restart state (lines: one partition, from the start).
     pub fn assignment(&self) -> Assignment {
         match self {

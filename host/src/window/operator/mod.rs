@@ -23,7 +23,7 @@ use rivulet_rows::{Batch, RawBatch};
 use row::{Origin, Stamps};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::counters::WindowStats;
 
@@ -247,6 +247,13 @@ impl Windowing {
 
     /// Finishes fired windows into result rows.
     pub(super) fn finish(&mut self, firings: Vec<Firing<Acc>>) -> Result<Results, PipelineError> {
+        let now = now_millis();
+        for firing in firings.iter().filter(|f| !f.update && f.end <= now) {
+            let late = Duration::from_millis(u64::try_from(now - firing.end).unwrap_or(0));
+            self.stats
+                .fire_lateness
+                .record(&crate::counters::FIRE_LATENESS_US, late);
+        }
         let results = self.dispatch.finish(firings, self.spec.key.as_deref())?;
         self.stats.results += results.rows();
         Ok(results)
@@ -269,6 +276,14 @@ impl Windowing {
             }
         }
         needed
+    }
+
+    /// Event-time watermark of one of this task's partitions, if it has one.
+    pub fn partition_watermark(&self, partition: i32) -> Option<i64> {
+        match self.spec.time {
+            TimeDomain::Event => self.watermarks.partition(partition),
+            TimeDomain::Processing => None,
+        }
     }
 
     /// This task's event-time watermark (`i64::MAX` once a bounded input ended).

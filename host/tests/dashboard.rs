@@ -1,0 +1,390 @@
+//! The dashboard at the control address, in headless Chromium (chromedriver, driven with
+//! fantoccini) against a running `rivulet run`: the job graph is drawn with live counts, the
+//! stages show their modules, window results and dead letters (with their reasons) are
+//! listed, and a module swapped through the page's form runs. Saves `target/test-artifacts/dashboard.png` and prints the page's
+//! weight and first paint (`--nocapture`).
+//!
+//! Skipped, saying so, only when chromedriver is absent and `RIVULET_REQUIRE_BROWSER` is not
+//! set; CI sets it (`.ci/run` installs chromium and chromium-driver).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use common::{JobProcess, wasm};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "dashboard-test-token";
+
+/// chromedriver on PATH, if any.
+fn chromedriver() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("chromedriver"))
+        .find(|path| path.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver and waits until it takes connections.
+fn start_chromedriver(path: &Path) -> (JobProcess, String) {
+    let port = free_port();
+    let child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = JobProcess(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (driver, format!("http://127.0.0.1:{port}"))
+}
+
+async fn browser(webdriver: &str) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({ "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1400"] }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(webdriver)
+        .await
+        .unwrap()
+}
+
+/// Runs `script` until it returns something other than null, or fails after 60 s.
+async fn wait_for(client: &Client, what: &str, script: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let value = client.execute(script, vec![]).await.unwrap();
+        if !value.is_null() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the page never showed {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hash(name: &str) -> String {
+    rivulet::udf::cache::content_hash(&std::fs::read(wasm(name)).unwrap())
+}
+
+/// A job on standard input: parse (the swap test's v1), dead letters to a file, counts per
+/// `parsed_by` in 1 s processing-time windows, results to a file. Fed ids (and every tenth
+/// line malformed) until dropped.
+struct FedJob {
+    job: JobProcess,
+    control: String,
+    feeding: Arc<AtomicBool>,
+    out: PathBuf,
+}
+
+impl Drop for FedJob {
+    fn drop(&mut self) {
+        self.feeding.store(false, Ordering::Relaxed);
+    }
+}
+
+fn start_job(dir: &Path) -> FedJob {
+    let spec = dir.join("job.toml");
+    let out = dir.join("out.jsonl");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "dashboard"
+[source]
+kind = "stdin"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{module}"
+[window]
+key = "parsed_by"
+size = "1s"
+[aggregate]
+builtin = [{{ name = "n", fn = "count" }}]
+[sink]
+kind = "file"
+path = "{out}"
+[dead_letters]
+path = "{dlq}"
+[batch]
+max_records = 50
+max_wait = "20ms"
+"#,
+            module = wasm("swap_parse_v1").display(),
+            out = out.display(),
+            dlq = dir.join("dlq.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--control", "127.0.0.1:0"])
+        .args(["--control-token", TOKEN])
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeding = Arc::new(AtomicBool::new(true));
+    {
+        let feeding = feeding.clone();
+        std::thread::spawn(move || {
+            let mut id = 0u64;
+            while feeding.load(Ordering::Relaxed) {
+                let line = match id % 10 {
+                    9 => format!("{{\"id\":{id}\n"),
+                    _ => format!("{{\"id\":{id}}}\n"),
+                };
+                if stdin
+                    .write_all(line.as_bytes())
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                id += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    }
+    let (job, _lines, control) = common::with_control(child);
+    FedJob {
+        job,
+        control,
+        feeding,
+        out,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
+    let Some(chromedriver) = chromedriver() else {
+        assert!(
+            std::env::var_os("RIVULET_REQUIRE_BROWSER").is_none(),
+            "RIVULET_REQUIRE_BROWSER is set but chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        println!(
+            "SKIPPED dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form: no chromedriver on PATH (apt-get install chromium chromium-driver; set RIVULET_REQUIRE_BROWSER=1 to make this a failure)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let job = start_job(dir.path());
+    let control = job.control.clone();
+
+    // The page: served as is, without a token, from the binary.
+    let (code, page) = rivulet::http::client::request(&control, "GET", "/", &[], None).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(page, rivulet::http::DASHBOARD);
+
+    let (_driver, webdriver) = start_chromedriver(&chromedriver);
+    let client = browser(&webdriver).await;
+    // The checks run in a task of their own: pass or fail, the browser is closed after
+    // (chromedriver's end does not end the browser it started).
+    let outcome = tokio::spawn(check_the_page(client.clone(), job, page)).await;
+    let _ = client.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the checks did not finish: {failed}"),
+        }
+    }
+}
+
+async fn check_the_page(client: Client, mut job: FedJob, page: String) {
+    let control = job.control.clone();
+    client.goto(&format!("http://{control}/")).await.unwrap();
+
+    // The graph: every operator, and counts on the edges once records flow.
+    let labels = wait_for(
+        &client,
+        "the graph",
+        "const n = [...document.querySelectorAll('#graph g.node title')].map(t => t.textContent); return n.length ? n : null;",
+    )
+    .await;
+    assert_eq!(
+        labels,
+        json!([
+            "standard input",
+            "file dlq.jsonl",
+            "parse parse: swap_parse_v1.wasm",
+            "tumbling window 1 s, key parsed_by, processing time",
+            "aggregate: count as n",
+            "format: JSON",
+            "file out.jsonl"
+        ])
+    );
+    let counts = wait_for(
+        &client,
+        "non-zero counts on the source, rejected and sink edges",
+        r#"const c = {};
+           for (const t of document.querySelectorAll('#graph text.count')) c[t.dataset.from + '>' + t.dataset.to] = t.textContent;
+           const n = (s) => Number((s || '').replace(/^.*: /, '').replace(/,/g, ''));
+           return n(c['n0>n2']) > 0 && n(c['n2>n1']) > 0 && n(c['n5>n6']) > 0 ? c : null;"#,
+    )
+    .await;
+    assert!(
+        counts["n2>n1"].as_str().unwrap().starts_with("rejected: "),
+        "{counts}"
+    );
+    // The stage's module and a dead letter's reason.
+    let stage = client
+        .find(Locator::Css("tr[data-stage='parse']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v1 = hash("swap_parse_v1");
+    assert!(stage.contains(&v1[..12]), "{stage}");
+    let dead = client
+        .find(Locator::Css("#dead tr td:nth-child(4)"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dead.contains("EOF while parsing"), "{dead}");
+    // A window result: the count of v1's records in a one-second window.
+    let result = client
+        .find(Locator::Css("#results tr td:nth-child(2)"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["parsed_by"], "v1", "{result}");
+    assert!(result["n"].as_u64().unwrap() > 0, "{result}");
+    let bound =
+        |name: &str| rivulet_sdk::time::parse_iso8601(result[name].as_str().unwrap()).unwrap();
+    assert_eq!(
+        bound("window_end") - bound("window_start"),
+        1000,
+        "{result}"
+    );
+
+    // A swap with a wrong token is refused, and changes nothing.
+    // Chrome takes only a canonical path for an upload.
+    let v2_path = wasm("swap_parse_v2").canonicalize().unwrap();
+    let swap = async |token: &str| -> String {
+        client
+            .find(Locator::Id("swap-file"))
+            .await
+            .unwrap()
+            .send_keys(v2_path.to_str().unwrap())
+            .await
+            .unwrap();
+        let field = client.find(Locator::Id("swap-token")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(token).await.unwrap();
+        client
+            .execute(
+                "document.getElementById('swap-result').textContent = '';",
+                vec![],
+            )
+            .await
+            .unwrap();
+        client
+            .find(Locator::Id("swap-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for(
+            &client,
+            "the swap's answer",
+            "const t = document.getElementById('swap-result').textContent; return t && !t.endsWith('…') ? t : null;",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    let refused = swap("not-the-token").await;
+    assert_eq!(refused, "refused (401): wrong token");
+    let v2 = hash("swap_parse_v2");
+    let swapped = swap(TOKEN).await;
+    assert!(
+        swapped.starts_with(&format!("swapped parse: {} → {} ", &v1[..12], &v2[..12])),
+        "{swapped}"
+    );
+    // The page shows the new module and the swap in the stage's history.
+    let history = wait_for(
+        &client,
+        "the swap in the stage's history",
+        &format!(
+            "const r = document.querySelector(\"tr[data-stage='parse']\"); return r && r.textContent.includes('{}') && r.textContent.includes('uploaded module') ? r.textContent : null;",
+            &v2[..12]
+        ),
+    )
+    .await;
+    assert!(
+        history.as_str().unwrap().contains("1 (0 refused)"),
+        "{history}"
+    );
+    // The module swapped in through the page runs: windows now count v2's records.
+    let started = Instant::now();
+    while !std::fs::read_to_string(&job.out)
+        .unwrap_or_default()
+        .contains(r#""parsed_by":"v2""#)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no window of v2's records"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let paint = client
+        .execute(
+            "return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .unwrap();
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("dashboard.png"), &png).unwrap();
+    println!(
+        "dashboard: page {} bytes; paint timings (ms) {paint}; screenshot {}",
+        page.len(),
+        artifacts.join("dashboard.png").display()
+    );
+    job.feeding.store(false, Ordering::Relaxed);
+    job.job.kill().unwrap();
+}
