@@ -123,14 +123,19 @@ mod tests {
             let seeded = orders.next(ts_ms);
             let record = rivulet_sdk::RawRecord {
                 key: None,
-                payload: seeded.payload.as_bytes(),
+                payload: &seeded.payload,
                 timestamp: 0,
                 partition: 0,
                 offset: i,
                 headers: Vec::new(),
             };
             let result = udf_parse_orders::parse(record);
-            assert_eq!(result.is_ok(), !seeded.malformed, "{}", seeded.payload);
+            assert_eq!(
+                result.is_ok(),
+                !seeded.malformed,
+                "{}",
+                String::from_utf8_lossy(&seeded.payload)
+            );
             if let Ok(order) = result {
                 assert_eq!(order.ts_millis, ts_ms);
                 assert_eq!(
