@@ -65,7 +65,8 @@ build:
 
 # Everything CI checks: UDFs, then every test of the workspace.
 test: udfs test-guests
-    cargo test --release --workspace
+    scripts/python-venv >/dev/null
+    RIVULET_REQUIRE_PYTHON=1 cargo test --release --workspace
 
 # Formatting and lints, as CI wants them.
 lint:
