@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod assemble;
+pub mod cluster;
 pub mod counters;
 pub mod dead_letter;
 pub mod delivery;
