@@ -4,6 +4,7 @@
 //! with (see [`super::Generations`]).
 
 use super::{Acc, AccBudget, Aggregator};
+use crate::cluster::wire::WireAcc;
 use crate::error::PipelineError;
 use crate::side_output::SideOutputs;
 use crate::spec::OnError;
@@ -417,6 +418,73 @@ impl Dispatch {
         }
         self.retire_unused();
         Ok(results)
+    }
+
+    /// An accumulator as it crosses to another process (see [`crate::cluster::wire`]).
+    pub fn to_wire(&mut self, acc: &Acc) -> Result<WireAcc, String> {
+        match (&mut self.aggregator, acc) {
+            (Aggregator::Builtin(_), Acc::Builtin(accs)) => Ok(WireAcc::Builtin(accs.clone())),
+            (Aggregator::Wasm(generations), Acc::Bytes { generation, bytes }) => {
+                let state_version = generations
+                    .get_mut(*generation)
+                    .ok_or_else(|| format!("aggregate module generation {generation} is gone"))?
+                    .state_version;
+                Ok(WireAcc::Bytes {
+                    state_version,
+                    bytes: bytes.clone(),
+                })
+            }
+            _ => Err("an accumulator of another kind than the aggregate's".to_owned()),
+        }
+    }
+
+    /// An accumulator another process wrote, for this process's aggregate: built-ins of
+    /// the same functions, or bytes of the state version a module in service reads.
+    pub fn from_wire(&mut self, acc: WireAcc) -> Result<Acc, String> {
+        match (&mut self.aggregator, acc) {
+            (Aggregator::Builtin(builtins), WireAcc::Builtin(accs)) => {
+                let expected = builtins.create();
+                let same = accs.len() == expected.len()
+                    && accs
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b));
+                match same {
+                    true => Ok(Acc::Builtin(accs)),
+                    false => Err(format!(
+                        "a partial of other built-in aggregates ({} values) than this job's ({}): the processes run different specs",
+                        accs.len(),
+                        expected.len()
+                    )),
+                }
+            }
+            (
+                Aggregator::Wasm(generations),
+                WireAcc::Bytes {
+                    state_version,
+                    bytes,
+                },
+            ) => {
+                let current = &generations.current;
+                let generation = std::iter::once(current)
+                    .chain(&generations.retiring)
+                    .find(|g| g.state_version == state_version)
+                    .map(|g| g.id)
+                    .ok_or_else(|| {
+                        format!(
+                            "a partial of aggregate state version {state_version}; this process's aggregate reads state version {}",
+                            current.state_version
+                        )
+                    })?;
+                Ok(Acc::Bytes { generation, bytes })
+            }
+            (Aggregator::Builtin(_), WireAcc::Bytes { .. }) => Err(
+                "a partial of a Wasm aggregate; this job's aggregate is built in: the processes run different specs".to_owned(),
+            ),
+            (Aggregator::Wasm(_), WireAcc::Builtin(_)) => Err(
+                "a partial of built-in aggregates; this job's aggregate is a component: the processes run different specs".to_owned(),
+            ),
+        }
     }
 
     /// Drops aggregate module generations that no open window uses.

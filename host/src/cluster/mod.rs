@@ -15,5 +15,6 @@
 //! re-sends equal partials that replace, never add to, what stage 2 holds.
 
 pub mod merge;
+pub mod merge_op;
 pub mod pre;
 pub mod wire;
