@@ -288,7 +288,10 @@ mod tests {
             ],
         ));
         assert!(side.is_empty());
-        assert!(rows(&op.fire().unwrap()).is_empty(), "source 1 has not passed the window");
+        assert!(
+            rows(&op.fire().unwrap()).is_empty(),
+            "source 1 has not passed the window"
+        );
         assert_eq!(op.waiting_for(), BTreeMap::from([(3, vec![1])]));
         op.ingest(&batch(3, &[marker(1, 31_000)]));
         let results = op.fire().unwrap();
@@ -321,7 +324,10 @@ mod tests {
         let side = op.ingest(&batch(0, &[b"{\"status\":\"x\"}".to_vec(), foreign]));
         let reasons: Vec<&str> = side.refused.iter().map(|r| r.error.as_str()).collect();
         assert_eq!(reasons.len(), 2);
-        assert!(reasons[0].contains("not a rivulet partials record"), "{reasons:?}");
+        assert!(
+            reasons[0].contains("not a rivulet partials record"),
+            "{reasons:?}"
+        );
         assert!(reasons[1].contains("Wasm aggregate"), "{reasons:?}");
         assert_eq!(op.stats().refused, 2);
     }

@@ -17,4 +17,5 @@
 pub mod merge;
 pub mod merge_op;
 pub mod pre;
+pub mod pre_op;
 pub mod wire;

@@ -5,7 +5,7 @@
 //! through the [`super::Exchange`] ([`link`]).
 
 mod link;
-mod row;
+pub(crate) mod row;
 
 pub use link::TaskLink;
 

@@ -5,23 +5,23 @@ use rivulet_rows::{Batch, Column, RawBatch, Values};
 use rivulet_sdk::time::parse_iso8601;
 
 /// Where a row's source record is: its index in the batch, its partition and offset.
-pub(super) struct Origin<'a> {
-    pub(super) raw: &'a RawBatch,
-    pub(super) index: usize,
+pub(crate) struct Origin<'a> {
+    pub(crate) raw: &'a RawBatch,
+    pub(crate) index: usize,
 }
 
 impl<'a> Origin<'a> {
-    pub(super) fn partition(&self) -> i32 {
+    pub(crate) fn partition(&self) -> i32 {
         self.raw.partitions.get(self.index).copied().unwrap_or(0)
     }
 
-    pub(super) fn offset(&self) -> i64 {
+    pub(crate) fn offset(&self) -> i64 {
         self.raw.offsets.get(self.index).copied().unwrap_or(-1)
     }
 }
 
 /// Where a batch's event times come from.
-pub(super) enum Stamps<'a> {
+pub(crate) enum Stamps<'a> {
     Kafka,
     /// A field, and its column (`None`: the batch has no such field).
     Field(&'a str, Option<&'a Column>),
@@ -29,7 +29,7 @@ pub(super) enum Stamps<'a> {
 
 impl<'a> Stamps<'a> {
     /// Where a batch's event times are: the Kafka timestamp, or a column (`timestamp`).
-    pub(super) fn of(timestamp: Option<&'a str>, rows: &'a Batch) -> Self {
+    pub(crate) fn of(timestamp: Option<&'a str>, rows: &'a Batch) -> Self {
         match timestamp.unwrap_or("kafka") {
             "kafka" => Stamps::Kafka,
             field => Stamps::Field(field, rows.column(field)),
@@ -37,7 +37,7 @@ impl<'a> Stamps<'a> {
     }
 
     /// Row `row`'s event time in milliseconds.
-    pub(super) fn at(&self, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
+    pub(crate) fn at(&self, row: usize, origin: &Origin<'_>) -> Result<i64, String> {
         let (field, column) = match self {
             Stamps::Kafka => {
                 return origin
