@@ -2,6 +2,9 @@
 //! component, connects the source and the sinks.
 
 use crate::aggregate::dispatch::AGGREGATE;
+use crate::cluster::ClusterStep;
+use crate::cluster::merge_op::MergeOperator;
+use crate::cluster::pre_op::PreAggregate;
 use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
@@ -141,8 +144,9 @@ impl Job {
             Some((Some(topic), None)) => Some(SharedSink::new(Sink::kafka(&kafka, topic)?)),
             _ => None,
         };
+        let over_kafka = OverKafka::plan(spec, &kafka, options)?;
         let exchange = match &spec.window {
-            Some(window) if tasks > 1 => {
+            Some(window) if tasks > 1 && over_kafka.is_none() => {
                 let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
                 Some(Arc::new(Exchange::new(
                     tasks,
@@ -157,7 +161,9 @@ impl Job {
         };
         let swappable = modules.swappable(spec);
         let (swap_requests, mut prepared, retired) = if options.swappable && !swappable.is_empty() {
-            let channels = crate::swap::spawn(runtime.clone(), status.clone(), swappable, tasks)
+            // Over Kafka, every process runs both stages: twice the tasks.
+            let all = tasks * if over_kafka.is_some() { 2 } else { 1 };
+            let channels = crate::swap::spawn(runtime.clone(), status.clone(), swappable, all)
                 .map_err(|err| {
                     PipelineError::Config(format!("cannot start the swap worker: {err}"))
                 })?;
@@ -182,7 +188,13 @@ impl Job {
                 let version = generations.current.state_version;
                 status.set_stage(StageInfo::module(AGGREGATE, module, Some(version)));
             }
+            let mut cluster = None;
             let windowing = match (&spec.window, aggregator) {
+                (Some(window), Some(aggregator)) if let Some(plan) = &over_kafka => {
+                    let pre = PreAggregate::new(window.clone(), aggregator, OnError::Dlq, plan.partials)?;
+                    cluster = Some(ClusterStep::Pre(pre));
+                    None
+                }
                 (Some(window), Some(aggregator)) => {
                     let mut windowing = Windowing::new(
                         window.clone(),
@@ -215,13 +227,24 @@ impl Job {
                     samples: samples.clone(),
                 },
                 windowing,
-                emitter: Emitter {
-                    format,
-                    sink: sink.clone(),
-                    key_field: key_field.clone(),
-                    samples: samples.clone(),
-                    recent: std::collections::VecDeque::new(),
+                emitter: match &over_kafka {
+                    // Stage 1 sends partials; results leave from stage 2.
+                    Some(plan) => Emitter {
+                        format: None,
+                        sink: plan.sink.clone(),
+                        key_field: None,
+                        samples: None,
+                        recent: std::collections::VecDeque::new(),
+                    },
+                    None => Emitter {
+                        format,
+                        sink: sink.clone(),
+                        key_field: key_field.clone(),
+                        samples: samples.clone(),
+                        recent: std::collections::VecDeque::new(),
+                    },
                 },
+                cluster,
                 dead: DeadLetters::new(dead_sink.clone()),
                 late: late_sink.clone(),
                 batch: spec.batch.clone(),
@@ -236,6 +259,65 @@ impl Job {
                 drain_on_stop: false,
             });
         }
+        if let (Some(plan), Some(window)) = (&over_kafka, &spec.window) {
+            for task in 0..tasks {
+                let source_options = SourceOptions {
+                    topic: plan.topic.clone(),
+                    group: format!("{}-merge", plan.group),
+                    start: crate::spec::StartAt::Earliest,
+                    assign: crate::spec::AssignMode::Group,
+                    bounded: false,
+                    connect_timeout: options.connect_timeout,
+                    share: (task, tasks),
+                };
+                let source = KafkaSource::open(&kafka, &source_options, &options.stop)
+                    .map_err(SourceError::from)?;
+                let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
+                let Some(aggregator) = aggregator else {
+                    return Err(PipelineError::Config("a window needs an aggregate".to_owned()));
+                };
+                let lateness = i64::try_from(window.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+                let merge = MergeOperator::new(
+                    aggregator,
+                    window.key.clone(),
+                    lateness,
+                    plan.sources,
+                    OnError::Dlq,
+                );
+                pipelines.push(Pipeline {
+                    name: spec.name.clone(),
+                    task: tasks + task,
+                    source: Source::Kafka(Box::new(source)),
+                    transform: Transform {
+                        parse,
+                        maps,
+                        stats: BTreeMap::new(),
+                        samples: None,
+                    },
+                    windowing: None,
+                    cluster: Some(ClusterStep::Merge(merge)),
+                    emitter: Emitter {
+                        format,
+                        sink: sink.clone(),
+                        key_field: key_field.clone(),
+                        samples: samples.clone(),
+                        recent: std::collections::VecDeque::new(),
+                    },
+                    dead: DeadLetters::new(dead_sink.clone()),
+                    late: None,
+                    batch: spec.batch.clone(),
+                    commit_every: options.commit_every,
+                    tracker: Default::default(),
+                    stop: options.stop.clone(),
+                    status: status.clone(),
+                    swaps: prepared.get_mut(tasks + task).and_then(Option::take),
+                    swap_requests: swap_requests.clone(),
+                    swap_pauses: Vec::new(),
+                    retired: retired.clone(),
+                    drain_on_stop: false,
+                });
+            }
+        }
         Ok(Job {
             name: spec.name.clone(),
             tasks: pipelines,
@@ -243,6 +325,64 @@ impl Job {
             swap_requests,
             stop: options.stop.clone(),
         })
+    }
+}
+
+/// A job over Kafka (`window.exchange = "kafka"`): its partials topic and the partition
+/// counts both stages plan with.
+struct OverKafka {
+    topic: String,
+    /// The source's consumer group (stage 2's is `<group>-merge`).
+    group: String,
+    /// Partitions of the source topic (stage 2 waits for each one's markers).
+    sources: i32,
+    /// Partitions of the partials topic.
+    partials: i32,
+    /// Stage 1's sink: the partials topic.
+    sink: SharedSink,
+}
+
+impl OverKafka {
+    fn plan(
+        spec: &PipelineSpec,
+        kafka: &KafkaConfig,
+        options: &RunOptions,
+    ) -> Result<Option<Self>, PipelineError> {
+        let (Some(window), SourceSpec::Kafka { topic, group, .. }) = (&spec.window, &spec.source)
+        else {
+            return Ok(None);
+        };
+        if window.exchange != crate::spec::WindowExchange::Kafka {
+            return Ok(None);
+        }
+        let timeout = options.connect_timeout;
+        let sources = crate::cluster::topics::partitions(kafka, topic, timeout, &options.stop)
+            .map_err(SourceError::from)?;
+        let sources = i32::try_from(sources.len()).unwrap_or(i32::MAX);
+        let asked = window
+            .partials_partitions
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(sources);
+        let name = crate::cluster::topics::partials_topic(&spec.name);
+        let partials = crate::cluster::topics::ensure(kafka, &name, asked, timeout, &options.stop)
+            .map_err(SourceError::from)?;
+        let partials = i32::try_from(partials.len()).unwrap_or(i32::MAX);
+        tracing::info!(
+            job = %spec.name,
+            topic = %name,
+            source_partitions = sources,
+            partials_partitions = partials,
+            "keyed windows over Kafka: this process pre-aggregates its share of the source partitions and merges its share of the partials"
+        );
+        Ok(Some(OverKafka {
+            sink: SharedSink::new(Sink::kafka(kafka, &name)?),
+            topic: name,
+            group: group
+                .clone()
+                .unwrap_or_else(|| format!("rivulet-{}", spec.name)),
+            sources,
+            partials,
+        }))
     }
 }
 

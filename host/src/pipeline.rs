@@ -5,6 +5,7 @@
 //! snapshots committed once every sink has what came before them (at-least-once; see
 //! [`crate::delivery`]).
 
+use crate::cluster::ClusterStep;
 use crate::counters::{PartitionStats, TaskCounters};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::delivery::{OffsetTracker, Snapshot};
@@ -40,6 +41,9 @@ pub struct Pipeline {
     pub source: Source,
     pub transform: Transform,
     pub windowing: Option<Windowing>,
+    /// A job over Kafka: this task pre-aggregates (stage 1, instead of `windowing`) or
+    /// merges the partials topic (stage 2, its source) — see [`crate::cluster`].
+    pub cluster: Option<ClusterStep>,
     pub emitter: Emitter,
     /// Where refused records go (a side output of every step).
     pub dead: DeadLetters,
@@ -95,18 +99,25 @@ impl Pipeline {
                 self.restart(&assignment);
             }
             self.status.count(u64::from(raw.len));
-            if raw.len > 0 {
+            if raw.len > 0
+                && let Some(ClusterStep::Merge(merge)) = &mut self.cluster
+            {
+                let side = merge.ingest(&raw);
+                self.route(Some(&raw), &topic, side)?;
+            } else if raw.len > 0 {
                 let transformed = self.transform.run(&raw)?;
                 self.route(Some(&raw), &topic, transformed.side)?;
                 let (rows, origins) = (transformed.rows, transformed.origins);
-                let side = match &mut self.windowing {
-                    Some(windowing) => windowing.ingest(&raw, &rows, &origins)?,
-                    None => self.emitter.emit(&rows)?,
+                let side = match (&mut self.windowing, &mut self.cluster) {
+                    (Some(windowing), _) => windowing.ingest(&raw, &rows, &origins)?,
+                    (None, Some(ClusterStep::Pre(pre))) => pre.ingest(&raw, &rows, &origins)?,
+                    _ => self.emitter.emit(&rows)?,
                 };
                 self.route(Some(&raw), &topic, side)?;
             }
             let replaying = self.replaying();
-            if !replaying {
+            if !replaying || self.cluster.is_some() {
+                // Stage 1 holds back only the partitions that replay.
                 self.fire(&topic, false)?;
             }
             self.serve_sinks()?;
@@ -144,12 +155,13 @@ impl Pipeline {
     /// Fires what the watermark closed (`all`: every window), sends the results, and routes
     /// what firing and formatting set aside.
     fn fire(&mut self, topic: &str, all: bool) -> Result<(), PipelineError> {
-        let Some(windowing) = &mut self.windowing else {
-            return Ok(());
-        };
-        let mut results = match all {
-            true => windowing.drain()?,
-            false => windowing.fire()?,
+        let mut results = match (&mut self.windowing, &mut self.cluster) {
+            (Some(windowing), _) if all => windowing.drain()?,
+            (Some(windowing), _) => windowing.fire()?,
+            (None, Some(ClusterStep::Pre(_))) => return self.send_partials(topic, all),
+            (None, Some(ClusterStep::Merge(merge))) if all => merge.drain()?,
+            (None, Some(ClusterStep::Merge(merge))) => merge.fire()?,
+            (None, None) => return Ok(()),
         };
         let side = std::mem::take(&mut results.side);
         self.route(None, topic, side)?;
@@ -159,6 +171,27 @@ impl Pipeline {
             windowing.results_sent(&results);
         }
         Ok(())
+    }
+
+    /// Stage 1 of a job over Kafka: sends the partials and markers due to the partials
+    /// topic (`all`: every window, the end of a bounded input or a draining stop).
+    fn send_partials(&mut self, topic: &str, all: bool) -> Result<(), PipelineError> {
+        let positions = self.source.positions();
+        let Some(ClusterStep::Pre(pre)) = &mut self.cluster else {
+            return Ok(());
+        };
+        pre.positions(&positions);
+        let (outgoing, side) = match all {
+            true => pre.drain()?,
+            false => pre.fire()?,
+        };
+        if !outgoing.is_empty() {
+            let mut sink = self.emitter.sink.lock();
+            for record in &outgoing {
+                sink.send_to(record.partition, &record.payload)?;
+            }
+        }
+        self.route(None, topic, side)
     }
 
     /// Sends what a step set aside: refused records to the dead letters (per the step's
@@ -311,14 +344,22 @@ impl Pipeline {
         if let Some(windowing) = &mut self.windowing {
             windowing.restart(assignment);
         }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.restart(assignment);
+        }
     }
 
     /// Whether records processed before a restart are still being replayed.
     fn replaying(&mut self) -> bool {
         let positions = self.source.positions();
-        self.windowing
-            .as_mut()
-            .is_some_and(|windowing| windowing.replaying(&positions))
+        if let Some(ClusterStep::Pre(pre)) = &mut self.cluster {
+            pre.positions(&positions);
+        }
+        self.cluster.as_ref().is_some_and(ClusterStep::replaying)
+            || self
+                .windowing
+                .as_mut()
+                .is_some_and(|windowing| windowing.replaying(&positions))
     }
 
     /// How long to wait for input: the batch wait, shortened to the next window timer.
@@ -351,8 +392,9 @@ impl Pipeline {
     /// partition was read, what open windows still need, and the watermarks.
     fn snapshot(&mut self) {
         let positions = self.source.positions();
-        let (needed, watermarks, combined) = match &self.windowing {
-            Some(windowing) => {
+        let (needed, watermarks, combined) = match (&self.windowing, &self.cluster) {
+            (None, Some(cluster)) => (cluster.needed(), cluster.watermarks(), None),
+            (Some(windowing), _) => {
                 let partitions: Vec<i32> = positions.keys().copied().collect();
                 (
                     windowing.needed(),
@@ -360,7 +402,7 @@ impl Pipeline {
                     windowing.combined_watermark(),
                 )
             }
-            None => Default::default(),
+            (None, None) => Default::default(),
         };
         // After `needed` (a merged window leaves it only once its results are sent): what
         // was sent before these marks is all this snapshot waits for.

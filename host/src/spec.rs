@@ -169,6 +169,24 @@ pub struct WindowSpec {
     /// record per line); with neither they are counted and dropped.
     pub late_topic: Option<String>,
     pub late_path: Option<PathBuf>,
+    /// Where the tasks' partial accumulators meet: in this process (`local`), or through
+    /// the Kafka topic `<job>-partials` (`kafka`), so several processes run one job.
+    #[serde(default)]
+    pub exchange: WindowExchange,
+    /// Partitions of `<job>-partials` (default: as many as the source topic has).
+    pub partials_partitions: Option<u32>,
+}
+
+/// Where a keyed window's partial accumulators are merged (see [`crate::cluster`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowExchange {
+    /// In this process: its tasks' partials merge in memory.
+    #[default]
+    Local,
+    /// Over Kafka: every process pre-aggregates its source partitions and merges its share
+    /// of the partials topic's partitions.
+    Kafka,
 }
 
 pub(crate) fn default_idle() -> Duration {
@@ -514,6 +532,26 @@ impl PipelineSpec {
                         "needs the input field",
                     );
                 }
+            }
+        }
+        if let Some(window) = &self.window
+            && window.exchange == WindowExchange::Kafka
+        {
+            match &self.source {
+                SourceSpec::Kafka {
+                    assign: AssignMode::Group,
+                    bounded: false,
+                    ..
+                } => {}
+                _ => {
+                    return invalid(
+                        "window.exchange",
+                        "\"kafka\" needs a Kafka source read by a consumer group (assign = \"group\", not bounded): the processes of the job share its partitions",
+                    );
+                }
+            }
+            if window.partials_partitions == Some(0) {
+                return invalid("window.partials_partitions", "must be at least 1");
             }
         }
         if let SourceSpec::Kafka {

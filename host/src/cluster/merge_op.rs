@@ -72,7 +72,8 @@ impl MergeOperator {
         self.dispatch.clear();
         for &p in &assignment.partitions {
             let mut windows = MergeWindows::new(self.lateness_ms, self.sources);
-            if let Some(closed) = assignment.states.get(&p).and_then(|s| s.combined) {
+            // Stage 2 keeps its closed watermark in the restart state's watermark.
+            if let Some(closed) = assignment.states.get(&p).and_then(|s| s.watermark) {
                 windows.restore(closed);
             }
             self.parts.insert(p, windows);

@@ -18,4 +18,46 @@ pub mod merge;
 pub mod merge_op;
 pub mod pre;
 pub mod pre_op;
+pub mod topics;
 pub mod wire;
+
+/// A task's part in a job over Kafka: stage 1 or stage 2.
+pub enum ClusterStep {
+    Pre(pre_op::PreAggregate),
+    Merge(merge_op::MergeOperator),
+}
+
+impl ClusterStep {
+    /// New partitions (start or rebalance); see each stage's `restart`.
+    pub fn restart(&mut self, assignment: &crate::source::kafka::Assignment) {
+        match self {
+            ClusterStep::Pre(pre) => pre.restart(assignment),
+            ClusterStep::Merge(merge) => merge.restart(assignment),
+        }
+    }
+
+    /// Whether a snapshot must wait (stage 1 replaying what it processed before).
+    pub fn replaying(&self) -> bool {
+        match self {
+            ClusterStep::Pre(pre) => pre.replaying(),
+            ClusterStep::Merge(_) => false,
+        }
+    }
+
+    /// Per partition read, the lowest offset still needed.
+    pub fn needed(&self) -> std::collections::BTreeMap<i32, i64> {
+        match self {
+            ClusterStep::Pre(pre) => pre.needed(),
+            ClusterStep::Merge(merge) => merge.needed(),
+        }
+    }
+
+    /// Per partition read, the watermark a restart needs: stage 1's source partition
+    /// watermarks, stage 2's closed watermark per partials partition.
+    pub fn watermarks(&self) -> std::collections::BTreeMap<i32, i64> {
+        match self {
+            ClusterStep::Pre(pre) => pre.watermarks(),
+            ClusterStep::Merge(merge) => merge.closed(),
+        }
+    }
+}

@@ -163,6 +163,16 @@ impl<A: Clone> SourceWindows<A> {
             .is_some_and(|p| p.position < p.read)
     }
 
+    /// Whether any partition is still replaying.
+    pub fn any_replaying(&self) -> bool {
+        self.parts.values().any(|p| p.position < p.read)
+    }
+
+    /// Drops every partition (a restart takes them up again).
+    pub fn clear(&mut self) {
+        self.parts.clear();
+    }
+
     /// A replay that cannot go on (records gone from the broker): its windows fire without
     /// what is missing.
     pub fn stop_replay(&mut self, partition: i32) {

@@ -91,6 +91,23 @@ impl PreAggregate {
         self.last_markers = None;
     }
 
+    /// New source partitions (start or rebalance): all state goes, and each partition is
+    /// rebuilt by replaying it from its committed offset, as its restart state says.
+    pub fn restart(&mut self, assignment: &crate::source::kafka::Assignment) {
+        self.windows.clear();
+        self.dispatch.clear();
+        for &p in &assignment.partitions {
+            let state = assignment.states.get(&p);
+            let read = state.map_or(0, |s| s.read);
+            self.take_up(p, read, state.and_then(|s| s.watermark));
+        }
+    }
+
+    /// Whether a partition is still replaying what it processed before a restart.
+    pub fn replaying(&self) -> bool {
+        self.windows.any_replaying()
+    }
+
     /// Gives up a revoked source partition.
     pub fn give_up(&mut self, partition: i32) {
         self.windows.give_up(partition);
@@ -290,6 +307,8 @@ mod tests {
             idle_timeout: Duration::from_secs(3600),
             late_topic: None,
             late_path: None,
+            exchange: Default::default(),
+            partials_partitions: None,
         }
     }
 

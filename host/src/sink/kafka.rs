@@ -102,9 +102,20 @@ impl KafkaSink {
         .map(|_| ())
     }
 
-    /// Queues a record.
+    /// Queues a record (to the partition the client's partitioner picks).
     pub fn send(
         &mut self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), KafkaError> {
+        self.send_to(None, key, payload, headers)
+    }
+
+    /// Queues a record to `partition` (`None`: the partitioner picks).
+    pub fn send_to(
+        &mut self,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
@@ -124,6 +135,9 @@ impl KafkaSink {
         }
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
         let mut record = record;
         loop {

@@ -82,6 +82,15 @@ impl Sink {
         }
     }
 
+    /// Sends to one partition of a Kafka topic (a job's internal topic). A line sink has no
+    /// partitions: it writes the payload as any other.
+    pub fn send_to(&mut self, partition: i32, payload: &[u8]) -> Result<(), SinkError> {
+        match self {
+            Sink::Kafka(kafka) => Ok(kafka.send_to(Some(partition), None, payload, &[])?),
+            Sink::Lines(_) => self.send(None, payload, &[]),
+        }
+    }
+
     /// Serves acknowledgements (Kafka) or flushes (lines).
     pub fn poll(&mut self) -> Result<(), SinkError> {
         match self {

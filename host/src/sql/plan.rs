@@ -433,6 +433,8 @@ fn plan_insert(
             idle_timeout: crate::spec::default_idle(),
             late_topic: None,
             late_path: None,
+            exchange: Default::default(),
+            partials_partitions: None,
         }),
         aggregate: Some(AggregateSpec {
             module: None,

@@ -1,0 +1,203 @@
+//! A keyed window job run by several processes over Kafka (`window.exchange = "kafka"`):
+//! each process pre-aggregates its share of the source partitions, partials meet in the
+//! job's `<job>-partials` topic, and each (window, key) is finished once.
+//!
+//! The input has every status in every partition, so no process sees a whole window alone;
+//! the results are checked against counts computed here from what was produced.
+
+mod common;
+
+use common::kafka::{Read, TestBroker, produce, read_until};
+use common::{JobProcess, wasm};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_700_000_000_000;
+const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
+/// Windows of 10 s; orders 100 ms apart per partition: 100 orders per window and partition.
+const WINDOW: i64 = 10_000;
+
+fn broker() -> TestBroker {
+    match std::env::var("RIVULET_TEST_BROKERS") {
+        Ok(address) => TestBroker::External(address),
+        Err(_) => TestBroker::embedded(),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn spec(name: &str, topic: &str, out: &str, dlq: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "{topic}"
+start = "earliest"
+[[stages]]
+name = "parse-orders"
+kind = "parse"
+module = "{parse}"
+[window]
+key = "status"
+size = "10s"
+time = "event"
+timestamp = "tsMillis"
+idle_timeout = "120s"
+exchange = "kafka"
+[aggregate]
+module = "{count}"
+[format]
+module = "{format}"
+[sink]
+kind = "kafka"
+topic = "{out}"
+[dead_letters]
+topic = "{dlq}"
+[batch]
+max_records = 64
+max_wait = "50ms"
+"#,
+        parse = wasm("udf_parse_orders").display(),
+        count = wasm("udf_count_by_status").display(),
+        format = wasm("udf_format_aggregate").display(),
+    )
+}
+
+/// `per_partition` orders on each of `partitions`, 100 ms apart, every status in every
+/// partition, then one order an hour later per partition that closes every window before it.
+/// Returns the records and the expected count per (window start, status).
+fn orders(
+    partitions: i32,
+    per_partition: i64,
+) -> (Vec<(i32, String, Vec<u8>)>, BTreeMap<(String, String), u64>) {
+    let mut records = Vec::new();
+    let mut expected = BTreeMap::new();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            let ts = T0 + i * 100;
+            let status = STATUSES[((i + i64::from(p) * 3) % 5) as usize];
+            let payload = format!(
+                r#"{{"customer":"c-{p}-{i}","status":"{status}","region":"eu-west","amount":1.50,"ts":"{}","tsMillis":{ts}}}"#,
+                rivulet_sdk::time::iso8601(ts)
+            );
+            records.push((p, format!("c-{p}-{i}"), payload.into_bytes()));
+            let window = rivulet_sdk::time::iso8601(ts - ts.rem_euclid(WINDOW));
+            *expected.entry((window, status.to_owned())).or_insert(0) += 1;
+        }
+        let closing = T0 + 3_600_000;
+        let payload = format!(
+            r#"{{"customer":"closing-{p}","status":"NEW","region":"eu-west","amount":1.00,"ts":"{}","tsMillis":{closing}}}"#,
+            rivulet_sdk::time::iso8601(closing)
+        );
+        records.push((p, format!("closing-{p}"), payload.into_bytes()));
+    }
+    (records, expected)
+}
+
+/// A `rivulet run` of `spec`, its stderr lines forwarded.
+fn start(spec_path: &std::path::Path, brokers: &str) -> (JobProcess, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run"])
+        .arg(spec_path)
+        .args(["--brokers", brokers, "--control", "off", "--commit-every", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rivulet run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[job] {line}");
+            let _ = send.send(line);
+        }
+    });
+    (JobProcess(child), lines)
+}
+
+/// Waits until every process has been assigned partitions of both its groups and no
+/// assignment has changed for `quiet`.
+fn settled(processes: &[&Receiver<String>], quiet: Duration, timeout: Duration) {
+    let started = Instant::now();
+    let mut assigned = vec![0; processes.len()];
+    let mut last_change = Instant::now();
+    while started.elapsed() < timeout {
+        for (i, lines) in processes.iter().enumerate() {
+            while let Ok(line) = lines.try_recv() {
+                if line.contains("partitions assigned by the consumer group")
+                    || line.contains("partitions revoked")
+                {
+                    assigned[i] += 1;
+                    last_change = Instant::now();
+                }
+            }
+        }
+        if assigned.iter().all(|&n| n >= 2) && last_change.elapsed() >= quiet {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the processes did not settle on an assignment: {assigned:?}");
+}
+
+/// Results read back: (window start, status) → counts, in the order they came.
+fn results(records: &[Read]) -> BTreeMap<(String, String), Vec<u64>> {
+    let mut out: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for r in records {
+        let v: Value = serde_json::from_slice(&r.payload).expect("result is JSON");
+        let key = (
+            v["window_start"].as_str().unwrap().to_owned(),
+            v["status"].as_str().unwrap().to_owned(),
+        );
+        out.entry(key)
+            .or_default()
+            .push(v["order_count"].as_u64().unwrap());
+    }
+    out
+}
+
+#[test]
+fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exact_counts() {
+    let broker = broker();
+    let address = broker.address();
+    let topic = unique("orders");
+    let out = unique("counts");
+    let dlq = unique("dlq");
+    let name = unique("cluster-job");
+    broker.topic(&topic, 3);
+    broker.topic(&out, 1);
+    broker.topic(&dlq, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("job.toml");
+    std::fs::write(&spec_path, spec(&name, &topic, &out, &dlq)).unwrap();
+
+    let (mut a, a_lines) = start(&spec_path, &address);
+    let (mut b, b_lines) = start(&spec_path, &address);
+    settled(&[&a_lines, &b_lines], Duration::from_secs(4), Duration::from_secs(90));
+
+    let (records, expected) = orders(3, 1_000);
+    produce(&address, &topic, &records);
+    let got = read_until(&address, &out, 1, Duration::from_secs(120), |read| {
+        results(read).len() >= expected.len()
+    });
+    for job in [&mut a, &mut b] {
+        assert!(job.try_wait().unwrap().is_none(), "a process stopped by itself");
+    }
+    let got = results(&got);
+    let want: BTreeMap<(String, String), Vec<u64>> =
+        expected.iter().map(|(k, &n)| (k.clone(), vec![n])).collect();
+    assert_eq!(got, want, "each (window, status) once, with every partition's orders");
+    let dead = read_until(&address, &dlq, 1, Duration::from_secs(2), |_| false);
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}
