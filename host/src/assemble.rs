@@ -2,10 +2,10 @@
 //! component, connects the source and the sinks.
 
 use crate::aggregate::dispatch::AGGREGATE;
+use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::cluster::ClusterStep;
 use crate::cluster::merge_op::MergeOperator;
 use crate::cluster::pre_op::PreAggregate;
-use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
 use crate::error::PipelineError;
@@ -191,7 +191,8 @@ impl Job {
             let mut cluster = None;
             let windowing = match (&spec.window, aggregator) {
                 (Some(window), Some(aggregator)) if let Some(plan) = &over_kafka => {
-                    let pre = PreAggregate::new(window.clone(), aggregator, OnError::Dlq, plan.partials)?;
+                    let pre =
+                        PreAggregate::new(window.clone(), aggregator, OnError::Dlq, plan.partials)?;
                     cluster = Some(ClusterStep::Pre(pre));
                     None
                 }
@@ -274,9 +275,12 @@ impl Job {
                     .map_err(SourceError::from)?;
                 let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
                 let Some(aggregator) = aggregator else {
-                    return Err(PipelineError::Config("a window needs an aggregate".to_owned()));
+                    return Err(PipelineError::Config(
+                        "a window needs an aggregate".to_owned(),
+                    ));
                 };
-                let lateness = i64::try_from(window.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+                let lateness =
+                    i64::try_from(window.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
                 let merge = MergeOperator::new(
                     aggregator,
                     window.key.clone(),

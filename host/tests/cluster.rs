@@ -110,7 +110,14 @@ fn start(spec_path: &std::path::Path, brokers: &str) -> (JobProcess, Receiver<St
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .args(["run"])
         .arg(spec_path)
-        .args(["--brokers", brokers, "--control", "off", "--commit-every", "200ms"])
+        .args([
+            "--brokers",
+            brokers,
+            "--control",
+            "off",
+            "--commit-every",
+            "200ms",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,7 +125,10 @@ fn start(spec_path: &std::path::Path, brokers: &str) -> (JobProcess, Receiver<St
     let stderr = child.stderr.take().expect("stderr");
     let (send, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             eprintln!("[job] {line}");
             let _ = send.send(line);
         }
@@ -184,7 +194,11 @@ fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exac
 
     let (mut a, a_lines) = start(&spec_path, &address);
     let (mut b, b_lines) = start(&spec_path, &address);
-    settled(&[&a_lines, &b_lines], Duration::from_secs(4), Duration::from_secs(90));
+    settled(
+        &[&a_lines, &b_lines],
+        Duration::from_secs(4),
+        Duration::from_secs(90),
+    );
 
     let (records, expected) = orders(3, 1_000);
     produce(&address, &topic, &records);
@@ -192,12 +206,100 @@ fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exac
         results(read).len() >= expected.len()
     });
     for job in [&mut a, &mut b] {
-        assert!(job.try_wait().unwrap().is_none(), "a process stopped by itself");
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "a process stopped by itself"
+        );
     }
     let got = results(&got);
-    let want: BTreeMap<(String, String), Vec<u64>> =
-        expected.iter().map(|(k, &n)| (k.clone(), vec![n])).collect();
-    assert_eq!(got, want, "each (window, status) once, with every partition's orders");
+    let want: BTreeMap<(String, String), Vec<u64>> = expected
+        .iter()
+        .map(|(k, &n)| (k.clone(), vec![n]))
+        .collect();
+    assert_eq!(
+        got, want,
+        "each (window, status) once, with every partition's orders"
+    );
     let dead = read_until(&address, &dlq, 1, Duration::from_secs(2), |_| false);
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}
+
+/// Every expected (window, status) present, and every result of it whole: a repeat is
+/// allowed after a crash (at-least-once), a partial count never.
+fn assert_whole(
+    got: &BTreeMap<(String, String), Vec<u64>>,
+    expected: &BTreeMap<(String, String), u64>,
+) {
+    for (key, &want) in expected {
+        let counts = got
+            .get(key)
+            .unwrap_or_else(|| panic!("no result for {key:?}"));
+        assert!(
+            counts.iter().all(|&n| n == want),
+            "{key:?}: results {counts:?}, expected only whole counts of {want}"
+        );
+    }
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        extra.is_empty(),
+        "results for windows that should not have closed: {extra:?}"
+    );
+}
+
+#[test]
+fn a_process_killed_mid_run_loses_no_window_and_emits_no_partial_count() {
+    let broker = broker();
+    let address = broker.address();
+    let topic = unique("orders");
+    let out = unique("counts");
+    let dlq = unique("dlq");
+    let name = unique("cluster-kill");
+    broker.topic(&topic, 6);
+    broker.topic(&out, 1);
+    broker.topic(&dlq, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("job.toml");
+    std::fs::write(&spec_path, spec(&name, &topic, &out, &dlq)).unwrap();
+
+    let (mut a, a_lines) = start(&spec_path, &address);
+    let (b, b_lines) = start(&spec_path, &address);
+    let (mut c, c_lines) = start(&spec_path, &address);
+    settled(
+        &[&a_lines, &b_lines, &c_lines],
+        Duration::from_secs(4),
+        Duration::from_secs(120),
+    );
+
+    // The first half of every partition, then a kill -9 once results flow.
+    let (records, expected) = orders(6, 1_000);
+    let (closing, orders): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|(_, key, _)| key.starts_with("closing"));
+    let (first, second): (Vec<_>, Vec<_>) = orders.into_iter().partition(|(_, key, _)| {
+        key.rsplit('-').next().and_then(|i| i.parse::<i64>().ok()) < Some(500)
+    });
+    produce(&address, &topic, &first);
+    read_until(&address, &out, 1, Duration::from_secs(60), |read| {
+        read.len() >= 5
+    });
+    let mut b = b;
+    b.0.kill().expect("kill -9");
+    b.wait().expect("killed");
+    let (mut d, _d_lines) = start(&spec_path, &address);
+    produce(&address, &topic, &second);
+    produce(&address, &topic, &closing);
+    let got = read_until(&address, &out, 1, Duration::from_secs(180), |read| {
+        let got = results(read);
+        expected.keys().all(|k| got.contains_key(k))
+    });
+    for job in [&mut a, &mut c, &mut d] {
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "a process stopped by itself"
+        );
+    }
+    let got = results(&got);
+    let repeats: usize = got.values().map(|v| v.len() - 1).sum();
+    eprintln!("{} (window, status) results, {repeats} whole repeats", got.len());
+    assert_whole(&got, &expected);
 }

@@ -102,7 +102,9 @@ pub fn ensure(
         .map_err(KafkaError::client(format!("creating topic `{topic}`")))?;
     for result in created {
         match result {
-            Ok(name) => tracing::info!(topic = %name, partitions, "created the job's partials topic"),
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions, "created the job's partials topic")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => {
                 return Err(KafkaError::Restore {
@@ -113,7 +115,12 @@ pub fn ensure(
     }
     let found = self::partitions(config, topic, connect_timeout, stop)?;
     if i32::try_from(found.len()).ok() != Some(partitions) {
-        tracing::info!(topic, partitions = found.len(), asked = partitions, "the partials topic exists with another partition count; using it as it is");
+        tracing::info!(
+            topic,
+            partitions = found.len(),
+            asked = partitions,
+            "the partials topic exists with another partition count; using it as it is"
+        );
     }
     Ok(found)
 }
