@@ -133,7 +133,7 @@ bench-pipeline: udfs
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
 # pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs test-guests
-    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu -- --test-threads 1
+    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu --test cluster -- --test-threads 1
 
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
 bench-kafka:

@@ -281,8 +281,10 @@ impl Job {
                 };
                 let lateness =
                     i64::try_from(window.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+                let size = i64::try_from(window.size.as_millis()).unwrap_or(i64::MAX);
                 let merge = MergeOperator::new(
                     aggregator,
+                    size,
                     window.key.clone(),
                     lateness,
                     plan.sources,

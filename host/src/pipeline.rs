@@ -254,7 +254,10 @@ impl Pipeline {
             sink_sent,
             sink_acked,
             steps: self.transform.stats.clone(),
-            window: self.windowing.as_ref().map(Windowing::stats),
+            window: match (&self.windowing, &self.cluster) {
+                (Some(windowing), _) => Some(windowing.stats()),
+                (None, cluster) => cluster.as_ref().map(ClusterStep::stats),
+            },
             dead_letters: self.dead.counts().clone(),
             errors: self.dead.errors().clone(),
             recent_dead_letters: self.dead.recent().cloned().collect(),

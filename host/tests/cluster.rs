@@ -201,6 +201,7 @@ fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exac
     );
 
     let (records, expected) = orders(3, 1_000);
+    let records_in = records.len();
     produce(&address, &topic, &records);
     let got = read_until(&address, &out, 1, Duration::from_secs(120), |read| {
         results(read).len() >= expected.len()
@@ -222,6 +223,30 @@ fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exac
     );
     let dead = read_until(&address, &dlq, 1, Duration::from_secs(2), |_| false);
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    // The figure for the closing note: what the exchange costs on the wire.
+    let partials = format!("{name}-partials");
+    let count = partition_count(&address, &partials);
+    let written = read_until(&address, &partials, count, Duration::from_secs(3), |_| {
+        false
+    });
+    let bytes: usize = written.iter().map(|r| r.payload.len()).sum();
+    eprintln!(
+        "partials topic: {} records, {bytes} bytes over {count} partitions: {:.2} bytes per input record",
+        written.len(),
+        bytes as f64 / records_in as f64
+    );
+}
+
+fn partition_count(address: &str, topic: &str) -> i32 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    metadata.topics()[0].partitions().len() as i32
 }
 
 /// Every expected (window, status) present, and every result of it whole: a repeat is
@@ -300,6 +325,9 @@ fn a_process_killed_mid_run_loses_no_window_and_emits_no_partial_count() {
     }
     let got = results(&got);
     let repeats: usize = got.values().map(|v| v.len() - 1).sum();
-    eprintln!("{} (window, status) results, {repeats} whole repeats", got.len());
+    eprintln!(
+        "{} (window, status) results, {repeats} whole repeats",
+        got.len()
+    );
     assert_whole(&got, &expected);
 }

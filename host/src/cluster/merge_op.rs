@@ -36,6 +36,8 @@ pub struct MergeStats {
 
 pub struct MergeOperator {
     dispatch: Dispatch,
+    /// The job's window size: a partial of another size comes from another spec.
+    size_ms: i64,
     key_name: Option<String>,
     lateness_ms: i64,
     /// Partitions of the source topic: each one's markers are waited for.
@@ -49,6 +51,7 @@ pub struct MergeOperator {
 impl MergeOperator {
     pub fn new(
         aggregator: Aggregator,
+        size_ms: i64,
         key_name: Option<String>,
         lateness_ms: i64,
         sources: i32,
@@ -56,6 +59,7 @@ impl MergeOperator {
     ) -> Self {
         MergeOperator {
             dispatch: Dispatch::new(aggregator, policy),
+            size_ms,
             key_name,
             lateness_ms,
             sources,
@@ -105,6 +109,16 @@ impl MergeOperator {
                     acc,
                 }) => {
                     self.stats.partials += 1;
+                    if end.saturating_sub(start) != self.size_ms {
+                        self.stats.refused += 1;
+                        let error = format!(
+                            "a partial of a {} ms window; this job's windows are {} ms: the processes run different specs",
+                            end.saturating_sub(start),
+                            self.size_ms
+                        );
+                        side.refuse_record(index, MERGE, &error, self.policy);
+                        continue;
+                    }
                     let acc = match self.dispatch.from_wire(acc) {
                         Ok(acc) => acc,
                         Err(error) => {
@@ -231,6 +245,7 @@ mod tests {
         ];
         MergeOperator::new(
             Aggregator::Builtin(Builtins::new(specs)),
+            30_000,
             Some("status".into()),
             0,
             sources,
@@ -322,14 +337,34 @@ mod tests {
             },
         }
         .encode();
-        let side = op.ingest(&batch(0, &[b"{\"status\":\"x\"}".to_vec(), foreign]));
+        let other_size = Exchanged::Partial {
+            source: 0,
+            start: 0,
+            end: 20_000,
+            key: Scalar::from("x"),
+            acc: WireAcc::Builtin(vec![BuiltinAcc::Count(1), BuiltinAcc::Sum(1.0)]),
+        }
+        .encode();
+        let side = op.ingest(&batch(
+            0,
+            &[b"{\"status\":\"x\"}".to_vec(), foreign, other_size],
+        ));
         let reasons: Vec<&str> = side.refused.iter().map(|r| r.error.as_str()).collect();
-        assert_eq!(reasons.len(), 2);
+        assert_eq!(reasons.len(), 3);
         assert!(
             reasons[0].contains("not a rivulet partials record"),
             "{reasons:?}"
         );
         assert!(reasons[1].contains("Wasm aggregate"), "{reasons:?}");
-        assert_eq!(op.stats().refused, 2);
+        assert_eq!(
+            reasons[2],
+            "a partial of a 20000 ms window; this job's windows are 30000 ms: the processes run different specs"
+        );
+        assert_eq!(op.stats().refused, 3);
+        op.ingest(&batch(0, &[marker(0, 40_000)]));
+        assert!(
+            rows(&op.fire().unwrap()).is_empty(),
+            "nothing refused was counted"
+        );
     }
 }

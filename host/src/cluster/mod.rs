@@ -52,6 +52,22 @@ impl ClusterStep {
         }
     }
 
+    /// The window counters this task adds to the job's: stage 1 counts rows, late records
+    /// and replay skips; stage 2 counts results.
+    pub fn stats(&self) -> crate::counters::WindowStats {
+        let mut stats = crate::counters::WindowStats::default();
+        match self {
+            ClusterStep::Pre(pre) => {
+                let pre = pre.stats();
+                stats.rows = pre.rows;
+                stats.too_late = pre.too_late;
+                stats.replay_skipped = pre.replay_skipped;
+            }
+            ClusterStep::Merge(merge) => stats.results = merge.stats().results,
+        }
+        stats
+    }
+
     /// Per partition read, the watermark a restart needs: stage 1's source partition
     /// watermarks, stage 2's closed watermark per partials partition.
     pub fn watermarks(&self) -> std::collections::BTreeMap<i32, i64> {

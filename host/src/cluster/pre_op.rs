@@ -361,7 +361,14 @@ mod tests {
                     .push(record.payload);
             }
         }
-        let mut merge = MergeOperator::new(builtins(), Some("status".into()), 0, 2, OnError::Dlq);
+        let mut merge = MergeOperator::new(
+            builtins(),
+            10_000,
+            Some("status".into()),
+            0,
+            2,
+            OnError::Dlq,
+        );
         for (partition, payloads) in &topic {
             let mut raw = RawBatch::new();
             for (offset, payload) in payloads.iter().enumerate() {
