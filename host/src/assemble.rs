@@ -193,7 +193,7 @@ impl Job {
                 (Some(window), Some(aggregator)) if let Some(plan) = &over_kafka => {
                     let pre =
                         PreAggregate::new(window.clone(), aggregator, OnError::Dlq, plan.partials)?;
-                    cluster = Some(ClusterStep::Pre(pre));
+                    cluster = Some(ClusterStep::Pre(Box::new(pre)));
                     None
                 }
                 (Some(window), Some(aggregator)) => {
@@ -301,7 +301,7 @@ impl Job {
                         samples: None,
                     },
                     windowing: None,
-                    cluster: Some(ClusterStep::Merge(merge)),
+                    cluster: Some(ClusterStep::Merge(Box::new(merge))),
                     emitter: Emitter {
                         format,
                         sink: sink.clone(),

@@ -5,6 +5,8 @@
 //! The input has every status in every partition, so no process sees a whole window alone;
 //! the results are checked against counts computed here from what was produced.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 mod common;
 
 use common::kafka::{Read, TestBroker, produce, read_until};
@@ -74,13 +76,13 @@ max_wait = "50ms"
     )
 }
 
+/// A record to produce: partition, key, payload.
+type Record = (i32, String, Vec<u8>);
+
 /// `per_partition` orders on each of `partitions`, 100 ms apart, every status in every
 /// partition, then one order an hour later per partition that closes every window before it.
 /// Returns the records and the expected count per (window start, status).
-fn orders(
-    partitions: i32,
-    per_partition: i64,
-) -> (Vec<(i32, String, Vec<u8>)>, BTreeMap<(String, String), u64>) {
+fn orders(partitions: i32, per_partition: i64) -> (Vec<Record>, BTreeMap<(String, String), u64>) {
     let mut records = Vec::new();
     let mut expected = BTreeMap::new();
     for p in 0..partitions {

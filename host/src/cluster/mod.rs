@@ -23,8 +23,8 @@ pub mod wire;
 
 /// A task's part in a job over Kafka: stage 1 or stage 2.
 pub enum ClusterStep {
-    Pre(pre_op::PreAggregate),
-    Merge(merge_op::MergeOperator),
+    Pre(Box<pre_op::PreAggregate>),
+    Merge(Box<merge_op::MergeOperator>),
 }
 
 impl ClusterStep {
