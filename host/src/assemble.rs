@@ -230,8 +230,10 @@ impl Job {
                 windowing,
                 emitter: match &over_kafka {
                     // Stage 1 sends partials; results leave from stage 2.
+                    // Its formatter is never called; it is there so a format swap reaches
+                    // every task.
                     Some(plan) => Emitter {
-                        format: None,
+                        format,
                         sink: plan.sink.clone(),
                         key_field: None,
                         samples: None,

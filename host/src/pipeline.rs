@@ -316,6 +316,7 @@ impl Pipeline {
                 maps: &mut self.transform.maps,
                 format: self.emitter.format.as_mut(),
                 windowing: self.windowing.as_mut(),
+                cluster: self.cluster.as_mut(),
             };
             if let Some(pause) = crate::swap::install(slots, swap, &self.retired) {
                 self.swap_pauses.push(pause);

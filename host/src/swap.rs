@@ -476,6 +476,8 @@ pub struct Slots<'a> {
     pub maps: &'a mut [Step<dyn MapStage>],
     pub format: Option<&'a mut Step<dyn FormatStage>>,
     pub windowing: Option<&'a mut Windowing>,
+    /// A job over Kafka: the stage that holds this task's aggregate.
+    pub cluster: Option<&'a mut crate::cluster::ClusterStep>,
 }
 
 /// Installs a prepared module into its slot (call between two batches, so no record sees
@@ -518,17 +520,23 @@ pub fn install(
             stage,
             empty,
             state_version,
-        } => match slots.windowing {
-            Some(windowing) => windowing
-                .swap_aggregate(stage, empty, state_version, swap.swap)
-                .map(|(new_generation, old)| {
-                    if let Some(old) = old {
-                        retire(graveyard, Retired::Aggregate(old));
-                    }
-                    new_generation
-                }),
-            None => Err("this job has no aggregate".to_owned()),
-        },
+        } => {
+            let swapped = match (slots.windowing, slots.cluster) {
+                (Some(windowing), _) => {
+                    windowing.swap_aggregate(stage, empty, state_version, swap.swap)
+                }
+                (None, Some(cluster)) => {
+                    cluster.swap_aggregate(stage, empty, state_version, swap.swap)
+                }
+                (None, None) => Err("this job has no aggregate".to_owned()),
+            };
+            swapped.map(|(new_generation, old)| {
+                if let Some(old) = old {
+                    retire(graveyard, Retired::Aggregate(old));
+                }
+                new_generation
+            })
+        }
         Candidate::Parse(_) => Err(format!("no parse stage `{}`", swap.stage)),
     };
     let pause = started.elapsed();

@@ -217,6 +217,11 @@ impl MergeOperator {
             .collect()
     }
 
+    /// The aggregate (to swap its module).
+    pub fn dispatch_mut(&mut self) -> &mut Dispatch {
+        &mut self.dispatch
+    }
+
     pub fn stats(&self) -> MergeStats {
         self.stats
     }

@@ -52,6 +52,25 @@ impl ClusterStep {
         }
     }
 
+    /// Puts a new aggregate module in service (see [`crate::aggregate::dispatch::Dispatch::swap`]).
+    /// Its partials carry its state version: a process still on another one dead-letters
+    /// them with the reason until it is swapped too.
+    #[allow(clippy::type_complexity)]
+    pub fn swap_aggregate(
+        &mut self,
+        stage: Box<dyn crate::stage::AggregateStage>,
+        empty: Vec<u8>,
+        state_version: u32,
+        swap: u64,
+    ) -> Result<(bool, Option<Box<dyn crate::stage::AggregateStage>>), String> {
+        match self {
+            ClusterStep::Pre(pre) => pre.dispatch_mut().swap(stage, empty, state_version, swap),
+            ClusterStep::Merge(merge) => {
+                merge.dispatch_mut().swap(stage, empty, state_version, swap)
+            }
+        }
+    }
+
     /// The window counters this task adds to the job's: stage 1 counts rows, late records
     /// and replay skips; stage 2 counts results.
     pub fn stats(&self) -> crate::counters::WindowStats {

@@ -276,6 +276,11 @@ impl PreAggregate {
             .collect()
     }
 
+    /// The aggregate (to swap its module).
+    pub fn dispatch_mut(&mut self) -> &mut Dispatch {
+        &mut self.dispatch
+    }
+
     pub fn stats(&self) -> PreStats {
         self.stats
     }
