@@ -3,6 +3,7 @@
 
 use crate::aggregate::dispatch::AGGREGATE;
 use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
+use crate::column_type::ColumnType;
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
 use crate::error::PipelineError;
@@ -12,7 +13,6 @@ use crate::registry::client::RegistryClient;
 use crate::sink::{LineSink, SharedSink, Sink};
 use crate::source::kafka::{KafkaSource, SourceOptions};
 use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
-use crate::column_type::ColumnType;
 use crate::spec::{
     OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind, ValueFields,
 };
@@ -448,7 +448,8 @@ fn json_numbers(spec: &PipelineSpec) -> Vec<String> {
         .unwrap_or_default();
     if let SinkSpec::Kafka { columns, .. } = &spec.sink {
         for column in columns {
-            if matches!(column.ty.ty, ColumnType::Decimal { .. }) && !numbers.contains(&column.name) {
+            if matches!(column.ty.ty, ColumnType::Decimal { .. }) && !numbers.contains(&column.name)
+            {
                 numbers.push(column.name.clone());
             }
         }
@@ -478,7 +479,12 @@ fn sink_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage
     let key_fields: Vec<String> = key
         .as_ref()
         .map(|k| k.0.clone())
-        .or_else(|| spec.window.as_ref().and_then(|w| w.key.clone()).map(|k| vec![k]))
+        .or_else(|| {
+            spec.window
+                .as_ref()
+                .and_then(|w| w.key.clone())
+                .map(|k| vec![k])
+        })
         .unwrap_or_default();
     let plain = key_format.is_none()
         && columns.is_empty()
@@ -506,7 +512,9 @@ fn sink_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage
                 KeyEncoding::new(
                     f,
                     key_registry.as_deref().or(registry.as_deref()),
-                    key_subject.clone().unwrap_or_else(|| format!("{topic}-key")),
+                    key_subject
+                        .clone()
+                        .unwrap_or_else(|| format!("{topic}-key")),
                 )
             });
             Box::new(SinkEncoding {

@@ -13,19 +13,27 @@ pub const MAX_PRECISION: u32 = 38;
 pub enum ColumnType {
     Boolean,
     /// TINYINT (8), SMALLINT (16), INT (32), BIGINT (64).
-    Integer { bits: u8 },
+    Integer {
+        bits: u8,
+    },
     /// FLOAT / REAL (32 bits).
     Float,
     /// DOUBLE (64 bits).
     Double,
     /// DECIMAL(precision, scale): exact.
-    Decimal { precision: u32, scale: u32 },
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
     /// STRING, VARCHAR(n), CHAR(n).
     String,
     /// BYTES, VARBINARY(n), BINARY(n).
     Bytes,
     /// TIMESTAMP(p), or TIMESTAMP_LTZ(p) (`local`: WITH LOCAL TIME ZONE).
-    Timestamp { precision: u32, local: bool },
+    Timestamp {
+        precision: u32,
+        local: bool,
+    },
     /// DATE (days since the epoch).
     Date,
 }
@@ -128,7 +136,10 @@ impl FromStr for Typed {
         let upper = text.trim().to_ascii_uppercase();
         let (body, nullable) = match upper.strip_suffix("NOT NULL") {
             Some(body) => (body.trim_end(), false),
-            None => (upper.strip_suffix(" NULL").unwrap_or(&upper).trim_end(), true),
+            None => (
+                upper.strip_suffix(" NULL").unwrap_or(&upper).trim_end(),
+                true,
+            ),
         };
         Ok(Typed {
             ty: body.parse()?,

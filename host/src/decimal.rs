@@ -63,7 +63,10 @@ pub fn div_half_up(numerator: i128, denominator: i128) -> i128 {
 
 /// How many digits `unscaled` has (0 has one).
 pub fn digits(unscaled: i128) -> u32 {
-    unscaled.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1)
+    unscaled
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d + 1)
 }
 
 /// Whether `unscaled` fits `DECIMAL(precision, _)`.

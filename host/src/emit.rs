@@ -72,8 +72,7 @@ impl Emitter {
         match &mut self.format {
             None => {
                 for i in 0..rows.len as usize {
-                    let payload =
-                        crate::format::json::row_text(rows, i, &[], &self.json_numbers);
+                    let payload = crate::format::json::row_text(rows, i, &[], &self.json_numbers);
                     let key = key_of(rows, i, self.key_field.as_deref());
                     sink.send(key.as_deref(), payload.as_bytes(), &[])?;
                 }

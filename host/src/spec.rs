@@ -321,7 +321,10 @@ pub enum ValueFields {
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
     pub name: String,
-    #[serde(rename = "type", deserialize_with = "crate::column_type::deserialize_typed")]
+    #[serde(
+        rename = "type",
+        deserialize_with = "crate::column_type::deserialize_typed"
+    )]
     pub ty: crate::column_type::Typed,
 }
 
@@ -613,7 +616,9 @@ impl PipelineSpec {
         } = &self.sink
         {
             let window_key = self.window.as_ref().and_then(|w| w.key.clone());
-            let key_count = key.as_ref().map_or(usize::from(window_key.is_some()), |k| k.0.len());
+            let key_count = key
+                .as_ref()
+                .map_or(usize::from(window_key.is_some()), |k| k.0.len());
             if key.as_ref().is_some_and(|k| k.0.is_empty()) {
                 return invalid("sink.key", "names no field");
             }

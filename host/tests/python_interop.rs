@@ -233,7 +233,11 @@ fn confluents_deserializer_reads_the_sql_jobs_upsert_keys_and_values() {
         let store = value["store_id"].as_str().unwrap().to_owned();
         assert_eq!(v["key"], serde_json::json!({ "store_id": store }), "{line}");
         let start = value["window_start"].as_i64().unwrap();
-        assert_eq!(value["window_end"].as_i64().unwrap() - start, 60_000, "{line}");
+        assert_eq!(
+            value["window_end"].as_i64().unwrap() - start,
+            60_000,
+            "{line}"
+        );
         let previous = got.insert((start, store), value["total_sales"].as_i64().unwrap());
         assert!(previous.is_none(), "a window twice: {line}");
     }

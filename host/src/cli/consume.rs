@@ -74,7 +74,10 @@ impl AvroText {
             });
         match decoded {
             Ok(json) => json,
-            Err(err) => format!("(not a record of schema id {id}: {err}) {}", readable(bytes)),
+            Err(err) => format!(
+                "(not a record of schema id {id}: {err}) {}",
+                readable(bytes)
+            ),
         }
     }
 }

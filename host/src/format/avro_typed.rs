@@ -202,14 +202,23 @@ mod tests {
         assert_eq!(
             decoded,
             Value::Record(vec![
-                ("window_start".into(), Value::Union(1, Box::new(Value::TimestampMillis(1_767_225_660_000)))),
+                (
+                    "window_start".into(),
+                    Value::Union(1, Box::new(Value::TimestampMillis(1_767_225_660_000)))
+                ),
                 ("store_id".into(), Value::String("s-1".into())),
-                ("total".into(), Value::Union(1, Box::new(Value::String("1000.10".into())))),
+                (
+                    "total".into(),
+                    Value::Union(1, Box::new(Value::String("1000.10".into())))
+                ),
                 ("n".into(), Value::Union(1, Box::new(Value::Int(3)))),
             ])
         );
         let narrow = self::columns(&[("total", "DECIMAL(3, 2)")]);
         let err = encode_row(&record_schema(&narrow).unwrap(), &narrow, &rows, 0).unwrap_err();
-        assert_eq!(err, "column `total` (DECIMAL(3, 2)): 1000.10 does not fit DECIMAL(3, 2)");
+        assert_eq!(
+            err,
+            "column `total` (DECIMAL(3, 2)): 1000.10 does not fit DECIMAL(3, 2)"
+        );
     }
 }

@@ -78,6 +78,11 @@ mod tests {
             object_text(&object, &["store_id".to_owned()], &numbers),
             r#"{"total":1000.10,"note":"1.5","odd":"1e5"}"#
         );
-        assert!(plain_decimal("-0.5") && plain_decimal("12") && !plain_decimal("1.") && !plain_decimal("-"));
+        assert!(
+            plain_decimal("-0.5")
+                && plain_decimal("12")
+                && !plain_decimal("1.")
+                && !plain_decimal("-")
+        );
     }
 }

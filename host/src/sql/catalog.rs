@@ -158,7 +158,9 @@ impl Catalog {
         if let Some(key) = &def.primary_key {
             primary_key_at = key.at;
             for (name, at) in &key.columns {
-                let Some(column) = columns.iter_mut().find(|c| c.name.eq_ignore_ascii_case(name))
+                let Some(column) = columns
+                    .iter_mut()
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
                 else {
                     return Err(SqlError::invalid(
                         *at,

@@ -60,7 +60,11 @@ const KAFKA_USED: &[&str] = &[
     "key.fields",
     "value.fields-include",
 ];
-const UPSERT_KAFKA_USED: &[&str] = &["topic", "properties.bootstrap.servers", "value.fields-include"];
+const UPSERT_KAFKA_USED: &[&str] = &[
+    "topic",
+    "properties.bootstrap.servers",
+    "value.fields-include",
+];
 const UPSERT_KAFKA_IGNORED: &[&str] = &[
     "sink.parallelism",
     "sink.buffer-flush.interval",
@@ -127,6 +131,13 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
             ));
         }
     };
+    if kind == "upsert-kafka" && role == Role::Source {
+        return Err(SqlError::unsupported_because(
+            connector.at,
+            format!("reading the upsert-kafka table `{name}`"),
+            "upsert-kafka tables are sinks here; read the topic with 'connector' = 'kafka'",
+        ));
+    }
     let (value_format, key_format) = match kind {
         "print" => (None, None),
         _ => (
@@ -202,14 +213,7 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
             kafka(table, role, &get, &mut out)?;
             keyed(table, role, &get, key_format.as_ref(), kind, &mut out)?;
         }
-        ("upsert-kafka", Role::Source) => {
-            return Err(SqlError::unsupported_because(
-                connector.at,
-                format!("reading the upsert-kafka table `{name}`"),
-                "upsert-kafka tables are sinks here; read the topic with 'connector' = 'kafka'",
-            ));
-        }
-        ("upsert-kafka", Role::Sink) => {
+        ("upsert-kafka", _) => {
             if table.primary_key.is_empty() {
                 return Err(SqlError::invalid(
                     table.at,
@@ -235,7 +239,11 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
             kafka(table, role, &get, &mut out)?;
             keyed(table, role, &get, key_format.as_ref(), kind, &mut out)?;
         }
-        ("filesystem", _) if value_format.as_ref().is_some_and(|f| f.kind != FormatKind::Json) => {
+        ("filesystem", _)
+            if value_format
+                .as_ref()
+                .is_some_and(|f| f.kind != FormatKind::Json) =>
+        {
             return Err(SqlError::unsupported_because(
                 value_format.as_ref().map_or(table.at, |f| f.at),
                 "the format 'avro-confluent' on a filesystem table",

@@ -171,7 +171,10 @@ pub fn classify(
     value: Option<&Format>,
     key: Option<&Format>,
 ) -> Option<Result<Option<String>, SqlError>> {
-    if matches!(option.key.as_str(), "format" | "value.format" | "key.format") {
+    if matches!(
+        option.key.as_str(),
+        "format" | "value.format" | "key.format"
+    ) {
         return Some(Ok(None));
     }
     for (side, format) in [(Side::Value, value), (Side::Key, key)] {

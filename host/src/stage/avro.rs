@@ -50,10 +50,10 @@ impl ParseStage for AvroParse {
                     Ok(schema) => avro::decode(&schema, id, body)
                         .and_then(|value| avro_typed::decimals_as_text(value, &schema))
                         .and_then(|value| {
-                        builder
-                            .push(&avro::Row(&value))
-                            .map_err(|err| err.to_string())
-                    }),
+                            builder
+                                .push(&avro::Row(&value))
+                                .map_err(|err| err.to_string())
+                        }),
                     Err(err @ RegistryError::UnknownId { .. }) => Err(err.to_string()),
                     Err(err) => return Err(self.failed(err)),
                 },

@@ -116,7 +116,12 @@ impl SinkEncoding {
         let mut out: Vec<(String, Typed)> = if self.columns.is_empty() {
             rows.columns
                 .iter()
-                .map(|c| (c.name.clone(), seen_type(&c.values, &self.json_numbers, &c.name)))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        seen_type(&c.values, &self.json_numbers, &c.name),
+                    )
+                })
                 .collect()
         } else {
             self.columns
@@ -186,7 +191,9 @@ impl FormatStage for SinkEncoding {
         for i in 0..rows.len as usize {
             let key = match &self.key {
                 None => Ok(Vec::new()),
-                Some(KeyEncoding::Raw) => key_text(rows, &self.key_fields, i).map(String::into_bytes),
+                Some(KeyEncoding::Raw) => {
+                    key_text(rows, &self.key_fields, i).map(String::into_bytes)
+                }
                 Some(KeyEncoding::Json) => key_present(rows, &self.key_fields, i).map(|()| {
                     let object = json::row_object(rows, i);
                     let only_key: serde_json::Map<String, serde_json::Value> = self
@@ -283,13 +290,17 @@ mod tests {
 
     #[test]
     fn json_keys_and_values_with_or_without_the_key_fields() {
-        let out = encoding(Some(KeyEncoding::Json), false).format(&rows()).unwrap();
+        let out = encoding(Some(KeyEncoding::Json), false)
+            .format(&rows())
+            .unwrap();
         assert_eq!(out.keys.unwrap().get(0).unwrap(), br#"{"store_id":"s-1"}"#);
         assert_eq!(
             out.payloads.get(0).unwrap(),
             br#"{"window_start":"2026-01-01T00:00:00Z","store_id":"s-1","total":0.30}"#
         );
-        let out = encoding(Some(KeyEncoding::Raw), true).format(&rows()).unwrap();
+        let out = encoding(Some(KeyEncoding::Raw), true)
+            .format(&rows())
+            .unwrap();
         assert_eq!(out.keys.unwrap().get(0).unwrap(), b"s-1");
         assert_eq!(
             out.payloads.get(0).unwrap(),
@@ -301,7 +312,9 @@ mod tests {
     fn a_row_without_its_key_is_refused_with_the_reason() {
         let mut b = BatchBuilder::new();
         b.push(&serde_json::json!({"total":"1.00"})).unwrap();
-        let out = encoding(Some(KeyEncoding::Json), false).format(&b.finish()).unwrap();
+        let out = encoding(Some(KeyEncoding::Json), false)
+            .format(&b.finish())
+            .unwrap();
         assert_eq!(
             out.errors,
             vec![RecordError {
