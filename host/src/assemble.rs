@@ -501,10 +501,10 @@ fn sink_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage
         (format, registry) => {
             let value = match (format, registry) {
                 (SinkFormat::AvroConfluent, Some(registry)) => {
-                    ValueEncoding::AvroConfluent(AvroTarget::new(
+                    ValueEncoding::AvroConfluent(Box::new(AvroTarget::new(
                         registry,
                         subject.clone().unwrap_or_else(|| format!("{topic}-value")),
-                    ))
+                    )))
                 }
                 _ => ValueEncoding::Json,
             };

@@ -154,9 +154,14 @@ fn sales_script_plans_avro_in_and_an_upsert_table_keyed_by_store_out() {
 
 /// StoreSale records over four minutes and their sums per (window start, store),
 /// computed here; plus a JSON payload and a record of an unknown schema id.
-fn sales(schema: &Schema, id: u32) -> (Vec<(i32, String, Vec<u8>)>, BTreeMap<(i64, String), i64>) {
+/// Records to produce: (partition, key, payload).
+type Records = Vec<(i32, String, Vec<u8>)>;
+/// Sums per (window start, store).
+type Sums = BTreeMap<(i64, String), i64>;
+
+fn sales(schema: &Schema, id: u32) -> (Records, Sums) {
     let mut records = Vec::new();
-    let mut expected: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    let mut expected = Sums::new();
     for i in 0..240i64 {
         let store = format!("store-{}", (i * 7) % 3 + 1);
         let amount = (i * 37 % 500 + 1) as i32;

@@ -58,7 +58,7 @@ impl AvroTarget {
 pub enum ValueEncoding {
     /// A JSON object (DECIMAL text as numbers).
     Json,
-    AvroConfluent(AvroTarget),
+    AvroConfluent(Box<AvroTarget>),
 }
 
 /// How the key is written.
@@ -66,7 +66,7 @@ pub enum ValueEncoding {
 pub enum KeyEncoding {
     Raw,
     Json,
-    AvroConfluent(AvroTarget),
+    AvroConfluent(Box<AvroTarget>),
 }
 
 impl KeyEncoding {
@@ -75,7 +75,7 @@ impl KeyEncoding {
             (KeyFormat::Raw, _) => KeyEncoding::Raw,
             (KeyFormat::Json, _) => KeyEncoding::Json,
             (KeyFormat::AvroConfluent, Some(registry)) => {
-                KeyEncoding::AvroConfluent(AvroTarget::new(registry, subject))
+                KeyEncoding::AvroConfluent(Box::new(AvroTarget::new(registry, subject)))
             }
             // Validation requires a registry for an Avro key.
             (KeyFormat::AvroConfluent, None) => KeyEncoding::Raw,
