@@ -237,32 +237,59 @@ fn sums_from_upsert_topic(
     (got, key_ids)
 }
 
+/// The embedded broker, or the one `RIVULET_TEST_BROKERS` names (`just test-tansu`).
+fn broker() -> TestBroker {
+    match std::env::var("RIVULET_TEST_BROKERS") {
+        Ok(address) => TestBroker::External(address),
+        Err(_) => TestBroker::embedded(),
+    }
+}
+
 #[test]
 fn sales_script_writes_each_window_and_store_sum_to_the_upsert_topic_keyed_by_avro_store_id() {
     let registry = RegistryServer::start("127.0.0.1:0").unwrap();
     let url = registry.url();
-    let broker = TestBroker::embedded();
+    let broker = broker();
     let address = broker.address();
-    for topic in ["sales", "sales-per-store-sql", "sales-per-store-sql-dlq"] {
+    // Topics of their own (an external broker keeps those of earlier runs).
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (input, output, name) = (
+        format!("sales-{run}"),
+        format!("sales-per-store-sql-{run}"),
+        format!("sales-sql-{run}"),
+    );
+    for topic in [&input, &output, &format!("{name}-dlq")] {
         broker.topic(topic, 1);
     }
     let schema = Schema::parse_str(SALE).unwrap();
     let id = RegistryClient::new(&url)
-        .register("sales-value", &schema)
+        .register(&format!("{input}-value"), &schema)
         .unwrap();
     let (records, expected) = sales(&schema, id);
-    produce(&address, "sales", &records);
+    produce(&address, &input, &records);
 
     // Both forms of the time attribute, one after the other, into the same topic.
-    let script = bounded(SALES_SQL, &url);
+    let script = bounded(SALES_SQL, &url)
+        .replace("'topic' = 'sales'", &format!("'topic' = '{input}'"))
+        .replace(
+            "'topic' = 'sales-per-store-sql'",
+            &format!("'topic' = '{output}'"),
+        )
+        .replace(
+            "SET 'pipeline.name' = 'sales-per-store-sql'",
+            &format!("SET 'pipeline.name' = '{name}'"),
+        );
     run_to_end(&plan(&script), Some(address.clone())).unwrap();
-    let out = read_until(
-        &address,
-        "sales-per-store-sql",
-        1,
-        Duration::from_secs(30),
-        |r| r.len() >= expected.len(),
-    );
+    let out = read_until(&address, &output, 1, Duration::from_secs(30), |r| {
+        r.len() >= expected.len()
+    });
     let (got, key_ids) = sums_from_upsert_topic(&out, &url);
     assert_eq!(got, expected);
     assert_eq!(key_ids.len(), 1);
@@ -302,9 +329,9 @@ fn sales_script_writes_each_window_and_store_sum_to_the_upsert_topic_keyed_by_av
     assert_eq!(
         subjects,
         [
-            "sales-per-store-sql-key",
-            "sales-per-store-sql-value",
-            "sales-value"
+            format!("{input}-value"),
+            format!("{output}-key"),
+            format!("{output}-value"),
         ]
     );
 
@@ -314,13 +341,9 @@ fn sales_script_writes_each_window_and_store_sum_to_the_upsert_topic_keyed_by_av
         "'properties.group.id' = 'sales-per-store-sql-2'",
     );
     run_to_end(&plan(&again), Some(address.clone())).unwrap();
-    let out = read_until(
-        &address,
-        "sales-per-store-sql",
-        1,
-        Duration::from_secs(30),
-        |r| r.len() >= 2 * expected.len(),
-    );
+    let out = read_until(&address, &output, 1, Duration::from_secs(30), |r| {
+        r.len() >= 2 * expected.len()
+    });
     assert_eq!(out.len(), 2 * expected.len());
     let (got, _) = sums_from_upsert_topic(&out[expected.len()..], &url);
     assert_eq!(got, expected);
