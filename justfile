@@ -136,9 +136,9 @@ bench-pipeline: udfs
     cargo bench -p rivulet --bench pipeline
 
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
-# pipeline tests and the sales SQL job, then kill -9 and broker-restart fault tests checked against ground truth.
+# pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs test-guests
-    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu --test sql_upsert -- --test-threads 1
+    scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu -- --test-threads 1
 
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
 bench-kafka:
