@@ -85,6 +85,11 @@ try name input: (udf name)
 demo *args: udfs build
     target/release/rivulet demo {{ args }}
 
+# The sales workshop's SQL job (pipelines/sales-per-store.sql) end to end: embedded broker and
+# schema registry, Avro sales seeded, the upsert-kafka results printed (`just demo-sql 60`).
+demo-sql seconds="30": build
+    scripts/demo-sql {{ seconds }}
+
 # The workshop's steps 1-4 over a sample file, one component at a time, no Kafka.
 walkthrough: udfs build
     #!/usr/bin/env bash
@@ -138,6 +143,11 @@ test-tansu: udfs test-guests
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
 bench-kafka:
     scripts/with-tansu cargo bench -p rivulet --bench kafka_path
+
+# Sales SQL job figures (issue 10): records/s and CPU per record of pipelines/sales-per-store.sql
+# over N Avro records (default 1M) beside the same job as TOML specs; planning time.
+bench-sql records="1000000": build (udf "parse-sales") (udf "sum-sales")
+    scripts/bench-sql {{ records }}
 
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
 bench-swap: udfs test-guests

@@ -6,6 +6,7 @@ use crate::aggregate::{Aggregator, Generations, builtin::Builtins};
 use crate::cluster::ClusterStep;
 use crate::cluster::merge_op::MergeOperator;
 use crate::cluster::pre_op::PreAggregate;
+use crate::column_type::ColumnType;
 use crate::dead_letter::DeadLetters;
 use crate::emit::Emitter;
 use crate::error::PipelineError;
@@ -15,9 +16,12 @@ use crate::registry::client::RegistryClient;
 use crate::sink::{LineSink, SharedSink, Sink};
 use crate::source::kafka::{KafkaSource, SourceOptions};
 use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
-use crate::spec::{OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind};
+use crate::spec::{
+    OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind, ValueFields,
+};
 use crate::stage::avro::{AvroFormat, AvroParse};
 use crate::stage::json::JsonParse;
+use crate::stage::sink_encoding::{AvroTarget, KeyEncoding, SinkEncoding, ValueEncoding};
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
 use crate::status::{JobStatus, StageInfo};
@@ -126,7 +130,10 @@ impl Job {
         let tasks = shares.len();
         status.set_graph(crate::graph::JobGraph::of(spec, tasks));
         let (sink, key_field) = match &spec.sink {
-            SinkSpec::Kafka { topic, key, .. } => (Sink::kafka(&kafka, topic)?, key.clone()),
+            SinkSpec::Kafka { topic, key, .. } => (
+                Sink::kafka(&kafka, topic)?,
+                key.as_ref().and_then(|k| k.0.first().cloned()),
+            ),
             SinkSpec::Stdout {} => (Sink::Lines(LineSink::stdout()), None),
             SinkSpec::File { path } => (Sink::Lines(LineSink::file(path)?), None),
         };
@@ -236,6 +243,7 @@ impl Job {
                         format,
                         sink: plan.sink.clone(),
                         key_field: None,
+                        json_numbers: json_numbers(spec),
                         samples: None,
                         recent: std::collections::VecDeque::new(),
                     },
@@ -243,6 +251,7 @@ impl Job {
                         format,
                         sink: sink.clone(),
                         key_field: key_field.clone(),
+                        json_numbers: json_numbers(spec),
                         samples: samples.clone(),
                         recent: std::collections::VecDeque::new(),
                     },
@@ -308,6 +317,7 @@ impl Job {
                         format,
                         sink: sink.clone(),
                         key_field: key_field.clone(),
+                        json_numbers: json_numbers(spec),
                         samples: samples.clone(),
                         recent: std::collections::VecDeque::new(),
                     },
@@ -553,7 +563,7 @@ impl Modules {
                     as Box<dyn crate::stage::FormatStage>,
                 shape: Default::default(),
             }),
-            _ => avro_format(spec),
+            _ => sink_format(spec),
         };
         let aggregator = match (&spec.aggregate, &self.aggregate) {
             (Some(aggregate), Some(module)) => {
@@ -578,26 +588,100 @@ impl Modules {
     }
 }
 
-/// The Kafka sink's `avro-confluent` encoding, if the spec asks for it.
-fn avro_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage>> {
+/// Result columns holding DECIMAL text (written as JSON numbers): decimal aggregates, and
+/// sink columns declared DECIMAL.
+fn json_numbers(spec: &PipelineSpec) -> Vec<String> {
+    let mut numbers = spec
+        .aggregate
+        .as_ref()
+        .map(|a| Builtins::decimal_outputs(&a.builtin))
+        .unwrap_or_default();
+    if let SinkSpec::Kafka { columns, .. } = &spec.sink {
+        for column in columns {
+            if matches!(column.ty.ty, ColumnType::Decimal { .. }) && !numbers.contains(&column.name)
+            {
+                numbers.push(column.name.clone());
+            }
+        }
+    }
+    numbers
+}
+
+/// The Kafka sink's built-in encoding, if the spec asks for one: `avro-confluent`, or a
+/// keyed layout (`key_format`, `value_fields`, `columns`).
+fn sink_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage>> {
     let SinkSpec::Kafka {
         topic,
         key,
-        format: SinkFormat::AvroConfluent,
-        registry: Some(registry),
+        format,
+        registry,
+        key_format,
+        key_registry,
+        subject,
+        key_subject,
+        value_fields,
+        columns,
     } = &spec.sink
     else {
         return None;
     };
     // Window results are keyed by the window key unless the spec says otherwise.
-    let key = key
-        .clone()
-        .or_else(|| spec.window.as_ref().and_then(|w| w.key.clone()));
+    let key_fields: Vec<String> = key
+        .as_ref()
+        .map(|k| k.0.clone())
+        .or_else(|| {
+            spec.window
+                .as_ref()
+                .and_then(|w| w.key.clone())
+                .map(|k| vec![k])
+        })
+        .unwrap_or_default();
+    let plain = key_format.is_none()
+        && columns.is_empty()
+        && *value_fields == ValueFields::All
+        && subject.is_none();
+    let stage: Box<dyn crate::stage::FormatStage> = match (format, registry) {
+        (SinkFormat::AvroConfluent, Some(registry)) if plain => Box::new(AvroFormat::new(
+            "format",
+            topic,
+            key_fields.first().cloned(),
+            registry,
+        )),
+        (SinkFormat::Json, _) if plain => return None,
+        (format, registry) => {
+            let value = match (format, registry) {
+                (SinkFormat::AvroConfluent, Some(registry)) => {
+                    ValueEncoding::AvroConfluent(Box::new(AvroTarget::new(
+                        registry,
+                        subject.clone().unwrap_or_else(|| format!("{topic}-value")),
+                    )))
+                }
+                _ => ValueEncoding::Json,
+            };
+            let key = key_format.map(|f| {
+                KeyEncoding::new(
+                    f,
+                    key_registry.as_deref().or(registry.as_deref()),
+                    key_subject
+                        .clone()
+                        .unwrap_or_else(|| format!("{topic}-key")),
+                )
+            });
+            Box::new(SinkEncoding {
+                stage: "format".into(),
+                value,
+                key,
+                key_fields,
+                except_key: *value_fields == ValueFields::ExceptKey,
+                columns: columns.clone(),
+                json_numbers: json_numbers(spec),
+            })
+        }
+    };
     Some(Step {
         name: "format".into(),
         policy: OnError::Dlq,
-        stage: Box::new(AvroFormat::new("format", topic, key, registry))
-            as Box<dyn crate::stage::FormatStage>,
+        stage,
         shape: Default::default(),
     })
 }
@@ -607,10 +691,14 @@ fn avro_format(spec: &PipelineSpec) -> Option<Step<dyn crate::stage::FormatStage
 fn check_registries(spec: &PipelineSpec) -> Result<(), PipelineError> {
     let stages = spec.stages.iter().filter_map(|s| s.registry.as_deref());
     let sink = match &spec.sink {
-        SinkSpec::Kafka { registry, .. } => registry.as_deref(),
-        _ => None,
+        SinkSpec::Kafka {
+            registry,
+            key_registry,
+            ..
+        } => vec![registry.as_deref(), key_registry.as_deref()],
+        _ => Vec::new(),
     };
-    for url in stages.chain(sink) {
+    for url in stages.chain(sink.into_iter().flatten()) {
         RegistryClient::new(url)
             .check()
             .map_err(|err| PipelineError::Config(format!("cannot start: {err}")))?;

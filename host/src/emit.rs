@@ -14,22 +14,15 @@ pub struct Emitter {
     pub sink: SharedSink,
     /// Row field whose value becomes the record key (when the formatter sets none).
     pub key_field: Option<String>,
+    /// Result columns holding DECIMAL text, written as JSON numbers.
+    pub json_numbers: Vec<String>,
     /// Where the formatter's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
     /// The latest window results (for the control API).
     pub recent: std::collections::VecDeque<RecentResult>,
 }
 
-/// Row `i` as a JSON object of its non-null fields. A null is an absent field (the SDK reads
-/// rows the same way), so a row shows exactly its own fields, never its batch-mates' columns:
-/// `{"a":1}` stays `{"a":1}` whatever else its batch held, and an `Option` field that is
-/// `None` is left out.
-pub fn row_object(rows: &Batch, i: usize) -> serde_json::Map<String, serde_json::Value> {
-    rows.row_json(i)
-        .into_iter()
-        .filter(|(name, _)| rows.column(name).is_none_or(|c| !c.is_null(i)))
-        .collect()
-}
+pub use crate::format::json::row_object;
 
 fn key_of(rows: &Batch, row: usize, field: Option<&str>) -> Option<Vec<u8>> {
     let column = rows.column(field?)?;
@@ -79,7 +72,7 @@ impl Emitter {
         match &mut self.format {
             None => {
                 for i in 0..rows.len as usize {
-                    let payload = serde_json::Value::Object(row_object(rows, i)).to_string();
+                    let payload = crate::format::json::row_text(rows, i, &[], &self.json_numbers);
                     let key = key_of(rows, i, self.key_field.as_deref());
                     sink.send(key.as_deref(), payload.as_bytes(), &[])?;
                 }

@@ -6,8 +6,10 @@
 pub mod aggregate;
 pub mod assemble;
 pub mod cluster;
+pub mod column_type;
 pub mod counters;
 pub mod dead_letter;
+pub mod decimal;
 pub mod delivery;
 pub mod emit;
 pub mod error;

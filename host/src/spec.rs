@@ -225,6 +225,14 @@ pub struct BuiltinSpec {
     /// Input field (all but `count`; `count` with a field counts the rows where it is present
     /// and not null).
     pub field: Option<String>,
+    /// The input field's type (`"BIGINT"`, `"DECIMAL(10, 2)"`): integers add exactly and
+    /// average to an integer, decimals add exactly; without it, numbers add as floats.
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "crate::column_type::deserialize_optional"
+    )]
+    pub input: Option<crate::column_type::Typed>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,10 +253,27 @@ pub enum SinkSpec {
     /// schemas registered at `registry` under `<topic>-value` and `<topic>-key`).
     Kafka {
         topic: String,
-        key: Option<String>,
+        /// The record key: a row field, or several (`["store_id"]`); default: the window key.
+        key: Option<KeyFields>,
         #[serde(default)]
         format: SinkFormat,
         registry: Option<String>,
+        /// How the key is encoded (default: the field's text, or with `format =
+        /// "avro-confluent"` an Avro string).
+        key_format: Option<KeyFormat>,
+        /// The registry for the key's schema, when it is not `registry`.
+        key_registry: Option<String>,
+        /// Subjects (default `<topic>-value` and `<topic>-key`, TopicNameStrategy).
+        subject: Option<String>,
+        key_subject: Option<String>,
+        /// Whether the value holds the key fields too (`all`, the default) or not
+        /// (`except-key`).
+        #[serde(default)]
+        value_fields: ValueFields,
+        /// The result columns' types, in order (`[{ name = "total", type = "DECIMAL(10, 2)" }]`):
+        /// the Avro schemas follow them (Flink's mapping) instead of the values seen.
+        #[serde(default)]
+        columns: Vec<ColumnSpec>,
     },
     /// Standard output, one record per line. (A struct variant, so that an unknown field is
     /// refused as it is for the other kinds.)
@@ -266,6 +291,59 @@ pub enum SinkFormat {
     Json,
     /// Avro in Confluent's wire format, with a schema registry.
     AvroConfluent,
+}
+
+/// One or more row fields (`key = "store_id"` or `key = ["store_id", "region"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFields(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for KeyFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(field) => Ok(KeyFields(vec![field])),
+            OneOrMany::Many(fields) => Ok(KeyFields(fields)),
+        }
+    }
+}
+
+/// How a Kafka sink encodes the record key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyFormat {
+    /// The one key field's text, as bytes.
+    Raw,
+    /// A JSON object of the key fields.
+    Json,
+    /// An Avro record of the key fields in Confluent's wire format (Flink's key format),
+    /// registered under `<topic>-key`.
+    AvroConfluent,
+}
+
+/// Which fields a Kafka sink's value holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValueFields {
+    #[default]
+    All,
+    ExceptKey,
+}
+
+/// A result column's name and type.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(
+        rename = "type",
+        deserialize_with = "crate::column_type::deserialize_typed"
+    )]
+    pub ty: crate::column_type::Typed,
 }
 
 /// The built-in parse steps.
@@ -566,9 +644,49 @@ impl PipelineSpec {
             );
         }
         if let SinkSpec::Kafka {
-            format, registry, ..
+            format,
+            registry,
+            key,
+            key_format,
+            key_registry,
+            value_fields,
+            ..
         } = &self.sink
         {
+            let window_key = self.window.as_ref().and_then(|w| w.key.clone());
+            let key_count = key
+                .as_ref()
+                .map_or(usize::from(window_key.is_some()), |k| k.0.len());
+            if key.as_ref().is_some_and(|k| k.0.is_empty()) {
+                return invalid("sink.key", "names no field");
+            }
+            if key_format.is_some() && self.format.is_some() {
+                return invalid(
+                    "sink.key_format",
+                    "a [format] module sets the keys itself; give one or the other",
+                );
+            }
+            match key_format {
+                Some(KeyFormat::Raw) if key_count > 1 => {
+                    return invalid(
+                        "sink.key_format",
+                        "\"raw\" takes one key field (use \"json\" or \"avro-confluent\" for several)",
+                    );
+                }
+                Some(_) if key_count == 0 => {
+                    return invalid("sink.key_format", "needs a key (`key`, or a window key)");
+                }
+                Some(KeyFormat::AvroConfluent) if registry.is_none() && key_registry.is_none() => {
+                    return invalid(
+                        "sink.key_registry",
+                        "key_format = \"avro-confluent\" needs the schema registry's URL",
+                    );
+                }
+                _ => {}
+            }
+            if *value_fields == ValueFields::ExceptKey && key_count == 0 {
+                return invalid("sink.value_fields", "\"except-key\" needs a key");
+            }
             match (format, registry) {
                 (SinkFormat::AvroConfluent, None) => {
                     return invalid(
@@ -576,7 +694,7 @@ impl PipelineSpec {
                         "format = \"avro-confluent\" needs the schema registry's URL",
                     );
                 }
-                (SinkFormat::Json, Some(_)) => {
+                (SinkFormat::Json, Some(_)) if *key_format != Some(KeyFormat::AvroConfluent) => {
                     return invalid(
                         "sink.registry",
                         "only format = \"avro-confluent\" uses a schema registry",

@@ -191,9 +191,15 @@ fn file_to_file_event_time_job_writes_exact_window_results_and_drops_malformed_l
         job.notes,
         vec![
             "table `totals`: timestamps are written as ISO-8601 text (as with 'json.timestamp-format.standard' = 'ISO-8601'; Flink's default is 'SQL')".to_owned(),
-            "SET 'execution.checkpointing.mode': rivulet commits source offsets once results are acknowledged (every --commit-every); there are no checkpoints".to_owned(),
             "ignored settings (no effect in rivulet): 'some.unknown.key'".to_owned(),
         ]
+    );
+    // EXACTLY_ONCE is one warning: the job runs at-least-once.
+    assert_eq!(job.warnings.len(), 1);
+    assert!(
+        job.warnings[0].contains("this job runs at-least-once"),
+        "{:?}",
+        job.warnings
     );
     run_to_end(&job).expect("the job runs to the end of its file");
 
@@ -458,13 +464,13 @@ fn connector_options_are_used_noted_or_refused_by_name() {
         query(&select).replace("'connector' = 'print'", "'connector' = 'carrier-pigeon'");
     assert_eq!(
         plan_error(&connector),
-        "4:7: table `out`: unknown connector 'carrier-pigeon' (kafka, filesystem or print)"
+        "4:7: table `out`: unknown connector 'carrier-pigeon' (kafka, upsert-kafka, filesystem or print)"
     );
     let format =
         query(&select).replace("'format' = 'json');\nCREATE", "'format' = 'csv');\nCREATE");
     assert_eq!(
         plan_error(&format),
-        "2:56: the format 'csv' is not supported yet (JSON is)"
+        "2:56: the format 'csv' is not supported yet (json and avro-confluent are)"
     );
 }
 
@@ -663,7 +669,7 @@ fn time_attribute_mistakes_and_unsupported_connectors_are_refused_by_name() {
             "'connector' = 'upsert-kafka', 'topic' = 'in'",
             "pt"
         )),
-        "1:43: the connector 'upsert-kafka' is not supported yet (kafka, filesystem and print are)"
+        "1:43: reading the upsert-kafka table `src` is not supported yet (upsert-kafka tables are sinks here; read the topic with 'connector' = 'kafka')"
     );
     assert_eq!(
         plan_error(&table_script(
@@ -671,7 +677,7 @@ fn time_attribute_mistakes_and_unsupported_connectors_are_refused_by_name() {
             "'connector' = 'kafka', 'topic' = 'in', 'format' = 'avro-confluent'",
             "pt"
         )),
-        "1:82: the format 'avro-confluent' is not supported yet (JSON is)"
+        "1:82: table `src`: the format 'avro-confluent' needs the option 'avro-confluent.url' (the schema registry)"
     );
 }
 

@@ -37,6 +37,49 @@ pub struct ConsumeArgs {
     /// Stop once no record came for this long, e.g. "5s" (default: read until Ctrl-C).
     #[arg(long, value_parser = duration)]
     timeout: Option<Duration>,
+    /// Decode keys and values in Confluent's Avro wire format with the schemas of this
+    /// registry (e.g. http://127.0.0.1:8081), printed as JSON; other bytes print as they are.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Print each record's key before its value (`key → value`).
+    #[arg(long)]
+    keys: bool,
+}
+
+/// Turns Avro in Confluent's wire format into JSON text, with the registry's schemas.
+struct AvroText(rivulet::registry::client::RegistryClient);
+
+impl AvroText {
+    /// `bytes` as JSON if they are a record (or a value) in the wire format; else as text.
+    fn text(&mut self, bytes: &[u8]) -> String {
+        use rivulet::format::{avro, avro_typed};
+        let Ok((id, body)) = avro::split(bytes) else {
+            return readable(bytes);
+        };
+        let schema = match self.0.schema(id) {
+            Ok(schema) => schema,
+            Err(err) => return format!("({err}) {}", readable(bytes)),
+        };
+        let mut rest = body;
+        let decoded = apache_avro::from_avro_datum(&schema, &mut rest, None)
+            .map_err(|err| err.to_string())
+            .and_then(|value| match value {
+                apache_avro::types::Value::Record(_) => {
+                    avro_typed::decimals_as_text(value, &schema)
+                }
+                other => Ok(other),
+            })
+            .and_then(|value| {
+                serde_json::to_string(&avro::Row(&value)).map_err(|err| err.to_string())
+            });
+        match decoded {
+            Ok(json) => json,
+            Err(err) => format!(
+                "(not a record of schema id {id}: {err}) {}",
+                readable(bytes)
+            ),
+        }
+    }
 }
 
 pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
@@ -97,13 +140,17 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut last = Instant::now();
     // Next offset per partition after what was printed (committed with `--group`).
     let mut printed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut avro = args
+        .registry
+        .as_deref()
+        .map(|url| AvroText(rivulet::registry::client::RegistryClient::new(url)));
     while !stop.load(Ordering::Relaxed) && args.max.is_none_or(|max| count < max) {
         if args.timeout.is_some_and(|t| last.elapsed() >= t) {
             break;
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                print(&mut out, &message, args.headers)?;
+                print(&mut out, &message, args.headers, args.keys, avro.as_mut())?;
                 printed.insert(message.partition(), message.offset() + 1);
                 count += 1;
                 last = Instant::now();
@@ -134,12 +181,22 @@ fn print(
     out: &mut impl Write,
     message: &BorrowedMessage<'_>,
     headers: bool,
+    keys: bool,
+    mut avro: Option<&mut AvroText>,
 ) -> std::io::Result<()> {
-    writeln!(out, "{}", readable(message.payload().unwrap_or_default()))?;
+    let mut text = |bytes: &[u8]| match avro.as_deref_mut() {
+        Some(avro) => avro.text(bytes),
+        None => readable(bytes),
+    };
+    let value = text(message.payload().unwrap_or_default());
+    let key = message.key().map_or_else(|| "(none)".to_owned(), &mut text);
+    match keys {
+        true => writeln!(out, "{key} → {value}")?,
+        false => writeln!(out, "{value}")?,
+    }
     if !headers {
         return Ok(());
     }
-    let key = message.key().map_or_else(|| "(none)".to_owned(), readable);
     writeln!(
         out,
         "  partition {}, offset {}, key {key}",

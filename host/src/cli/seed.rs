@@ -57,6 +57,10 @@ pub struct SeedArgs {
     /// Random seed (same seed, same records).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Event times start now and advance this much per record (e.g. "1s": a minute of
+    /// event time every 60 records, whatever the rate); default: the wall clock.
+    #[arg(long, value_parser = super::run::duration)]
+    event_step: Option<std::time::Duration>,
 }
 
 pub fn run(command: SeedCommand) -> anyhow::Result<()> {
@@ -121,7 +125,18 @@ pub fn seed(
     let mut sink = KafkaSink::open(&config, topic)?;
     sink.wait_for_broker(&config, args.kafka.connect_timeout, stop)?;
     let rate = args.rate.unwrap_or(20.0);
-    let written = rivulet::seed::write(&mut sink, rate, args.count, stop, &mut next);
+    let step = args
+        .event_step
+        .map(|step| i64::try_from(step.as_millis()).unwrap_or(i64::MAX));
+    let (start, mut index) = (rivulet::source::kafka::now_millis(), 0i64);
+    let written = rivulet::seed::write(&mut sink, rate, args.count, stop, |ts| {
+        let ts = match step {
+            Some(step) => start.saturating_add(index.saturating_mul(step)),
+            None => ts,
+        };
+        index += 1;
+        next(ts)
+    });
     // Delivered: acknowledged by the broker, not merely queued.
     let (sent, delivered) = sink.counts();
     match written {

@@ -43,6 +43,9 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
     for note in &job.notes {
         tracing::info!("{note}");
     }
+    for warning in &job.warnings {
+        tracing::warn!("{warning}");
+    }
     run::run_spec(
         job.spec,
         &run::RunSettings {

@@ -230,7 +230,7 @@ impl MergeOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::builtin::{BuiltinAcc, Builtins};
+    use crate::aggregate::builtin::{BuiltinAcc, Builtins, Num};
     use crate::cluster::wire::WireAcc;
     use crate::spec::{BuiltinFn, BuiltinSpec};
     use rivulet_rows::Scalar;
@@ -241,11 +241,13 @@ mod tests {
                 name: "orders".into(),
                 function: BuiltinFn::Count,
                 field: None,
+                input: None,
             },
             BuiltinSpec {
                 name: "total".into(),
                 function: BuiltinFn::Sum,
                 field: Some("amount".into()),
+                input: None,
             },
         ];
         MergeOperator::new(
@@ -264,7 +266,10 @@ mod tests {
             start: 0,
             end: 30_000,
             key: Scalar::from(key),
-            acc: WireAcc::Builtin(vec![BuiltinAcc::Count(count), BuiltinAcc::Sum(sum)]),
+            acc: WireAcc::Builtin(vec![
+                BuiltinAcc::Count(count),
+                BuiltinAcc::Sum(Some(Num::Float(sum))),
+            ]),
         }
         .encode()
     }
@@ -347,7 +352,10 @@ mod tests {
             start: 0,
             end: 20_000,
             key: Scalar::from("x"),
-            acc: WireAcc::Builtin(vec![BuiltinAcc::Count(1), BuiltinAcc::Sum(1.0)]),
+            acc: WireAcc::Builtin(vec![
+                BuiltinAcc::Count(1),
+                BuiltinAcc::Sum(Some(Num::Float(1.0))),
+            ]),
         }
         .encode();
         let side = op.ingest(&batch(

@@ -298,6 +298,7 @@ mod tests {
             name: "orders".into(),
             function: BuiltinFn::Count,
             field: None,
+            input: None,
         }]))
     }
 

@@ -11,13 +11,15 @@
 //! - marker (1): source partition `i32`, idle flag `u8`, watermark presence `u8` + `i64`.
 //! - partial (2): source partition `i32`, window start `i64`, window end `i64`, key
 //!   (a scalar: tag `u8` and its value), accumulator (built-in: `u8` 0, count `u16`, each
-//!   one tag `u8` and its numbers; Wasm: `u8` 1, state version `u32`, `u32` length, bytes).
+//!   one tag `u8` and its numbers, a number being absent (`u8` 0), an integer (1, `i128`),
+//!   a float (2, `f64`) or an unscaled decimal (3, `i128`); Wasm: `u8` 1, state version
+//!   `u32`, `u32` length, bytes).
 //!   Texts and byte strings are a `u32` length and the bytes.
 //!
 //! Decoding checks every length against what is left, so a damaged record is an error
 //! naming what is wrong, never a panic or a huge allocation.
 
-use crate::aggregate::builtin::BuiltinAcc;
+use crate::aggregate::builtin::{BuiltinAcc, Num};
 use rivulet_rows::Scalar;
 
 const MAGIC: &[u8; 3] = b"RVX";
@@ -157,11 +159,19 @@ fn put_opt_i64(out: &mut Vec<u8>, value: Option<i64>) {
     }
 }
 
-fn put_opt_f64(out: &mut Vec<u8>, value: Option<f64>) {
+fn put_num(out: &mut Vec<u8>, value: Option<Num>) {
     match value {
         None => out.push(0),
-        Some(v) => {
+        Some(Num::Int(v)) => {
             out.push(1);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        Some(Num::Float(v)) => {
+            out.push(2);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        Some(Num::Decimal(v)) => {
+            out.push(3);
             out.extend_from_slice(&v.to_be_bytes());
         }
     }
@@ -211,20 +221,20 @@ fn put_acc(out: &mut Vec<u8>, acc: &WireAcc) {
                     }
                     BuiltinAcc::Sum(sum) => {
                         out.push(1);
-                        out.extend_from_slice(&sum.to_be_bytes());
+                        put_num(out, *sum);
                     }
                     BuiltinAcc::Avg { sum, count } => {
                         out.push(2);
-                        out.extend_from_slice(&sum.to_be_bytes());
+                        put_num(out, *sum);
                         out.extend_from_slice(&count.to_be_bytes());
                     }
                     BuiltinAcc::Min(v) => {
                         out.push(3);
-                        put_opt_f64(out, *v);
+                        put_num(out, *v);
                     }
                     BuiltinAcc::Max(v) => {
                         out.push(4);
-                        put_opt_f64(out, *v);
+                        put_num(out, *v);
                     }
                 }
             }
@@ -290,12 +300,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn opt_f64(&mut self, what: &'static str) -> Result<Option<f64>, WireError> {
-        match self.u8(what)? {
-            0 => Ok(None),
-            1 => self.f64(what).map(Some),
-            tag => Err(WireError::Tag { what, tag }),
-        }
+    fn num(&mut self, what: &'static str) -> Result<Option<Num>, WireError> {
+        Ok(Some(match self.u8(what)? {
+            0 => return Ok(None),
+            1 => Num::Int(self.array(what).map(i128::from_be_bytes)?),
+            2 => Num::Float(self.f64(what)?),
+            3 => Num::Decimal(self.array(what).map(i128::from_be_bytes)?),
+            tag => return Err(WireError::Tag { what, tag }),
+        }))
     }
 
     fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
@@ -326,13 +338,13 @@ impl<'a> Reader<'a> {
                 for _ in 0..count {
                     accs.push(match self.u8(WHAT)? {
                         0 => BuiltinAcc::Count(self.u64(WHAT)?),
-                        1 => BuiltinAcc::Sum(self.f64(WHAT)?),
+                        1 => BuiltinAcc::Sum(self.num(WHAT)?),
                         2 => BuiltinAcc::Avg {
-                            sum: self.f64(WHAT)?,
+                            sum: self.num(WHAT)?,
                             count: self.u64(WHAT)?,
                         },
-                        3 => BuiltinAcc::Min(self.opt_f64(WHAT)?),
-                        4 => BuiltinAcc::Max(self.opt_f64(WHAT)?),
+                        3 => BuiltinAcc::Min(self.num(WHAT)?),
+                        4 => BuiltinAcc::Max(self.num(WHAT)?),
                         tag => return Err(WireError::Tag { what: WHAT, tag }),
                     });
                 }
@@ -370,10 +382,14 @@ mod tests {
                 key: Scalar::from("shipped"),
                 acc: WireAcc::Builtin(vec![
                     BuiltinAcc::Count(7),
-                    BuiltinAcc::Sum(12.5),
-                    BuiltinAcc::Avg { sum: 3.0, count: 2 },
+                    BuiltinAcc::Sum(Some(Num::Float(12.5))),
+                    BuiltinAcc::Avg {
+                        sum: Some(Num::Int(-3)),
+                        count: 2,
+                    },
                     BuiltinAcc::Min(None),
-                    BuiltinAcc::Max(Some(-1.25)),
+                    BuiltinAcc::Max(Some(Num::Decimal(123_456_789_012_345_678_901))),
+                    BuiltinAcc::Sum(None),
                 ]),
             },
             Exchanged::Partial {

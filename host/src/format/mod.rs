@@ -1,3 +1,6 @@
-//! Record formats other than JSON lines: Avro in Confluent's wire format ([`avro`]).
+//! Record formats: JSON objects of result rows ([`json`]) and Avro in Confluent's wire
+//! format ([`avro`]).
 
 pub mod avro;
+pub mod avro_typed;
+pub mod json;

@@ -29,6 +29,8 @@ pub struct Column {
     /// type of their expression.
     pub sql_type: String,
     pub source: ColumnSource,
+    /// Whether the column admits null (not `NOT NULL`, not in the PRIMARY KEY).
+    pub nullable: bool,
 }
 
 impl Column {
@@ -54,6 +56,9 @@ pub struct Table {
     pub at: Pos,
     pub columns: Vec<Column>,
     pub watermark: Option<Watermark>,
+    /// The PRIMARY KEY's columns (empty: none), and where it is declared.
+    pub primary_key: Vec<String>,
+    pub primary_key_at: Pos,
     pub options: Vec<OptionDef>,
 }
 
@@ -145,13 +150,46 @@ impl Catalog {
                 at: column.at,
                 sql_type,
                 source,
+                nullable: !column.not_null,
             });
+        }
+        let mut primary_key = Vec::new();
+        let mut primary_key_at = def.at;
+        if let Some(key) = &def.primary_key {
+            primary_key_at = key.at;
+            for (name, at) in &key.columns {
+                let Some(column) = columns
+                    .iter_mut()
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
+                else {
+                    return Err(SqlError::invalid(
+                        *at,
+                        format!("PRIMARY KEY: table `{}` has no column `{name}`", def.name),
+                    ));
+                };
+                if column.source != ColumnSource::Field {
+                    return Err(SqlError::invalid(
+                        *at,
+                        format!(
+                            "PRIMARY KEY: `{}` is not a physical column of `{}`",
+                            column.name, def.name
+                        ),
+                    ));
+                }
+                // A primary key's columns are NOT NULL, as in Flink.
+                column.nullable = false;
+                if !primary_key.contains(&column.name) {
+                    primary_key.push(column.name.clone());
+                }
+            }
         }
         let mut table = Table {
             name: def.name,
             at: def.at,
             columns,
             watermark: None,
+            primary_key,
+            primary_key_at,
             options: def.options,
         };
         if let Some(def) = def.watermark {

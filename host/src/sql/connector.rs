@@ -1,11 +1,17 @@
-//! A table's `WITH (...)` options as a source or a sink: `kafka`, `filesystem` (JSON lines)
-//! and `print` (standard output). Every option is either used, accepted with a note (a Flink
+//! A table's `WITH (...)` options as a source or a sink: `kafka` and `upsert-kafka` (JSON or
+//! Avro in Confluent's wire format, see [`super::format`]), `filesystem` (JSON lines) and
+//! `print` (standard output). Every option is either used, accepted with a note (a Flink
 //! option with no effect here), or an error naming it.
 
 use super::catalog::Table;
+use super::format::{self, Format, FormatKind, Side};
 use super::parse::OptionDef;
 use super::{Pos, SqlError};
-use crate::spec::{AssignMode, SinkSpec, SourceSpec, StartAt};
+use crate::column_type::Typed;
+use crate::spec::{
+    AssignMode, ColumnSpec, KeyFields, KeyFormat, SinkFormat, SinkSpec, SourceSpec, StartAt,
+    ValueFields,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -27,35 +33,47 @@ pub struct Connector {
     pub properties: BTreeMap<String, String>,
     /// `json.ignore-parse-errors` (Flink's default: false, fail).
     pub ignore_parse_errors: bool,
+    /// The value format (none for `print`).
+    pub value_format: Option<Format>,
     /// Options accepted without effect, and other things worth saying once.
     pub notes: Vec<String>,
 }
 
-/// Options every connector with a JSON format knows.
-const JSON_USED: &[&str] = &[
-    "format",
-    "value.format",
-    "json.ignore-parse-errors",
-    "json.timestamp-format.standard",
-];
-/// Flink JSON options that change nothing here.
-const JSON_IGNORED: &[&str] = &[
-    "json.fail-on-missing-field",
-    "json.map-null-key.mode",
-    "json.map-null-key.literal",
-    "json.encode.decimal-as-plain-number",
-    "json.encode.ignore-null-fields",
-    "value.fields-include",
-    "sink.parallelism",
-];
+impl Connector {
+    /// The built-in parse stage (name, builtin, registry) that reads this table's records.
+    pub fn parse_stage(&self) -> (&'static str, &'static str, Option<String>) {
+        match &self.value_format {
+            Some(format) if format.kind == FormatKind::AvroConfluent => {
+                ("parse-avro", "avro-confluent", format.url.clone())
+            }
+            _ => ("parse-json", "json", None),
+        }
+    }
+}
+
 const KAFKA_USED: &[&str] = &[
     "topic",
     "properties.bootstrap.servers",
     "properties.group.id",
     "scan.startup.mode",
     "scan.bounded.mode",
+    "key.fields",
+    "value.fields-include",
+];
+const UPSERT_KAFKA_USED: &[&str] = &[
+    "topic",
+    "properties.bootstrap.servers",
+    "value.fields-include",
+];
+const UPSERT_KAFKA_IGNORED: &[&str] = &[
+    "sink.parallelism",
+    "sink.buffer-flush.interval",
+    "sink.buffer-flush.max-rows",
+    "sink.delivery-guarantee",
+    "sink.transactional-id-prefix",
 ];
 const KAFKA_IGNORED: &[&str] = &[
+    "sink.parallelism",
     "scan.topic-partition-discovery.interval",
     "sink.partitioner",
     "sink.delivery-guarantee",
@@ -82,7 +100,7 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
         SqlError::invalid(
             table.at,
             format!(
-                "table `{name}` needs the option 'connector' ('kafka', 'filesystem' or 'print')"
+                "table `{name}` needs the option 'connector' ('kafka', 'upsert-kafka', 'filesystem' or 'print')"
             ),
         )
     })?;
@@ -90,25 +108,42 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
     let kind = connector.value.as_str();
     let (used, ignored, ignored_prefixes): (&[&str], &[&str], &[&str]) = match kind {
         "kafka" => (KAFKA_USED, KAFKA_IGNORED, &[]),
+        "upsert-kafka" => (UPSERT_KAFKA_USED, UPSERT_KAFKA_IGNORED, &[]),
         "filesystem" => (
             FILESYSTEM_USED,
             FILESYSTEM_IGNORED,
             FILESYSTEM_IGNORED_PREFIXES,
         ),
         "print" => (PRINT_USED, &[], &[]),
-        "upsert-kafka" | "datagen" | "blackhole" | "jdbc" | "elasticsearch" => {
+        "datagen" | "blackhole" | "jdbc" | "elasticsearch" => {
             return Err(SqlError::unsupported_because(
                 connector.at,
                 format!("the connector '{kind}'"),
-                "kafka, filesystem and print are",
+                "kafka, upsert-kafka, filesystem and print are",
             ));
         }
         other => {
             return Err(SqlError::invalid(
                 connector.at,
-                format!("table `{name}`: unknown connector '{other}' (kafka, filesystem or print)"),
+                format!(
+                    "table `{name}`: unknown connector '{other}' (kafka, upsert-kafka, filesystem or print)"
+                ),
             ));
         }
+    };
+    if kind == "upsert-kafka" && role == Role::Source {
+        return Err(SqlError::unsupported_because(
+            connector.at,
+            format!("reading the upsert-kafka table `{name}`"),
+            "upsert-kafka tables are sinks here; read the topic with 'connector' = 'kafka'",
+        ));
+    }
+    let (value_format, key_format) = match kind {
+        "print" => (None, None),
+        _ => (
+            format::format(table, Side::Value)?,
+            format::format(table, Side::Key)?,
+        ),
     };
     let mut seen: Vec<&str> = Vec::new();
     for option in options {
@@ -120,31 +155,37 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
             ));
         }
         seen.push(key);
-        let json = kind != "print";
-        if key == "connector" || used.contains(&key) || (json && JSON_USED.contains(&key)) {
+        if key == "connector" || used.contains(&key) {
             continue;
         }
-        if kind == "kafka"
+        if kind != "print" {
+            match format::classify(option, table, value_format.as_ref(), key_format.as_ref()) {
+                Some(Ok(note)) => {
+                    out.notes.extend(note);
+                    continue;
+                }
+                Some(Err(err)) => return Err(err),
+                None => {}
+            }
+        }
+        if kind.ends_with("kafka")
             && let Some(property) = key.strip_prefix("properties.")
         {
             out.properties
                 .insert(property.to_owned(), option.value.clone());
             continue;
         }
-        if ignored.contains(&key)
-            || ignored_prefixes.iter().any(|p| key.starts_with(p))
-            || (json && JSON_IGNORED.contains(&key))
-        {
+        if ignored.contains(&key) || ignored_prefixes.iter().any(|p| key.starts_with(p)) {
             out.notes.push(format!(
                 "table `{name}`: option '{key}' accepted without effect"
             ));
             continue;
         }
-        if key.starts_with("key.") {
+        if key.starts_with("key.") && kind != "upsert-kafka" {
             return Err(SqlError::unsupported_because(
                 option.at,
                 format!("the option '{key}'"),
-                "record keys are the window key",
+                "a kafka table's key is 'key.format' and 'key.fields'",
             ));
         }
         return Err(SqlError::invalid(
@@ -153,10 +194,62 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
         ));
     }
     if kind != "print" {
-        format(table, role, &get, &mut out)?;
+        let value = value_format.as_ref().ok_or_else(|| {
+            let wanted = if kind == "upsert-kafka" {
+                "value.format"
+            } else {
+                "format"
+            };
+            SqlError::invalid(
+                table.at,
+                format!("table `{name}` needs the option '{wanted}'"),
+            )
+        })?;
+        value_options(table, role, value, kind, &mut out)?;
     }
+    out.value_format = value_format.clone();
     match (kind, role) {
-        ("kafka", _) => kafka(table, role, &get, &mut out)?,
+        ("kafka", _) => {
+            kafka(table, role, &get, &mut out)?;
+            keyed(table, role, &get, key_format.as_ref(), kind, &mut out)?;
+        }
+        ("upsert-kafka", _) => {
+            if table.primary_key.is_empty() {
+                return Err(SqlError::invalid(
+                    table.at,
+                    format!(
+                        "table `{name}`: 'upsert-kafka' tables require to define a PRIMARY KEY constraint (it names the columns written to the Kafka record key, and the key each update overwrites)"
+                    ),
+                ));
+            }
+            if key_format.is_none() {
+                return Err(SqlError::invalid(
+                    table.at,
+                    format!("table `{name}`: 'upsert-kafka' needs the option 'key.format'"),
+                ));
+            }
+            if get("format").is_some() {
+                return Err(SqlError::invalid(
+                    at_of(table, "format"),
+                    format!(
+                        "table `{name}`: 'upsert-kafka' takes 'key.format' and 'value.format', not 'format'"
+                    ),
+                ));
+            }
+            kafka(table, role, &get, &mut out)?;
+            keyed(table, role, &get, key_format.as_ref(), kind, &mut out)?;
+        }
+        ("filesystem", _)
+            if value_format
+                .as_ref()
+                .is_some_and(|f| f.kind != FormatKind::Json) =>
+        {
+            return Err(SqlError::unsupported_because(
+                value_format.as_ref().map_or(table.at, |f| f.at),
+                "the format 'avro-confluent' on a filesystem table",
+                "files are JSON lines",
+            ));
+        }
         ("filesystem", _) => {
             let path = required(table, &get, "path")?;
             let text = path.value.as_str();
@@ -213,70 +306,171 @@ fn required<'a>(
     })
 }
 
-/// `format` / `value.format` (JSON only) and the JSON options.
-fn format<'a>(
+/// The value format's options that concern the whole table: JSON parse errors, timestamps.
+fn value_options(
     table: &Table,
     role: Role,
-    get: &impl Fn(&str) -> Option<&'a OptionDef>,
+    value: &Format,
+    kind: &str,
     out: &mut Connector,
 ) -> Result<(), SqlError> {
-    let name = &table.name;
-    let format = match (get("format"), get("value.format")) {
-        (Some(a), Some(b)) if a.value != b.value => {
-            return Err(SqlError::invalid(
-                b.at,
-                format!("table `{name}`: 'format' and 'value.format' differ"),
-            ));
-        }
-        (Some(f), _) | (None, Some(f)) => f,
-        (None, None) => required(table, get, "format")?,
-    };
-    if format.value != "json" {
-        return Err(SqlError::unsupported_because(
-            format.at,
-            format!("the format '{}'", format.value),
-            "JSON is",
+    out.ignore_parse_errors = value.ignore_parse_errors;
+    if value.kind == FormatKind::AvroConfluent && !kind.ends_with("kafka") {
+        return Ok(());
+    }
+    if value.kind == FormatKind::Json
+        && !value.iso_timestamps
+        && role == Role::Sink
+        && table
+            .columns
+            .iter()
+            .any(|c| c.sql_type.starts_with("TIMESTAMP"))
+    {
+        out.notes.push(format!(
+            "table `{}`: timestamps are written as ISO-8601 text (as with 'json.timestamp-format.standard' = 'ISO-8601'; Flink's default is 'SQL')",
+            table.name
         ));
-    }
-    if let Some(option) = get("json.ignore-parse-errors") {
-        out.ignore_parse_errors = boolean(option)?;
-    }
-    match get("json.timestamp-format.standard") {
-        Some(option) if option.value == "ISO-8601" => {}
-        Some(option) => {
-            return Err(SqlError::unsupported_because(
-                option.at,
-                format!("'json.timestamp-format.standard' = '{}'", option.value),
-                "timestamps are ISO-8601 text",
-            ));
-        }
-        None if role == Role::Sink
-            && table
-                .columns
-                .iter()
-                .any(|c| c.sql_type.starts_with("TIMESTAMP")) =>
-        {
-            out.notes.push(format!(
-                "table `{name}`: timestamps are written as ISO-8601 text (as with 'json.timestamp-format.standard' = 'ISO-8601'; Flink's default is 'SQL')"
-            ));
-        }
-        None => {}
     }
     Ok(())
 }
 
-fn boolean(option: &OptionDef) -> Result<bool, SqlError> {
-    match option.value.to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(SqlError::invalid(
-            option.at,
-            format!(
-                "option '{}' is 'true' or 'false', not '{other}'",
-                option.key
-            ),
-        )),
+/// A sink's key and value layout: the key columns (the PRIMARY KEY of an upsert-kafka
+/// table, `key.fields` of a kafka table) in the key format, the value with or without them,
+/// Avro schemas following the declared column types.
+fn keyed<'a>(
+    table: &Table,
+    role: Role,
+    get: &impl Fn(&str) -> Option<&'a OptionDef>,
+    key_format: Option<&Format>,
+    kind: &str,
+    out: &mut Connector,
+) -> Result<(), SqlError> {
+    let name = &table.name;
+    let key_fields: Vec<String> = match (kind, get("key.fields")) {
+        ("upsert-kafka", _) => table.primary_key.clone(),
+        (_, Some(option)) => option
+            .value
+            .split(';')
+            .map(|field| {
+                table
+                    .expect_column(field.trim(), option.at)
+                    .map(|c| c.name.clone())
+            })
+            .collect::<Result<_, _>>()?,
+        (_, None) => Vec::new(),
+    };
+    match (key_format, key_fields.is_empty()) {
+        (Some(format), true) => {
+            return Err(SqlError::invalid(
+                format.at,
+                format!("table `{name}`: 'key.format' needs 'key.fields' (the key's columns)"),
+            ));
+        }
+        (None, false) if kind == "kafka" => {
+            return Err(SqlError::invalid(
+                at_of(table, "key.fields"),
+                format!("table `{name}`: 'key.fields' needs 'key.format'"),
+            ));
+        }
+        _ => {}
     }
+    let value_fields = match get("value.fields-include") {
+        None => ValueFields::All,
+        Some(option) => match option.value.to_ascii_uppercase().as_str() {
+            "ALL" => ValueFields::All,
+            "EXCEPT_KEY" if !key_fields.is_empty() => ValueFields::ExceptKey,
+            "EXCEPT_KEY" => {
+                return Err(SqlError::invalid(
+                    option.at,
+                    format!("table `{name}`: 'value.fields-include' = 'EXCEPT_KEY' needs a key"),
+                ));
+            }
+            other => {
+                return Err(SqlError::invalid(
+                    option.at,
+                    format!(
+                        "table `{name}`: 'value.fields-include' is 'ALL' or 'EXCEPT_KEY', not '{other}'"
+                    ),
+                ));
+            }
+        },
+    };
+    if role == Role::Source {
+        if key_format.is_some() {
+            return Err(SqlError::unsupported_because(
+                key_format.map_or(table.at, |f| f.at),
+                format!("reading key columns of `{name}` from the record key"),
+                "a source's columns come from the record value",
+            ));
+        }
+        return Ok(());
+    }
+    let Some(SinkSpec::Kafka {
+        key,
+        format,
+        registry,
+        key_format: sink_key_format,
+        key_registry,
+        subject,
+        key_subject,
+        value_fields: sink_value_fields,
+        columns,
+        ..
+    }) = &mut out.sink
+    else {
+        return Ok(());
+    };
+    let value = out.value_format.as_ref();
+    let avro_value = value.is_some_and(|f| f.kind == FormatKind::AvroConfluent);
+    if avro_value {
+        *format = SinkFormat::AvroConfluent;
+        *registry = value.and_then(|f| f.url.clone());
+        *subject = value.and_then(|f| f.subject.clone());
+    }
+    if let Some(key_format) = key_format {
+        *key = Some(KeyFields(key_fields.clone()));
+        *sink_key_format = Some(match key_format.kind {
+            FormatKind::Raw => {
+                if key_fields.len() != 1 {
+                    return Err(SqlError::invalid(
+                        key_format.at,
+                        format!("table `{name}`: the key format 'raw' takes one key column"),
+                    ));
+                }
+                KeyFormat::Raw
+            }
+            FormatKind::Json => KeyFormat::Json,
+            FormatKind::AvroConfluent => KeyFormat::AvroConfluent,
+        });
+        if key_format.kind == FormatKind::AvroConfluent {
+            if key_format.url != *registry {
+                *key_registry = key_format.url.clone();
+            }
+            *key_subject = key_format.subject.clone();
+        }
+    }
+    *sink_value_fields = value_fields;
+    if avro_value || key_format.is_some() {
+        *columns = table
+            .columns
+            .iter()
+            .map(|column| {
+                let mut ty: Typed = column.sql_type.parse().map_err(|reason| {
+                    SqlError::unsupported_because(
+                        column.at,
+                        format!("the type {} of column `{}`", column.sql_type, column.name),
+                        reason,
+                    )
+                })?;
+                ty.nullable = column.nullable;
+                Ok(ColumnSpec {
+                    name: column.name.clone(),
+                    ty,
+                })
+            })
+            .collect::<Result<_, SqlError>>()?;
+    }
+    Ok(())
 }
 
 fn kafka<'a>(
@@ -313,8 +507,14 @@ fn kafka<'a>(
         out.sink = Some(SinkSpec::Kafka {
             topic,
             key: None,
-            format: crate::spec::SinkFormat::Json,
+            format: SinkFormat::Json,
             registry: None,
+            key_format: None,
+            key_registry: None,
+            subject: None,
+            key_subject: None,
+            value_fields: Default::default(),
+            columns: Vec::new(),
         });
         return Ok(());
     }

@@ -3,7 +3,10 @@
 
 use super::SqlJob;
 use crate::graph::JobGraph;
-use crate::spec::{BuiltinFn, OnError, PipelineSpec, SinkSpec, SourceSpec, StartAt, TimeDomain};
+use crate::spec::{
+    BuiltinFn, KeyFormat, OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StartAt,
+    TimeDomain, ValueFields,
+};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -41,6 +44,49 @@ fn source(spec: &PipelineSpec) -> String {
 
 fn sink(spec: &PipelineSpec) -> String {
     match &spec.sink {
+        SinkSpec::Kafka {
+            topic,
+            key,
+            format: SinkFormat::AvroConfluent,
+            registry: Some(registry),
+            key_format,
+            value_fields,
+            ..
+        } => {
+            let key = match (key, key_format) {
+                (Some(key), Some(format)) => format!(
+                    "key {} as {}, ",
+                    key.0.join(", "),
+                    match format {
+                        KeyFormat::Raw => "raw text",
+                        KeyFormat::Json => "JSON",
+                        KeyFormat::AvroConfluent => "avro-confluent",
+                    }
+                ),
+                _ => String::new(),
+            };
+            let fields = match value_fields {
+                ValueFields::All => "",
+                ValueFields::ExceptKey => " without the key columns",
+            };
+            format!(
+                "kafka topic {topic} ({key}value as avro-confluent{fields}; registry {registry})"
+            )
+        }
+        SinkSpec::Kafka {
+            topic,
+            key: Some(key),
+            key_format: Some(format),
+            ..
+        } => format!(
+            "kafka topic {topic} (key {} as {}, value as JSON: window_start, window_end as ISO-8601 text)",
+            key.0.join(", "),
+            match format {
+                KeyFormat::Raw => "raw text",
+                KeyFormat::Json => "JSON",
+                KeyFormat::AvroConfluent => "avro-confluent",
+            }
+        ),
         SinkSpec::Kafka { topic, .. } => format!("kafka topic {topic}"),
         SinkSpec::File { path } => format!("file {}", path.display()),
         SinkSpec::Stdout {} => "standard output".to_owned(),
@@ -61,9 +107,13 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
             OnError::Dlq => "malformed records to the dead letters",
             OnError::Fail => "the job fails on a malformed record",
         };
+        let registry = stage
+            .registry
+            .as_deref()
+            .map_or_else(String::new, |url| format!(", registry {url}"));
         let _ = writeln!(
             out,
-            "  parse:     {} (built-in {}; {errors})",
+            "  parse:     {} (built-in {}{registry}; {errors})",
             stage.name,
             stage.builtin.as_deref().unwrap_or("module")
         );
@@ -108,13 +158,20 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
             .collect();
         let _ = writeln!(out, "  aggregate: {}", list.join(", "));
     }
-    let _ = writeln!(
-        out,
-        "  sink:      {} (JSON: window_start, window_end as ISO-8601 text)",
-        sink(spec)
-    );
+    let sink = sink(spec);
+    if sink.ends_with(')') {
+        let _ = writeln!(out, "  sink:      {sink}");
+    } else {
+        let _ = writeln!(
+            out,
+            "  sink:      {sink} (JSON: window_start, window_end as ISO-8601 text)"
+        );
+    }
     for note in &job.notes {
         let _ = writeln!(out, "  note:      {note}");
+    }
+    for warning in &job.warnings {
+        let _ = writeln!(out, "  warning:   {warning}");
     }
     out.push('\n');
     out.push_str(&JobGraph::of(spec, tasks).mermaid());

@@ -8,6 +8,8 @@
 pub mod catalog;
 pub mod connector;
 pub mod explain;
+pub mod format;
+pub mod guarantee;
 pub mod interval;
 pub mod parse;
 pub mod plan;
@@ -119,6 +121,8 @@ pub struct SqlJob {
     pub spec: PipelineSpec,
     pub explain: bool,
     pub notes: Vec<String>,
+    /// What the job will do differently from what the script asked (logged as warnings).
+    pub warnings: Vec<String>,
 }
 
 /// Reads and plans the script at `path`; relative file paths in it are relative to the

@@ -71,6 +71,8 @@ pub struct TableDef {
     pub at: Pos,
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<WatermarkDef>,
+    /// `PRIMARY KEY (columns) NOT ENFORCED`, inline or as a table constraint.
+    pub primary_key: Option<PrimaryKeyDef>,
     pub options: Vec<OptionDef>,
 }
 
@@ -79,6 +81,15 @@ pub struct ColumnDef {
     pub name: String,
     pub at: Pos,
     pub kind: ColumnKind,
+    /// `NOT NULL` after the type.
+    pub not_null: bool,
+}
+
+/// `[CONSTRAINT name] PRIMARY KEY (a, b) NOT ENFORCED`.
+#[derive(Debug, Clone)]
+pub struct PrimaryKeyDef {
+    pub columns: Vec<(String, Pos)>,
+    pub at: Pos,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +254,7 @@ fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
     parser.expect_token(&Token::LParen)?;
     let mut columns = Vec::new();
     let mut watermark = None;
+    let mut primary_key = None;
     loop {
         let start = parser.peek_token();
         let start_at = Pos::of(start.span);
@@ -264,11 +276,22 @@ fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
             });
         } else if parser.peek_keyword(Keyword::PRIMARY) || parser.peek_keyword(Keyword::CONSTRAINT)
         {
-            return Err(SqlError::unsupported_because(
-                start_at,
-                "a PRIMARY KEY",
-                "it is for upsert tables",
-            ));
+            if parser.parse_keyword(Keyword::CONSTRAINT) {
+                parser.parse_identifier()?;
+            }
+            parser.expect_keywords(&[Keyword::PRIMARY, Keyword::KEY])?;
+            parser.expect_token(&Token::LParen)?;
+            let mut key = Vec::new();
+            loop {
+                let column = parser.parse_identifier()?;
+                key.push((column.value, Pos::of(column.span)));
+                if !parser.consume_token(&Token::Comma) {
+                    parser.expect_token(&Token::RParen)?;
+                    break;
+                }
+            }
+            not_enforced(parser, start_at)?;
+            set_primary_key(&mut primary_key, key, start_at, &name)?;
         } else {
             let column = parser.parse_identifier()?;
             let column_at = Pos::of(column.span);
@@ -288,6 +311,21 @@ fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
                     ColumnKind::Physical(data_type)
                 }
             };
+            let mut not_null = false;
+            loop {
+                let at = Pos::of(parser.peek_token().span);
+                if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                    not_null = true;
+                } else if parser.parse_keyword(Keyword::NULL) {
+                    not_null = false;
+                } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+                    not_enforced(parser, at)?;
+                    let key = vec![(column.value.clone(), column_at)];
+                    set_primary_key(&mut primary_key, key, at, &name)?;
+                } else {
+                    break;
+                }
+            }
             if !matches!(parser.peek_token().token, Token::Comma | Token::RParen) {
                 let found = parser.peek_token();
                 return Err(SqlError::unsupported_because(
@@ -303,6 +341,7 @@ fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
                 name: column.value,
                 at: column_at,
                 kind,
+                not_null,
             });
         }
         if !parser.consume_token(&Token::Comma) {
@@ -349,8 +388,36 @@ fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
         at: name_at,
         columns,
         watermark,
+        primary_key,
         options,
     })))
+}
+
+/// `NOT ENFORCED` after a primary key: Flink's only mode (it does not own the data).
+fn not_enforced(parser: &mut Parser, at: Pos) -> Result<(), SqlError> {
+    if parser.parse_keyword(Keyword::NOT) && parse_word(parser, "ENFORCED") {
+        return Ok(());
+    }
+    Err(SqlError::invalid(
+        at,
+        "a PRIMARY KEY must be NOT ENFORCED: the data is not owned by the job, so the only supported mode is NOT ENFORCED (as in Flink)",
+    ))
+}
+
+fn set_primary_key(
+    slot: &mut Option<PrimaryKeyDef>,
+    columns: Vec<(String, Pos)>,
+    at: Pos,
+    table: &str,
+) -> Result<(), SqlError> {
+    if slot.is_some() {
+        return Err(SqlError::invalid(
+            at,
+            format!("table `{table}` has a second PRIMARY KEY"),
+        ));
+    }
+    *slot = Some(PrimaryKeyDef { columns, at });
+    Ok(())
 }
 
 #[cfg(test)]

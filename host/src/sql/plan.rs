@@ -16,7 +16,7 @@ use sqlparser::ast::{
 use std::path::Path;
 use std::time::Duration;
 
-/// The name of the built-in parse stage a SQL job runs.
+/// The name of the built-in parse stage a SQL job over JSON runs (`parse-avro` over Avro).
 pub const PARSE_STAGE: &str = "parse-json";
 
 /// `SET` keys that change the job.
@@ -91,10 +91,12 @@ pub fn plan(statements: Vec<Statement>, origin: &Path) -> Result<SqlJob, SqlErro
     let mut spec = plan_insert(&catalog, &insert, at, &mut notes)?;
     apply_settings(&mut spec, &settings, &mut notes)?;
     spec.validate(origin)?;
+    let warnings = super::guarantee::warnings(&settings);
     Ok(SqlJob {
         spec,
         explain,
         notes,
+        warnings,
     })
 }
 
@@ -134,6 +136,8 @@ fn apply_settings(
                 let path = value.strip_prefix("file://").unwrap_or(value);
                 spec.dead_letters.path = Some(path.into());
             }
+            // Said once, as a warning (see `guarantee`).
+            "execution.checkpointing.mode" if super::guarantee::is_exactly_once(value) => {}
             "execution.runtime-mode" if !value.eq_ignore_ascii_case("streaming") => {
                 return Err(SqlError::unsupported_because(
                     *at,
@@ -150,12 +154,11 @@ fn apply_settings(
             },
         }
     }
-    // With dead letters configured, malformed records that would be dropped go there.
+    // With dead letters configured, malformed records that would be dropped, or would stop
+    // the job, go there with the reason.
     if spec.dead_letters.topic.is_some() || spec.dead_letters.path.is_some() {
         for stage in &mut spec.stages {
-            if stage.on_error == OnError::Drop {
-                stage.on_error = OnError::Dlq;
-            }
+            stage.on_error = OnError::Dlq;
         }
     }
     if !ignored.is_empty() {
@@ -331,6 +334,10 @@ fn plan_insert(
                     name: column.name.clone(),
                     function: *function,
                     field: field.clone(),
+                    input: field
+                        .as_deref()
+                        .and_then(|f| source_table.column(f))
+                        .and_then(|c| c.sql_type.parse().ok()),
                 });
                 None
             }
@@ -404,6 +411,7 @@ fn plan_insert(
     };
     let mut properties = source.properties.clone();
     properties.extend(sink.properties.clone());
+    let parse_stage = source.parse_stage();
     let (Some(source_spec), Some(sink_spec)) = (source.source, sink.sink) else {
         return Err(SqlError::invalid(at, "the tables have no source or sink"));
     };
@@ -411,11 +419,11 @@ fn plan_insert(
         name: sink_table.name.clone(),
         source: source_spec,
         stages: vec![StageSpec {
-            name: PARSE_STAGE.to_owned(),
+            name: parse_stage.0.to_owned(),
             kind: StageKind::Parse,
             module: None,
-            builtin: Some("json".to_owned()),
-            registry: None,
+            builtin: Some(parse_stage.1.to_owned()),
+            registry: parse_stage.2,
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {

@@ -4,7 +4,7 @@
 //! `<topic>-key`, Confluent's TopicNameStrategy).
 
 use super::{FormatStage, ParseStage};
-use crate::format::avro;
+use crate::format::{avro, avro_typed};
 use crate::registry::client::{RegistryClient, RegistryError};
 use crate::udf::UdfError;
 use apache_avro::Schema;
@@ -47,11 +47,13 @@ impl ParseStage for AvroParse {
             let row = match avro::split(record.payload) {
                 Err(message) => Err(message),
                 Ok((id, body)) => match self.registry.schema(id) {
-                    Ok(schema) => avro::decode(&schema, id, body).and_then(|value| {
-                        builder
-                            .push(&avro::Row(&value))
-                            .map_err(|err| err.to_string())
-                    }),
+                    Ok(schema) => avro::decode(&schema, id, body)
+                        .and_then(|value| avro_typed::decimals_as_text(value, &schema))
+                        .and_then(|value| {
+                            builder
+                                .push(&avro::Row(&value))
+                                .map_err(|err| err.to_string())
+                        }),
                     Err(err @ RegistryError::UnknownId { .. }) => Err(err.to_string()),
                     Err(err) => return Err(self.failed(err)),
                 },

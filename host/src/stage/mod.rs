@@ -8,6 +8,7 @@
 pub mod avro;
 pub mod isolate;
 pub mod json;
+pub mod sink_encoding;
 pub mod wasm;
 
 use crate::udf::UdfError;

@@ -7,8 +7,11 @@ results read back with AvroDeserializer.
         prints the expected sums: one JSON line per (window_start_ms, store_id)
     store_sales.py consume BOOTSTRAP REGISTRY TOPIC COUNT
         reads COUNT records from the beginning, prints each as one JSON line with its key
+        (timestamps as epoch milliseconds, decimals as text)
 """
 
+import datetime
+import decimal
 import json
 import sys
 import time
@@ -53,6 +56,16 @@ def produce(bootstrap, registry, topic, count, start_ms):
         print(json.dumps({"window_start_ms": window, "store_id": store, "total": total}))
 
 
+def plain(value):
+    """JSON for what AvroDeserializer returns beyond JSON's types: timestamp-millis as
+    epoch milliseconds, decimals as their text."""
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError("cannot print %r" % (value,))
+
+
 def consume(bootstrap, registry, topic, count):
     client = SchemaRegistryClient({"url": registry})
     values = AvroDeserializer(client)
@@ -74,7 +87,7 @@ def consume(bootstrap, registry, topic, count):
             raise SystemExit("consume: %s" % message.error())
         value = values(message.value(), SerializationContext(topic, MessageField.VALUE))
         key = keys(message.key(), SerializationContext(topic, MessageField.KEY))
-        print(json.dumps({"key": key, "value": value}), flush=True)
+        print(json.dumps({"key": key, "value": value}, default=plain), flush=True)
         read += 1
     consumer.close()
     if read < count:
