@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod assemble;
+pub mod console;
 pub mod counters;
 pub mod dead_letter;
 pub mod delivery;
@@ -16,6 +17,7 @@ pub mod graph;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;
+pub mod progress;
 pub mod registry;
 pub mod scaffold;
 pub mod seed;

@@ -579,3 +579,84 @@ path = "{}"
     job.kill().unwrap();
     job.wait().unwrap();
 }
+
+/// Runs a stdin job that reads 10 records, then idles for `idle` before its input ends;
+/// returns its stderr (logs at info).
+fn stdin_job_stderr(dir: &Path, extra: &[&str], idle: Duration) -> String {
+    use std::io::Write;
+    let spec = dir.join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"ticking\"\n[source]\nkind = \"stdin\"\n[[stages]]\nname = \"parse\"\nkind = \"parse\"\nbuiltin = \"json\"\n[sink]\nkind = \"file\"\npath = \"{}\"\n[batch]\nmax_wait = \"10ms\"\n",
+            dir.join("out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let mut child = rivulet()
+        .args(["run", spec.to_str().unwrap(), "--control", "off"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for id in 0..10 {
+        writeln!(stdin, "{{\"id\":{id}}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(idle);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+/// With standard error not a terminal (a pipe here), nothing of the ticker and no colour:
+/// not one escape character.
+#[test]
+fn with_stderr_not_a_terminal_no_ticker_and_no_ansi_colour_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = stdin_job_stderr(dir.path(), &[], Duration::from_millis(2500));
+    assert!(err.contains("INFO"), "logs at info: {err}");
+    assert!(!err.contains('\u{1b}'), "an escape sequence: {err:?}");
+    assert!(!err.contains(" · out "), "a ticker line: {err:?}");
+}
+
+/// `--ticker always` draws the progress line into the pipe too: each drawing erases the
+/// line and writes the figures (records in and their rate, results out), and every log
+/// line starts on a line of its own (the ticker's line erased first), never after it.
+#[test]
+fn the_ticker_line_counts_records_in_and_out_and_never_shares_a_line_with_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = stdin_job_stderr(
+        dir.path(),
+        &["--ticker", "always"],
+        Duration::from_millis(3000),
+    );
+    const ERASE: &str = "\r\u{1b}[2K";
+    let drawn: Vec<&str> = err
+        .split(ERASE)
+        .skip(1)
+        .map(|part| part.split('\n').next().unwrap_or(""))
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(
+        drawn
+            .iter()
+            .any(|line| line.starts_with("in 10 (") && line.ends_with("/s) · out 10")),
+        "no ticker line with the 10 records: {drawn:?}"
+    );
+    for line in err.split('\n').filter(|l| l.contains("INFO")) {
+        let log = line.trim_start_matches(ERASE);
+        assert!(
+            log.starts_with(|c: char| c.is_ascii_digit()),
+            "a log line after something else: {line:?}"
+        );
+    }
+    // Erased at the end: the last thing written is a log line or the erasure.
+    assert!(err.ends_with('\n') || err.ends_with(ERASE), "{err:?}");
+}

@@ -44,6 +44,7 @@ mod json;
 mod raw;
 mod scalar;
 mod ser;
+pub mod time;
 #[cfg(test)]
 mod tests;
 

@@ -2,7 +2,7 @@
 //! and its event time.
 
 use rivulet_rows::{Batch, Column, RawBatch, Values};
-use rivulet_sdk::time::parse_iso8601;
+use rivulet_rows::time::parse_iso8601;
 
 /// Where a row's source record is: its index in the batch, its partition and offset.
 pub(super) struct Origin<'a> {
