@@ -509,4 +509,43 @@ kind = "stdout"
         assert!(graph.edges.iter().all(|e| e.side.is_none()));
         assert_eq!(graph.edges.len(), 3);
     }
+
+    #[test]
+    fn relabelling_names_the_module_each_stage_runs_now() {
+        let spec = SPEC
+            .replace(
+                "builtin = [{ name = \"order_count\", fn = \"count\" }]",
+                "module = \"target/udf_count.wasm\"",
+            )
+            .replace(
+                "[sink]",
+                "[format]\nmodule = \"target/udf_format.wasm\"\n[sink]",
+            );
+        let spec = PipelineSpec::parse(&spec, Path::new("job.toml")).unwrap();
+        let mut graph = JobGraph::of(&spec, 2);
+        let labels = |graph: &JobGraph| -> Vec<String> {
+            graph
+                .nodes
+                .iter()
+                .filter(|n| !n.io)
+                .map(|n| n.label.clone())
+                .collect()
+        };
+        let before = labels(&graph);
+        graph.relabel(|stage| match stage {
+            "parse-orders" => Some("/home/me/rivulet/target/udf_parse_orders_v2.wasm".into()),
+            "aggregate" => Some("uploaded counting.wasm".into()),
+            _ => None,
+        });
+        assert_eq!(
+            labels(&graph),
+            [
+                "parse parse-orders: udf_parse_orders_v2.wasm",
+                &before[1],
+                "aggregate: uploaded counting.wasm, partials of 2 tasks merged",
+                "format: udf_format.wasm",
+            ]
+        );
+        assert_eq!(before[2], "aggregate: udf_count.wasm, partials of 2 tasks merged");
+    }
 }
