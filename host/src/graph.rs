@@ -546,6 +546,9 @@ kind = "stdout"
                 "format: udf_format.wasm",
             ]
         );
-        assert_eq!(before[2], "aggregate: udf_count.wasm, partials of 2 tasks merged");
+        assert_eq!(
+            before[2],
+            "aggregate: udf_count.wasm, partials of 2 tasks merged"
+        );
     }
 }

@@ -9,7 +9,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -30,7 +30,11 @@ fn time_of_day(ms: i64) -> String {
 pub fn line(counters: &JobCounters, records: u64, rate: Option<f64>, now_ms: i64) -> String {
     let mut parts = Vec::new();
     parts.push(match rate {
-        Some(rate) => format!("in {} ({}/s)", thousands(records), thousands(rate.round() as u64)),
+        Some(rate) => format!(
+            "in {} ({}/s)",
+            thousands(records),
+            thousands(rate.round() as u64)
+        ),
         None => format!("in {}", thousands(records)),
     });
     parts.push(format!("out {}", thousands(counters.sink_sent)));

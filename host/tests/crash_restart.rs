@@ -852,8 +852,16 @@ path = "{}"
         .unwrap();
     let (mut job, said, _control) = common::with_control(child);
     let started = Instant::now();
-    while std::fs::read_to_string(&out).unwrap_or_default().lines().count() < 20 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the job read nothing");
+    while std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 20
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job read nothing"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Let a commit of all 20 go out, then take the broker down for 8 s.

@@ -271,7 +271,11 @@ async fn dashboard_lists_each_source_partition_with_its_lag_and_watermark() {
         })
         .collect();
     produce(&broker.address(), "partitions-in", &records);
-    let combined = times.iter().map(|t| *t.iter().max().unwrap()).min().unwrap();
+    let combined = times
+        .iter()
+        .map(|t| *t.iter().max().unwrap())
+        .min()
+        .unwrap();
     let open_from = |ts: i64| ts - ts.rem_euclid(10_000) + 10_000 > combined;
     let iso = |ms: i64| rivulet_sdk::time::iso8601(ms).replace(".000Z", "Z");
     let expected: Vec<Vec<String>> = times

@@ -497,7 +497,11 @@ fn kafka_source_lag_counts_the_records_an_open_window_still_holds_per_partition(
         })
         .collect();
     produce(&address, "backlog-in", &records);
-    let watermark = times.iter().map(|t| *t.iter().max().unwrap()).min().unwrap();
+    let watermark = times
+        .iter()
+        .map(|t| *t.iter().max().unwrap())
+        .min()
+        .unwrap();
     let window_end = |ts: i64| ts - ts.rem_euclid(10_000) + 10_000;
     let backlog: Vec<f64> = times
         .iter()
@@ -551,7 +555,9 @@ path = "{out}"
         let (text, got) = scrape(&status);
         let done = got.get("rivulet_source_records_total") == Some(&16.0)
             && got.get("rivulet_window_results_total") == Some(&1.0)
-            && [0, 1].iter().all(|&p| got.get(&lag(p)) == Some(&backlog[p as usize]));
+            && [0, 1]
+                .iter()
+                .all(|&p| got.get(&lag(p)) == Some(&backlog[p as usize]));
         if done || started.elapsed() > Duration::from_secs(30) {
             break (text, got);
         }
@@ -559,7 +565,11 @@ path = "{out}"
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     running.join().unwrap().unwrap();
-    assert_eq!(got.get("rivulet_source_records_total"), Some(&16.0), "{text}");
+    assert_eq!(
+        got.get("rivulet_source_records_total"),
+        Some(&16.0),
+        "{text}"
+    );
     assert_eq!(got.get(&lag(0)), Some(&backlog[0]), "{text}");
     assert_eq!(got.get(&lag(1)), Some(&backlog[1]), "{text}");
 }

@@ -44,9 +44,9 @@ mod json;
 mod raw;
 mod scalar;
 mod ser;
-pub mod time;
 #[cfg(test)]
 mod tests;
+pub mod time;
 
 pub use batch::{Batch, Column, Packed, Values};
 pub use check::Breach;

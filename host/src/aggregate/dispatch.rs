@@ -10,8 +10,8 @@ use crate::spec::OnError;
 use crate::stage::isolate;
 use crate::window::exchange::Partials;
 use crate::window::{Firing, Targets, TumblingWindows};
-use rivulet_rows::{Batch, BatchBuilder, Scalar, WindowAcc};
 use rivulet_rows::time::iso8601;
+use rivulet_rows::{Batch, BatchBuilder, Scalar, WindowAcc};
 use std::collections::{BTreeMap, HashMap};
 
 /// Name of the aggregate step in dead letters and logs.

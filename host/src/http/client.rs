@@ -105,11 +105,12 @@ mod tests {
     fn a_query_value_survives_encoding_and_decoding() {
         let name = "my step (v2)/ünï+code.wasm";
         let encoded = percent_encode(name);
-        assert_eq!(
-            encoded,
-            "my%20step%20%28v2%29%2F%C3%BCn%C3%AF%2Bcode.wasm"
-        );
+        assert_eq!(encoded, "my%20step%20%28v2%29%2F%C3%BCn%C3%AF%2Bcode.wasm");
         assert_eq!(percent_decode(&encoded), name);
-        assert_eq!(percent_decode("a+b%2"), "a b%2", "a cut escape stays as it is");
+        assert_eq!(
+            percent_decode("a+b%2"),
+            "a b%2",
+            "a cut escape stays as it is"
+        );
     }
 }

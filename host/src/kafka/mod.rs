@@ -115,7 +115,9 @@ pub fn wait_for_kafka<C: ClientContext>(
                 }
                 _ if !need_topic => return Ok(Vec::new()),
                 Some(t) => match t.error() {
-                    Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                    Some(
+                        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                    ) => {
                         missing = true;
                         format!("topic `{topic}` does not exist")
                     }
@@ -150,8 +152,12 @@ pub fn wait_for_kafka<C: ClientContext>(
         }
         let pause = left().map_or(backoff, |l| backoff.min(l));
         match missing {
-            true => tracing::warn!(brokers = %config.brokers, "{reason} (the broker answers); asking again in {:.1}s", pause.as_secs_f64()),
-            false => tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64()),
+            true => {
+                tracing::warn!(brokers = %config.brokers, "{reason} (the broker answers); asking again in {:.1}s", pause.as_secs_f64())
+            }
+            false => {
+                tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64())
+            }
         }
         let until = Instant::now() + pause;
         while Instant::now() < until {
