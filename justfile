@@ -22,7 +22,7 @@ udfs: setup
 test-guests: setup swap-guests hostile-guests breach-guests
     cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate
 
-swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4"
+swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4"
 
 # The hot-swap tests' components: one build per variant, copied to <crate>_<variant>.wasm.
 swap-guests: setup
@@ -82,7 +82,13 @@ try name input: (udf name)
     cargo run --release -q -p rivulet -- udf test target/wasm32-wasip2/wasm/udf_{{ replace(name, "-", "_") }}.wasm --input {{ input }}
 
 # The workshop live: embedded broker, seeder, steps 3+4 as components, results as windows fire.
-demo *args: udfs build
+# Says what it builds first (a fresh clone compiles the host: minutes, with cargo's progress).
+demo *args:
+    @echo "==> [1/3] the step components (udfs/*, wasm32-wasip2)" >&2
+    @{{ just_executable() }} udfs
+    @echo "==> [2/3] the host, release build (a fresh clone compiles ~330 crates: a few minutes; later builds take seconds)" >&2
+    @{{ just_executable() }} build
+    @echo "==> [3/3] the demo" >&2
     target/release/rivulet demo {{ args }}
 
 # The sales workshop's SQL job (pipelines/sales-per-store.sql) end to end: embedded broker and

@@ -42,7 +42,8 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 
 mod acc;
-pub mod time;
+/// ISO-8601 timestamps (shared with the host, which does not depend on this crate).
+pub use rivulet_rows::time;
 
 pub use rivulet_rows::{RawRecord, Scalar};
 /// Marks an `impl Aggregate for T` as the component's aggregate step.

@@ -98,6 +98,12 @@ pub struct WindowStats {
     /// How long after its end (wall clock) each window fired ([`FIRE_LATENESS_US`]): the
     /// out-of-orderness wait plus how far the job is behind.
     pub fire_lateness: Histogram,
+    /// Windows held now (open, or fired and within their allowed lateness): a gauge.
+    pub open_windows: u64,
+    /// The end of the latest window fired (epoch milliseconds) and when it fired (wall
+    /// clock).
+    pub last_fire_end: Option<i64>,
+    pub last_fire_at: Option<i64>,
 }
 
 impl WindowStats {
@@ -108,6 +114,9 @@ impl WindowStats {
         self.results += other.results;
         self.replay_skipped += other.replay_skipped;
         self.fire_lateness.add(&other.fire_lateness);
+        self.open_windows += other.open_windows;
+        self.last_fire_end = self.last_fire_end.max(other.last_fire_end);
+        self.last_fire_at = self.last_fire_at.max(other.last_fire_at);
     }
 }
 

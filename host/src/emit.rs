@@ -79,15 +79,18 @@ impl Emitter {
             }
             Some(format) => match sample_then_format(format, rows, self.samples.as_deref()) {
                 Ok(encoded) => {
-                    if format.shape.wants()
-                        && let Some(payload) = (0..rows.len)
-                            .filter(|i| !encoded.errors.iter().any(|e| e.index == *i))
-                            .find_map(|i| encoded.payloads.get(i as usize))
-                        && let Some(change) = format
-                            .shape
-                            .observe(crate::shape::Shape::of_payload(payload))
+                    // A formatted record's shape needs its JSON parsed: one record per batch.
+                    if let Some(payload) = (0..rows.len)
+                        .filter(|i| !encoded.errors.iter().any(|e| e.index == *i))
+                        .find_map(|i| encoded.payloads.get(i as usize))
                     {
-                        crate::shape::announce(self.samples.as_deref(), &format.name, &change);
+                        let shape = crate::shape::Shape::of_payload(payload);
+                        format.shape.observe(
+                            shape.fingerprint(),
+                            || shape,
+                            self.samples.as_deref(),
+                            &format.name,
+                        );
                     }
                     let failed: std::collections::BTreeMap<u32, &str> = encoded
                         .errors

@@ -34,7 +34,7 @@ impl PipelineError {
         };
         !matches!(
             kafka,
-            KafkaError::Interrupted | KafkaError::Unreachable { .. }
+            KafkaError::Interrupted | KafkaError::Unreachable { .. } | KafkaError::NoTopic { .. }
         )
     }
 }

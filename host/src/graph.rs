@@ -27,6 +27,26 @@ pub struct Node {
     pub label: String,
     /// Sources and sinks (topics, files) print as such.
     pub io: bool,
+    /// The stage whose module the node runs, if any: a swap renames the module in the
+    /// label (see [`JobGraph::relabel`]).
+    #[serde(skip)]
+    pub module: Option<ModuleLabel>,
+}
+
+/// Where a node's label names its stage's module: `before` + the module + `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLabel {
+    pub stage: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// How a label names a module from its origin: a file by its name, an upload as such.
+pub fn module_name(origin: &str) -> String {
+    match origin.strip_prefix(crate::status::UPLOADED) {
+        Some(_) => origin.to_owned(),
+        None => file_name(Path::new(origin)),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,7 +137,11 @@ impl JobGraph {
                 (None, None) => "built-in json".to_owned(),
             };
             let kind = format!("{:?}", stage.kind).to_lowercase();
-            let node = graph.node(format!("{kind} {}: {logic}", stage.name), false);
+            let before = format!("{kind} {}: ", stage.name);
+            let node = graph.node(format!("{before}{logic}"), false);
+            if stage.module.is_some() {
+                graph.runs_module(&node, &stage.name, before, String::new());
+            }
             graph.edge(&last, &node, None, Some(flow));
             if let Some(dead) = &dead {
                 let refused = Flow::DeadLetters(stage.name.clone());
@@ -180,7 +204,11 @@ impl JobGraph {
                     true => format!(", partials of {tasks} tasks merged"),
                     false => String::new(),
                 };
-                let node = graph.node(format!("{AGGREGATE}: {logic}{merge}"), false);
+                let before = format!("{AGGREGATE}: ");
+                let node = graph.node(format!("{before}{logic}{merge}"), false);
+                if aggregate.module.is_some() {
+                    graph.runs_module(&node, AGGREGATE, before, merge);
+                }
                 graph.edge(&last, &node, None, Some(Flow::WindowRows));
                 if let Some(dead) = &dead {
                     // Counted with the window's refusals (one stage name, `aggregate`).
@@ -201,6 +229,9 @@ impl JobGraph {
             },
         };
         let node = graph.node(format, false);
+        if spec.format.is_some() {
+            graph.runs_module(&node, "format", "format: ".to_owned(), String::new());
+        }
         graph.edge(&last, &node, None, Some(flow));
         let avro = matches!(
             &spec.sink,
@@ -231,8 +262,31 @@ impl JobGraph {
             id: id.clone(),
             label,
             io,
+            module: None,
         });
         id
+    }
+
+    fn runs_module(&mut self, node: &str, stage: &str, before: String, after: String) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.id == node) {
+            node.module = Some(ModuleLabel {
+                stage: stage.to_owned(),
+                before,
+                after,
+            });
+        }
+    }
+
+    /// Names in each stage's node the module it runs now (`origin`: a file, or an upload),
+    /// as given for each stage by `origin_of`.
+    pub fn relabel(&mut self, origin_of: impl Fn(&str) -> Option<String>) {
+        for node in &mut self.nodes {
+            if let Some(module) = &node.module
+                && let Some(origin) = origin_of(&module.stage)
+            {
+                node.label = format!("{}{}{}", module.before, module_name(&origin), module.after);
+            }
+        }
     }
 
     fn edge(&mut self, from: &str, to: &str, side: Option<&'static str>, flow: Option<Flow>) {
@@ -454,5 +508,47 @@ kind = "stdout"
         );
         assert!(graph.edges.iter().all(|e| e.side.is_none()));
         assert_eq!(graph.edges.len(), 3);
+    }
+
+    #[test]
+    fn relabelling_names_the_module_each_stage_runs_now() {
+        let spec = SPEC
+            .replace(
+                "builtin = [{ name = \"order_count\", fn = \"count\" }]",
+                "module = \"target/udf_count.wasm\"",
+            )
+            .replace(
+                "[sink]",
+                "[format]\nmodule = \"target/udf_format.wasm\"\n[sink]",
+            );
+        let spec = PipelineSpec::parse(&spec, Path::new("job.toml")).unwrap();
+        let mut graph = JobGraph::of(&spec, 2);
+        let labels = |graph: &JobGraph| -> Vec<String> {
+            graph
+                .nodes
+                .iter()
+                .filter(|n| !n.io)
+                .map(|n| n.label.clone())
+                .collect()
+        };
+        let before = labels(&graph);
+        graph.relabel(|stage| match stage {
+            "parse-orders" => Some("/home/me/rivulet/target/udf_parse_orders_v2.wasm".into()),
+            "aggregate" => Some("uploaded counting.wasm".into()),
+            _ => None,
+        });
+        assert_eq!(
+            labels(&graph),
+            [
+                "parse parse-orders: udf_parse_orders_v2.wasm",
+                &before[1],
+                "aggregate: uploaded counting.wasm, partials of 2 tasks merged",
+                "format: udf_format.wasm",
+            ]
+        );
+        assert_eq!(
+            before[2],
+            "aggregate: udf_count.wasm, partials of 2 tasks merged"
+        );
     }
 }

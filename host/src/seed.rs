@@ -8,7 +8,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rivulet_sdk::time::iso8601;
+use rivulet_rows::time::iso8601;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 

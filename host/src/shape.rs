@@ -1,13 +1,18 @@
-//! The shape of a stage's output, watched across swaps: when a swapped-in module's first
-//! output has other columns, or columns of other types, than the previous module's output,
-//! the job logs one WARN naming the stage and the difference and counts it in the stage's
-//! status (a downstream step, a sink's consumers or a dashboard may depend on the columns).
+//! The shape of a stage's output, watched on every batch: once a module has been swapped
+//! into a stage, each shape of its output that the stage never produced before (other
+//! columns, or columns of other types, than what went downstream so far) is announced once
+//! for the job — one WARN naming the stage and the difference from the shape before it, and
+//! a count in the stage's status — whether it shows on the module's first batch or its
+//! thousandth (a downstream step, a sink's consumers or a dashboard may depend on the
+//! columns). Before the stage's first swap, the shapes its module produces are only learned.
 //!
-//! Watching costs nothing per batch once the shape is known: a stage looks at its output
-//! only for its first non-empty batch, and for the first one after a swap.
+//! Each batch costs one fingerprint: a hash of its column names and types (not of its
+//! records), compared with the previous batch's. Only a batch whose fingerprint differs is
+//! looked at further.
 
 use rivulet_rows::{Batch, Values};
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
 /// Column name → type.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,6 +39,22 @@ fn json_type(value: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "array",
         serde_json::Value::Object(_) => "object",
     }
+}
+
+/// One column's part of a fingerprint; a shape's is the sum of its columns' (whatever their
+/// order).
+fn column_print(name: &str, ty: &str) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    name.hash(&mut hasher);
+    ty.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The fingerprint of `rows`' shape, without building it: equal for equal shapes.
+pub fn fingerprint(rows: &Batch) -> u64 {
+    rows.columns.iter().fold(0u64, |print, c| {
+        print.wrapping_add(column_print(&c.name, type_of(&c.values)))
+    })
 }
 
 impl Shape {
@@ -67,6 +88,13 @@ impl Shape {
         }
     }
 
+    /// Its fingerprint (the same as [`fingerprint`] of the rows it was taken from).
+    pub fn fingerprint(&self) -> u64 {
+        self.0.iter().fold(0u64, |print, (name, ty)| {
+            print.wrapping_add(column_print(name, ty))
+        })
+    }
+
     /// How `after` differs from `self`: columns added, removed and retyped; `None` if alike.
     pub fn diff(&self, after: &Shape) -> Option<String> {
         let added: Vec<String> = after
@@ -98,74 +126,77 @@ impl Shape {
     }
 }
 
-/// One stage's output shape across swaps.
-#[derive(Debug, Default)]
-pub enum ShapeWatch {
-    /// No output seen yet.
-    #[default]
-    Unknown,
-    Known(Shape),
-    /// Swap `swap` installed a module that has produced nothing yet.
-    Swapped {
-        before: Option<Shape>,
-        swap: u64,
-    },
+/// How many shapes a stage remembers (a module whose every batch has a shape of its own is
+/// announced this many times at most).
+pub const SHAPES_KEPT: usize = 64;
+
+/// The shapes a stage's output has had, job-wide (kept in its status, so that the tasks
+/// announce each one once).
+#[derive(Debug, Clone, Default)]
+pub struct ShapeHistory {
+    seen: Vec<u64>,
+    /// The latest new shape: what the next new one is compared with.
+    latest: Option<Shape>,
 }
 
-/// A swapped-in module's output differs from the previous one's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShapeChange {
-    /// The swap that installed the module (each task reports it; the job logs it once).
-    pub swap: u64,
-    pub difference: String,
+impl ShapeHistory {
+    /// The stage produced `shape` (fingerprint `print`): if it had never produced it, it is
+    /// remembered and, when `announce`, its difference from the shape before it returned.
+    pub fn learn(&mut self, print: u64, shape: &Shape, announce: bool) -> Option<String> {
+        if self.seen.contains(&print) || self.seen.len() >= SHAPES_KEPT {
+            return None;
+        }
+        self.seen.push(print);
+        let before = self.latest.replace(shape.clone());
+        match (announce, before) {
+            (true, Some(before)) => before.diff(shape),
+            (true, None) => Shape::default().diff(shape),
+            (false, _) => None,
+        }
+    }
+}
+
+/// One stage's output shape in one task: the fingerprint of its latest batch, the ones it
+/// knows the job has seen, and whether a module was swapped into the stage.
+#[derive(Debug, Default)]
+pub struct ShapeWatch {
+    current: Option<u64>,
+    known: Vec<u64>,
+    swapped: bool,
 }
 
 impl ShapeWatch {
-    /// Swap `swap` installed a new module.
-    pub fn swapped(&mut self, swap: u64) {
-        let before = match std::mem::take(self) {
-            ShapeWatch::Known(shape) => Some(shape),
-            ShapeWatch::Swapped { before, .. } => before,
-            ShapeWatch::Unknown => None,
-        };
-        *self = ShapeWatch::Swapped { before, swap };
+    /// Swap `_swap` installed a new module: new shapes are announced from now on.
+    pub fn swapped(&mut self, _swap: u64) {
+        self.swapped = true;
     }
 
-    /// Whether the next output should be looked at (once the shape is known, only after a
-    /// swap).
-    pub fn wants(&self) -> bool {
-        !matches!(self, ShapeWatch::Known(_))
-    }
-
-    /// The stage produced output of `shape`: the change a swap made, if any.
-    pub fn observe(&mut self, shape: Shape) -> Option<ShapeChange> {
-        let change = match &*self {
-            ShapeWatch::Swapped {
-                before: Some(before),
-                swap,
-            } => before.diff(&shape).map(|difference| ShapeChange {
-                swap: *swap,
-                difference,
-            }),
-            _ => None,
-        };
-        *self = ShapeWatch::Known(shape);
-        change
-    }
-}
-
-/// Logs a swap's change of output once for the job (every task sees it) and counts it in
-/// the stage's status.
-pub fn announce(status: Option<&crate::status::JobStatus>, stage: &str, change: &ShapeChange) {
-    let Some(status) = status else {
-        return;
-    };
-    if status.shape_changed(stage, change.swap, &change.difference) {
-        tracing::warn!(
-            stage,
-            "the module swapped into stage `{stage}` produces output of another shape than the module before it: {}",
-            change.difference
-        );
+    /// The stage put out a batch of fingerprint `print`: unless it is the previous batch's
+    /// (or one this task saw before), `shape()` is taken and handed to the job's history of
+    /// the stage's shapes, which announces it if it is new and a module was swapped in.
+    pub fn observe(
+        &mut self,
+        print: u64,
+        shape: impl FnOnce() -> Shape,
+        status: Option<&crate::status::JobStatus>,
+        stage: &str,
+    ) {
+        if self.current == Some(print) {
+            return;
+        }
+        self.current = Some(print);
+        if self.known.contains(&print) || self.known.len() >= SHAPES_KEPT {
+            return;
+        }
+        self.known.push(print);
+        if let Some(status) = status
+            && let Some(difference) = status.learn_shape(stage, print, &shape(), self.swapped)
+        {
+            tracing::warn!(
+                stage,
+                "stage `{stage}` (its module was swapped) produces output of a shape it never produced before: {difference}"
+            );
+        }
     }
 }
 
@@ -207,30 +238,41 @@ mod tests {
     }
 
     #[test]
-    fn only_the_first_output_after_a_swap_is_compared_with_the_output_before_it() {
+    fn the_fingerprint_tells_shapes_apart_whatever_the_column_order_or_values() {
+        let a = rows(serde_json::json!({"x": 1, "y": "a"}));
+        let same = rows(serde_json::json!({"y": "zzz", "x": 99}));
+        let retyped = rows(serde_json::json!({"x": 1.5, "y": "a"}));
+        let renamed = rows(serde_json::json!({"x": 1, "z": "a"}));
+        assert_eq!(fingerprint(&a), fingerprint(&same));
+        assert_eq!(fingerprint(&a), Shape::of(&a).fingerprint());
+        assert_ne!(fingerprint(&a), fingerprint(&retyped));
+        assert_ne!(fingerprint(&a), fingerprint(&renamed));
+    }
+
+    #[test]
+    fn each_new_shape_is_announced_once_and_only_after_a_swap() {
         let a = Shape::of(&rows(serde_json::json!({"x": 1})));
         let b = Shape::of(&rows(serde_json::json!({"x": 1.5})));
-        let mut watch = ShapeWatch::default();
-        assert!(watch.wants());
+        let c = Shape::of(&rows(serde_json::json!({"x": 1, "note": "n"})));
+        let mut history = ShapeHistory::default();
+        assert_eq!(history.learn(a.fingerprint(), &a, false), None, "learned");
         assert_eq!(
-            watch.observe(a.clone()),
+            history.learn(b.fingerprint(), &b, false),
             None,
-            "the first output sets the shape"
+            "before a swap: learned, not announced"
         );
-        assert!(!watch.wants(), "a known shape is not looked at again");
-        watch.swapped(7);
-        assert!(watch.wants());
+        assert_eq!(history.learn(a.fingerprint(), &a, true), None, "seen");
         assert_eq!(
-            watch.observe(b.clone()),
-            Some(ShapeChange {
-                swap: 7,
-                difference: "retyped x integer → float".to_owned()
-            })
+            history.learn(c.fingerprint(), &c, true).as_deref(),
+            Some("added note (text); retyped x float → integer"),
+            "compared with the latest new shape"
         );
-        watch.swapped(8);
-        assert_eq!(watch.observe(b), None, "the same shape again: no change");
-        let mut fresh = ShapeWatch::default();
-        fresh.swapped(1);
-        assert_eq!(fresh.observe(a), None, "nothing to compare with");
+        assert_eq!(history.learn(c.fingerprint(), &c, true), None, "once");
+        let mut fresh = ShapeHistory::default();
+        assert_eq!(
+            fresh.learn(a.fingerprint(), &a, true).as_deref(),
+            Some("added x (integer)"),
+            "nothing before it"
+        );
     }
 }

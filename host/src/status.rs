@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+/// How a module sent over the control API is named (followed by its file name, if given).
+pub const UPLOADED: &str = "uploaded";
+
 /// Records a sample keeps: enough to catch a module that traps on real input.
 pub const SAMPLE_RECORDS: usize = 16;
 
@@ -51,13 +54,14 @@ pub struct StageInfo {
     /// buckets).
     pub swap_pauses: crate::counters::Histogram,
     pub last_rejection: Option<String>,
-    /// Swaps whose module produced output of another shape than the module before it
-    /// (see [`crate::shape`]), and the last difference.
+    /// Shapes of output the stage never produced before, put out after a module was
+    /// swapped in (see [`crate::shape`]), and the last one's difference from the shape
+    /// before it.
     pub shape_changes: u64,
     pub last_shape_change: Option<String>,
-    /// The swap whose change of shape was counted last (every task reports it).
+    /// The shapes its output has had (every task reports them; each new one counts once).
     #[serde(skip)]
-    pub shape_swap: Option<u64>,
+    pub shapes: crate::shape::ShapeHistory,
     /// Its latest swaps and refused swaps, oldest first (at most [`SWAP_HISTORY`]).
     pub history: VecDeque<SwapEvent>,
     /// The file the job watches for this stage, if any.
@@ -83,7 +87,7 @@ impl StageInfo {
             last_rejection: None,
             shape_changes: 0,
             last_shape_change: None,
-            shape_swap: None,
+            shapes: crate::shape::ShapeHistory::default(),
             history: VecDeque::new(),
             watch: None,
         }
@@ -111,7 +115,7 @@ impl StageInfo {
 }
 
 pub fn now_iso() -> String {
-    rivulet_sdk::time::iso8601(crate::source::kafka::now_millis())
+    rivulet_rows::time::iso8601(crate::source::kafka::now_millis())
 }
 
 /// Recent input of a stage, to try a candidate module on before swapping it in.
@@ -342,19 +346,25 @@ impl JobStatus {
         std::mem::take(&mut sample.windows)
     }
 
-    /// Swap `swap` made `stage`'s output change shape: counts it once per swap (each task
-    /// reports it). Returns whether this report was the first for that swap.
-    pub fn shape_changed(&self, stage: &str, swap: u64, difference: &str) -> bool {
-        let mut first = false;
+    /// `stage` produced output of `shape` (fingerprint `print`): if the stage never produced
+    /// it before, it is remembered and, when `announce`, counted; returns its difference from
+    /// the shape before it then (once for the job, whichever task reports it first).
+    pub fn learn_shape(
+        &self,
+        stage: &str,
+        print: u64,
+        shape: &crate::shape::Shape,
+        announce: bool,
+    ) -> Option<String> {
+        let mut difference = None;
         self.update_stage(stage, |info| {
-            if info.shape_swap != Some(swap) {
-                first = true;
-                info.shape_swap = Some(swap);
+            difference = info.shapes.learn(print, shape, announce);
+            if let Some(difference) = &difference {
                 info.shape_changes += 1;
-                info.last_shape_change = Some(difference.to_owned());
+                info.last_shape_change = Some(difference.clone());
             }
         });
-        first
+        difference
     }
 
     pub fn count(&self, records: u64) {
@@ -380,12 +390,20 @@ impl JobStatus {
         JobCounters::sum(lock(&self.counters).iter())
     }
 
+    /// The job's graph, each stage's node naming the module it runs now.
+    pub fn graph(&self) -> Option<JobGraph> {
+        let mut graph = lock(&self.graph).clone()?;
+        let stages = lock(&self.stages);
+        graph.relabel(|stage| stages.get(stage).and_then(|info| info.origin.clone()));
+        Some(graph)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let records = self.records.load(Ordering::Relaxed);
         let counters = self.counters();
-        let graph = lock(&self.graph)
-            .as_ref()
-            .map(|graph| LiveGraph::of(graph, &counters, records));
+        let graph = self
+            .graph()
+            .map(|graph| LiveGraph::of(&graph, &counters, records));
         Snapshot {
             job: self.job.clone(),
             records,
@@ -485,20 +503,36 @@ mod tests {
     }
 
     #[test]
-    fn a_change_of_shape_is_counted_once_per_swap() {
+    fn a_new_shape_is_counted_once_for_the_job() {
+        use crate::shape::Shape;
+        let shape = |json: serde_json::Value| {
+            let mut builder = rivulet_rows::BatchBuilder::new();
+            builder.push(json.as_object().unwrap()).unwrap();
+            Shape::of(&builder.finish())
+        };
+        let (a, b) = (
+            shape(serde_json::json!({"x": 1})),
+            shape(serde_json::json!({"x": "1"})),
+        );
         let status = JobStatus::new("job");
         status.set_stage(StageInfo::builtin("map", Kind::Map));
-        assert!(status.shape_changed("map", 3, "added x (integer)"));
-        assert!(
-            !status.shape_changed("map", 3, "added x (integer)"),
+        assert_eq!(status.learn_shape("map", a.fingerprint(), &a, false), None);
+        assert_eq!(
+            status
+                .learn_shape("map", b.fingerprint(), &b, true)
+                .as_deref(),
+            Some("retyped x integer → text")
+        );
+        assert_eq!(
+            status.learn_shape("map", b.fingerprint(), &b, true),
+            None,
             "another task"
         );
-        assert!(status.shape_changed("map", 4, "removed x (integer)"));
         let map = status.stage("map").unwrap();
-        assert_eq!(map.shape_changes, 2);
+        assert_eq!(map.shape_changes, 1);
         assert_eq!(
             map.last_shape_change.as_deref(),
-            Some("removed x (integer)")
+            Some("retyped x integer → text")
         );
     }
 }

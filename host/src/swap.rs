@@ -265,7 +265,7 @@ fn outcome(
         info.hash = Some(module.hash.clone());
         info.size = module.size;
         info.load_ms = outcome.prepare_ms;
-        info.loaded_at = rivulet_sdk::time::iso8601(crate::source::kafka::now_millis());
+        info.loaded_at = rivulet_rows::time::iso8601(crate::source::kafka::now_millis());
         info.swaps += 1;
         info.last_swap_pause_us = Some(outcome.pause_us);
         info.swap_pauses.record(
@@ -461,7 +461,7 @@ pub fn takes_over(
             format!(
                 "{} of them fail, e.g. the window starting {} with key {}: ",
                 finished.errors.len(),
-                rivulet_sdk::time::iso8601(w.window_start),
+                rivulet_rows::time::iso8601(w.window_start),
                 w.key.to_json()
             )
         });

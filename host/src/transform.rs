@@ -24,14 +24,16 @@ pub struct Step<S: ?Sized> {
 }
 
 impl<S: ?Sized> Step<S> {
-    /// Looks at the step's output if its shape is unknown or it was just swapped; a swap
-    /// that changed it is announced.
+    /// Watches the shape of the step's output (one fingerprint per batch); a new one after
+    /// a swap is announced.
     pub fn watch(&mut self, rows: &Batch, status: Option<&crate::status::JobStatus>) {
-        if rows.len > 0
-            && self.shape.wants()
-            && let Some(change) = self.shape.observe(crate::shape::Shape::of(rows))
-        {
-            crate::shape::announce(status, &self.name, &change);
+        if rows.len > 0 {
+            self.shape.observe(
+                crate::shape::fingerprint(rows),
+                || crate::shape::Shape::of(rows),
+                status,
+                &self.name,
+            );
         }
     }
 }

@@ -579,3 +579,120 @@ path = "{}"
     job.kill().unwrap();
     job.wait().unwrap();
 }
+
+/// Runs a Kafka job that reads 10 records, then idles for `idle` until Ctrl-C; returns its
+/// stderr (logs at info).
+fn running_job_stderr(dir: &Path, extra: &[&str], idle: Duration) -> String {
+    use common::kafka::{TestBroker, produce};
+    let broker = TestBroker::embedded();
+    broker.topic("ticks", 1);
+    let records: Vec<(i32, String, Vec<u8>)> = (0..10)
+        .map(|id| (0, "k".to_owned(), format!(r#"{{"id":{id}}}"#).into_bytes()))
+        .collect();
+    produce(&broker.address(), "ticks", &records);
+    let spec = dir.join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"ticking\"\nparallelism = 1\n[source]\nkind = \"kafka\"\ntopic = \"ticks\"\nassign = \"all\"\nstart = \"earliest\"\n[[stages]]\nname = \"parse\"\nkind = \"parse\"\nbuiltin = \"json\"\n[sink]\nkind = \"file\"\npath = \"{}\"\n",
+            dir.join("out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let child = rivulet()
+        .args(["run", spec.to_str().unwrap(), "--control", "off"])
+        .args(["--brokers", &broker.address()])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("HOME", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(idle);
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+/// With standard error not a terminal (a pipe here), nothing of the ticker and no colour:
+/// not one escape character.
+#[test]
+fn with_stderr_not_a_terminal_no_ticker_and_no_ansi_colour_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = running_job_stderr(dir.path(), &[], Duration::from_millis(3000));
+    assert!(err.contains("INFO"), "logs at info: {err}");
+    assert!(!err.contains('\u{1b}'), "an escape sequence: {err:?}");
+    assert!(!err.contains(" · out "), "a ticker line: {err:?}");
+}
+
+/// `--ticker always` draws the progress line into the pipe too: each drawing erases the
+/// line and writes the figures (records in and their rate, results out), and every log
+/// line is written on an erased line (the ticker's drawn line erased first), never after
+/// the ticker's text.
+#[test]
+fn the_ticker_line_counts_records_in_and_out_and_never_shares_a_line_with_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = running_job_stderr(
+        dir.path(),
+        &["--ticker", "always"],
+        Duration::from_millis(4000),
+    );
+    const ERASE: &str = "\r\u{1b}[2K";
+    let drawn: Vec<&str> = err
+        .split(ERASE)
+        .skip(1)
+        .map(|part| part.split('\n').next().unwrap_or(""))
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(
+        drawn
+            .iter()
+            .any(|line| line.starts_with("in 10 (") && line.contains("/s) · out 10")),
+        "no ticker line with the 10 records: {drawn:?}"
+    );
+    // On the terminal, what follows the last erasure of a line is what stays visible.
+    for line in err.split('\n').filter(|l| l.contains("INFO")) {
+        let log = line.rsplit(ERASE).next().unwrap_or(line);
+        assert!(
+            log.starts_with(|c: char| c.is_ascii_digit()),
+            "a log line after something else: {line:?}"
+        );
+    }
+    // Erased at the end: the last thing written is a log line or the erasure.
+    assert!(err.ends_with('\n') || err.ends_with(ERASE), "{err:?}");
+}
+
+/// A source topic the broker does not have is named as such, not as a broker outage: the
+/// broker answers, the topic is missing.
+#[test]
+fn a_missing_source_topic_is_reported_as_missing_not_as_kafka_unreachable() {
+    let broker = common::kafka::TestBroker::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        "name = \"missing\"\n[source]\nkind = \"kafka\"\ntopic = \"no-such-source-topic\"\nassign = \"all\"\n[sink]\nkind = \"stdout\"\n",
+    )
+    .unwrap();
+    let out = rivulet()
+        .args(["run", spec.to_str().unwrap(), "--control", "off"])
+        .args(["--brokers", &broker.address(), "--connect-timeout", "3s"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "topic `no-such-source-topic` does not exist on Kafka at {}",
+            broker.address()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach Kafka"), "{err}");
+}

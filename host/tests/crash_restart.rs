@@ -801,6 +801,104 @@ fn ctrl_c_stops_within_seconds_when_the_broker_takes_nothing() {
     );
 }
 
+/// Kafka goes down under a running job: librdkafka reports it from every client every few
+/// hundred milliseconds, but the log gets one line per kind of message (not hundreds), and
+/// Ctrl-C still stops the job within 2 s (exit 0; nothing was left undelivered).
+#[test]
+fn a_broker_outage_logs_a_few_lines_and_ctrl_c_still_stops_within_2_s() {
+    use rdkafka::mocking::MockCluster;
+    use std::time::Instant;
+    let cluster = MockCluster::new(1).unwrap();
+    let address = cluster.bootstrap_servers();
+    cluster.create_topic("ids", 1, 1).unwrap();
+    let records: Vec<_> = (0..20)
+        .map(|i| (0, "k".to_owned(), format!(r#"{{"id":{i}}}"#).into_bytes()))
+        .collect();
+    produce(&address, "ids", &records);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "outage"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "ids"
+assign = "all"
+start = "earliest"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[sink]
+kind = "file"
+path = "{}"
+"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--brokers", &address])
+        .args(["--control", "127.0.0.1:0", "--control-token", "t"])
+        .args(["--commit-every", "200ms"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut job, said, _control) = common::with_control(child);
+    let started = Instant::now();
+    while std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 20
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job read nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a commit of all 20 go out, then take the broker down for 8 s.
+    std::thread::sleep(Duration::from_millis(600));
+    let before: Vec<String> = said.try_iter().collect();
+    cluster.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    interrupt(&job);
+    let interrupted = Instant::now();
+    let status = exit_within(&mut job, Duration::from_secs(10));
+    let took = interrupted.elapsed();
+    let during: Vec<String> = said.iter().collect();
+    assert!(status.success(), "{status:?}: {}", during.join("\n"));
+    let outage: Vec<&String> = during
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    eprintln!(
+        "outage: {} warnings and errors in 8 s, {} lines in all; stopped {took:?} after Ctrl-C",
+        outage.len(),
+        during.len()
+    );
+    assert!(
+        took <= Duration::from_secs(2),
+        "stopped {took:?} after Ctrl-C:\n{}",
+        during.join("\n")
+    );
+    // Each kind of message once (consumer, bootstrap, group coordinator; not one per retry).
+    assert!(
+        outage.len() <= 12,
+        "{} warnings and errors during an 8 s outage (before it: {} lines):\n{}",
+        outage.len(),
+        before.len(),
+        during.join("\n")
+    );
+}
+
 /// While the first Ctrl-C waits for the sink, a second one exits at once, with status 130.
 #[test]
 fn a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_broker() {

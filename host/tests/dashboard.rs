@@ -1,7 +1,8 @@
 //! The dashboard at the control address, in headless Chromium (chromedriver, driven with
 //! fantoccini) against a running `rivulet run`: the job graph is drawn with live counts, the
 //! stages show their modules, window results and dead letters (with their reasons) are
-//! listed, and a module swapped through the page's form runs. Saves `target/test-artifacts/dashboard.png` and prints the page's
+//! listed, a module swapped through the page's form runs and the graph names it; each
+//! source partition of a Kafka job is listed with its lag and watermark. Saves `target/test-artifacts/dashboard.png` and prints the page's
 //! weight and first paint (`--nocapture`).
 //!
 //! Skipped, saying so, only when chromedriver is absent and `RIVULET_REQUIRE_BROWSER` is not
@@ -183,16 +184,44 @@ max_wait = "20ms"
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
-    let Some(chromedriver) = chromedriver() else {
+/// chromedriver, or None (saying so) when the test is to be skipped.
+fn chromedriver_or_skip(test: &str) -> Option<PathBuf> {
+    let found = chromedriver();
+    if found.is_none() {
         assert!(
             std::env::var_os("RIVULET_REQUIRE_BROWSER").is_none(),
             "RIVULET_REQUIRE_BROWSER is set but chromedriver is not on PATH (apt-get install chromium chromium-driver)"
         );
         println!(
-            "SKIPPED dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form: no chromedriver on PATH (apt-get install chromium chromium-driver; set RIVULET_REQUIRE_BROWSER=1 to make this a failure)"
+            "SKIPPED {test}: no chromedriver on PATH (apt-get install chromium chromium-driver; set RIVULET_REQUIRE_BROWSER=1 to make this a failure)"
         );
+    }
+    found
+}
+
+/// Runs `checks` with a browser; pass or fail, the browser is closed after (chromedriver's
+/// end does not end the browser it started).
+async fn with_browser<F>(chromedriver: &Path, checks: impl FnOnce(Client) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (_driver, webdriver) = start_chromedriver(chromedriver);
+    let client = browser(&webdriver).await;
+    let outcome = tokio::spawn(checks(client.clone())).await;
+    let _ = client.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the checks did not finish: {failed}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
+    let Some(chromedriver) =
+        chromedriver_or_skip("dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -204,18 +233,116 @@ async fn dashboard_draws_the_live_graph_and_swaps_a_module_through_its_form() {
     assert_eq!(code, 200);
     assert_eq!(page, rivulet::http::DASHBOARD);
 
-    let (_driver, webdriver) = start_chromedriver(&chromedriver);
-    let client = browser(&webdriver).await;
-    // The checks run in a task of their own: pass or fail, the browser is closed after
-    // (chromedriver's end does not end the browser it started).
-    let outcome = tokio::spawn(check_the_page(client.clone(), job, page)).await;
-    let _ = client.close().await;
-    if let Err(failed) = outcome {
-        match failed.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(failed) => panic!("the checks did not finish: {failed}"),
-        }
-    }
+    with_browser(&chromedriver, |client| check_the_page(client, job, page)).await;
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+/// A Kafka job over two partitions with event-time windows: partition 0 holds 5 records of
+/// a window that fires and 7 of one that stays open, partition 1 holds 4 of the open one.
+/// The page lists each partition with its lag (the records of the open window: read, not
+/// committed) and its watermark (its largest event time, no out-of-orderness), both
+/// computed here from the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_lists_each_source_partition_with_its_lag_and_watermark() {
+    use common::kafka::{TestBroker, produce};
+    let Some(chromedriver) =
+        chromedriver_or_skip("dashboard_lists_each_source_partition_with_its_lag_and_watermark")
+    else {
+        return;
+    };
+    let broker = TestBroker::embedded();
+    broker.topic("partitions-in", 2);
+    let times: [Vec<i64>; 2] = [
+        (0..5)
+            .map(|i| T0 + i * 100)
+            .chain((0..7).map(|i| T0 + 20_000 + i * 150))
+            .collect(),
+        (0..4).map(|i| T0 + 20_000 + i * 100).collect(),
+    ];
+    let records: Vec<(i32, String, Vec<u8>)> = times
+        .iter()
+        .enumerate()
+        .flat_map(|(p, times)| {
+            times.iter().map(move |ts| {
+                let payload = format!(r#"{{"key":"k","ts":{ts}}}"#);
+                (p as i32, format!("k{p}"), payload.into_bytes())
+            })
+        })
+        .collect();
+    produce(&broker.address(), "partitions-in", &records);
+    let combined = times
+        .iter()
+        .map(|t| *t.iter().max().unwrap())
+        .min()
+        .unwrap();
+    let open_from = |ts: i64| ts - ts.rem_euclid(10_000) + 10_000 > combined;
+    let iso = |ms: i64| rivulet_sdk::time::iso8601(ms).replace(".000Z", "Z");
+    let expected: Vec<Vec<String>> = times
+        .iter()
+        .enumerate()
+        .map(|(p, times)| {
+            let backlog = times.len() - times.iter().position(|&ts| open_from(ts)).unwrap();
+            let watermark = *times.iter().max().unwrap();
+            vec![p.to_string(), backlog.to_string(), iso(watermark)]
+        })
+        .collect();
+    assert_eq!(expected[0][1], "7");
+    assert_eq!(expected[1][1], "4");
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "partitions"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "partitions-in"
+assign = "all"
+group = "partitions"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[window]
+key = "key"
+size = "10s"
+time = "event"
+timestamp = "ts"
+out_of_orderness = "0s"
+[aggregate]
+builtin = [{{ name = "n", fn = "count" }}]
+[sink]
+kind = "file"
+path = "{out}"
+"#,
+            out = dir.path().join("out.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run", spec.to_str().unwrap(), "--control", "127.0.0.1:0"])
+        .args(["--brokers", &broker.address(), "--control-token", TOKEN])
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (job, _lines, control) = common::with_control(child);
+    with_browser(&chromedriver, move |client| async move {
+        let _job = job;
+        client.goto(&format!("http://{control}/")).await.unwrap();
+        let want = serde_json::to_value(&expected).unwrap();
+        let script = format!(
+            "const rows = [...document.querySelectorAll('#partitions tr[data-partition]')].map(r => [...r.cells].map(c => c.textContent)); return JSON.stringify(rows) === JSON.stringify({want}) ? rows : null;"
+        );
+        let rows = wait_for(&client, "each partition's lag and watermark", &script).await;
+        assert_eq!(rows, want);
+    })
+    .await;
 }
 
 async fn check_the_page(client: Client, mut job: FedJob, page: String) {
@@ -342,7 +469,7 @@ async fn check_the_page(client: Client, mut job: FedJob, page: String) {
         &client,
         "the swap in the stage's history",
         &format!(
-            "const r = document.querySelector(\"tr[data-stage='parse']\"); return r && r.textContent.includes('{}') && r.textContent.includes('uploaded module') ? r.textContent : null;",
+            "const r = document.querySelector(\"tr[data-stage='parse']\"); return r && r.textContent.includes('{}') && r.textContent.includes('uploaded swap_parse_v2.wasm') ? r.textContent : null;",
             &v2[..12]
         ),
     )
@@ -350,6 +477,24 @@ async fn check_the_page(client: Client, mut job: FedJob, page: String) {
     assert!(
         history.as_str().unwrap().contains("1 (0 refused)"),
         "{history}"
+    );
+    // The graph names the module the stage runs now, on the page and at `/graph`.
+    let relabelled = wait_for(
+        &client,
+        "the swapped module in the graph",
+        "const t = [...document.querySelectorAll('#graph g.node title')].map(t => t.textContent); return t.includes('parse parse: uploaded swap_parse_v2.wasm') ? t : null;",
+    )
+    .await;
+    assert!(
+        !relabelled.to_string().contains("swap_parse_v1.wasm"),
+        "{relabelled}"
+    );
+    let (code, mermaid) =
+        rivulet::http::client::request(&control, "GET", "/graph", &[], None).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        mermaid.contains(r#"n2["parse parse: uploaded swap_parse_v2.wasm"]"#),
+        "{mermaid}"
     );
     // The module swapped in through the page runs: windows now count v2's records.
     let started = Instant::now();

@@ -512,9 +512,9 @@ fn aggregate_that_cannot_read_the_open_windows_accumulators_is_refused_and_resul
     );
 }
 
-/// A swap whose module produces other columns than the module before it is announced once
-/// per swap: counted in the stage's status (and in `/metrics`) with the difference. A swap
-/// that keeps the shape is not.
+/// A swap whose module produces other columns than the stage ever produced is announced
+/// once: counted in the stage's status (and in `/metrics`) with the difference. A swap that
+/// keeps the shape is not, nor one back to a shape the stage produced before.
 #[test]
 fn a_swap_that_changes_the_output_shape_is_counted_with_the_difference() {
     let broker = TestBroker::embedded();
@@ -552,6 +552,7 @@ fn a_swap_that_changes_the_output_shape_is_counted_with_the_difference() {
     let rows = feed(50);
     let pipeline = job.stop();
     assert_eq!(rows.len(), 200);
+    assert_eq!(rows[199]["value2"], 1990, "v1 again: {}", rows[199]);
     let status = &pipeline.status;
     let parse = status.stage("parse").unwrap();
     assert_eq!(
@@ -560,16 +561,61 @@ fn a_swap_that_changes_the_output_shape_is_counted_with_the_difference() {
         "v1 and v2 of parse produce the same columns"
     );
     let map = status.stage("map").unwrap();
-    assert_eq!(map.shape_changes, 2);
     assert_eq!(
-        map.last_shape_change.as_deref(),
-        Some("removed note (text); retyped value2 text → integer")
+        (map.swaps, map.shape_changes),
+        (2, 1),
+        "back to v1's shape, which went downstream before: not new"
     );
     let metrics = rivulet::http::metrics::encode(status).unwrap();
     assert!(
-        metrics.contains(r#"rivulet_stage_shape_changes_total{stage="map"} 2"#)
+        metrics.contains(r#"rivulet_stage_shape_changes_total{stage="map"} 1"#)
             && metrics.contains(r#"rivulet_stage_shape_changes_total{stage="parse"} 0"#),
         "{metrics}"
+    );
+}
+
+/// Every batch's shape is checked, not only the first after a swap: `swap_map_v4` keeps
+/// v1's columns for ids below 100 and switches to v3's from id 100 on. Its first batches
+/// are not announced; the later batch with the new shape is, once (more batches of it, and
+/// several batches in between, change nothing).
+#[test]
+fn a_new_output_shape_on_a_later_batch_after_a_swap_is_announced_once() {
+    let broker = TestBroker::embedded();
+    broker.topic("ids", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&parse_map_spec("ids", &out), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    let mut next = 0;
+    let mut feed = |n: i64| {
+        for id in next..next + n {
+            send(&producer, "ids", &format!(r#"{{"id":{id}}}"#), None);
+        }
+        next += n;
+        producer.flush(Duration::from_secs(30)).unwrap();
+        lines(&out, next as usize)
+    };
+    feed(40);
+    job.swap("map", module("swap_map_v4")).unwrap();
+    // Ids 40..100: v4 with v1's columns, in batches of at most 20 (the spec's).
+    let rows = feed(60);
+    assert_eq!(rows[99]["mapped_by"], "v4");
+    assert_eq!(rows[99]["value2"], 99, "v1's shape below id 100");
+    let map = job.status.stage("map").unwrap();
+    assert_eq!(
+        (map.swaps, map.shape_changes),
+        (1, 0),
+        "v4's batches so far all have v1's shape"
+    );
+    let rows = feed(60);
+    assert_eq!(rows[100]["value2"], "100", "v3's shape from id 100");
+    assert_eq!(rows[100]["note"], "reshaped");
+    let pipeline = job.stop();
+    let map = pipeline.status.stage("map").unwrap();
+    assert_eq!(map.shape_changes, 1, "three batches of the new shape: once");
+    assert_eq!(
+        map.last_shape_change.as_deref(),
+        Some("added note (text); retyped value2 integer → text")
     );
 }
 

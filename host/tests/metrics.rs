@@ -463,3 +463,113 @@ path = "{out}"
     assert_eq!(got.get(&lag(1)), Some(&0.0), "{text}");
     assert!(!got.contains_key(&lag(2)), "{text}");
 }
+
+/// A backlog shows as lag: records of a window still open are read but not committed (a
+/// restart reads them again), so each partition's lag is the number of its records from the
+/// first one in an open window on — computed here from the input — not 0.
+#[test]
+fn kafka_source_lag_counts_the_records_an_open_window_still_holds_per_partition() {
+    use common::kafka::{TestBroker, produce};
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    broker.topic("backlog-in", 2);
+    // Partition 0: 5 records in [T0, T0+10 s), then 7 in [T0+20 s, T0+30 s); partition 1: 4
+    // in [T0+20 s, T0+30 s). Each partition's watermark passes T0+20 s (no out-of-orderness):
+    // the first window fires, the second stays open.
+    let times: [Vec<i64>; 2] = [
+        (0..5)
+            .map(|i| T0 + i * 100)
+            .chain((0..7).map(|i| T0 + 20_000 + i * 100))
+            .collect(),
+        (0..4).map(|i| T0 + 20_000 + i * 100).collect(),
+    ];
+    let records: Vec<(i32, String, Vec<u8>)> = times
+        .iter()
+        .enumerate()
+        .flat_map(|(p, times)| {
+            times.iter().map(move |ts| {
+                (
+                    p as i32,
+                    format!("k{p}"),
+                    format!(r#"{{"key":"k","ts":{ts}}}"#).into_bytes(),
+                )
+            })
+        })
+        .collect();
+    produce(&address, "backlog-in", &records);
+    let watermark = times
+        .iter()
+        .map(|t| *t.iter().max().unwrap())
+        .min()
+        .unwrap();
+    let window_end = |ts: i64| ts - ts.rem_euclid(10_000) + 10_000;
+    let backlog: Vec<f64> = times
+        .iter()
+        .map(|times| {
+            let first_open = times
+                .iter()
+                .position(|&ts| window_end(ts) > watermark)
+                .unwrap();
+            (times.len() - first_open) as f64
+        })
+        .collect();
+    assert_eq!(backlog, [7.0, 4.0], "the input is as described");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        r#"
+name = "backlog"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "backlog-in"
+assign = "all"
+group = "backlog"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[window]
+key = "key"
+size = "10s"
+time = "event"
+timestamp = "ts"
+out_of_orderness = "0s"
+[aggregate]
+builtin = [{{ name = "n", fn = "count" }}]
+[sink]
+kind = "file"
+path = "{out}"
+"#,
+        out = dir.path().join("out.jsonl").display(),
+    );
+    let spec = PipelineSpec::parse(&spec, &dir.path().join("job.toml")).unwrap();
+    let mut options = options(dir.path());
+    options.brokers = Some(address.clone());
+    let stop = options.stop.clone();
+    let mut job = Job::from_spec(&spec, &options).unwrap();
+    let status = job.status.clone();
+    let running = std::thread::spawn(move || job.run().map_err(|e| e.to_string()));
+    let lag = |p: i32| format!(r#"rivulet_source_partition_lag{{partition="{p}"}}"#);
+    let started = std::time::Instant::now();
+    let (text, got) = loop {
+        let (text, got) = scrape(&status);
+        let done = got.get("rivulet_source_records_total") == Some(&16.0)
+            && got.get("rivulet_window_results_total") == Some(&1.0)
+            && [0, 1]
+                .iter()
+                .all(|&p| got.get(&lag(p)) == Some(&backlog[p as usize]));
+        if done || started.elapsed() > Duration::from_secs(30) {
+            break (text, got);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+    assert_eq!(
+        got.get("rivulet_source_records_total"),
+        Some(&16.0),
+        "{text}"
+    );
+    assert_eq!(got.get(&lag(0)), Some(&backlog[0]), "{text}");
+    assert_eq!(got.get(&lag(1)), Some(&backlog[1]), "{text}");
+}

@@ -46,6 +46,7 @@ mod scalar;
 mod ser;
 #[cfg(test)]
 mod tests;
+pub mod time;
 
 pub use batch::{Batch, Column, Packed, Values};
 pub use check::Breach;

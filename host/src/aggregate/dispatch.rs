@@ -11,8 +11,8 @@ use crate::spec::OnError;
 use crate::stage::isolate;
 use crate::window::exchange::Partials;
 use crate::window::{Firing, Targets, TumblingWindows};
+use rivulet_rows::time::iso8601;
 use rivulet_rows::{Batch, BatchBuilder, Scalar, WindowAcc};
-use rivulet_sdk::time::iso8601;
 use std::collections::{BTreeMap, HashMap};
 
 /// Name of the aggregate step in dead letters and logs.
@@ -380,14 +380,13 @@ impl Dispatch {
                     };
                     match outcome {
                         Ok(out) => {
-                            if generation_id == generations.current.id
-                                && out.rows.len > 0
-                                && generations.shape.wants()
-                                && let Some(change) = generations
-                                    .shape
-                                    .observe(crate::shape::Shape::of(&out.rows))
-                            {
-                                crate::shape::announce(self.samples.as_deref(), AGGREGATE, &change);
+                            if generation_id == generations.current.id && out.rows.len > 0 {
+                                generations.shape.observe(
+                                    crate::shape::fingerprint(&out.rows),
+                                    || crate::shape::Shape::of(&out.rows),
+                                    self.samples.as_deref(),
+                                    AGGREGATE,
+                                );
                             }
                             for error in &out.errors {
                                 let index = error.index as usize;

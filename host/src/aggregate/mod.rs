@@ -157,7 +157,7 @@ impl AccBudget {
             "accumulator limit of {} exceeded: the accumulator of key {} in the window starting {} would grow to {}, taking the stage's accumulators to {}; the record is not added and the window keeps its previous accumulator",
             human_bytes(self.cap),
             key.to_json(),
-            rivulet_sdk::time::iso8601(start),
+            rivulet_rows::time::iso8601(start),
             human_bytes(new),
             human_bytes(total)
         )

@@ -43,6 +43,8 @@ pub struct DemoArgs {
     listen: String,
     #[command(flatten)]
     control: super::run::ControlArgs,
+    #[command(flatten)]
+    ticker: super::ticker::TickerArgs,
 }
 
 fn step34(udfs: &Path, window: Duration) -> String {
@@ -164,6 +166,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Rebuild a step (`just udf parse-orders`) and the running demo picks it up.
     let control = super::run::Control::start(&args.control)?;
     control.attach(&job, !args.no_watch)?;
+    let ticker = super::ticker::Ticker::start(args.ticker.ticker);
+    ticker.follow(job.status.clone());
     // `--duration` counts from here: the components are loaded, seeding starts.
     if let Some(limit) = args.duration {
         let seeding = seeding.clone();
@@ -211,6 +215,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (_printer, printed) = printing
         .join()
         .map_err(|_| anyhow::anyhow!("the printer panicked"))?;
+    drop(ticker);
     eprintln!("seeded {written} orders ({malformed} malformed)");
     report(&job);
     result.context("step 3+4")?;

@@ -19,7 +19,12 @@ enum Format {
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     /// The pipeline spec (TOML).
-    spec: PathBuf,
+    #[arg(required_unless_present = "control", conflicts_with = "control")]
+    spec: Option<PathBuf>,
+    /// Instead of a spec: the running job at this control address (its stages name the
+    /// modules they run now, swapped ones included).
+    #[arg(long)]
+    control: Option<String>,
     #[arg(long, value_enum, default_value = "mermaid")]
     format: Format,
     /// Tasks to show (default: the spec's `parallelism`, else one per core).
@@ -34,7 +39,24 @@ pub struct CheckArgs {
 }
 
 pub fn graph(args: GraphArgs) -> anyhow::Result<()> {
-    let spec = PipelineSpec::load(&args.spec)?;
+    let format = match args.format {
+        Format::Mermaid => "mermaid",
+        Format::Dot => "dot",
+    };
+    let spec = match (&args.spec, &args.control) {
+        (Some(spec), _) => spec,
+        (None, Some(control)) => {
+            let token = rivulet::http::token::read_for(control);
+            let path = format!("/graph?format={format}");
+            let (code, body) =
+                rivulet::http::client::request(control, "GET", &path, &[], token.as_deref())?;
+            anyhow::ensure!(code == 200, "the job answered {code}: {body}");
+            print!("{body}");
+            return Ok(());
+        }
+        (None, None) => anyhow::bail!("give a spec or --control"),
+    };
+    let spec = PipelineSpec::load(spec)?;
     let tasks = args
         .parallelism
         .or(spec.parallelism)

@@ -10,6 +10,7 @@ mod run;
 mod seed;
 mod sql;
 mod swap;
+mod ticker;
 mod udf;
 
 use clap::{Parser, Subcommand};
@@ -67,9 +68,12 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    // Colour only on a terminal; each line erases the progress ticker's line first.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| rivulet::console::Erasing(std::io::stderr()))
         .with_target(false)
         .init();
 }

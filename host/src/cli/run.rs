@@ -26,6 +26,8 @@ pub struct RunArgs {
     watch: bool,
     #[command(flatten)]
     control: ControlArgs,
+    #[command(flatten)]
+    ticker: super::ticker::TickerArgs,
     /// How many tasks (threads) run the job, each with a share of the input and its own
     /// stage instances (default: the spec's `parallelism`, else the number of cores).
     #[arg(long)]
@@ -172,6 +174,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             commit_every: args.commit_every,
             watch: args.watch,
             control: &args.control,
+            ticker: args.ticker.ticker,
         },
     )
 }
@@ -183,6 +186,8 @@ pub struct RunSettings<'a> {
     /// Swap in a stage's module whenever its file changes.
     pub watch: bool,
     pub control: &'a ControlArgs,
+    /// The live progress line.
+    pub ticker: super::ticker::TickerMode,
 }
 
 /// Runs `spec` until it ends or is stopped, restarting it after a Kafka failure from its
@@ -191,6 +196,7 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
     let signalled = stop_on_signals()?;
     let runtime = Runtime::new(ModuleCache::default_location())?;
     let control = Control::start(args.control)?;
+    let ticker = super::ticker::Ticker::start(args.ticker);
     let mut restarts = 0;
     loop {
         // Each run of the job has its own stop flag: a signal sets it, and so does a task
@@ -212,6 +218,7 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
             other => other?,
         };
         control.attach(&job, args.watch)?;
+        ticker.follow(job.status.clone());
         let source = job.tasks.first().map(|t| t.source.name().to_owned());
         tracing::info!(job = %spec.name, source = source.unwrap_or_default(), sink = %job.sink().0, tasks = job.tasks.len(), "running");
         let started = std::time::Instant::now();

@@ -21,6 +21,8 @@ pub struct SqlArgs {
     commit_every: Duration,
     #[command(flatten)]
     control: ControlArgs,
+    #[command(flatten)]
+    ticker: super::ticker::TickerArgs,
     /// How many tasks run the job (default: SET 'parallelism.default', else one per core).
     #[arg(long)]
     parallelism: Option<usize>,
@@ -53,6 +55,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             commit_every: args.commit_every,
             watch: false,
             control: &args.control,
+            ticker: args.ticker.ticker,
         },
     )
 }

@@ -34,7 +34,16 @@ pub struct StatusArgs {
 pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("cannot read {}", args.module.display()))?;
-    let path = format!("/stages/{}/module", args.stage);
+    let file = args
+        .module
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = format!(
+        "/stages/{}/module?file={}",
+        rivulet::http::client::percent_encode(&args.stage),
+        rivulet::http::client::percent_encode(&file)
+    );
     let token = args
         .token
         .clone()
@@ -145,8 +154,30 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             window["too_late"],
             counters["watermark"]
                 .as_i64()
-                .map(rivulet_sdk::time::iso8601)
+                .map(rivulet_rows::time::iso8601)
                 .unwrap_or_else(|| "-".to_owned())
+        );
+    }
+    let time = |v: &serde_json::Value| {
+        v.as_i64()
+            .map(rivulet_rows::time::iso8601)
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    if window.is_object() {
+        println!(
+            "windows open {}  last fire: the window ending {}",
+            window["open_windows"],
+            time(&window["last_fire_end"])
+        );
+    }
+    for (partition, stats) in counters["partitions"].as_object().into_iter().flatten() {
+        println!(
+            "partition {partition}: lag {}  watermark {}",
+            stats["lag"]
+                .as_i64()
+                .map(|lag| lag.to_string())
+                .unwrap_or_else(|| "-".to_owned()),
+            time(&stats["watermark"])
         );
     }
     println!(

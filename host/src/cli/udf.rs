@@ -65,7 +65,7 @@ pub struct TestArgs {
 fn instant(text: &str) -> Result<i64, String> {
     match text.parse::<i64>() {
         Ok(millis) => Ok(millis),
-        Err(_) => rivulet_sdk::time::parse_iso8601(text).map_err(|err| err.to_string()),
+        Err(_) => rivulet_rows::time::parse_iso8601(text).map_err(|err| err.to_string()),
     }
 }
 
@@ -86,7 +86,7 @@ impl Window<'_> {
             }
             Some(Scalar::Integer(ms)) => ms,
             Some(Scalar::Float(ms)) if ms.is_finite() => ms as i64,
-            Some(Scalar::Text(text)) => rivulet_sdk::time::parse_iso8601(&text)
+            Some(Scalar::Text(text)) => rivulet_rows::time::parse_iso8601(&text)
                 .map_err(|err| format!("no event time: field `{field}`: {err}"))?,
             Some(_) => {
                 return Err(format!(

@@ -15,7 +15,7 @@ use crate::source::kafka::Assignment as Restart;
 use crate::spec::OnError;
 use crate::window::Firing;
 use rivulet_rows::RawBatch;
-use rivulet_sdk::time::iso8601;
+use rivulet_rows::time::iso8601;
 use std::collections::BTreeMap;
 
 /// Name of this step in dead letters and logs.

@@ -385,7 +385,7 @@ mod tests {
         let results = merge.fire().unwrap();
         let mut got: Vec<_> = results.parts.iter().flat_map(counts).collect();
         got.sort();
-        let start = rivulet_sdk::time::iso8601(0);
+        let start = rivulet_rows::time::iso8601(0);
         assert_eq!(
             got,
             vec![(start.clone(), "new".into(), 3), (start, "paid".into(), 1)]

@@ -104,7 +104,7 @@ fn value_of(ty: ColumnType, column: &Column, i: usize) -> Result<Value, String> 
         (ColumnType::Timestamp { precision, .. }, _) => {
             let millis = match &scalar {
                 Scalar::Integer(ms) => *ms,
-                Scalar::Text(text) => rivulet_sdk::time::parse_iso8601(text)
+                Scalar::Text(text) => rivulet_rows::time::parse_iso8601(text)
                     .map_err(|err| format!("not a timestamp: {err}"))?,
                 _ => return Err(mismatch()),
             };

@@ -56,3 +56,61 @@ pub fn request(
         .map_err(|err| failed(err.to_string()))?;
     Ok((code, text))
 }
+
+/// `text` as a query-string value: every byte but ASCII letters, digits and `-._~` as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A query-string value decoded: `%XX` to its byte, `+` to a space (invalid UTF-8 replaced).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_value_survives_encoding_and_decoding() {
+        let name = "my step (v2)/ünï+code.wasm";
+        let encoded = percent_encode(name);
+        assert_eq!(encoded, "my%20step%20%28v2%29%2F%C3%BCn%C3%AF%2Bcode.wasm");
+        assert_eq!(percent_decode(&encoded), name);
+        assert_eq!(
+            percent_decode("a+b%2"),
+            "a b%2",
+            "a cut escape stays as it is"
+        );
+    }
+}

@@ -204,6 +204,12 @@ impl Collector for JobMetrics {
                 "Replayed records whose window had closed before a restart.",
                 w.replay_skipped,
             )?;
+            ConstGauge::new(w.open_windows as i64).encode(e.encode_descriptor(
+                "windows_open",
+                "Windows held now: open, or fired and within their allowed lateness.",
+                None,
+                MetricType::Gauge,
+            )?)?;
         }
         if let Some(watermark) = job.watermark {
             ConstGauge::new(watermark as f64 / 1000.0).encode(e.encode_descriptor(

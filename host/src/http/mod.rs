@@ -6,8 +6,11 @@
 //!   needs;
 //! * `GET /status` — the job, each stage's module and the job's counters, as JSON;
 //! * `GET /metrics` — the same counters in the Prometheus text format ([`metrics`]);
-//! * `POST /stages/{name}/module` with a component as the body — swap it in (answers once
-//!   the swap is done or rejected). It needs the job's bearer token ([`token`]).
+//! * `GET /graph?format=mermaid|dot` — the job's operator graph, each stage naming the
+//!   module it runs now (`rivulet graph --control`);
+//! * `POST /stages/{name}/module[?file=<name>]` with a component as the body — swap it in
+//!   (answers once the swap is done or rejected); `file` names it in the status and the
+//!   graph. It needs the job's bearer token ([`token`]).
 //!
 //! Bound to a loopback address, the read-only endpoints are open; bound to any other
 //! address, every endpoint needs the token.
@@ -21,7 +24,7 @@ use crate::swap::SwapRequest;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::net::SocketAddr;
@@ -120,6 +123,7 @@ fn router(shared: Shared) -> Router {
         .route("/", get(dashboard))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/graph", get(graph))
         .route("/stages/{name}/module", post(swap))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -201,9 +205,59 @@ async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+async fn graph(State(shared): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers, shared.guard_reads) {
+        return refused;
+    }
+    let Some(current) = shared.target.current() else {
+        return no_job();
+    };
+    let Some(graph) = current.status.graph() else {
+        return error(StatusCode::NOT_FOUND, "this job has no graph");
+    };
+    let text = match query_value(&uri, "format").as_deref() {
+        None | Some("mermaid") => graph.mermaid(),
+        Some("dot") => graph.dot(),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown graph format `{other}` (mermaid or dot)"),
+            );
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// The value of `name` in the request's query string, percent-decoded.
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| client::percent_decode(value))
+    })
+}
+
+/// How an uploaded module is named: its file name (no directories, printable, at most 100
+/// characters), if the caller gave one.
+fn upload_origin(file: Option<String>) -> String {
+    let name: Option<String> = file.map(|file| {
+        let base = file.rsplit(['/', '\\']).next().unwrap_or_default();
+        base.chars().filter(|c| !c.is_control()).take(100).collect()
+    });
+    match name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => format!("{} {name}", crate::status::UPLOADED),
+        None => format!("{} module", crate::status::UPLOADED),
+    }
+}
+
 async fn swap(
     State(shared): State<Shared>,
     Path(stage): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -223,7 +277,7 @@ async fn swap(
     let request = SwapRequest {
         stage,
         bytes: body.to_vec(),
-        origin: "uploaded module".to_owned(),
+        origin: upload_origin(query_value(&uri, "file")),
         reply: Some(reply),
     };
     let Some(requests) = &current.requests else {

@@ -54,6 +54,15 @@ pub enum KafkaError {
         attempts: u32,
         reason: String,
     },
+    /// The broker answers, but has no such topic (nor created it on asking).
+    #[error(
+        "topic `{topic}` does not exist on Kafka at {brokers} (the broker answered {attempts} times without it): create it, or check the spec's topic name"
+    )]
+    NoTopic {
+        brokers: String,
+        topic: String,
+        attempts: u32,
+    },
     #[error("Kafka {what}: {error}")]
     Client {
         what: String,
@@ -97,6 +106,8 @@ pub fn wait_for_kafka<C: ClientContext>(
         let ask = left().map_or(Duration::from_secs(2), |l| {
             l.clamp(Duration::from_millis(100), Duration::from_secs(2))
         });
+        // Whether the broker answered without the topic (not an outage).
+        let mut missing = false;
         let reason = match client.fetch_metadata(Some(topic), ask) {
             Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
@@ -104,10 +115,19 @@ pub fn wait_for_kafka<C: ClientContext>(
                 }
                 _ if !need_topic => return Ok(Vec::new()),
                 Some(t) => match t.error() {
+                    Some(
+                        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+                    ) => {
+                        missing = true;
+                        format!("topic `{topic}` does not exist")
+                    }
                     Some(err) => format!("topic `{topic}`: {:?}", err),
                     None => format!("topic `{topic}` has no partitions"),
                 },
-                None => format!("topic `{topic}` does not exist"),
+                None => {
+                    missing = true;
+                    format!("topic `{topic}` does not exist")
+                }
             },
             Err(err) => err.to_string(),
         };
@@ -116,6 +136,13 @@ pub fn wait_for_kafka<C: ClientContext>(
         }
         // Give up at the timeout, not before: the last wait is cut to what is left.
         if left().is_some_and(|l| l.is_zero()) {
+            if missing {
+                return Err(KafkaError::NoTopic {
+                    brokers: config.brokers.clone(),
+                    topic: topic.to_owned(),
+                    attempts,
+                });
+            }
             return Err(KafkaError::Unreachable {
                 brokers: config.brokers.clone(),
                 topic: topic.to_owned(),
@@ -124,7 +151,14 @@ pub fn wait_for_kafka<C: ClientContext>(
             });
         }
         let pause = left().map_or(backoff, |l| backoff.min(l));
-        tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64());
+        match missing {
+            true => {
+                tracing::warn!(brokers = %config.brokers, "{reason} (the broker answers); asking again in {:.1}s", pause.as_secs_f64())
+            }
+            false => {
+                tracing::warn!(brokers = %config.brokers, "Kafka not ready ({reason}); retrying in {:.1}s", pause.as_secs_f64())
+            }
+        }
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if stop.load(Ordering::Relaxed) {

@@ -26,7 +26,8 @@ impl LineSink {
     pub fn stdout() -> Self {
         LineSink {
             target: "standard output".into(),
-            out: Box::new(std::io::stdout()),
+            // Results on a terminal erase the progress ticker's line first.
+            out: Box::new(crate::console::Erasing(std::io::stdout())),
             written: 0,
             acks: Acks::default(),
         }

@@ -11,7 +11,7 @@ use crate::source::FileSplit;
 use crate::spec::TimeDomain;
 use crate::window::exchange::Ready;
 use crate::window::{Exchange, Firing, TaskId};
-use rivulet_sdk::time::iso8601;
+use rivulet_rows::time::iso8601;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

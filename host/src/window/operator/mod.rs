@@ -248,6 +248,10 @@ impl Windowing {
     /// Finishes fired windows into result rows.
     pub(super) fn finish(&mut self, firings: Vec<Firing<Acc>>) -> Result<Results, PipelineError> {
         let now = now_millis();
+        if let Some(end) = firings.iter().filter(|f| !f.update).map(|f| f.end).max() {
+            self.stats.last_fire_end = self.stats.last_fire_end.max(Some(end));
+            self.stats.last_fire_at = Some(now);
+        }
         for firing in firings.iter().filter(|f| !f.update && f.end <= now) {
             let late = Duration::from_millis(u64::try_from(now - firing.end).unwrap_or(0));
             self.stats
@@ -260,7 +264,10 @@ impl Windowing {
     }
 
     pub fn stats(&self) -> WindowStats {
-        self.stats
+        WindowStats {
+            open_windows: self.windows.open_windows() as u64,
+            ..self.stats
+        }
     }
 
     /// Per partition, the lowest offset an open window (or, with several tasks, a window

@@ -1,8 +1,8 @@
 //! A row's place in its batch: the source record it came from (its partition and offset)
 //! and its event time.
 
+use rivulet_rows::time::parse_iso8601;
 use rivulet_rows::{Batch, Column, RawBatch, Values};
-use rivulet_sdk::time::parse_iso8601;
 
 /// Where a row's source record is: its index in the batch, its partition and offset.
 pub(crate) struct Origin<'a> {

@@ -1,6 +1,7 @@
 //! Hot-swap test map step, built in variants: `v1` (value2 = value), `v2` (value2 = value +
 //! 1000). Output tags the variant. `v3` changes the output's shape: value2 as text, and a
-//! new column `note`.
+//! new column `note`. `v4` is `v1` for ids below 100 and `v3`'s shape from id 100 on (a
+//! shape that changes on a later batch, not the first).
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,7 @@ pub enum Output {
 pub fn map(parsed: Parsed) -> Output {
     let offset = if VARIANT == "v2" { 1000 } else { 0 };
     let value2 = parsed.value + offset;
-    if VARIANT == "v3" {
+    if VARIANT == "v3" || (VARIANT == "v4" && parsed.id >= 100) {
         return Output::Reshaped(Reshaped {
             parsed,
             mapped_by: VARIANT,

@@ -1,7 +1,7 @@
 //! ISO-8601 timestamps without a calendar crate: UTC milliseconds to text and back.
 //!
 //! ```
-//! use rivulet_sdk::time::{iso8601, parse_iso8601};
+//! use rivulet_rows::time::{iso8601, parse_iso8601};
 //!
 //! assert_eq!(iso8601(1_716_467_696_000), "2024-05-23T12:34:56Z");
 //! assert_eq!(parse_iso8601("2024-05-23T12:34:56Z"), Ok(1_716_467_696_000));
@@ -13,7 +13,7 @@ use std::fmt;
 /// Text that is not an ISO-8601 timestamp this module understands.
 ///
 /// ```
-/// assert!(rivulet_sdk::time::parse_iso8601("yesterday").is_err());
+/// assert!(rivulet_rows::time::parse_iso8601("yesterday").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeError {
@@ -61,8 +61,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// milliseconds are not zero).
 ///
 /// ```
-/// assert_eq!(rivulet_sdk::time::iso8601(0), "1970-01-01T00:00:00Z");
-/// assert_eq!(rivulet_sdk::time::iso8601(-1), "1969-12-31T23:59:59.999Z");
+/// assert_eq!(rivulet_rows::time::iso8601(0), "1970-01-01T00:00:00Z");
+/// assert_eq!(rivulet_rows::time::iso8601(-1), "1969-12-31T23:59:59.999Z");
 /// ```
 pub fn iso8601(millis: i64) -> String {
     let days = millis.div_euclid(86_400_000);
@@ -81,7 +81,7 @@ pub fn iso8601(millis: i64) -> String {
 /// milliseconds since the Unix epoch. Fractions finer than milliseconds are truncated.
 ///
 /// ```
-/// use rivulet_sdk::time::parse_iso8601;
+/// use rivulet_rows::time::parse_iso8601;
 ///
 /// assert_eq!(parse_iso8601("1970-01-01 00:00:01.5Z"), Ok(1500));
 /// assert!(parse_iso8601("2024-02-30T00:00:00Z").is_err());
