@@ -3,7 +3,9 @@
 
 use super::SqlJob;
 use crate::graph::JobGraph;
-use crate::spec::{BuiltinFn, OnError, PipelineSpec, SinkSpec, SourceSpec, StartAt, TimeDomain};
+use crate::spec::{
+    BuiltinFn, OnError, PipelineSpec, SinkSpec, SourceSpec, StageKind, StartAt, TimeDomain,
+};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -56,6 +58,26 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
         let _ = writeln!(out, "  brokers:   {brokers}");
     }
     for stage in &spec.stages {
+        match stage.kind {
+            StageKind::Filter => {
+                let condition = stage.condition.as_deref().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  filter:    {} (built-in: WHERE {condition})",
+                    stage.name
+                );
+                continue;
+            }
+            StageKind::Project => {
+                let list = stage.select.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "  project:   {} (built-in: SELECT {list})", stage.name);
+                for (name, path) in &stage.functions {
+                    let _ = writeln!(out, "  function:  {name} = {}", path.display());
+                }
+                continue;
+            }
+            StageKind::Parse | StageKind::Map => {}
+        }
         let errors = match stage.on_error {
             OnError::Drop => "malformed records dropped and counted",
             OnError::Dlq => "malformed records to the dead letters",
@@ -108,11 +130,18 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
             .collect();
         let _ = writeln!(out, "  aggregate: {}", list.join(", "));
     }
-    let _ = writeln!(
-        out,
-        "  sink:      {} (JSON: window_start, window_end as ISO-8601 text)",
-        sink(spec)
-    );
+    let encoding = match spec.window {
+        Some(_) => " (JSON: window_start, window_end as ISO-8601 text)",
+        None => " (JSON)",
+    };
+    let _ = writeln!(out, "  sink:      {}{encoding}", sink(spec));
+    for other in &job.also {
+        let _ = writeln!(
+            out,
+            "  also:      job {} (a statement set's INSERT, run side by side)",
+            other.name
+        );
+    }
     for note in &job.notes {
         let _ = writeln!(out, "  note:      {note}");
     }
