@@ -113,10 +113,10 @@ impl JobGraph {
         for stage in &spec.stages {
             let logic = match (&stage.module, &stage.builtin) {
                 _ if stage.kind == crate::spec::StageKind::Filter => {
-                    format!("where {}", stage.condition.as_deref().unwrap_or_default())
+                    stage.condition.clone().unwrap_or_default()
                 }
                 _ if stage.kind == crate::spec::StageKind::Project => {
-                    format!("select {}", stage.select.as_deref().unwrap_or_default())
+                    stage.select.clone().unwrap_or_default()
                 }
                 (Some(module), _) => file_name(module),
                 (None, Some(builtin)) => format!("built-in {builtin}"),

@@ -384,7 +384,7 @@ fn unsupported_constructs_are_named_with_their_line_and_column() {
     let cases = [
         (
             format!("SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} WHERE UPPER(amount) = 'X' GROUP BY window_start, window_end, status"),
-            "6:140: UPPER needs a STRING, but this is DOUBLE",
+            "6:134: UPPER needs a STRING, but this is DOUBLE",
         ),
         (
             format!("SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} GROUP BY window_start, window_end, status ORDER BY status"),

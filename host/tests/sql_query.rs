@@ -150,6 +150,14 @@ WHERE (amount > 100 OR qty IN (0, 5)) AND status NOT LIKE '%cancel%' AND id % 2 
             })
         })
         .collect();
+    // The JSON sink leaves NULL columns out.
+    let expected: Vec<Value> = expected
+        .into_iter()
+        .map(|mut row| {
+            row.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+            row
+        })
+        .collect();
     assert!(expected.len() > 5, "the data exercises the filter");
     assert_eq!(rows(&dir.path().join("out.jsonl")), expected);
 }
@@ -239,39 +247,39 @@ fn expression_mistakes_and_unsupported_constructs_are_named_with_their_position(
     let cases = [
         (
             "SELECT UPPER(colour) FROM orders",
-            "4:14: table `orders` has no column `colour` (it has id, status, amount, qty, region)",
+            "4:28: table `orders` has no column `colour` (it has id, status, amount, qty, region)",
         ),
         (
             "SELECT SHOUT(status) FROM orders",
-            "4:8: unknown function `SHOUT` (built in: UPPER, LOWER, CONCAT, TRIM, CHAR_LENGTH, SUBSTRING, COALESCE, ABS; or CREATE FUNCTION SHOUT AS 'udf.wasm' LANGUAGE WASM)",
+            "4:22: unknown function `SHOUT` (built in: UPPER, LOWER, CONCAT, TRIM, CHAR_LENGTH, SUBSTRING, COALESCE, ABS; or CREATE FUNCTION SHOUT AS 'udf.wasm' LANGUAGE WASM)",
         ),
         (
             "SELECT UPPER(amount) FROM orders",
-            "4:14: UPPER needs a STRING, but this is DOUBLE",
+            "4:28: UPPER needs a STRING, but this is DOUBLE",
         ),
         (
             "SELECT status FROM orders WHERE status + 1 > 2",
-            "4:33: `+` needs numbers, but this is STRING",
+            "4:47: `+` needs numbers, but this is STRING",
         ),
         (
             "SELECT status FROM orders WHERE amount = 'ten'",
-            "4:33: cannot compare DOUBLE with STRING",
+            "4:47: cannot compare DOUBLE with STRING",
         ),
         (
             "SELECT status FROM orders WHERE amount",
-            "4:33: WHERE needs a BOOLEAN condition, but `amount` is DOUBLE",
+            "4:47: WHERE needs a BOOLEAN condition, but `amount` is DOUBLE",
         ),
         (
             "SELECT CAST(amount AS DECIMAL(10, 2)) FROM orders",
-            "4:8: CAST to DECIMAL(10,2) is not supported yet",
+            "4:27: CAST to DECIMAL(10,2) is not supported yet",
         ),
         (
             "SELECT status FROM orders WHERE EXISTS (SELECT 1)",
-            "4:33: the expression `EXISTS (SELECT 1)` is not supported yet",
+            "4:55: the expression `EXISTS (SELECT 1)` is not supported yet",
         ),
         (
             "SELECT amount * 2 FROM orders",
-            "4:8: column `a` of `o` is STRING, but the SELECT list gives it DOUBLE (`amount * 2`)",
+            "4:22: column `a` of `o` is STRING, but the SELECT list gives it DOUBLE (`amount * 2`)",
         ),
     ];
     for (select, expected) in cases {
@@ -432,7 +440,11 @@ INSERT INTO out SELECT tsMillis, high_value(customer, status, region, amount, ts
     // a row it drops gives NULL.
     let expected: Vec<Value> = orders()
         .iter()
-        .map(|o| json!({"tsMillis": o.id, "big_customer": (o.amount >= 50.0).then(|| format!("c{}", o.id))}))
+        .map(|o| match o.amount >= 50.0 {
+            true => json!({"tsMillis": o.id, "big_customer": format!("c{}", o.id)}),
+            // NULL: left out by the JSON sink.
+            false => json!({"tsMillis": o.id}),
+        })
         .collect();
     assert_eq!(got, expected);
 
@@ -452,7 +464,10 @@ INSERT INTO out SELECT tsMillis, high_value(customer, status, region, amount, ts
     let java = script.replace("LANGUAGE WASM", "LANGUAGE JAVA");
     assert_eq!(
         plan_in(dir.path(), &java).unwrap_err(),
-        "1:81: LANGUAGE JAVA is not supported yet (functions are Wasm map components: LANGUAGE WASM)".replace("1:81", &format!("1:{}", 50 + module.display().to_string().len()))
+        format!(
+            "1:{}: LANGUAGE JAVA is not supported yet (functions are Wasm map components: LANGUAGE WASM)",
+            53 + module.display().to_string().len()
+        )
     );
 }
 

@@ -500,3 +500,64 @@ fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::expr::{Scope, compile, parse_expr};
+    use rivulet_rows::BatchBuilder;
+
+    /// `text` over rows of (a, b), each possibly NULL: the values and the row errors.
+    fn run(text: &str, rows: &[(Option<i64>, Option<i64>)]) -> (Vec<Value>, Vec<Option<String>>) {
+        let mut builder = BatchBuilder::new();
+        for (a, b) in rows {
+            builder.push(&serde_json::json!({"a": a, "b": b})).unwrap();
+        }
+        let batch = builder.finish();
+        let mut scope = Scope::open(vec![
+            ("a".into(), Type::Integer),
+            ("b".into(), Type::Integer),
+        ]);
+        let typed = compile(&parse_expr(text).unwrap(), &mut scope).unwrap();
+        let mut udfs: Vec<(String, Box<dyn MapStage>)> = Vec::new();
+        let mut eval = Eval::new(&batch, &scope.columns, &mut udfs);
+        let all: Vec<u32> = (0..batch.len).collect();
+        let values = eval.eval(&typed, &all);
+        (values, eval.errors)
+    }
+
+    #[test]
+    fn and_or_not_follow_three_valued_logic() {
+        let rows = [
+            (Some(1), Some(1)),
+            (Some(1), None),
+            (None, Some(0)),
+            (None, None),
+            (Some(0), Some(0)),
+        ];
+        let (t, f, n) = (Value::Bool(true), Value::Bool(false), Value::Null);
+        let (and, _) = run("a = 1 AND b = 1", &rows);
+        assert_eq!(and, [t.clone(), n.clone(), f.clone(), n.clone(), f.clone()]);
+        let (or, _) = run("a = 1 OR b = 1", &rows);
+        assert_eq!(or, [t.clone(), t.clone(), n.clone(), n.clone(), f.clone()]);
+        let (not, _) = run("NOT (a = 1)", &rows);
+        assert_eq!(not, [f.clone(), f.clone(), n.clone(), n.clone(), t.clone()]);
+        let (is_null, _) = run("a IS NULL", &rows);
+        assert_eq!(is_null, [f.clone(), f.clone(), t.clone(), t.clone(), f]);
+    }
+
+    #[test]
+    fn only_the_branch_a_row_takes_is_computed() {
+        let rows = [(Some(6), Some(0)), (Some(6), Some(3)), (None, Some(0))];
+        let (values, errors) = run("CASE WHEN b = 0 THEN -1 ELSE a / b END", &rows);
+        assert_eq!(values, [Value::Int(-1), Value::Int(2), Value::Int(-1)]);
+        assert_eq!(errors, [None, None, None]);
+        let (_, errors) = run("b <> 0 AND a / b > 1", &rows);
+        assert_eq!(errors, [None, None, None]);
+        let (values, errors) = run("a / b", &rows);
+        assert_eq!(values, [Value::Null, Value::Int(2), Value::Null]);
+        // NULL / 0 is NULL: the division never happens.
+        assert_eq!(errors, [Some("division by zero".to_owned()), None, None]);
+    }
+}
