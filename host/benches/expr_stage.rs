@@ -21,11 +21,13 @@ const ROUNDS: usize = 300;
 fn orders() -> Batch {
     let mut builder = BatchBuilder::new();
     for i in 0..BATCH {
+        let status = ["NEW", "SHIPPED", "DELIVERED"][i % 3];
+        let region = ["eu-west", "us-east"][i % 2];
         builder
             .push(&serde_json::json!({
                 "customer": format!("customer-{:03}", i % 500),
-                "status": ["NEW", "SHIPPED", "DELIVERED"][i % 3],
-                "region": ["eu-west", "us-east"][i % 2],
+                "status": status,
+                "region": region,
                 "amount": (i * 37 % 900) as f64 + 0.25,
                 "tsMillis": 1_716_467_700_000i64 + i as i64,
             }))

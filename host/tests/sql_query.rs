@@ -166,7 +166,8 @@ WHERE (amount > 100 OR qty IN (0, 5)) AND status NOT LIKE '%cancel%' AND id % 2 
 fn where_follows_three_valued_logic_with_nulls() {
     let dir = tempfile::tempdir().unwrap();
     write_orders(&dir.path().join("orders.jsonl"));
-    let cases: [(&str, fn(&Order) -> bool); 5] = [
+    type Keep = fn(&Order) -> bool;
+    let cases: [(&str, Keep); 5] = [
         // region is NULL for a third of the orders: NOT (NULL = 'eu-west') is NULL, dropped.
         ("NOT (region = 'eu-west')", |o| {
             o.region.is_some_and(|r| r != "eu-west")

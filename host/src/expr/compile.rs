@@ -280,13 +280,13 @@ pub fn compile(expr: &Expr, scope: &mut Scope) -> Result<Typed, ExprError> {
                 Some(ty) => ty,
             };
             let arg = boxed(inner, scope)?;
-            let allowed = match (arg.ty, ty) {
-                (Type::Boolean, Type::Timestamp) | (Type::Timestamp, Type::Boolean) => false,
-                (Type::Float, Type::Timestamp) | (Type::Timestamp, Type::Integer | Type::Float) => {
-                    false
-                }
-                _ => true,
-            };
+            let allowed = !matches!(
+                (arg.ty, ty),
+                (Type::Boolean, Type::Timestamp)
+                    | (Type::Timestamp, Type::Boolean)
+                    | (Type::Float, Type::Timestamp)
+                    | (Type::Timestamp, Type::Integer | Type::Float)
+            );
             if !allowed {
                 return Err(ExprError::invalid(
                     span,
