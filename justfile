@@ -141,6 +141,10 @@ compose-check:
 bench-pipeline: udfs
     cargo bench -p rivulet --bench pipeline
 
+# Per-record cost of the built-in filter + project stages against a Wasm map doing the same.
+bench-expr: udfs
+    cargo bench -p rivulet --bench expr_stage
+
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
 # pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs test-guests

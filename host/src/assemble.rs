@@ -20,7 +20,9 @@ use crate::spec::{
     OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind, ValueFields,
 };
 use crate::stage::avro::{AvroFormat, AvroParse};
+use crate::stage::filter::Filter;
 use crate::stage::json::JsonParse;
+use crate::stage::project::Project;
 use crate::stage::sink_encoding::{AvroTarget, KeyEncoding, SinkEncoding, ValueEncoding};
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
@@ -78,6 +80,8 @@ struct Modules {
     maps: Vec<UdfModule>,
     format: Option<UdfModule>,
     aggregate: Option<UdfModule>,
+    /// The Wasm functions of `filter` and `project` stages: (stage, function name, module).
+    functions: Vec<(String, String, UdfModule)>,
 }
 
 impl Pipeline {
@@ -437,6 +441,7 @@ impl Modules {
             maps: Vec::new(),
             format: None,
             aggregate: None,
+            functions: Vec::new(),
         };
         for stage in &spec.stages {
             match (stage.kind, &stage.module) {
@@ -458,6 +463,24 @@ impl Modules {
                         "stage `{}` has no module",
                         stage.name
                     )));
+                }
+                (StageKind::Filter | StageKind::Project, _) => {
+                    status.set_stage(StageInfo::builtin(&stage.name, Kind::Map));
+                    for (name, path) in &stage.functions {
+                        let module =
+                            load(runtime, &spec.name, &format!("{}.{name}", stage.name), path)?;
+                        if module.kind != Kind::Map {
+                            return Err(PipelineError::Config(format!(
+                                "stage `{}`: function `{name}` ({}) is a {} component; a function is a map component",
+                                stage.name,
+                                path.display(),
+                                module.kind
+                            )));
+                        }
+                        modules
+                            .functions
+                            .push((stage.name.clone(), name.clone(), module));
+                    }
                 }
             }
         }
@@ -482,7 +505,7 @@ impl Modules {
             if stage.module.is_some() {
                 let kind = match stage.kind {
                     StageKind::Parse => Kind::Parse,
-                    StageKind::Map => Kind::Map,
+                    StageKind::Map | StageKind::Filter | StageKind::Project => Kind::Map,
                 };
                 swappable.insert(stage.name.clone(), (kind, stage.limits));
             }
@@ -536,6 +559,48 @@ impl Modules {
                     }
                     _ => parse = Some(step(Box::new(JsonParse))),
                 },
+                (StageKind::Filter | StageKind::Project, _) => {
+                    let program =
+                        crate::expr::program::compile_stage(stage).map_err(|(field, reason)| {
+                            PipelineError::Config(format!(
+                                "stage `{}`: `{field}`: {reason}",
+                                stage.name
+                            ))
+                        })?;
+                    let mut functions: Vec<(String, Box<dyn MapStage>)> = Vec::new();
+                    for name in &program.scope.udfs {
+                        let module = self
+                            .functions
+                            .iter()
+                            .find(|(s, n, _)| *s == stage.name && n == name)
+                            .map(|(_, _, m)| m)
+                            .ok_or_else(|| {
+                                PipelineError::Config(format!(
+                                    "stage `{}`: function `{name}` is not loaded",
+                                    stage.name
+                                ))
+                            })?;
+                        let instance = WasmMap::new(runtime, module, name, stage.limits)?;
+                        functions.push((name.clone(), Box::new(instance)));
+                    }
+                    let built: Box<dyn MapStage> = match stage.kind {
+                        StageKind::Filter => {
+                            Box::new(Filter::new(program, functions).ok_or_else(|| {
+                                PipelineError::Config(format!(
+                                    "stage `{}` has no condition",
+                                    stage.name
+                                ))
+                            })?)
+                        }
+                        _ => Box::new(Project::new(program, functions)),
+                    };
+                    maps.push(Step {
+                        name: stage.name.clone(),
+                        policy: stage.on_error,
+                        stage: built,
+                        shape: Default::default(),
+                    });
+                }
                 (StageKind::Map, _) => {
                     let module = map_modules.next().ok_or_else(|| {
                         PipelineError::Config(format!("stage `{}` has no module", stage.name))

@@ -132,6 +132,12 @@ impl JobGraph {
         let dead = dead.map(|label| graph.node(label, true));
         for stage in &spec.stages {
             let logic = match (&stage.module, &stage.builtin) {
+                _ if stage.kind == crate::spec::StageKind::Filter => {
+                    stage.condition.clone().unwrap_or_default()
+                }
+                _ if stage.kind == crate::spec::StageKind::Project => {
+                    stage.select.clone().unwrap_or_default()
+                }
                 (Some(module), _) => file_name(module),
                 (None, Some(builtin)) => format!("built-in {builtin}"),
                 (None, None) => "built-in json".to_owned(),

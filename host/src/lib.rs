@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod emit;
 pub mod error;
 pub mod error_report;
+pub mod expr;
 pub mod format;
 pub mod graph;
 pub mod http;

@@ -103,6 +103,10 @@ pub enum AssignMode {
 pub enum StageKind {
     Parse,
     Map,
+    /// Built in: keeps the rows for which `where` is TRUE (SQL's three-valued logic).
+    Filter,
+    /// Built in: each row becomes the `select` list's values.
+    Project,
 }
 
 /// What happens to a record a stage rejects or traps on.
@@ -130,6 +134,21 @@ pub struct StageSpec {
     pub builtin: Option<String>,
     /// The schema registry's URL (`http://127.0.0.1:8081`), for `avro-confluent`.
     pub registry: Option<String>,
+    /// `filter` stages: a SQL condition (`amount > 100 AND status <> 'CANCELLED'`).
+    #[serde(rename = "where")]
+    pub condition: Option<String>,
+    /// `project` stages: a SQL SELECT list (`order_id, UPPER(status) AS status`).
+    pub select: Option<String>,
+    /// `filter` and `project` stages: SQL types of the columns they read (`amount =
+    /// "DOUBLE"`); a value is read as its type (a record's `100` as `100.0` for a DOUBLE)
+    /// and a column without one is typed by its values.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, String>,
+    /// `filter` and `project` stages: Wasm map components callable as scalar functions,
+    /// by name (`band = "udf_band.wasm"`): the map gets the argument columns, the first
+    /// column of its output row is the value.
+    #[serde(default)]
+    pub functions: std::collections::BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default)]
@@ -484,6 +503,9 @@ impl PipelineSpec {
             if let Some(module) = &mut stage.module {
                 fix(module);
             }
+            for module in stage.functions.values_mut() {
+                fix(module);
+            }
         }
         if let Some(module) = self.aggregate.as_mut().and_then(|a| a.module.as_mut()) {
             fix(module);
@@ -523,6 +545,25 @@ impl PipelineSpec {
                 return invalid(
                     &format!("{field}.kind"),
                     "a parse stage must be the first stage",
+                );
+            }
+            if matches!(stage.kind, StageKind::Filter | StageKind::Project) {
+                if let Err((key, reason)) = crate::expr::program::check(stage) {
+                    return invalid(&format!("{field}.{key}"), &reason);
+                }
+                if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                    return invalid(&format!("{field}.name"), "stage names must be unique");
+                }
+                continue;
+            }
+            if stage.condition.is_some()
+                || stage.select.is_some()
+                || !stage.types.is_empty()
+                || !stage.functions.is_empty()
+            {
+                return invalid(
+                    &field,
+                    "`where`, `select`, `types` and `functions` are for `filter` and `project` stages",
                 );
             }
             match (&stage.module, &stage.builtin) {

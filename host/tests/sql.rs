@@ -389,8 +389,8 @@ fn print_connector_writes_to_standard_output() {
 fn unsupported_constructs_are_named_with_their_line_and_column() {
     let cases = [
         (
-            format!("SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} WHERE amount > 10 GROUP BY window_start, window_end, status"),
-            "6:128: WHERE amount > 10 is not supported yet (rivulet has no built-in filter stage; filter in a Wasm map stage of a TOML spec)",
+            format!("SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} WHERE UPPER(amount) = 'X' GROUP BY window_start, window_end, status"),
+            "6:134: UPPER needs a STRING, but this is DOUBLE",
         ),
         (
             format!("SELECT window_start, window_end, status, COUNT(*) FROM {TUMBLE} GROUP BY window_start, window_end, status ORDER BY status"),
@@ -543,7 +543,7 @@ GROUP BY window_start, window_end, status;
     // A script it cannot run: one error, with the file, line and column.
     let bad = script.replace(
         "GROUP BY window_start",
-        "WHERE status = 'NEW' GROUP BY window_start",
+        "WHERE status = 'NEW' AND colour = 'red' GROUP BY window_start",
     );
     std::fs::write(dir.path().join("bad.sql"), bad).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rivulet"))
@@ -554,7 +554,9 @@ GROUP BY window_start, window_end, status;
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("bad.sql:9:7: WHERE status = 'NEW' is not supported yet"),
+        stderr.contains(
+            "bad.sql:9:26: table `orders` has no column `colour` (it has status, tsMillis)"
+        ),
         "{stderr}"
     );
 }

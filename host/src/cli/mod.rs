@@ -9,6 +9,7 @@ mod registry;
 mod run;
 mod seed;
 mod sql;
+mod sql_client;
 mod swap;
 mod ticker;
 mod udf;

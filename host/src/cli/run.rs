@@ -125,7 +125,7 @@ impl Control {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (the workshop's: localhost:9094 from the host, kafka1:9092 in compose).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]

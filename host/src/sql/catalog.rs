@@ -314,3 +314,17 @@ fn watermark_delay(expr: &Expr, column: &str) -> Result<Duration, SqlError> {
         )),
     }
 }
+
+impl Catalog {
+    /// The declared tables, in declaration order.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    /// Drops table `name`; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.tables.len();
+        self.tables.retain(|t| !t.name.eq_ignore_ascii_case(name));
+        self.tables.len() != before
+    }
+}

@@ -4,8 +4,8 @@
 use super::SqlJob;
 use crate::graph::JobGraph;
 use crate::spec::{
-    BuiltinFn, KeyFormat, OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StartAt,
-    TimeDomain, ValueFields,
+    BuiltinFn, KeyFormat, OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind,
+    StartAt, TimeDomain, ValueFields,
 };
 use std::fmt::Write;
 use std::time::Duration;
@@ -102,6 +102,26 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
         let _ = writeln!(out, "  brokers:   {brokers}");
     }
     for stage in &spec.stages {
+        match stage.kind {
+            StageKind::Filter => {
+                let condition = stage.condition.as_deref().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  filter:    {} (built-in: WHERE {condition})",
+                    stage.name
+                );
+                continue;
+            }
+            StageKind::Project => {
+                let list = stage.select.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "  project:   {} (built-in: SELECT {list})", stage.name);
+                for (name, path) in &stage.functions {
+                    let _ = writeln!(out, "  function:  {name} = {}", path.display());
+                }
+                continue;
+            }
+            StageKind::Parse | StageKind::Map => {}
+        }
         let errors = match stage.on_error {
             OnError::Drop => "malformed records dropped and counted",
             OnError::Dlq => "malformed records to the dead letters",
@@ -162,9 +182,17 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
     if sink.ends_with(')') {
         let _ = writeln!(out, "  sink:      {sink}");
     } else {
+        let encoding = match spec.window {
+            Some(_) => " (JSON: window_start, window_end as ISO-8601 text)",
+            None => " (JSON)",
+        };
+        let _ = writeln!(out, "  sink:      {sink}{encoding}");
+    }
+    for other in &job.also {
         let _ = writeln!(
             out,
-            "  sink:      {sink} (JSON: window_start, window_end as ISO-8601 text)"
+            "  also:      job {} (a statement set's INSERT, run side by side)",
+            other.name
         );
     }
     for note in &job.notes {

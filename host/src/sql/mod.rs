@@ -9,10 +9,13 @@ pub mod catalog;
 pub mod connector;
 pub mod explain;
 pub mod format;
+pub mod function;
 pub mod guarantee;
 pub mod interval;
 pub mod parse;
 pub mod plan;
+pub mod query;
+pub mod session;
 
 use crate::spec::{PipelineSpec, SpecError};
 use std::fmt;
@@ -119,10 +122,15 @@ impl From<sqlparser::parser::ParserError> for SqlError {
 #[derive(Debug, Clone)]
 pub struct SqlJob {
     pub spec: PipelineSpec,
+    /// The other INSERTs of the script (statement sets, or more than one INSERT): jobs run
+    /// side by side with `spec`.
+    pub also: Vec<PipelineSpec>,
     pub explain: bool,
     pub notes: Vec<String>,
     /// What the job will do differently from what the script asked (logged as warnings).
     pub warnings: Vec<String>,
+    /// What SHOW TABLES, DESCRIBE and the like print, in order.
+    pub printed: Vec<String>,
 }
 
 /// Reads and plans the script at `path`; relative file paths in it are relative to the
@@ -136,8 +144,11 @@ pub fn load(path: &Path) -> Result<SqlJob, LoadError> {
         path: path.to_owned(),
         error,
     })?;
-    job.spec
-        .resolve_paths(path.parent().unwrap_or_else(|| Path::new(".")));
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    job.spec.resolve_paths(base);
+    for spec in &mut job.also {
+        spec.resolve_paths(base);
+    }
     Ok(job)
 }
 

@@ -62,6 +62,48 @@ pub enum Statement {
         explain: bool,
         at: Pos,
     },
+    /// `SELECT ...` on its own (the interactive client prints its rows).
+    Query {
+        query: Box<ast::Query>,
+        explain: bool,
+        at: Pos,
+    },
+    /// `CREATE [TEMPORARY] FUNCTION [IF NOT EXISTS] name AS 'path' [LANGUAGE WASM]`.
+    CreateFunction {
+        name: String,
+        path: String,
+        at: Pos,
+        if_not_exists: bool,
+    },
+    /// `DROP TABLE [IF EXISTS] name` or `DROP [TEMPORARY] FUNCTION [IF EXISTS] name`.
+    Drop {
+        function: bool,
+        name: String,
+        if_exists: bool,
+        at: Pos,
+    },
+    /// `ADD JAR '...'` (ignored: functions are Wasm components).
+    AddJar {
+        at: Pos,
+    },
+    /// `SHOW TABLES` or `SHOW FUNCTIONS`.
+    Show {
+        functions: bool,
+        at: Pos,
+    },
+    /// `DESCRIBE name` (or `DESC name`).
+    Describe {
+        name: String,
+        at: Pos,
+    },
+    /// `BEGIN STATEMENT SET` (or `EXECUTE STATEMENT SET BEGIN`).
+    BeginSet {
+        at: Pos,
+    },
+    /// `END` of a statement set.
+    EndSet {
+        at: Pos,
+    },
 }
 
 /// `CREATE [TEMPORARY] TABLE name (columns, [WATERMARK ...]) WITH (options)`.
@@ -144,22 +186,90 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>, SqlError> {
                 parser.next_token();
                 // Flink's `EXPLAIN PLAN FOR INSERT ...` is the same.
                 let _ = parser.parse_keywords(&[Keyword::PLAN, Keyword::FOR]);
-                if !parser.peek_keyword(Keyword::INSERT) {
+                if parser.peek_keyword(Keyword::SELECT) || parser.peek_keyword(Keyword::WITH) {
+                    query(&mut parser, true)?
+                } else if !parser.peek_keyword(Keyword::INSERT) {
                     let what = parser.peek_token();
                     return Err(SqlError::unsupported_because(
                         Pos::of(what.span),
                         format!("EXPLAIN of `{}`", what.token),
-                        "EXPLAIN takes an INSERT INTO statement",
+                        "EXPLAIN takes an INSERT INTO or a SELECT statement",
                     ));
+                } else {
+                    insert(&mut parser, true)?
                 }
-                insert(&mut parser, true)?
             }
             Keyword::INSERT => insert(&mut parser, false)?,
+            Keyword::SELECT | Keyword::WITH => query(&mut parser, false)?,
+            Keyword::DROP => drop_statement(&mut parser, at)?,
+            Keyword::SHOW => {
+                parser.next_token();
+                if parse_word(&mut parser, "TABLES") {
+                    Statement::Show {
+                        functions: false,
+                        at,
+                    }
+                } else if parse_word(&mut parser, "FUNCTIONS") {
+                    Statement::Show {
+                        functions: true,
+                        at,
+                    }
+                } else {
+                    let what = parser.peek_token();
+                    return Err(SqlError::unsupported_because(
+                        Pos::of(what.span),
+                        format!("SHOW {}", what.token),
+                        "SHOW TABLES and SHOW FUNCTIONS are",
+                    ));
+                }
+            }
+            Keyword::DESCRIBE | Keyword::DESC => {
+                parser.next_token();
+                let name = parser.parse_identifier()?;
+                Statement::Describe {
+                    name: name.value,
+                    at,
+                }
+            }
+            Keyword::BEGIN => {
+                parser.next_token();
+                if !(parse_word(&mut parser, "STATEMENT") && parser.parse_keyword(Keyword::SET)) {
+                    return Err(SqlError::invalid(at, "expected BEGIN STATEMENT SET"));
+                }
+                Statement::BeginSet { at }
+            }
+            Keyword::EXECUTE => {
+                parser.next_token();
+                if !(parse_word(&mut parser, "STATEMENT")
+                    && parser.parse_keyword(Keyword::SET)
+                    && parser.parse_keyword(Keyword::BEGIN))
+                {
+                    return Err(SqlError::unsupported_because(
+                        at,
+                        "EXECUTE",
+                        "EXECUTE STATEMENT SET BEGIN ... END is",
+                    ));
+                }
+                // No `;` after BEGIN here.
+                statements.push(Statement::BeginSet { at });
+                continue;
+            }
+            Keyword::END => {
+                parser.next_token();
+                Statement::EndSet { at }
+            }
+            _ if parse_word(&mut parser, "ADD") => {
+                if !parse_word(&mut parser, "JAR") {
+                    return Err(SqlError::invalid(at, "expected ADD JAR '<path>'"));
+                }
+                parser.parse_literal_string()?;
+                Statement::AddJar { at }
+            }
             _ => {
                 return Err(SqlError::unsupported_because(
                     at,
                     format!("the statement `{}`", next.token),
-                    "a script has CREATE TABLE, SET and INSERT INTO statements",
+                    "a script has CREATE TABLE, CREATE FUNCTION, SET, INSERT INTO, SELECT, statement sets, DROP, SHOW, DESCRIBE and ADD JAR statements",
                 ));
             }
         };
@@ -197,6 +307,66 @@ fn insert(parser: &mut Parser, explain: bool) -> Result<Statement, SqlError> {
     }
 }
 
+fn query(parser: &mut Parser, explain: bool) -> Result<Statement, SqlError> {
+    let at = Pos::of(parser.peek_token().span);
+    Ok(Statement::Query {
+        query: parser.parse_query()?,
+        explain,
+        at,
+    })
+}
+
+fn drop_statement(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
+    parser.expect_keyword(Keyword::DROP)?;
+    let _ = parser.parse_keyword(Keyword::TEMPORARY);
+    let _ = parse_word(parser, "SYSTEM");
+    let function = if parser.parse_keyword(Keyword::TABLE) {
+        false
+    } else if parser.parse_keyword(Keyword::FUNCTION) {
+        true
+    } else {
+        let what = parser.peek_token();
+        return Err(SqlError::unsupported_because(
+            Pos::of(what.span),
+            format!("DROP {}", what.token),
+            "DROP TABLE and DROP FUNCTION are",
+        ));
+    };
+    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = parser.parse_identifier()?;
+    Ok(Statement::Drop {
+        function,
+        name: name.value,
+        if_exists,
+        at,
+    })
+}
+
+fn create_function(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_identifier()?;
+    parser.expect_keyword(Keyword::AS)?;
+    let path = parser.parse_literal_string()?;
+    if parser.parse_keyword(Keyword::LANGUAGE) {
+        let language = parser.next_token();
+        let wasm =
+            matches!(&language.token, Token::Word(w) if w.value.eq_ignore_ascii_case("WASM"));
+        if !wasm {
+            return Err(SqlError::unsupported_because(
+                Pos::of(language.span),
+                format!("LANGUAGE {}", language.token),
+                "functions are Wasm map components: LANGUAGE WASM",
+            ));
+        }
+    }
+    Ok(Statement::CreateFunction {
+        name: name.value,
+        path,
+        at,
+        if_not_exists,
+    })
+}
+
 /// `SET 'key' = 'value'` (Flink's quoted form) or `SET key = value`.
 fn set(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
     parser.expect_keyword(Keyword::SET)?;
@@ -230,12 +400,16 @@ fn set(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
 fn create(parser: &mut Parser, at: Pos) -> Result<Statement, SqlError> {
     parser.expect_keyword(Keyword::CREATE)?;
     let _ = parser.parse_keyword(Keyword::TEMPORARY);
+    let _ = parse_word(parser, "SYSTEM");
+    if parser.parse_keyword(Keyword::FUNCTION) {
+        return create_function(parser, at);
+    }
     if !parser.parse_keyword(Keyword::TABLE) {
         let what = parser.peek_token();
         return Err(SqlError::unsupported_because(
             at,
             format!("CREATE {}", what.token),
-            "CREATE TABLE is",
+            "CREATE TABLE and CREATE FUNCTION are",
         ));
     }
     let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
@@ -473,11 +647,11 @@ mod tests {
     }
 
     #[test]
-    fn a_statement_other_than_create_set_insert_is_named_with_its_position() {
-        let err = parse_script("SET 'a' = 'b';\n  SELECT 1;").unwrap_err();
+    fn an_unknown_statement_is_named_with_its_position() {
+        let err = parse_script("SET 'a' = 'b';\n  UPDATE t SET a = 1;").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "2:3: the statement `SELECT` is not supported yet (a script has CREATE TABLE, SET and INSERT INTO statements)"
+            "2:3: the statement `UPDATE` is not supported yet (a script has CREATE TABLE, CREATE FUNCTION, SET, INSERT INTO, SELECT, statement sets, DROP, SHOW, DESCRIBE and ADD JAR statements)"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use super::catalog::{Catalog, ColumnSource, Table};
 use super::connector::{Role, connector};
+use super::function::Functions;
 use super::parse::Statement;
 use super::{Pos, SqlError, SqlJob, interval};
 use crate::spec::{
@@ -53,54 +54,100 @@ enum Output {
     Aggregate(BuiltinFn, Option<String>),
 }
 
-/// Plans a parsed script (`origin` names it in spec messages).
+/// Plans a parsed script (`origin` names it in spec messages; relative paths in it are
+/// relative to its folder). Every INSERT becomes a job; they run side by side.
 pub fn plan(statements: Vec<Statement>, origin: &Path) -> Result<SqlJob, SqlError> {
-    let mut catalog = Catalog::default();
-    let mut settings: Vec<(String, String, Pos)> = Vec::new();
-    let mut insert: Option<(Box<Insert>, bool, Pos)> = None;
+    let mut session = super::session::Session::new(origin);
+    let mut specs = Vec::new();
+    let mut explain = false;
+    let mut printed = Vec::new();
     for statement in statements {
-        match statement {
-            Statement::CreateTable(def) => catalog.add(*def)?,
-            Statement::Set { key, value, at } => {
-                settings.retain(|(k, _, _)| *k != key);
-                settings.push((key, value, at));
-            }
-            Statement::Insert {
-                insert: statement,
-                explain,
-                at,
+        match session.execute(statement)? {
+            Outcome::Nothing => {}
+            Outcome::Text(text) => printed.push(text),
+            Outcome::Jobs {
+                specs: planned,
+                explain: e,
             } => {
-                if insert.is_some() {
-                    return Err(SqlError::unsupported_because(
-                        at,
-                        "a second INSERT INTO",
-                        "a script is one job with one INSERT INTO",
-                    ));
-                }
-                insert = Some((statement, explain, at));
+                specs.extend(planned);
+                explain |= e;
+            }
+            Outcome::Query { at, .. } => {
+                return Err(SqlError::unsupported_because(
+                    at,
+                    "a SELECT without INSERT INTO in a script",
+                    "the interactive client (`rivulet sql` without -f) prints a query's rows; a script inserts them into a table",
+                ));
             }
         }
     }
-    let Some((insert, explain, at)) = insert else {
+    session.check_closed()?;
+    let mut notes = session.take_notes();
+    let mut specs = specs.into_iter();
+    let Some(mut spec) = specs.next() else {
         return Err(SqlError::invalid(
             Pos { line: 1, column: 1 },
             "the script has no INSERT INTO ... SELECT: nothing to run",
         ));
     };
-    let mut notes = Vec::new();
-    let mut spec = plan_insert(&catalog, &insert, at, &mut notes)?;
+    let settings = session.settings().to_vec();
     apply_settings(&mut spec, &settings, &mut notes)?;
     spec.validate(origin)?;
     let warnings = super::guarantee::warnings(&settings);
+    let mut also = Vec::new();
+    for mut other in specs {
+        apply_settings(&mut other, &settings, &mut Vec::new())?;
+        other.validate(origin)?;
+        also.push(other);
+    }
+    dedup_names(&mut spec, &mut also);
     Ok(SqlJob {
         spec,
+        also,
         explain,
         notes,
         warnings,
+        printed,
     })
 }
 
-fn apply_settings(
+/// Jobs side by side need their own names (their consumer groups and dead letters are named
+/// after them): a repeated name gets `-2`, `-3`, ...
+fn dedup_names(first: &mut PipelineSpec, rest: &mut [PipelineSpec]) {
+    let mut seen = vec![first.name.clone()];
+    for spec in rest {
+        let mut n = 2;
+        let base = spec.name.clone();
+        while seen.contains(&spec.name) {
+            spec.name = format!("{base}-{n}");
+            n += 1;
+        }
+        seen.push(spec.name.clone());
+    }
+}
+
+/// What a statement did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A declaration or a setting.
+    Nothing,
+    /// Something to show (SHOW TABLES, DESCRIBE, a note).
+    Text(String),
+    /// Jobs to run: an INSERT, or the INSERTs of a statement set.
+    Jobs {
+        specs: Vec<PipelineSpec>,
+        explain: bool,
+    },
+    /// A SELECT whose rows are to be shown: its job writes them to `spec`'s sink.
+    Query {
+        spec: Box<PipelineSpec>,
+        columns: Vec<String>,
+        explain: bool,
+        at: Pos,
+    },
+}
+
+pub fn apply_settings(
     spec: &mut PipelineSpec,
     settings: &[(String, String, Pos)],
     notes: &mut Vec<String>,
@@ -197,8 +244,9 @@ fn span_pos(node: &impl Spanned) -> Pos {
     Pos::of(node.span())
 }
 
-fn plan_insert(
+pub(crate) fn plan_insert(
     catalog: &Catalog,
+    functions: &Functions,
     insert: &Insert,
     at: Pos,
     notes: &mut Vec<String>,
@@ -228,6 +276,18 @@ fn plan_insert(
             "write INSERT INTO t SELECT ...",
         ));
     };
+    plan_query(catalog, functions, (sink_table, sink_at), query, at, notes)
+}
+
+/// Plans `query` writing into `sink_table`'s columns by position.
+pub(crate) fn plan_query(
+    catalog: &Catalog,
+    functions: &Functions,
+    (sink_table, sink_at): (&Table, Pos),
+    query: &Query,
+    at: Pos,
+    notes: &mut Vec<String>,
+) -> Result<PipelineSpec, SqlError> {
     let select = select_of(query)?;
     if let Some(distinct) = &select.distinct {
         return Err(SqlError::unsupported(
@@ -240,13 +300,6 @@ fn plan_insert(
     }
     if let Some(qualify) = &select.qualify {
         return Err(SqlError::unsupported(span_pos(qualify), "QUALIFY"));
-    }
-    if let Some(filter) = &select.selection {
-        return Err(SqlError::unsupported_because(
-            span_pos(filter),
-            format!("WHERE {filter}"),
-            "rivulet has no built-in filter stage; filter in a Wasm map stage of a TOML spec",
-        ));
     }
     if !select.named_window.is_empty()
         || !select.lateral_views.is_empty()
@@ -282,8 +335,48 @@ fn plan_insert(
             format!("JOIN {}", join.relation),
         ));
     }
+    if let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &from.relation
+    {
+        if let Some(alias) = alias
+            && !alias.columns.is_empty()
+        {
+            return Err(SqlError::unsupported(
+                Pos::of(alias.name.span),
+                "column aliases in FROM",
+            ));
+        }
+        if !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty()) {
+            return Err(SqlError::unsupported_because(
+                span_pos(&select.select_token.0),
+                "GROUP BY without a window",
+                "aggregate over TABLE(TUMBLE(TABLE t, DESCRIPTOR(time_column), INTERVAL 'n' SECOND)) and GROUP BY window_start, window_end",
+            ));
+        }
+        let source_table = catalog.table(&name.to_string(), span_pos(name))?;
+        let mut stages = Vec::new();
+        if let Some(condition) = &select.selection {
+            stages.push(super::query::filter(condition, source_table, functions)?);
+        }
+        stages.push(super::query::project(
+            &select.projection,
+            source_table,
+            sink_table,
+            functions,
+            (span_pos(&select.select_token.0), sink_at),
+        )?);
+        return job_spec(source_table, sink_table, stages, None, None, at, notes);
+    }
     let window = window_of(&from.relation)?;
     let source_table = catalog.table(&window.table, window.table_at)?;
+    let filter = match &select.selection {
+        Some(condition) => Some(super::query::filter(condition, source_table, functions)?),
+        None => None,
+    };
     let time_column = source_table.expect_column(&window.time_column, window.time_at)?;
     let (time, timestamp, delay) = match (&time_column.source, &source_table.watermark) {
         (ColumnSource::ProcTime, _) => (TimeDomain::Processing, None, Duration::ZERO),
@@ -393,6 +486,47 @@ fn plan_insert(
             "a window query without an aggregate",
         ));
     }
+    let window = WindowSpec {
+        key,
+        size: window.size,
+        time,
+        timestamp,
+        out_of_orderness: delay,
+        allowed_lateness: Duration::ZERO,
+        idle_timeout: crate::spec::default_idle(),
+        late_topic: None,
+        late_path: None,
+        exchange: Default::default(),
+        partials_partitions: None,
+    };
+    let aggregate = AggregateSpec {
+        module: None,
+        builtin,
+        limits: Default::default(),
+    };
+    job_spec(
+        source_table,
+        sink_table,
+        filter.into_iter().collect(),
+        Some(window),
+        Some(aggregate),
+        at,
+        notes,
+    )
+}
+
+/// The job reading `source_table` into `sink_table`: the built-in JSON parse, then
+/// `stages`, then the window and its aggregates if any.
+#[allow(clippy::too_many_arguments)]
+fn job_spec(
+    source_table: &Table,
+    sink_table: &Table,
+    stages: Vec<StageSpec>,
+    window: Option<WindowSpec>,
+    aggregate: Option<AggregateSpec>,
+    at: Pos,
+    notes: &mut Vec<String>,
+) -> Result<PipelineSpec, SqlError> {
     let source = connector(source_table, Role::Source)?;
     let sink = connector(sink_table, Role::Sink)?;
     notes.extend(source.notes.iter().cloned());
@@ -418,37 +552,27 @@ fn plan_insert(
     Ok(PipelineSpec {
         name: sink_table.name.clone(),
         source: source_spec,
-        stages: vec![StageSpec {
+        stages: std::iter::once(StageSpec {
             name: parse_stage.0.to_owned(),
             kind: StageKind::Parse,
             module: None,
             builtin: Some(parse_stage.1.to_owned()),
             registry: parse_stage.2,
+            condition: None,
+            select: None,
+            types: Default::default(),
+            functions: Default::default(),
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {
                 OnError::Fail
             },
             limits: Default::default(),
-        }],
-        window: Some(WindowSpec {
-            key,
-            size: window.size,
-            time,
-            timestamp,
-            out_of_orderness: delay,
-            allowed_lateness: Duration::ZERO,
-            idle_timeout: crate::spec::default_idle(),
-            late_topic: None,
-            late_path: None,
-            exchange: Default::default(),
-            partials_partitions: None,
-        }),
-        aggregate: Some(AggregateSpec {
-            module: None,
-            builtin,
-            limits: Default::default(),
-        }),
+        })
+        .chain(stages)
+        .collect(),
+        window,
+        aggregate,
         format: None,
         sink: sink_spec,
         dead_letters: DeadLetterSpec::default(),

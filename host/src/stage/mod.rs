@@ -6,8 +6,10 @@
 //! returns `Err`; the pipeline then isolates the records that cause it ([`isolate`]).
 
 pub mod avro;
+pub mod filter;
 pub mod isolate;
 pub mod json;
+pub mod project;
 pub mod sink_encoding;
 pub mod wasm;
 
