@@ -179,20 +179,61 @@ fn results(records: &[Read]) -> BTreeMap<(String, String), Vec<u64>> {
     out
 }
 
+/// A broker, the job's topics (source with `partitions`, results and dead letters with one)
+/// and its spec written to a file.
+struct Cluster {
+    broker: TestBroker,
+    address: String,
+    topic: String,
+    out: String,
+    dlq: String,
+    name: String,
+    dir: tempfile::TempDir,
+    spec_path: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn new(job: &str, partitions: i32) -> Self {
+        let broker = broker();
+        let address = broker.address();
+        let (topic, out, dlq, name) = (
+            unique("orders"),
+            unique("counts"),
+            unique("dlq"),
+            unique(job),
+        );
+        broker.topic(&topic, partitions);
+        broker.topic(&out, 1);
+        broker.topic(&dlq, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let spec_path = dir.path().join("job.toml");
+        std::fs::write(&spec_path, spec(&name, &topic, &out, &dlq)).unwrap();
+        Cluster {
+            broker,
+            address,
+            topic,
+            out,
+            dlq,
+            name,
+            dir,
+            spec_path,
+        }
+    }
+}
+
 #[test]
 fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exact_counts() {
-    let broker = broker();
-    let address = broker.address();
-    let topic = unique("orders");
-    let out = unique("counts");
-    let dlq = unique("dlq");
-    let name = unique("cluster-job");
-    broker.topic(&topic, 3);
-    broker.topic(&out, 1);
-    broker.topic(&dlq, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("job.toml");
-    std::fs::write(&spec_path, spec(&name, &topic, &out, &dlq)).unwrap();
+    let job = Cluster::new("cluster-job", 3);
+    let Cluster {
+        broker: _broker,
+        address,
+        out,
+        dlq,
+        name,
+        topic,
+        spec_path,
+        dir: _dir,
+    } = job;
 
     let (mut a, a_lines) = start(&spec_path, &address);
     let (mut b, b_lines) = start(&spec_path, &address);
@@ -275,18 +316,17 @@ fn assert_whole(
 
 #[test]
 fn a_process_killed_mid_run_loses_no_window_and_emits_no_partial_count() {
-    let broker = broker();
-    let address = broker.address();
-    let topic = unique("orders");
-    let out = unique("counts");
-    let dlq = unique("dlq");
-    let name = unique("cluster-kill");
-    broker.topic(&topic, 6);
-    broker.topic(&out, 1);
-    broker.topic(&dlq, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("job.toml");
-    std::fs::write(&spec_path, spec(&name, &topic, &out, &dlq)).unwrap();
+    let job = Cluster::new("cluster-kill", 6);
+    let Cluster {
+        broker: _broker,
+        address,
+        out,
+        name: _name,
+        topic,
+        spec_path,
+        dir: _dir,
+        ..
+    } = job;
 
     let (mut a, a_lines) = start(&spec_path, &address);
     let (b, b_lines) = start(&spec_path, &address);

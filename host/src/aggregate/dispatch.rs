@@ -9,7 +9,7 @@ use crate::error::PipelineError;
 use crate::side_output::SideOutputs;
 use crate::spec::OnError;
 use crate::stage::isolate;
-use crate::window::exchange::Partials;
+use crate::window::exchange::{Merged, Partials};
 use crate::window::{Firing, Targets, TumblingWindows};
 use rivulet_rows::time::iso8601;
 use rivulet_rows::{Batch, BatchBuilder, Scalar, WindowAcc};
@@ -239,6 +239,46 @@ impl Dispatch {
         // In row order, as the records came.
         refused.sort_by_key(|(row, _)| *row);
         Ok(refused)
+    }
+
+    /// Merges each (window, key)'s partials into one accumulator per key, ready to finish. A
+    /// key whose partials cannot be merged is set aside (as its window and key) for the dead
+    /// letters, by `stage` with `policy`.
+    pub fn merge_windows(
+        &mut self,
+        windows: Vec<Merged<Acc>>,
+        stage: &str,
+        policy: OnError,
+    ) -> (Vec<Firing<Acc>>, SideOutputs) {
+        let mut refused = SideOutputs::default();
+        let mut firings = Vec::with_capacity(windows.len());
+        for window in windows {
+            let mut groups = Vec::with_capacity(window.groups.len());
+            for (key, partials) in window.groups {
+                match self.merge(partials) {
+                    Ok(acc) => groups.push((key, acc)),
+                    Err(error) => {
+                        let payload = format!(
+                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
+                            iso8601(window.start),
+                            iso8601(window.end),
+                            key.to_json()
+                        );
+                        tracing::warn!(stage, "{error}");
+                        refused.refuse_derived(payload.into_bytes(), stage, &error, policy);
+                    }
+                }
+            }
+            firings.push(Firing {
+                start: window.start,
+                end: window.end,
+                groups,
+                is_final: window.is_final,
+                update: window.update,
+                min_offsets: BTreeMap::new(),
+            });
+        }
+        (firings, refused)
     }
 
     /// One accumulator from every task's partial of a (window, key).

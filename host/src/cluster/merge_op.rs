@@ -13,9 +13,7 @@ use crate::error::PipelineError;
 use crate::side_output::SideOutputs;
 use crate::source::kafka::Assignment as Restart;
 use crate::spec::OnError;
-use crate::window::Firing;
 use rivulet_rows::RawBatch;
-use rivulet_rows::time::iso8601;
 use std::collections::BTreeMap;
 
 /// Name of this step in dead letters and logs.
@@ -158,33 +156,7 @@ impl MergeOperator {
         &mut self,
         fired: Vec<crate::window::exchange::Merged<Acc>>,
     ) -> Result<Results, PipelineError> {
-        let mut refused = SideOutputs::default();
-        let mut firings = Vec::with_capacity(fired.len());
-        for window in fired {
-            let mut groups = Vec::with_capacity(window.groups.len());
-            for (key, partials) in window.groups {
-                match self.dispatch.merge(partials) {
-                    Ok(acc) => groups.push((key, acc)),
-                    Err(error) => {
-                        let payload = format!(
-                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
-                            iso8601(window.start),
-                            iso8601(window.end),
-                            key.to_json()
-                        );
-                        refused.refuse_derived(payload.into_bytes(), MERGE, &error, self.policy);
-                    }
-                }
-            }
-            firings.push(Firing {
-                start: window.start,
-                end: window.end,
-                groups,
-                is_final: window.is_final,
-                update: window.update,
-                min_offsets: BTreeMap::new(),
-            });
-        }
+        let (firings, mut refused) = self.dispatch.merge_windows(fired, MERGE, self.policy);
         let mut results = self.dispatch.finish(firings, self.key_name.as_deref())?;
         self.stats.results += results.rows();
         refused.append(std::mem::take(&mut results.side));

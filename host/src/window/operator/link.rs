@@ -6,12 +6,10 @@ use super::Windowing;
 use crate::aggregate::Acc;
 use crate::aggregate::dispatch::{AGGREGATE, Results};
 use crate::error::PipelineError;
-use crate::side_output::SideOutputs;
 use crate::source::FileSplit;
 use crate::spec::TimeDomain;
 use crate::window::exchange::Ready;
 use crate::window::{Exchange, Firing, TaskId};
-use rivulet_rows::time::iso8601;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -100,39 +98,9 @@ impl Windowing {
     /// the lines of ordered splits that turned out too late come with the results.
     fn finish_merged(&mut self, ready: Ready<Acc>) -> Result<Results, PipelineError> {
         let late_payloads = self.late_lines(&ready.late_lines)?;
-        let mut refused = SideOutputs::default();
-        let mut firings = Vec::with_capacity(ready.windows.len());
-        for window in ready.windows {
-            let mut groups = Vec::with_capacity(window.groups.len());
-            for (key, partials) in window.groups {
-                match self.dispatch.merge(partials) {
-                    Ok(acc) => groups.push((key, acc)),
-                    Err(error) => {
-                        let payload = format!(
-                            r#"{{"window_start":"{}","window_end":"{}","key":{}}}"#,
-                            iso8601(window.start),
-                            iso8601(window.end),
-                            key.to_json()
-                        );
-                        tracing::warn!(stage = AGGREGATE, "{error}");
-                        refused.refuse_derived(
-                            payload.into_bytes(),
-                            AGGREGATE,
-                            &error,
-                            self.policy,
-                        );
-                    }
-                }
-            }
-            firings.push(Firing {
-                start: window.start,
-                end: window.end,
-                groups,
-                is_final: window.is_final,
-                update: window.update,
-                min_offsets: BTreeMap::new(),
-            });
-        }
+        let (firings, mut refused) =
+            self.dispatch
+                .merge_windows(ready.windows, AGGREGATE, self.policy);
         let mut results = self.finish(firings)?;
         results.ticket = Some(ready.ticket);
         refused.late_payloads = late_payloads;
