@@ -104,6 +104,7 @@ fn main() {
                 bytes: modules[i % 2].clone(),
                 origin: "bench".into(),
                 reply: Some(reply),
+                fleet: None,
             })
             .unwrap();
         answer

@@ -128,7 +128,7 @@ impl Job {
         };
         let status = Arc::new(JobStatus::new(&spec.name));
         // Modules first: a broken one fails fast, before any connection.
-        let modules = Modules::load(spec, runtime, &status)?;
+        let mut modules = Modules::load(spec, runtime, &status)?;
         check_registries(spec)?;
         let shares = Shares::plan(spec, tasks)?;
         let tasks = shares.len();
@@ -156,6 +156,16 @@ impl Job {
             _ => None,
         };
         let over_kafka = OverKafka::plan(spec, &kafka, options)?;
+        let fleet = match &over_kafka {
+            Some(_) => {
+                let (fleet, adopted) = crate::fleet::start(spec, &kafka, runtime)?;
+                if adopted {
+                    modules = Modules::load(spec, runtime, &status)?;
+                }
+                Some(fleet)
+            }
+            None => None,
+        };
         let exchange = match &spec.window {
             Some(window) if tasks > 1 && over_kafka.is_none() => {
                 let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -174,10 +184,13 @@ impl Job {
         let (swap_requests, mut prepared, retired) = if options.swappable && !swappable.is_empty() {
             // Over Kafka, every process runs both stages: twice the tasks.
             let all = tasks * if over_kafka.is_some() { 2 } else { 1 };
-            let channels = crate::swap::spawn(runtime.clone(), status.clone(), swappable, all)
-                .map_err(|err| {
-                    PipelineError::Config(format!("cannot start the swap worker: {err}"))
-                })?;
+            let gate = fleet
+                .clone()
+                .map(|fleet| fleet as Arc<dyn crate::swap::FleetGate>);
+            let channels =
+                crate::swap::spawn(runtime.clone(), status.clone(), swappable, all, gate).map_err(
+                    |err| PipelineError::Config(format!("cannot start the swap worker: {err}")),
+                )?;
             (
                 Some(channels.requests),
                 channels.prepared.into_iter().map(Some).collect(),
@@ -186,6 +199,19 @@ impl Job {
         } else {
             (None, vec![], None)
         };
+        if let Some(fleet) = &fleet {
+            fleet
+                .publish(&crate::fleet::running_modules(spec, runtime))
+                .map_err(SourceError::from)?;
+            fleet
+                .run(
+                    status.clone(),
+                    swap_requests.clone(),
+                    tasks,
+                    options.stop.clone(),
+                )
+                .map_err(SourceError::from)?;
+        }
         let samples = swap_requests.is_some().then(|| status.clone());
         let splits: Arc<[FileSplit]> = shares.splits().into();
         let mut pipelines = Vec::with_capacity(tasks);
@@ -202,8 +228,10 @@ impl Job {
             let mut cluster = None;
             let windowing = match (&spec.window, aggregator) {
                 (Some(window), Some(aggregator)) if let Some(plan) = &over_kafka => {
-                    let pre =
+                    let mut pre =
                         PreAggregate::new(window.clone(), aggregator, OnError::Dlq, plan.partials)?;
+                    // Its input sample completes the job's (sampling stops until a swap).
+                    pre.dispatch_mut().samples = samples.clone();
                     cluster = Some(ClusterStep::Pre(Box::new(pre)));
                     None
                 }
@@ -346,6 +374,7 @@ impl Job {
             status,
             swap_requests,
             stop: options.stop.clone(),
+            fleet,
         })
     }
 }

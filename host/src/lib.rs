@@ -16,6 +16,7 @@ pub mod emit;
 pub mod error;
 pub mod error_report;
 pub mod expr;
+pub mod fleet;
 pub mod format;
 pub mod graph;
 pub mod http;

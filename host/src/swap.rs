@@ -24,6 +24,46 @@ pub struct SwapRequest {
     /// Where the module came from, for logs and status (a path, or `control API`).
     pub origin: String,
     pub reply: Option<Sender<Result<SwapOutcome, String>>>,
+    /// Another process's proposal to the job's fleet (None: asked of this process).
+    pub fleet: Option<RemoteProposal>,
+}
+
+/// A swap another process of the job proposed (see [`crate::fleet`]).
+#[derive(Debug, Clone)]
+pub struct RemoteProposal {
+    pub id: String,
+    /// Whether the proposer waits for this process's vote (it was alive when proposed).
+    pub voter: bool,
+}
+
+/// The other processes running the same job, asked between a swap's checks here and its
+/// install (see [`crate::fleet`]).
+pub trait FleetGate: Send + Sync {
+    /// Ok once the fleet agreed to install `module`: every process checked it (a swap asked
+    /// of this process), or the proposer decided so (another's proposal).
+    fn agree(&self, request: &SwapRequest, module: &UdfModule) -> Result<(), String>;
+    /// This process's checks refused the module.
+    fn refused(&self, request: &SwapRequest, reason: &str);
+    /// This process installed it (with its longest pause), or failed to; for a swap asked
+    /// of this process, how the others' installs went.
+    fn installed(
+        &self,
+        request: &SwapRequest,
+        result: &Result<Duration, String>,
+    ) -> Option<FleetInstalls>;
+}
+
+/// How a swap went on every process of the fleet.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct FleetInstalls {
+    /// The processes that took part, this one included.
+    pub processes: usize,
+    /// Per process, when it had installed, in ms after the decision.
+    pub installed_ms: BTreeMap<String, f64>,
+    /// Processes whose install failed after they had accepted, and why.
+    pub failed: BTreeMap<String, String>,
+    /// Processes that did not report an install in time.
+    pub missing: Vec<String>,
 }
 
 /// What a successful swap did.
@@ -38,6 +78,9 @@ pub struct SwapOutcome {
     pub prepare_ms: f64,
     /// How long the record flow paused for the swap itself.
     pub pause_us: u64,
+    /// A job's fleet: how the other processes installed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetInstalls>,
 }
 
 /// A started, checked module of one stage kind.
@@ -105,6 +148,7 @@ pub fn spawn(
     status: Arc<JobStatus>,
     stages: Swappable,
     tasks: usize,
+    fleet: Option<Arc<dyn FleetGate>>,
 ) -> std::io::Result<SwapChannels> {
     let (requests, incoming) = channel::<SwapRequest>();
     let (readies, prepared): (Vec<Sender<Prepared>>, Vec<Receiver<Prepared>>) =
@@ -119,6 +163,12 @@ pub fn spawn(
             match prepare(&runtime, &status, &stages, &request, readies.len()) {
                 Ok((module, candidates)) => {
                     let prepared_in = started.elapsed();
+                    if let Some(fleet) = &fleet
+                        && let Err(reason) = fleet.agree(&request, &module)
+                    {
+                        rejected(&status, request, reason);
+                        continue;
+                    }
                     let new_version = match candidates.first() {
                         Some(Candidate::Aggregate { state_version, .. }) => Some(*state_version),
                         _ => None,
@@ -128,6 +178,9 @@ pub fn spawn(
                     if installed == Err(STOPPED.to_owned()) {
                         return;
                     }
+                    let report = fleet.as_ref().and_then(|fleet| {
+                        fleet.installed(&request, &installed.clone().map(|(_, pause)| pause))
+                    });
                     let outcome = installed.map(|(new_generation, pause)| {
                         let installed = Install {
                             prepared_in,
@@ -135,7 +188,10 @@ pub fn spawn(
                             new_version,
                             pause,
                         };
-                        outcome(&status, &request, &module, &installed)
+                        SwapOutcome {
+                            fleet: report,
+                            ..outcome(&status, &request, &module, &installed)
+                        }
                     });
                     match &outcome {
                         Ok(_) => runtime.swapped().record(
@@ -153,26 +209,10 @@ pub fn spawn(
                     }
                 }
                 Err(reason) => {
-                    tracing::warn!(stage = %request.stage, origin = %request.origin, "swap rejected, the current module keeps running: {reason}");
-                    let hash = request
-                        .bytes
-                        .starts_with(b"\0asm")
-                        .then(|| crate::udf::cache::content_hash(&request.bytes));
-                    status.update_stage(&request.stage, |info| {
-                        info.rejected += 1;
-                        info.last_rejection = Some(reason.clone());
-                        info.remember(SwapEvent {
-                            at: crate::status::now_iso(),
-                            origin: request.origin.clone(),
-                            hash,
-                            swapped: false,
-                            pause_us: None,
-                            rejection: Some(reason.clone()),
-                        });
-                    });
-                    if let Some(reply) = request.reply {
-                        let _ = reply.send(Err(reason));
+                    if let Some(fleet) = &fleet {
+                        fleet.refused(&request, &reason);
                     }
+                    rejected(&status, request, reason);
                 }
             }
         }
@@ -185,6 +225,30 @@ pub fn spawn(
 }
 
 const STOPPED: &str = "the job has stopped";
+
+/// A swap that is not installed: logged, counted, remembered and answered.
+fn rejected(status: &JobStatus, request: SwapRequest, reason: String) {
+    tracing::warn!(stage = %request.stage, origin = %request.origin, "swap rejected, the current module keeps running: {reason}");
+    let hash = request
+        .bytes
+        .starts_with(b"\0asm")
+        .then(|| crate::udf::cache::content_hash(&request.bytes));
+    status.update_stage(&request.stage, |info| {
+        info.rejected += 1;
+        info.last_rejection = Some(reason.clone());
+        info.remember(SwapEvent {
+            at: crate::status::now_iso(),
+            origin: request.origin.clone(),
+            hash,
+            swapped: false,
+            pause_us: None,
+            rejection: Some(reason.clone()),
+        });
+    });
+    if let Some(reply) = request.reply {
+        let _ = reply.send(Err(reason));
+    }
+}
 
 /// How long a swap waits for the stage's next input to try the candidate on (an idle job:
 /// the latest sample instead).
@@ -259,6 +323,7 @@ fn outcome(
         new_generation: installed.new_generation,
         prepare_ms: installed.prepared_in.as_secs_f64() * 1e3,
         pause_us: installed.pause.as_micros() as u64,
+        fleet: None,
     };
     status.update_stage(&request.stage, |info| {
         info.origin = Some(request.origin.clone());

@@ -18,6 +18,8 @@ pub struct Job {
     /// Where to ask for a swap (it reaches every task).
     pub swap_requests: Option<Sender<SwapRequest>>,
     pub stop: Arc<AtomicBool>,
+    /// The other processes running this job, if it runs as a fleet.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Job {
@@ -28,6 +30,7 @@ impl Job {
             status: task.status.clone(),
             swap_requests: task.swap_requests.clone(),
             stop: task.stop.clone(),
+            fleet: None,
             tasks: vec![task],
         }
     }

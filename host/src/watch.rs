@@ -170,6 +170,7 @@ fn offer(status: &JobStatus, requests: &Sender<SwapRequest>, stage: &str, path: 
         bytes,
         origin: path.display().to_string(),
         reply: None,
+        fleet: None,
     };
     requests.send(request).is_ok()
 }

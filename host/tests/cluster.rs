@@ -373,3 +373,230 @@ fn a_process_killed_mid_run_loses_no_window_and_emits_no_partial_count() {
     );
     assert_whole(&got, &expected);
 }
+
+/// A `rivulet run` of `spec` with its control API on a free port: the process, its stderr
+/// lines, and the control address.
+fn start_controlled(
+    spec_path: &std::path::Path,
+    brokers: &str,
+) -> (JobProcess, Receiver<String>, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run"])
+        .arg(spec_path)
+        .args([
+            "--brokers",
+            brokers,
+            "--control",
+            "127.0.0.1:0",
+            "--commit-every",
+            "200ms",
+            "--ticker",
+            "never",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rivulet run");
+    let (job, said, control) = common::with_control(child);
+    let (send, lines) = std::sync::mpsc::channel();
+    let tag = control.clone();
+    std::thread::spawn(move || {
+        for line in said {
+            eprintln!("[job {tag}] {line}");
+            let _ = send.send(line);
+        }
+    });
+    (job, lines, control)
+}
+
+/// `rivulet status --job <name> --json`: the fleet's processes as their heartbeats say.
+fn fleet(address: &str, job: &str) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["status", "--job", job, "--brokers", address, "--json"])
+        .output()
+        .expect("rivulet status");
+    assert!(
+        out.status.success(),
+        "status --job failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let members: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    members.into_iter().filter(|m| m["alive"] == true).collect()
+}
+
+/// Waits until `check` holds for the fleet's live processes.
+fn fleet_until(
+    address: &str,
+    job: &str,
+    timeout: Duration,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let members = fleet(address, job);
+        if check(&members) {
+            return members;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the fleet did not get there in {timeout:?}: {members:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `rivulet swap` against one process: exit status, stdout and stderr.
+fn swap(control: &str, stage: &str, module: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["swap", "--stage", stage, "--control", control])
+        .arg(module)
+        .output()
+        .expect("rivulet swap");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn module_of(member: &Value, stage: &str) -> String {
+    member["modules"][stage].as_str().unwrap_or("-").to_owned()
+}
+
+#[test]
+fn a_swap_asked_of_one_process_is_installed_by_every_process_of_the_fleet() {
+    let job = Cluster::new("fleet-swap", 3);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let processes: Vec<_> = (0..3)
+        .map(|_| start_controlled(&job.spec_path, &address))
+        .collect();
+    let lines: Vec<&Receiver<String>> = processes.iter().map(|(_, l, _)| l).collect();
+    settled(&lines, Duration::from_secs(4), Duration::from_secs(120));
+    let (records, _) = orders(3, 200);
+    produce(&address, &job.topic, &records);
+    read_until(&address, &job.out, 1, Duration::from_secs(60), |read| {
+        !read.is_empty()
+    });
+    let old = rivulet::udf::cache::content_hash(&std::fs::read(wasm("udf_parse_orders")).unwrap());
+    fleet_until(&address, &name, Duration::from_secs(20), |m| {
+        m.len() == 3 && m.iter().all(|m| module_of(m, "parse-orders") == old)
+    });
+
+    // The same parse step with a custom section appended: another module (hash), same work.
+    let mut bytes = std::fs::read(wasm("udf_parse_orders")).unwrap();
+    bytes.extend_from_slice(&[0x00, 15, 12]);
+    bytes.extend_from_slice(b"rivulet-testv2");
+    let new = rivulet::udf::cache::content_hash(&bytes);
+    let path = job.dir.path().join("parse_orders_v2.wasm");
+    std::fs::write(&path, &bytes).unwrap();
+    let (ok, stdout, stderr) = swap(&processes[1].2, "parse-orders", &path);
+    assert!(ok, "the swap went through: {stdout}{stderr}");
+    assert!(
+        stdout.contains("installed on 3 of 3 processes of the fleet"),
+        "every process installed it: {stdout}"
+    );
+    eprintln!("fleet swap: {stdout}");
+    let members = fleet_until(&address, &name, Duration::from_secs(10), |m| {
+        m.len() == 3 && m.iter().all(|m| module_of(m, "parse-orders") == new)
+    });
+    assert_eq!(members.len(), 3);
+}
+
+#[test]
+fn a_module_one_process_refuses_is_installed_by_no_process_of_the_fleet() {
+    // Two source partitions for three processes: one reads none, so it has no input to
+    // try a module on; the two that read try it on theirs, where it traps, and refuse it.
+    let job = Cluster::new("fleet-refuse", 2);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let processes: Vec<_> = (0..3)
+        .map(|_| start_controlled(&job.spec_path, &address))
+        .collect();
+    let lines: Vec<&Receiver<String>> = processes.iter().map(|(_, l, _)| l).collect();
+    settled(&lines, Duration::from_secs(4), Duration::from_secs(120));
+    let (records, _) = orders(2, 200);
+    produce(&address, &job.topic, &records);
+    read_until(&address, &job.out, 1, Duration::from_secs(60), |read| {
+        !read.is_empty()
+    });
+    let old = rivulet::udf::cache::content_hash(&std::fs::read(wasm("udf_parse_orders")).unwrap());
+    let members = fleet_until(&address, &name, Duration::from_secs(20), |m| {
+        m.len() == 3
+            && m.iter()
+                .filter(|m| m["partitions"].as_object().is_some_and(|p| p.is_empty()))
+                .count()
+                == 1
+    });
+    let idle = members
+        .iter()
+        .find(|m| m["partitions"].as_object().is_some_and(|p| p.is_empty()))
+        .unwrap();
+    let control = idle["control"]
+        .as_str()
+        .expect("a control address")
+        .to_owned();
+
+    // While the swap is checked, every partition keeps getting records the hostile guest
+    // panics on (the job's parse step dead-letters them as malformed): the fresh input the
+    // reading processes try it on.
+    let poisoning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poisoner = {
+        let (poisoning, address, topic) = (poisoning.clone(), address.clone(), job.topic.clone());
+        std::thread::spawn(move || {
+            while poisoning.load(std::sync::atomic::Ordering::Relaxed) {
+                let poison: Vec<Record> = (0..2)
+                    .map(|p| (p, "poison".to_owned(), b"panic".to_vec()))
+                    .collect();
+                produce(&address, &topic, &poison);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let (ok, stdout, stderr) = swap(&control, "parse-orders", &wasm("hostile_guest"));
+    poisoning.store(false, std::sync::atomic::Ordering::Relaxed);
+    poisoner.join().unwrap();
+    assert!(!ok, "the fleet refused it: {stdout}");
+    assert!(
+        stderr.contains("the fleet refused it, no process installed it: process")
+            && stderr.contains("failed on the stage's sample input"),
+        "the refusal names the process and its reason: {stderr}"
+    );
+    // No process installed it, the asking one included.
+    std::thread::sleep(Duration::from_secs(2));
+    let members = fleet(&address, &name);
+    assert_eq!(members.len(), 3);
+    for member in &members {
+        assert_eq!(module_of(member, "parse-orders"), old, "{member:#}");
+    }
+}
+
+#[test]
+fn a_process_whose_spec_differs_from_the_running_fleets_is_refused_with_the_difference() {
+    let job = Cluster::new("fleet-spec", 1);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let (_a, _a_lines) = start(&job.spec_path, &address);
+    fleet_until(&address, &name, Duration::from_secs(60), |m| m.len() == 1);
+    let other = job.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&job.spec_path).unwrap();
+    std::fs::write(&other, text.replace("size = \"10s\"", "size = \"20s\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run"])
+        .arg(&other)
+        .args([
+            "--brokers",
+            &address,
+            "--control",
+            "off",
+            "--ticker",
+            "never",
+        ])
+        .output()
+        .expect("rivulet run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "job `{name}` already runs on other processes with another spec"
+        )) && stderr.contains("window size 10 s, this spec's 20 s"),
+        "the error says what differs: {stderr}"
+    );
+}

@@ -67,6 +67,7 @@ impl Running {
                 bytes,
                 origin: format!("test:{stage}"),
                 reply: Some(reply),
+                fleet: None,
             })
             .unwrap();
         answer.recv_timeout(Duration::from_secs(60)).unwrap()
@@ -918,7 +919,7 @@ fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_an
         ),
     );
     let runtime = Runtime::new(ModuleCache::disabled()).unwrap();
-    let channels = rivulet::swap::spawn(runtime, status.clone(), stages, 1).unwrap();
+    let channels = rivulet::swap::spawn(runtime, status.clone(), stages, 1, None).unwrap();
     let request = |name: &str| {
         let (reply, answer) = channel();
         channels
@@ -928,6 +929,7 @@ fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_an
                 bytes: module(name),
                 origin: name.to_owned(),
                 reply: Some(reply),
+                fleet: None,
             })
             .unwrap();
         answer

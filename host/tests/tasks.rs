@@ -505,6 +505,7 @@ max_wait = "10ms"
             bytes: std::fs::read(wasm("swap_parse_v2")).unwrap(),
             origin: "test".into(),
             reply: Some(reply),
+            fleet: None,
         })
         .unwrap();
     let outcome = answer

@@ -6,6 +6,7 @@ mod demo;
 mod graph;
 mod new;
 mod registry;
+mod reset;
 mod run;
 mod seed;
 mod sql;
@@ -51,8 +52,10 @@ enum Command {
     Graph(graph::GraphArgs),
     /// Check a spec and its modules without running it (nothing is connected).
     Check(graph::CheckArgs),
-    /// Show a running job's stages and their modules.
+    /// Show a running job's stages and their modules (`--job`: every process of a job over Kafka).
     Status(swap::StatusArgs),
+    /// Start a job over: delete its internal topics and its consumer groups' offsets.
+    Reset(reset::ResetArgs),
     /// Work with one UDF component locally.
     #[command(subcommand)]
     Udf(udf::UdfCommand),
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Graph(args) => graph::graph(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => graph::check(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),
+        Command::Reset(args) => reset::run(args).map(|()| ExitCode::SUCCESS),
         Command::Udf(command) => udf::run(command),
         Command::New(args) => new::run(args).map(|()| ExitCode::SUCCESS),
     }

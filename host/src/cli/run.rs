@@ -58,6 +58,8 @@ pub const DEFAULT_CONTROL: &str = "127.0.0.1:7787";
 pub struct Control {
     target: Option<rivulet::http::Target>,
     token_file: Option<PathBuf>,
+    /// Where it listens.
+    bound: Option<std::net::SocketAddr>,
 }
 
 impl Drop for Control {
@@ -75,6 +77,7 @@ impl Control {
             return Ok(Control {
                 target: None,
                 token_file: None,
+                bound: None,
             });
         }
         use rivulet::http::{Target, Token, token};
@@ -106,6 +109,7 @@ impl Control {
         Ok(Control {
             target: Some(target),
             token_file,
+            bound: Some(bound),
         })
     }
 
@@ -113,6 +117,9 @@ impl Control {
     pub fn attach(&self, job: &Job, watch: bool) -> anyhow::Result<()> {
         if let Some(target) = &self.target {
             target.set(job.status.clone(), job.swap_requests.clone());
+        }
+        if let Some(fleet) = &job.fleet {
+            fleet.set_control(self.bound.map(|bound| bound.to_string()));
         }
         let Some(requests) = job.swap_requests.clone() else {
             return Ok(());

@@ -29,6 +29,16 @@ pub struct StatusArgs {
     /// The job's control API.
     #[arg(long, env = "RIVULET_CONTROL", default_value = DEFAULT_CONTROL)]
     control: String,
+    /// Every process of a job run over Kafka (`window.exchange = "kafka"`), from its
+    /// control topic `<job>-control`, instead of one process's control API.
+    #[arg(long)]
+    job: Option<String>,
+    /// Kafka, for `--job`.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = rivulet::assemble::DEFAULT_BROKERS)]
+    brokers: String,
+    /// For `--job`: the processes as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
@@ -54,6 +64,9 @@ pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
         200 => {
             let outcome: rivulet::swap::SwapOutcome =
                 serde_json::from_str(&body).context("reading the job's answer")?;
+            if let Some(fleet) = &outcome.fleet {
+                print_fleet(fleet);
+            }
             println!(
                 "swapped stage `{}`: {} → {} (prepared in {:.1} ms, record flow paused {} µs{})",
                 outcome.stage,
@@ -88,7 +101,74 @@ pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
     }
 }
 
+/// How every process of a fleet installed a swap.
+fn print_fleet(fleet: &rivulet::swap::FleetInstalls) {
+    let slowest = fleet.installed_ms.values().copied().fold(0.0, f64::max);
+    println!(
+        "installed on {} of {} processes of the fleet (the last {slowest:.0} ms after the fleet's decision)",
+        fleet.installed_ms.len(),
+        fleet.processes
+    );
+    for (process, reason) in &fleet.failed {
+        println!("  process {process} accepted it but failed to install it: {reason}");
+    }
+    for process in &fleet.missing {
+        println!("  process {process} did not report its install in time");
+    }
+}
+
+/// `rivulet status --job`: every process of a fleet.
+fn fleet_status(job: &str, brokers: &str, json: bool) -> anyhow::Result<()> {
+    let kafka = rivulet::kafka::KafkaConfig::new(brokers);
+    let members = rivulet::fleet::members(&kafka, job)
+        .with_context(|| format!("reading the control topic of job `{job}`"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&members)?);
+        return Ok(());
+    }
+    let alive = members.iter().filter(|m| m.alive).count();
+    println!("job {job}: {alive} process(es) alive");
+    if members.is_empty() {
+        println!("(no process has run this job over Kafka at {brokers})");
+    }
+    for member in &members {
+        let beat = &member.heartbeat;
+        let partitions: Vec<String> = beat
+            .partitions
+            .iter()
+            .map(|(p, lag)| match lag {
+                Some(lag) => format!("{p} (lag {lag})"),
+                None => p.to_string(),
+            })
+            .collect();
+        println!(
+            "{} {}  pid {} on {}  control {}  records {}  {}",
+            if member.alive { "●" } else { "○" },
+            beat.id,
+            beat.pid,
+            beat.host,
+            beat.control.as_deref().unwrap_or("off"),
+            beat.records,
+            if member.alive {
+                format!("heard from {} ms ago", member.silent_ms)
+            } else {
+                format!("silent for {} s: gone", member.silent_ms / 1000)
+            }
+        );
+        println!("    reads partitions: {}", partitions.join(", "));
+        let merging: Vec<String> = beat.merging.iter().map(i32::to_string).collect();
+        println!("    merges partials partitions: {}", merging.join(", "));
+        for (stage, hash) in &beat.modules {
+            println!("    {stage:<16} {}", hash.get(..12).unwrap_or(hash));
+        }
+    }
+    Ok(())
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    if let Some(job) = &args.job {
+        return fleet_status(job, &args.brokers, args.json);
+    }
     let token = rivulet::http::token::read_for(&args.control);
     let (code, body) =
         rivulet::http::client::request(&args.control, "GET", "/status", &[], token.as_deref())?;

@@ -279,6 +279,7 @@ async fn swap(
         bytes: body.to_vec(),
         origin: upload_origin(query_value(&uri, "file")),
         reply: Some(reply),
+        fleet: None,
     };
     let Some(requests) = &current.requests else {
         return error(

@@ -1,6 +1,8 @@
 //! Kafka plumbing: client configuration, the source, the sink, and the embedded dev broker.
 
+pub mod admin;
 pub mod broker;
+pub mod compacted;
 pub mod forward;
 pub mod state_topic;
 
