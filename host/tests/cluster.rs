@@ -496,10 +496,27 @@ fn a_swap_asked_of_one_process_is_installed_by_every_process_of_the_fleet() {
         "every process installed it: {stdout}"
     );
     eprintln!("fleet swap: {stdout}");
-    let members = fleet_until(&address, &name, Duration::from_secs(10), |m| {
+    fleet_until(&address, &name, Duration::from_secs(10), |m| {
         m.len() == 3 && m.iter().all(|m| module_of(m, "parse-orders") == new)
     });
-    assert_eq!(members.len(), 3);
+
+    // A process that joins later starts with the fleet's module, not its spec's file.
+    let (_late, late_lines, late_control) = start_controlled(&job.spec_path, &address);
+    let late = fleet_until(&address, &name, Duration::from_secs(30), |m| {
+        m.iter()
+            .any(|m| m["control"].as_str() == Some(late_control.as_str()))
+    });
+    let joined = late
+        .iter()
+        .find(|m| m["control"].as_str() == Some(late_control.as_str()))
+        .unwrap();
+    assert_eq!(module_of(joined, "parse-orders"), new, "{joined:#}");
+    let said: Vec<String> = late_lines.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("starting with the module the running fleet has in this stage")),
+        "the joining process says so: {said:#?}"
+    );
 }
 
 #[test]

@@ -169,17 +169,23 @@ impl Fleet {
         let votes = votes
             .or_else(|| self.view.with(|state| state.votes.get(&id).cloned()))
             .unwrap_or_default();
-        let refusal = voters.iter().find_map(|voter| match votes.get(voter) {
-            Some(Verdict { ok: true, .. }) => None,
-            Some(Verdict { reason, .. }) => Some(format!(
-                "process {voter} refused it: {}",
-                reason.clone().unwrap_or_default()
-            )),
-            None => Some(format!(
-                "process {voter} did not answer within {} s",
-                VOTE_WAIT.as_secs()
-            )),
-        });
+        // A refusal's reason first: the wait ends at the first one, others may still be due.
+        let refusal = voters
+            .iter()
+            .find_map(|voter| {
+                let verdict = votes.get(voter).filter(|v| !v.ok)?;
+                Some(format!(
+                    "process {voter} refused it: {}",
+                    verdict.reason.clone().unwrap_or_default()
+                ))
+            })
+            .or_else(|| {
+                let silent = voters.iter().find(|v| !votes.contains_key(*v))?;
+                Some(format!(
+                    "process {silent} did not answer within {} s",
+                    VOTE_WAIT.as_secs()
+                ))
+            });
         let decision = match &refusal {
             None => Verdict::yes(),
             Some(reason) => Verdict::no(reason.clone()),
