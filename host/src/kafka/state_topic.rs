@@ -99,6 +99,11 @@ fn key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The record (key, value) holding `state` of `topic`'s `partition`.
+pub fn record(topic: &str, partition: i32, state: &PartitionState) -> (String, String) {
+    (key(topic, partition), state.encode())
+}
+
 impl StateTopic {
     /// Connects to the state topic of `group`, creating it (compacted, one partition) if the
     /// broker serves topic creation; otherwise the first write creates it.
@@ -199,6 +204,8 @@ impl StateTopic {
             .set("group.id", format!("{}-reader", self.name))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // Under exactly-once the state is written in transactions: only committed ones.
+            .set("isolation.level", "read_committed")
             .create_with_context(LogContext)
             .map_err(KafkaError::client(format!("reading `{}`", self.name)))?;
         let wanted: BTreeMap<String, i32> =
@@ -239,7 +246,16 @@ impl StateTopic {
                     reason: format!("read only up to offset {next} of {high} in 30 s"),
                 });
             }
-            let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            let polled = consumer.poll(Duration::from_millis(200));
+            // Transaction markers take offsets but are never handed out: the position
+            // moves past them.
+            if let Some(position) = consumer.position().ok().and_then(|tpl| {
+                tpl.find_partition(&self.name, 0)
+                    .and_then(|e| e.offset().to_raw())
+            }) {
+                next = next.max(position);
+            }
+            let Some(result) = polled else {
                 continue;
             };
             let message = match result {
