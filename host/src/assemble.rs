@@ -226,7 +226,13 @@ impl Job {
             // Before the source: its restore reads the state topic `read_committed`, which
             // waits for what an older instance of this task left open (aborted here).
             let transaction = match exactly_once {
-                true => Some(open_transaction(spec, &kafka, instance, "task", task, "")?),
+                true => Some(open_transaction(
+                    spec,
+                    &kafka,
+                    (instance, "task", task),
+                    "",
+                    commit_every,
+                )?),
                 false => None,
             };
             let own = transaction
@@ -336,10 +342,9 @@ impl Job {
                     true => Some(open_transaction(
                         spec,
                         &kafka,
-                        instance,
-                        "merge",
-                        task,
+                        (instance, "merge", task),
                         &merge_group,
+                        commit_every,
                     )?),
                     false => None,
                 };
@@ -429,10 +434,9 @@ impl Job {
 fn open_transaction(
     spec: &PipelineSpec,
     kafka: &KafkaConfig,
-    instance: &str,
-    stage: &str,
-    task: usize,
+    (instance, stage, task): (&str, &str, usize),
     group: &str,
+    commit_every: Duration,
 ) -> Result<Transaction, PipelineError> {
     let group = match (group, &spec.source) {
         ("", SourceSpec::Kafka { group, .. }) => group
@@ -442,7 +446,8 @@ fn open_transaction(
     };
     let id = transactional_id(&spec.name, instance, stage, task);
     let state = crate::kafka::state_topic::topic_name(&group);
-    Transaction::open(kafka, &id, Some(&state)).map_err(|err| PipelineError::Sink(err.into()))
+    Transaction::open(kafka, &id, Some(&state), commit_every)
+        .map_err(|err| PipelineError::Sink(err.into()))
 }
 
 /// Exactly-once: a task's own sinks, all writing through its transactional producer.

@@ -63,6 +63,17 @@ impl Topics {
 
     /// An exactly-once job counting orders per status in 10 s event-time windows.
     fn spec(&self, dir: &std::path::Path, assign: &str) -> std::path::PathBuf {
+        self.spec_with(dir, assign, "parallelism = 1", "")
+    }
+
+    /// The job with `parallelism` and `window_extra` lines.
+    fn spec_with(
+        &self,
+        dir: &std::path::Path,
+        assign: &str,
+        parallelism: &str,
+        window_extra: &str,
+    ) -> std::path::PathBuf {
         let path = dir.join(format!("{}.toml", self.name));
         std::fs::write(
             &path,
@@ -70,7 +81,7 @@ impl Topics {
                 r#"
 name = "{name}"
 delivery = "exactly-once"
-parallelism = 1
+{parallelism}
 [source]
 kind = "kafka"
 topic = "{orders}"
@@ -83,6 +94,7 @@ time = "event"
 timestamp = "tsMillis"
 idle_timeout = "600s"
 late_topic = "{late}"
+{window_extra}
 [aggregate]
 builtin = [{{ name = "order_count", fn = "count" }}]
 [sink]
@@ -299,20 +311,22 @@ fn stop(job: &mut JobProcess) -> std::process::ExitStatus {
 #[test]
 fn a_graceful_restart_writes_each_window_result_dead_letter_and_late_record_once() {
     let broker = TestBroker::embedded();
-    let address = broker.address();
     let topics = Topics::new("eos-restart");
-    topics.create(&broker);
     let dir = tempfile::tempdir().unwrap();
     let spec = topics.spec(dir.path(), "all");
+    restart_gracefully(&broker, &topics, &spec);
+}
+
+/// Runs `spec` over half the orders, stops it (SIGTERM) mid-run, runs it again over the
+/// rest, and checks that every output came out once.
+fn restart_gracefully(broker: &TestBroker, topics: &Topics, spec: &std::path::Path) {
+    let address = broker.address();
+    topics.create(broker);
+    let spec = spec.to_owned();
     let truth = Truth::orders(2, 600);
     produce(&address, &topics.orders, &truth.parts[0]);
 
-    let (mut job, lines) = spawn(&spec, &address, "0");
-    said(
-        &lines,
-        "transactional producer ready",
-        Duration::from_secs(60),
-    );
+    let (mut job, _lines) = spawn(&spec, &address, "0");
     // Mid-run: some windows out, others open, their records committed as still needed.
     let early = read_until(&address, &topics.counts, 1, Duration::from_secs(60), |r| {
         r.len() >= 5
@@ -322,7 +336,7 @@ fn a_graceful_restart_writes_each_window_result_dead_letter_and_late_record_once
 
     produce(&address, &topics.orders, &truth.parts[1]);
     let (mut job, _lines) = spawn(&spec, &address, "0");
-    let (counts, dlq, late) = outputs(&address, &topics, &truth);
+    let (counts, dlq, late) = outputs(&address, topics, &truth);
     assert!(stop(&mut job).success());
     truth.check(&counts, &dlq, &late);
 }
@@ -493,4 +507,39 @@ fn sigkill_of_either_process_five_times_and_a_read_committed_reader_sees_each_ou
         stop(job);
     }
     truth.check(&counts, &dlq, &late);
+}
+
+#[test]
+fn consume_reads_read_committed_by_default_and_names_the_isolation_levels() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    let topic = unique("eos-consume");
+    broker.topic(&topic, 1);
+    produce(&address, &topic, &[(0, "k".into(), b"one".to_vec())]);
+    let consume = |isolation: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rivulet"));
+        command.args(["consume", &topic, "--brokers", &address, "--from-beginning"]);
+        command.args(["--timeout", "2s"]).env("RUST_LOG", "warn");
+        if let Some(isolation) = isolation {
+            command.args(["--isolation", isolation]);
+        }
+        command.output().unwrap()
+    };
+    for isolation in [None, Some("read-committed"), Some("read-uncommitted")] {
+        let out = consume(isolation);
+        assert!(out.status.success(), "{isolation:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "one\n",
+            "{isolation:?}"
+        );
+    }
+    let out = consume(Some("committed"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'committed' for '--isolation <ISOLATION>'")
+            && err.contains("[possible values: read-committed, read-uncommitted]"),
+        "{err}"
+    );
 }

@@ -17,8 +17,12 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a transaction may stay open before the broker aborts it.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a transaction may stay open before the broker aborts it: ten commit intervals,
+/// within these bounds. Short, because until then `read_committed` readers (a restore of
+/// the state topic among them) wait behind what a killed task left open — unless it
+/// restarts, which aborts it at once.
+const TRANSACTION_TIMEOUT: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(900));
 
 /// How long `init_transactions` and a commit may take (a broker that answers in time).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,19 +76,21 @@ impl Transaction {
         config: &KafkaConfig,
         id: &str,
         state_topic: Option<&str>,
+        commit_every: Duration,
     ) -> Result<Self, KafkaError> {
         let millis = |d: Duration| d.as_millis().to_string();
+        let timeout = (commit_every * 10).clamp(TRANSACTION_TIMEOUT.0, TRANSACTION_TIMEOUT.1);
         let producer: BaseProducer<SinkContext> = config
             .client()
             .set("transactional.id", id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("transaction.timeout.ms", millis(TRANSACTION_TIMEOUT))
+            .set("transaction.timeout.ms", millis(timeout))
             // A record not delivered in time fails its transaction (which is retried).
             .set(
                 "message.timeout.ms",
-                millis(TRANSACTION_TIMEOUT - Duration::from_secs(5)),
+                millis(timeout - Duration::from_secs(1)),
             )
             .create_with_context(SinkContext::default())
             .map_err(KafkaError::client(format!(
