@@ -543,3 +543,74 @@ fn consume_reads_read_committed_by_default_and_names_the_isolation_levels() {
         "{err}"
     );
 }
+
+#[test]
+fn a_commit_the_broker_refuses_is_aborted_and_the_restarted_job_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rivulet::assemble::RunOptions;
+    use rivulet::task::Job;
+    use rivulet::udf::{ModuleCache, Runtime};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let broker = TestBroker::embedded();
+    let TestBroker::Embedded(embedded) = &broker else {
+        unreachable!("an embedded broker")
+    };
+    let address = broker.address();
+    let topics = Topics::new("eos-abort");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = rivulet::spec::PipelineSpec::load(&topics.spec(dir.path(), "all")).unwrap();
+    let truth = Truth::orders(2, 600);
+    let options = |stop: Arc<AtomicBool>| RunOptions {
+        brokers: Some(address.clone()),
+        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
+        stop,
+        connect_timeout: Some(Duration::from_secs(30)),
+        commit_every: Duration::from_secs(1),
+        swappable: false,
+        instance: "0".into(),
+    };
+    produce(&address, &topics.orders, &truth.parts[0]);
+    let mut job = Job::from_spec(&spec, &options(Arc::new(AtomicBool::new(false)))).unwrap();
+    let running = std::thread::spawn(move || job.run());
+    read_until(&address, &topics.counts, 1, Duration::from_secs(60), |r| {
+        !r.is_empty()
+    });
+    // The broker refuses the next commit (an error the producer cannot retry).
+    embedded.fail_next(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN],
+    );
+    produce(&address, &topics.orders, &truth.parts[1][..30]);
+    let err = running.join().unwrap().unwrap_err();
+    let text = err.to_string();
+    let id = format!("rivulet.{}.0.task-0", topics.name);
+    assert!(
+        text.starts_with(&format!("transaction `{id}`: committing failed: "))
+            && text.ends_with("; aborted"),
+        "{text}"
+    );
+    // `rivulet run` restarts a job after such a failure, from its committed state.
+    assert!(err.is_kafka_failure());
+
+    produce(&address, &topics.orders, &truth.parts[1][30..]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut job = Job::from_spec(&spec, &options(stop.clone())).unwrap();
+    let running = std::thread::spawn(move || job.run());
+    let (counts, dlq, late) = outputs(&address, &topics, &truth);
+    stop.store(true, Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+    // This broker shows aborted transactions to every reader: what the aborted one wrote is
+    // visible, so results may repeat here; none is lost, and each is whole.
+    let got = window_counts(&counts);
+    for (key, n) in &truth.counts {
+        let seen = got.get(key).unwrap_or_else(|| panic!("{key:?} lost"));
+        assert!(
+            seen.iter().all(|c| c == n),
+            "{key:?}: {seen:?}, expected {n}"
+        );
+    }
+    assert!(dlq.len() >= truth.bad.len() && late.len() >= truth.late.len());
+}
