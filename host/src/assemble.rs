@@ -222,10 +222,12 @@ impl Job {
         let samples = swap_requests.is_some().then(|| status.clone());
         let splits: Arc<[FileSplit]> = shares.splits().into();
         let mut pipelines = Vec::with_capacity(tasks);
-        for (task, share) in shares.into_iter().enumerate() {
-            // Before the source: its restore reads the state topic `read_committed`, which
-            // waits for what an older instance of this task left open (aborted here).
-            let transaction = match exactly_once {
+        // Every task's producer before any source: a source's restore reads the state topic
+        // `read_committed`, which waits for what older instances of the tasks left open
+        // (aborted as each producer registers).
+        let mut transactions = Vec::with_capacity(tasks);
+        for task in 0..tasks {
+            transactions.push(match exactly_once {
                 true => Some(open_transaction(
                     spec,
                     &kafka,
@@ -234,7 +236,11 @@ impl Job {
                     commit_every,
                 )?),
                 false => None,
-            };
+            });
+        }
+        let mut transactions = transactions.into_iter();
+        for (task, share) in shares.into_iter().enumerate() {
+            let transaction = transactions.next().flatten();
             let own = transaction
                 .as_ref()
                 .map(|t| TaskSinks::of(t, spec, over_kafka.as_ref().map(|p| p.topic.as_str())));

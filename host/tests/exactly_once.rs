@@ -63,17 +63,6 @@ impl Topics {
 
     /// An exactly-once job counting orders per status in 10 s event-time windows.
     fn spec(&self, dir: &std::path::Path, assign: &str) -> std::path::PathBuf {
-        self.spec_with(dir, assign, "parallelism = 1", "")
-    }
-
-    /// The job with `parallelism` and `window_extra` lines.
-    fn spec_with(
-        &self,
-        dir: &std::path::Path,
-        assign: &str,
-        parallelism: &str,
-        window_extra: &str,
-    ) -> std::path::PathBuf {
         let path = dir.join(format!("{}.toml", self.name));
         std::fs::write(
             &path,
@@ -81,7 +70,7 @@ impl Topics {
                 r#"
 name = "{name}"
 delivery = "exactly-once"
-{parallelism}
+parallelism = 1
 [source]
 kind = "kafka"
 topic = "{orders}"
@@ -94,7 +83,6 @@ time = "event"
 timestamp = "tsMillis"
 idle_timeout = "600s"
 late_topic = "{late}"
-{window_extra}
 [aggregate]
 builtin = [{{ name = "order_count", fn = "count" }}]
 [sink]
