@@ -154,6 +154,10 @@ test-tansu: udfs test-guests
 bench-kafka:
     scripts/with-tansu cargo bench -p rivulet --bench kafka_path
 
+# Exactly-once against at-least-once: throughput, CPU per record, window end → visible (p50/p99).
+bench-eos:
+    scripts/with-tansu cargo bench -p rivulet --bench exactly_once
+
 # Sales SQL job figures (issue 10): records/s and CPU per record of pipelines/sales-per-store.sql
 # over N Avro records (default 1M) beside the same job as TOML specs; planning time.
 bench-sql records="1000000": build (udf "parse-sales") (udf "sum-sales")

@@ -157,6 +157,7 @@ path = "{}"
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     let stop = options.stop.clone();
     let mut job = Job::from_spec(&spec, &options).unwrap();

@@ -49,6 +49,7 @@ fn options(brokers: Option<String>) -> RunOptions {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     }
 }
 

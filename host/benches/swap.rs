@@ -49,6 +49,7 @@ fn main() {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
         swappable: true,
+        instance: Default::default(),
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
     let requests = pipeline.swap_requests.clone().unwrap();

@@ -8,6 +8,8 @@ use crate::cluster::merge_op::MergeOperator;
 use crate::cluster::pre_op::PreAggregate;
 use crate::column_type::ColumnType;
 use crate::dead_letter::DeadLetters;
+use crate::delivery::Transaction;
+use crate::delivery::transaction::transactional_id;
 use crate::emit::Emitter;
 use crate::error::PipelineError;
 use crate::kafka::KafkaConfig;
@@ -17,7 +19,8 @@ use crate::sink::{LineSink, SharedSink, Sink};
 use crate::source::kafka::{KafkaSource, SourceOptions};
 use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
 use crate::spec::{
-    OnError, PipelineSpec, SinkFormat, SinkSpec, SourceSpec, StageKind, ValueFields,
+    Delivery, EXACTLY_ONCE_COMMIT_INTERVAL, OnError, PipelineSpec, SinkFormat, SinkSpec,
+    SourceSpec, StageKind, ValueFields,
 };
 use crate::stage::avro::{AvroFormat, AvroParse};
 use crate::stage::filter::Filter;
@@ -53,6 +56,10 @@ pub struct RunOptions {
     pub commit_every: Duration,
     /// Accept module swaps (from the control API or the watcher).
     pub swappable: bool,
+    /// This process among the job's (exactly-once: part of each task's
+    /// `transactional.id`; a restart with the same instance fences the old process).
+    /// Empty: `0`.
+    pub instance: String,
 }
 
 /// Loads `stage`'s module: the one last swapped into it, if this runtime ran the job
@@ -98,7 +105,21 @@ impl Job {
     /// The job as `spec.parallelism` tasks (default: one per core; a file is split on line
     /// boundaries, standard input stays one task).
     pub fn from_spec(spec: &PipelineSpec, options: &RunOptions) -> Result<Self, PipelineError> {
-        let tasks = spec.parallelism.unwrap_or_else(default_parallelism);
+        let tasks = match spec.parallelism {
+            Some(tasks) => tasks,
+            // Windows are handed between the tasks of a process outside any transaction:
+            // one task per process (more processes share the partitions).
+            None if spec.delivery == Delivery::ExactlyOnce
+                && spec
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| w.exchange != crate::spec::WindowExchange::Kafka) =>
+            {
+                tracing::info!(job = %spec.name, "exactly-once with a window: one task in this process (set window.exchange = \"kafka\" for more)");
+                1
+            }
+            None => default_parallelism(),
+        };
         if tasks == 0 {
             return Err(PipelineError::Config(
                 "parallelism must be at least 1".to_owned(),
@@ -125,6 +146,18 @@ impl Job {
                 .or_else(|| spec.kafka.brokers.clone())
                 .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
             properties: spec.kafka.properties.clone(),
+        };
+        if let Some((field, reason)) = spec.exactly_once_refusal() {
+            return Err(PipelineError::Config(format!("`{field}`: {reason}")));
+        }
+        let exactly_once = spec.delivery == Delivery::ExactlyOnce;
+        let commit_every = spec.commit_interval.unwrap_or(match exactly_once {
+            true => EXACTLY_ONCE_COMMIT_INTERVAL,
+            false => options.commit_every,
+        });
+        let instance = match options.instance.as_str() {
+            "" => "0",
+            instance => instance,
         };
         let status = Arc::new(JobStatus::new(&spec.name));
         // Modules first: a broken one fails fast, before any connection.
@@ -215,7 +248,28 @@ impl Job {
         let samples = swap_requests.is_some().then(|| status.clone());
         let splits: Arc<[FileSplit]> = shares.splits().into();
         let mut pipelines = Vec::with_capacity(tasks);
+        // Every task's producer before any source: a source's restore reads the state topic
+        // `read_committed`, which waits for what older instances of the tasks left open
+        // (aborted as each producer registers).
+        let mut transactions = Vec::with_capacity(tasks);
+        for task in 0..tasks {
+            transactions.push(match exactly_once {
+                true => Some(open_transaction(
+                    spec,
+                    &kafka,
+                    (instance, "task", task),
+                    "",
+                    commit_every,
+                )?),
+                false => None,
+            });
+        }
+        let mut transactions = transactions.into_iter();
         for (task, share) in shares.into_iter().enumerate() {
+            let transaction = transactions.next().flatten();
+            let own = transaction
+                .as_ref()
+                .map(|t| TaskSinks::of(t, spec, over_kafka.as_ref().map(|p| p.topic.as_str())));
             let source = share.open(spec, &kafka, options, task, tasks)?;
             let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
             if task == 0
@@ -273,7 +327,10 @@ impl Job {
                     // every task.
                     Some(plan) => Emitter {
                         format,
-                        sink: plan.sink.clone(),
+                        sink: own
+                            .as_ref()
+                            .and_then(|own| own.partials.clone())
+                            .unwrap_or_else(|| plan.sink.clone()),
                         key_field: None,
                         json_numbers: json_numbers(spec),
                         samples: None,
@@ -281,7 +338,9 @@ impl Job {
                     },
                     None => Emitter {
                         format,
-                        sink: sink.clone(),
+                        sink: own
+                            .as_ref()
+                            .map_or_else(|| sink.clone(), |own| own.results.clone()),
                         key_field: key_field.clone(),
                         json_numbers: json_numbers(spec),
                         samples: samples.clone(),
@@ -289,10 +348,17 @@ impl Job {
                     },
                 },
                 cluster,
-                dead: DeadLetters::new(dead_sink.clone()),
-                late: late_sink.clone(),
+                dead: DeadLetters::new(match &own {
+                    Some(own) => own.dead.clone(),
+                    None => dead_sink.clone(),
+                }),
+                late: match &own {
+                    Some(own) => own.late.clone(),
+                    None => late_sink.clone(),
+                },
+                transaction,
                 batch: spec.batch.clone(),
-                commit_every: options.commit_every,
+                commit_every,
                 tracker: Default::default(),
                 stop: options.stop.clone(),
                 status: status.clone(),
@@ -304,10 +370,22 @@ impl Job {
             });
         }
         if let (Some(plan), Some(window)) = (&over_kafka, &spec.window) {
+            let merge_group = format!("{}-merge", plan.group);
             for task in 0..tasks {
+                let transaction = match exactly_once {
+                    true => Some(open_transaction(
+                        spec,
+                        &kafka,
+                        (instance, "merge", task),
+                        &merge_group,
+                        commit_every,
+                    )?),
+                    false => None,
+                };
+                let own = transaction.as_ref().map(|t| TaskSinks::of(t, spec, None));
                 let source_options = SourceOptions {
                     topic: plan.topic.clone(),
-                    group: format!("{}-merge", plan.group),
+                    group: merge_group.clone(),
                     start: crate::spec::StartAt::Earliest,
                     assign: crate::spec::AssignMode::Group,
                     bounded: false,
@@ -347,16 +425,22 @@ impl Job {
                     cluster: Some(ClusterStep::Merge(Box::new(merge))),
                     emitter: Emitter {
                         format,
-                        sink: sink.clone(),
+                        sink: own
+                            .as_ref()
+                            .map_or_else(|| sink.clone(), |own| own.results.clone()),
                         key_field: key_field.clone(),
                         json_numbers: json_numbers(spec),
                         samples: samples.clone(),
                         recent: std::collections::VecDeque::new(),
                     },
-                    dead: DeadLetters::new(dead_sink.clone()),
+                    dead: DeadLetters::new(match &own {
+                        Some(own) => own.dead.clone(),
+                        None => dead_sink.clone(),
+                    }),
                     late: None,
+                    transaction,
                     batch: spec.batch.clone(),
-                    commit_every: options.commit_every,
+                    commit_every,
                     tracker: Default::default(),
                     stop: options.stop.clone(),
                     status: status.clone(),
@@ -376,6 +460,58 @@ impl Job {
             stop: options.stop.clone(),
             fleet,
         })
+    }
+}
+
+/// Exactly-once: the transactional producer of one task (`stage`: `task`, or `merge` for
+/// stage 2 of a job over Kafka, whose consumer group is `group`; empty: the source's),
+/// writing the state topic of that group in its transactions.
+fn open_transaction(
+    spec: &PipelineSpec,
+    kafka: &KafkaConfig,
+    (instance, stage, task): (&str, &str, usize),
+    group: &str,
+    commit_every: Duration,
+) -> Result<Transaction, PipelineError> {
+    let group = match (group, &spec.source) {
+        ("", SourceSpec::Kafka { group, .. }) => group
+            .clone()
+            .unwrap_or_else(|| format!("rivulet-{}", spec.name)),
+        (group, _) => group.to_owned(),
+    };
+    let id = transactional_id(&spec.name, instance, stage, task);
+    let state = crate::kafka::state_topic::topic_name(&group);
+    Transaction::open(kafka, &id, Some(&state), commit_every)
+        .map_err(|err| PipelineError::Sink(err.into()))
+}
+
+/// Exactly-once: a task's own sinks, all writing through its transactional producer.
+struct TaskSinks {
+    results: SharedSink,
+    dead: Option<SharedSink>,
+    late: Option<SharedSink>,
+    /// Stage 1 of a job over Kafka: the partials topic.
+    partials: Option<SharedSink>,
+}
+
+impl TaskSinks {
+    fn of(transaction: &Transaction, spec: &PipelineSpec, partials: Option<&str>) -> Self {
+        let sink = |topic: &str| SharedSink::new(Sink::Kafka(transaction.sink(topic)));
+        let results = match &spec.sink {
+            SinkSpec::Kafka { topic, .. } => topic.clone(),
+            // Refused before (see `PipelineSpec::exactly_once_refusal`).
+            _ => format!("{}-results", spec.name),
+        };
+        TaskSinks {
+            results: sink(&results),
+            dead: spec.dead_letter_topic().as_deref().map(sink),
+            late: spec
+                .window
+                .as_ref()
+                .and_then(|w| w.late_topic.as_deref())
+                .map(sink),
+            partials: partials.map(sink),
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub enum PipelineError {
     DeadLetter(#[from] DeadLetterError),
     #[error(transparent)]
     Udf(#[from] crate::udf::UdfError),
+    #[error(transparent)]
+    Transaction(#[from] crate::delivery::TransactionError),
 }
 
 impl PipelineError {
@@ -27,6 +29,9 @@ impl PipelineError {
         use crate::dead_letter::DeadLetterError;
         use crate::kafka::KafkaError;
         let kafka = match self {
+            // Aborted: a restart replays from the last commit. Fenced: not a failure to
+            // restart from (a newer instance carries on).
+            PipelineError::Transaction(err) => return !err.is_fenced(),
             PipelineError::Source(SourceError::Kafka(err))
             | PipelineError::Sink(SinkError::Kafka(err))
             | PipelineError::DeadLetter(DeadLetterError::Sink(SinkError::Kafka(err))) => err,

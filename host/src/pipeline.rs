@@ -3,12 +3,13 @@
 //! source → parse → map… → (key → window → aggregate → fire) → format → sink,
 //! with rejected records to the dead letters, too-late records to the late topic, and
 //! snapshots committed once every sink has what came before them (at-least-once; see
-//! [`crate::delivery`]).
+//! [`crate::delivery`]) or, exactly-once, in the task's transaction with everything it
+//! wrote ([`crate::delivery::transaction`]).
 
 use crate::cluster::ClusterStep;
 use crate::counters::{PartitionStats, TaskCounters};
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::delivery::{OffsetTracker, Snapshot};
+use crate::delivery::{OffsetTracker, Snapshot, Transaction, TransactionError};
 use crate::emit::Emitter;
 pub use crate::error::PipelineError;
 use crate::side_output::{RefusedInput, SideOutputs};
@@ -64,6 +65,8 @@ pub struct Pipeline {
     pub swap_pauses: Vec<Duration>,
     /// Replaced modules, dropped on the swap worker (not on the hot path).
     pub retired: Option<std::sync::mpsc::Sender<Retired>>,
+    /// Exactly-once: the task's transactional producer, through which its sinks write.
+    pub transaction: Option<Transaction>,
     /// When stopped, fire the open windows first, as the end of a bounded input does (the
     /// demo's `--duration`); otherwise they stay open for the next run to finish.
     pub drain_on_stop: bool,
@@ -78,10 +81,30 @@ impl Pipeline {
         self.status.warnings.flush();
         // No more swaps for this task (the swap worker stops waiting for it).
         self.swaps = None;
-        match flowed {
+        let ended = match flowed {
             Ok(()) => self.shutdown(),
             Err(PipelineError::Udf(err)) if err.is_stopped() => self.abandon(&err),
             Err(err) => Err(err),
+        };
+        match (
+            ended,
+            self.transaction.as_ref().and_then(Transaction::fenced),
+        ) {
+            // Fenced: whatever failed after it failed because of it. One line, and the task
+            // stops; the newer instance carries on from the last commit.
+            (Err(PipelineError::Transaction(fenced @ TransactionError::Fenced { .. })), _)
+            | (Err(_), Some(fenced)) => {
+                tracing::error!(job = %self.name, task = self.task, "{fenced}");
+                self.source.close();
+                Ok(())
+            }
+            (Err(err), _) => {
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.abort();
+                }
+                Err(err)
+            }
+            (ended, _) => ended,
         }
     }
 
@@ -121,10 +144,20 @@ impl Pipeline {
                 self.fire(&topic, false)?;
             }
             self.serve_sinks()?;
-            self.commit_ready(false);
-            if last_snapshot.elapsed() >= self.commit_every && !replaying {
-                self.snapshot();
-                last_snapshot = Instant::now();
+            if self.transaction.is_some() {
+                // Exactly-once: a transaction per interval, with the offsets of a snapshot
+                // (never during a replay: what it rebuilds was committed before).
+                if last_snapshot.elapsed() >= self.commit_every && !replaying {
+                    self.snapshot();
+                    self.commit_transaction()?;
+                    last_snapshot = Instant::now();
+                }
+            } else {
+                self.commit_ready(false);
+                if last_snapshot.elapsed() >= self.commit_every && !replaying {
+                    self.snapshot();
+                    last_snapshot = Instant::now();
+                }
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
@@ -328,6 +361,11 @@ impl Pipeline {
     /// but commits nothing more, so the interrupted batch is read again on restart.
     fn abandon(&mut self, err: &crate::udf::UdfError) -> Result<(), PipelineError> {
         tracing::info!(job = %self.name, "stopping: {err}; the interrupted batch is not committed");
+        if let Some(transaction) = &mut self.transaction {
+            transaction.abort();
+            self.source.close();
+            return Ok(());
+        }
         for sink in self.sinks() {
             sink.lock().flush(Duration::from_secs(30), None)?;
         }
@@ -444,10 +482,55 @@ impl Pipeline {
         true
     }
 
+    /// Exactly-once: commits the task's open transaction — everything it wrote since the
+    /// last one, and the waiting snapshot's offsets and restart state — and begins the
+    /// next. A failure aborts it (nothing of it is visible) and stops the task; the job
+    /// restarts from the last commit.
+    fn commit_transaction(&mut self) -> Result<(), PipelineError> {
+        // Everything sent is in the transaction: the commit delivers all of it or nothing.
+        let marks: Vec<u64> = self.sinks().map(|sink| sink.lock().acks().mark()).collect();
+        let states = self.tracker.ready(&marks).unwrap_or_default();
+        let commit = match &self.source {
+            crate::source::Source::Kafka(kafka) => Some(
+                kafka
+                    .transactional_commit(&states)
+                    .map_err(crate::source::SourceError::from)?,
+            ),
+            _ => None,
+        };
+        let Some(transaction) = &mut self.transaction else {
+            return Ok(());
+        };
+        let (offsets, records) = match &commit {
+            Some(commit) => match (&commit.group, commit.offsets.count()) {
+                (_, 0) => (None, commit.states.as_slice()),
+                (Some(group), _) => (Some((&commit.offsets, group)), commit.states.as_slice()),
+                (None, _) => {
+                    return Err(PipelineError::Config(format!(
+                        "exactly-once: the consumer of `{}` has no group metadata to commit offsets with",
+                        self.source.name()
+                    )));
+                }
+            },
+            None => (None, &[][..]),
+        };
+        transaction.commit(offsets, records)?;
+        let deposits = self.tracker.committed().and_then(|s| s.deposits);
+        if let (Some(windowing), Some(deposits)) = (&self.windowing, deposits) {
+            windowing.committed(deposits);
+        }
+        Ok(())
+    }
+
     /// Flushes every sink and commits what was read. Asked to stop, it gives up once
     /// nothing was delivered for [`STOP_STALL`]: what was not delivered is not committed,
     /// and is read again on the next start.
     fn shutdown(&mut self) -> Result<(), PipelineError> {
+        if self.transaction.is_some() {
+            let committed = self.commit_all(None);
+            self.source.close();
+            return committed;
+        }
         let stall = self.stop.load(Ordering::Relaxed).then_some(STOP_STALL);
         match self.commit_all(stall) {
             Err(PipelineError::Sink(err)) if stall.is_some() => tracing::warn!(
@@ -464,6 +547,19 @@ impl Pipeline {
     /// long), then commits everything read that open windows don't need (after a replay is
     /// done: a snapshot during replay would commit what it rebuilds).
     fn commit_all(&mut self, stall: Option<Duration>) -> Result<(), PipelineError> {
+        if self.transaction.is_some() {
+            if self.replaying() {
+                // A replay is rebuilding what was committed: nothing new to commit, and
+                // what it sent is dropped with the state it belongs to.
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.abort();
+                    transaction.restart()?;
+                }
+                return Ok(());
+            }
+            self.snapshot();
+            return self.commit_transaction();
+        }
         for sink in self.sinks() {
             sink.lock().flush(Duration::from_secs(30), stall)?;
         }

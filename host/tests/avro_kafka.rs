@@ -67,6 +67,7 @@ fn run(spec: &str, brokers: &str) -> Result<(), String> {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options).map_err(|e| e.to_string())?;
     pipeline.run().map_err(|e| e.to_string())

@@ -33,6 +33,7 @@ fn run_job(dir: &Path, spec: &str, input: &str) -> (Vec<String>, Vec<Value>, Dur
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     let started = Instant::now();
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();

@@ -267,6 +267,7 @@ fn run_job(stages: &str, lines: &[&str], max_records: usize) -> (Vec<String>, Ve
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();

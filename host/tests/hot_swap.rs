@@ -42,6 +42,7 @@ fn start(spec: &str, brokers: &str, cache: &Path) -> Running {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: true,
+        instance: Default::default(),
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
     let status = pipeline.status.clone();

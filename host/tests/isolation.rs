@@ -236,6 +236,7 @@ path = "dlq.jsonl"
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
     (

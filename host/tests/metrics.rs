@@ -55,6 +55,7 @@ fn options(dir: &std::path::Path) -> RunOptions {
         connect_timeout: Some(Duration::from_secs(5)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     }
 }
 const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
@@ -115,6 +116,7 @@ path = "{dlq}"
         connect_timeout: Some(Duration::from_secs(5)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     let mut job = Job::from_spec(&spec, &options).unwrap();
     job.run().unwrap();

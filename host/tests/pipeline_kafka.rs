@@ -54,6 +54,7 @@ impl Job {
             connect_timeout: Some(Duration::from_secs(30)),
             commit_every: Duration::from_millis(200),
             swappable: false,
+            instance: Default::default(),
         };
         let handle = std::thread::spawn(move || {
             let mut pipeline = Pipeline::from_spec(&spec, &options).map_err(|e| e.to_string())?;
@@ -401,6 +402,7 @@ fn unreachable_broker_is_retried_then_reported_clearly() {
         connect_timeout: Some(Duration::from_secs(6)),
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     let started = Instant::now();
     let err = Pipeline::from_spec(&spec, &options)

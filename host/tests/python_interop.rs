@@ -135,6 +135,7 @@ fn confluents_python_serializer_in_rivulet_sums_out_confluents_deserializer_read
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
 
@@ -210,6 +211,7 @@ fn confluents_deserializer_reads_the_sql_jobs_upsert_keys_and_values() {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     rivulet::task::Job::from_spec(&job.spec, &options)
         .unwrap()

@@ -94,6 +94,7 @@ path = "dlq.jsonl"
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
 
@@ -144,6 +145,7 @@ fn run_file_job(dir: &Path, on_error: &str) -> Result<(), String> {
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
     let result = pipeline.run().map_err(|e| e.to_string());
@@ -202,6 +204,7 @@ fn run_file_spec(extra: &str, input: &str) -> (Vec<String>, Vec<serde_json::Valu
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     Pipeline::from_spec(&spec, &options).unwrap().run().unwrap();
     let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default();
@@ -273,5 +276,112 @@ fn line_sink_dead_letters_a_formatted_record_with_a_line_break_instead_of_forgin
     assert!(
         error.ends_with(&format!("out.jsonl: {}", rivulet::sink::LINE_BREAK)),
         "{error}"
+    );
+}
+
+/// A Kafka-to-Kafka job asking for exactly-once, with `extra` lines and `replace`d parts.
+fn exactly_once_spec(replace: &[(&str, &str)]) -> Result<rivulet::spec::PipelineSpec, String> {
+    let mut text = r#"
+name = "eos"
+delivery = "exactly-once"
+[source]
+kind = "kafka"
+topic = "orders"
+[window]
+key = "status"
+size = "10s"
+[aggregate]
+builtin = [{ name = "n", fn = "count" }]
+[sink]
+kind = "kafka"
+topic = "counts"
+"#
+    .to_owned();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    rivulet::spec::PipelineSpec::parse(&text, Path::new("eos.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn exactly_once_is_refused_where_a_transaction_cannot_take_back_what_was_written() {
+    let spec = exactly_once_spec(&[]).unwrap();
+    assert_eq!(spec.delivery, rivulet::spec::Delivery::ExactlyOnce);
+    assert_eq!(spec.commit_interval, None);
+    let why = "delivery = \"exactly-once\" commits outputs and offsets in Kafka transactions";
+    let cases: [(&[(&str, &str)], String); 6] = [
+        (
+            &[("kind = \"kafka\"\ntopic = \"orders\"", "kind = \"stdin\"")],
+            format!("pipeline spec eos.toml: `source`: {why}: it needs a Kafka source"),
+        ),
+        (
+            &[("kind = \"kafka\"\ntopic = \"counts\"", "kind = \"stdout\"")],
+            format!(
+                "pipeline spec eos.toml: `sink`: {why}: it needs a Kafka sink (a file or standard output cannot take back what an aborted transaction wrote)"
+            ),
+        ),
+        (
+            &[("[sink]", "[dead_letters]\npath = \"dlq.jsonl\"\n[sink]")],
+            format!(
+                "pipeline spec eos.toml: `dead_letters.path`: {why}: dead letters must go to a topic (`dead_letters.topic`), not a file"
+            ),
+        ),
+        (
+            &[(
+                "size = \"10s\"",
+                "size = \"10s\"\nlate_path = \"late.jsonl\"",
+            )],
+            format!(
+                "pipeline spec eos.toml: `window.late_path`: {why}: late records must go to a topic (`late_topic`), not a file"
+            ),
+        ),
+        (
+            &[("delivery", "parallelism = 2\ndelivery")],
+            format!(
+                "pipeline spec eos.toml: `parallelism`: {why}: a window over several tasks of one process hands windows between tasks outside any transaction; run parallelism = 1 per process (more processes share the partitions through the consumer group)"
+            ),
+        ),
+        (
+            &[
+                ("delivery", "parallelism = 2\ndelivery"),
+                ("size = \"10s\"", "size = \"10s\"\nexchange = \"kafka\""),
+            ],
+            format!(
+                "pipeline spec eos.toml: `window.exchange`: {why}: keyed windows over the partials topic are not exactly-once yet; leave `exchange` out and run parallelism = 1 per process (more processes share the partitions through the consumer group)"
+            ),
+        ),
+    ];
+    for (replace, expected) in cases {
+        assert_eq!(exactly_once_spec(replace).unwrap_err(), expected);
+    }
+    // Without a window, tasks share nothing: any parallelism.
+    let stateless = exactly_once_spec(&[
+        ("delivery", "parallelism = 2\ndelivery"),
+        (
+            "[window]\nkey = \"status\"\nsize = \"10s\"\n[aggregate]\nbuiltin = [{ name = \"n\", fn = \"count\" }]\n",
+            "",
+        ),
+    ]);
+    assert!(stateless.is_ok(), "{stateless:?}");
+}
+
+#[test]
+fn commit_interval_is_a_duration_of_at_least_a_millisecond() {
+    let spec = exactly_once_spec(&[("delivery", "commit_interval = \"250ms\"\ndelivery")]).unwrap();
+    assert_eq!(spec.commit_interval, Some(Duration::from_millis(250)));
+    assert_eq!(
+        exactly_once_spec(&[("delivery", "commit_interval = \"0ms\"\ndelivery")]).unwrap_err(),
+        "pipeline spec eos.toml: `commit_interval`: must be at least 1ms"
+    );
+    let bare = exactly_once_spec(&[("delivery", "commit_interval = 100\ndelivery")]).unwrap_err();
+    assert!(
+        bare.contains("a duration needs a unit: write \"100s\""),
+        "{bare}"
+    );
+    let unknown = exactly_once_spec(&[("\"exactly-once\"", "\"twice\"")]).unwrap_err();
+    assert!(
+        unknown.contains("unknown variant `twice`, expected `at-least-once` or `exactly-once`"),
+        "{unknown}"
     );
 }

@@ -39,6 +39,7 @@ fn options(stop: Arc<AtomicBool>, brokers: Option<String>) -> RunOptions {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     }
 }
 
@@ -194,13 +195,14 @@ fn file_to_file_event_time_job_writes_exact_window_results_and_drops_malformed_l
             "ignored settings (no effect in rivulet): 'some.unknown.key'".to_owned(),
         ]
     );
-    // EXACTLY_ONCE is one warning: the job runs at-least-once.
-    assert_eq!(job.warnings.len(), 1);
-    assert!(
-        job.warnings[0].contains("this job runs at-least-once"),
-        "{:?}",
-        job.warnings
+    // EXACTLY_ONCE over files is one warning: the job runs at-least-once, and why.
+    assert_eq!(
+        job.warnings,
+        vec![
+            "4:1: SET 'execution.checkpointing.mode' = 'EXACTLY_ONCE': this job runs at-least-once (delivery = \"exactly-once\" commits outputs and offsets in Kafka transactions: it needs a Kafka source); after a restart some results may be written again, and upsert-kafka's keys make those rewrites overwrite".to_owned()
+        ]
     );
+    assert_eq!(job.spec.delivery, rivulet::spec::Delivery::AtLeastOnce);
     run_to_end(&job).expect("the job runs to the end of its file");
 
     // Expected, computed from the orders: (window start, status) → counts and amounts.

@@ -81,6 +81,7 @@ fn run(spec: &rivulet::spec::PipelineSpec) {
         connect_timeout: Some(Duration::from_secs(5)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     let mut job = Job::from_spec(spec, &options).unwrap();
     job.run().unwrap();

@@ -46,6 +46,7 @@ fn run_to_end(job: &SqlJob, brokers: Option<String>) -> Result<(), String> {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: false,
+        instance: Default::default(),
     };
     let mut job = Job::from_spec(&job.spec, &options).map_err(|e| e.to_string())?;
     job.run().map_err(|e| e.to_string())
@@ -90,12 +91,9 @@ fn sales_script_explains_as_the_golden_plan() {
     ))
     .unwrap();
     assert_eq!(rivulet::sql::explain::explain(&job, 1), golden);
-    assert_eq!(
-        job.warnings,
-        [
-            "10:1: SET 'execution.checkpointing.mode' = 'EXACTLY_ONCE': this job runs at-least-once (exactly-once is not supported yet; after a restart some results may be written again, and upsert-kafka's keys make those rewrites overwrite)"
-        ]
-    );
+    // Kafka in, Kafka out: EXACTLY_ONCE runs the job in transactions, without a warning.
+    assert!(job.warnings.is_empty(), "{:?}", job.warnings);
+    assert_eq!(job.spec.delivery, rivulet::spec::Delivery::ExactlyOnce);
 }
 
 #[test]

@@ -346,6 +346,7 @@ fn options(brokers: &str, stop: &Arc<AtomicBool>, cache: &Path) -> RunOptions {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_millis(200),
         swappable: true,
+        instance: Default::default(),
     }
 }
 

@@ -44,6 +44,28 @@ pub struct ConsumeArgs {
     /// Print each record's key before its value (`key → value`).
     #[arg(long)]
     keys: bool,
+    /// `read-committed` (default): only records of committed transactions, as a
+    /// downstream consumer of an exactly-once job sees them; `read-uncommitted`: also
+    /// those of open and aborted transactions.
+    #[arg(long, value_enum, default_value = "read-committed")]
+    isolation: Isolation,
+}
+
+/// Which records of transactions `consume` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Isolation {
+    ReadCommitted,
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The client's `isolation.level`.
+    fn level(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 /// Turns Avro in Confluent's wire format into JSON text, with the registry's schemas.
@@ -106,6 +128,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)
         .set("enable.partition.eof", "false")
+        .set("isolation.level", args.isolation.level())
         .create_with_context(LogContext)
         .context("creating the consumer")?;
     let partitions = rivulet::kafka::wait_for_kafka(

@@ -157,6 +157,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         connect_timeout: Some(Duration::from_secs(30)),
         commit_every: Duration::from_secs(1),
         swappable: true,
+        instance: Default::default(),
     };
     let mut job = Job::single(Pipeline::from_spec(&step34, &options(&job_stop))?);
     for task in &mut job.tasks {

@@ -32,6 +32,11 @@ pub struct RunArgs {
     /// stage instances (default: the spec's `parallelism`, else the number of cores).
     #[arg(long)]
     parallelism: Option<usize>,
+    /// Which process of the job this is, when several share its partitions
+    /// (`delivery = "exactly-once"`: part of each task's transactional.id; a process
+    /// started with the same instance fences the older one). Default: 0.
+    #[arg(long, env = "RIVULET_INSTANCE", default_value = "0")]
+    instance: String,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +187,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             watch: args.watch,
             control: &args.control,
             ticker: args.ticker.ticker,
+            instance: &args.instance,
         },
     )
 }
@@ -195,6 +201,8 @@ pub struct RunSettings<'a> {
     pub control: &'a ControlArgs,
     /// The live progress line.
     pub ticker: super::ticker::TickerMode,
+    /// Which process of the job this is (see `--instance`).
+    pub instance: &'a str,
 }
 
 /// Runs `spec` until it ends or is stopped, restarting it after a Kafka failure from its
@@ -216,6 +224,7 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
             connect_timeout: args.kafka.connect_timeout,
             commit_every: args.commit_every,
             swappable: args.watch || args.control.addr != "off",
+            instance: args.instance.to_owned(),
         };
         let mut job = match Job::from_spec(&spec, &options) {
             Err(err) if interrupted(&err) => {

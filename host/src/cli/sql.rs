@@ -84,6 +84,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
                         watch: false,
                         control: &off,
                         ticker: super::ticker::TickerMode::Never,
+                        instance: "0",
                     },
                 )
             })
@@ -97,6 +98,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             watch: false,
             control: &args.control,
             ticker: args.ticker.ticker,
+            instance: "0",
         },
     );
     let mut result = first;

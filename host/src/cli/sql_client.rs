@@ -238,6 +238,7 @@ impl Client<'_> {
             connect_timeout: self.args.kafka.connect_timeout,
             commit_every: self.args.commit_every,
             swappable: false,
+            instance: Default::default(),
         }
     }
 

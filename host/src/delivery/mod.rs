@@ -1,4 +1,5 @@
-//! At-least-once delivery: what may be committed, and what a restart needs.
+//! Delivery: what may be committed, what a restart needs, and (exactly-once) the
+//! transactions that commit outputs and offsets together ([`transaction`]).
 //!
 //! The job commits *snapshots* ([`tracker`]): at a batch boundary it notes, per source
 //! partition, the next offset to read, the lowest offset an open window still needs, and the
@@ -11,6 +12,8 @@
 
 pub mod restart;
 pub mod tracker;
+pub mod transaction;
 
 pub use restart::{PartitionState, Restored};
 pub use tracker::{Acks, OffsetTracker, Snapshot};
+pub use transaction::{Transaction, TransactionError};

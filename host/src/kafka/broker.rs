@@ -32,6 +32,16 @@ impl EmbeddedBroker {
         Forwarder::start(listen, first)
     }
 
+    /// Fails the next requests of kind `api`, one with each of `errors` in turn (tests: a
+    /// broker that refuses a commit).
+    pub fn fail_next(
+        &self,
+        api: rdkafka::types::RDKafkaApiKey,
+        errors: &[rdkafka::types::RDKafkaRespErr],
+    ) {
+        self.cluster.request_errors(api, errors);
+    }
+
     /// Creates a topic (the mock cluster does not serve the admin API).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
         self.cluster

@@ -228,7 +228,16 @@ impl Compacted {
                     ),
                 });
             }
-            let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            let polled = consumer.poll(Duration::from_millis(200));
+            // Transaction markers take offsets but are never handed out: the position
+            // moves past them.
+            if let Some(position) = consumer.position().ok().and_then(|tpl| {
+                tpl.find_partition(&self.name, 0)
+                    .and_then(|e| e.offset().to_raw())
+            }) {
+                next = next.max(position);
+            }
+            let Some(result) = polled else {
                 continue;
             };
             match result {

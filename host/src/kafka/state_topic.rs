@@ -30,6 +30,11 @@ fn key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The record (key, value) holding `state` of `topic`'s `partition`.
+pub fn record(topic: &str, partition: i32, state: &PartitionState) -> (String, String) {
+    (key(topic, partition), state.encode())
+}
+
 impl StateTopic {
     /// Connects to the state topic of `group`, creating it (compacted, one partition) if the
     /// broker serves topic creation; otherwise the first write creates it.

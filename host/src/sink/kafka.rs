@@ -1,5 +1,6 @@
 //! The Kafka sink: an idempotent producer (acks=all) that numbers every record and tracks
-//! which ones the broker acknowledged (see [`crate::delivery::Acks`]).
+//! which ones the broker acknowledged (see [`crate::delivery::Acks`]). Under exactly-once,
+//! the sinks of a task share one transactional producer ([`KafkaSink::on`]).
 
 use crate::delivery::Acks;
 use crate::kafka::{KafkaConfig, KafkaError, LogContext};
@@ -13,41 +14,76 @@ use std::time::{Duration, Instant};
 /// Delivery outcomes by record id, filled by librdkafka's callback.
 type Outcomes = Arc<Mutex<Vec<(u64, Result<(), String>)>>>;
 
-/// Producer context: collects delivery outcomes by record id.
+/// Producer context: collects delivery outcomes by sink and record id (the sinks sharing
+/// a producer each have a slot).
 #[derive(Default)]
 pub struct SinkContext {
     log: LogContext,
-    outcomes: Outcomes,
+    slots: Mutex<Vec<Outcomes>>,
+}
+
+impl SinkContext {
+    /// A new slot for a sink, and where its outcomes arrive.
+    fn slot(&self) -> (usize, Outcomes) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcomes = Outcomes::default();
+        slots.push(outcomes.clone());
+        (slots.len() - 1, outcomes)
+    }
+}
+
+/// A producer that several sinks share (a task's transactional producer).
+pub type SharedProducer = Arc<BaseProducer<SinkContext>>;
+
+/// Whether a client's message is about its producer being fenced: the task says that in
+/// one line of its own (see [`crate::delivery::TransactionError::Fenced`]).
+fn is_fencing(message: &str) -> bool {
+    message.contains("fenced by a newer instance")
+        || message.contains("which fences the current one")
 }
 
 impl ClientContext for SinkContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if is_fencing(message) {
+            tracing::debug!(target: "rivulet::kafka", "{fac}: {message}");
+            return;
+        }
         self.log.log(level, fac, message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if is_fencing(reason) {
+            tracing::debug!(target: "rivulet::kafka", "{error}: {reason}");
+            return;
+        }
         self.log.error(error, reason);
     }
 }
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<u64>;
+    type DeliveryOpaque = Box<(usize, u64)>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, id: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (slot, id) = *opaque;
         let outcome = match result {
             Ok(_) => Ok(()),
             Err((err, _)) => Err(err.to_string()),
         };
-        self.outcomes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((*id, outcome));
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(outcomes) = slots.get(slot) {
+            outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, outcome));
+        }
     }
 }
 
 /// A topic being written.
 pub struct KafkaSink {
-    producer: BaseProducer<SinkContext>,
+    producer: SharedProducer,
+    /// This sink's slot in the producer's context.
+    slot: usize,
     topic: String,
     acks: Acks,
     outcomes: Outcomes,
@@ -57,26 +93,32 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn open(config: &KafkaConfig, topic: &str) -> Result<Self, KafkaError> {
-        let context = SinkContext::default();
-        let outcomes = context.outcomes.clone();
         let producer: BaseProducer<SinkContext> = config
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "300000")
-            .create_with_context(context)
+            .create_with_context(SinkContext::default())
             .map_err(KafkaError::client(format!(
                 "creating the producer for `{topic}`"
             )))?;
-        Ok(KafkaSink {
-            producer,
+        Ok(KafkaSink::on(&Arc::new(producer), topic))
+    }
+
+    /// A sink to `topic` through `producer`, which other sinks may share (its delivery
+    /// reports are sorted out per sink).
+    pub fn on(producer: &SharedProducer, topic: &str) -> Self {
+        let (slot, outcomes) = producer.context().slot();
+        KafkaSink {
+            producer: producer.clone(),
+            slot,
             topic: topic.to_owned(),
             acks: Acks::default(),
             outcomes,
             sent: 0,
             acked: 0,
-        })
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -129,7 +171,8 @@ impl KafkaSink {
             });
         }
         let topic = self.topic.clone();
-        let mut record = BaseRecord::with_opaque_to(&topic, Box::new(id)).payload(payload);
+        let mut record =
+            BaseRecord::with_opaque_to(&topic, Box::new((self.slot, id))).payload(payload);
         if !headers.is_empty() {
             record = record.headers(owned);
         }

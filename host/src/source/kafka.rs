@@ -327,6 +327,15 @@ pub struct KafkaSource {
     revoked: bool,
 }
 
+/// A commit in a transaction: see [`KafkaSource::transactional_commit`].
+pub struct TransactionalCommit {
+    pub offsets: TopicPartitionList,
+    /// The consumer group's metadata (fences a member of an older generation).
+    pub group: Option<rdkafka::consumer::ConsumerGroupMetadata>,
+    /// State topic records (key, value).
+    pub states: Vec<(String, String)>,
+}
+
 /// How to open a [`KafkaSource`].
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -370,6 +379,9 @@ impl KafkaSource {
             .set("heartbeat.interval.ms", "3000")
             .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", STATISTICS_EVERY_MS)
+            // Records of aborted transactions (an exactly-once job upstream, or the job's
+            // own partials) are never read.
+            .set("isolation.level", "read_committed")
             .create_with_context(SourceContext::default())
             .map_err(KafkaError::client("creating the consumer"))?;
         let partitions = crate::kafka::wait_for_kafka(
@@ -672,6 +684,41 @@ impl KafkaSource {
                 }
             }
         }
+    }
+
+    /// What committing `states` in a transaction takes (exactly-once): the offsets with
+    /// the restart state as commit metadata, the group they are committed to, and the
+    /// state topic's records. Partitions no longer assigned are skipped.
+    pub fn transactional_commit(
+        &self,
+        states: &BTreeMap<i32, PartitionState>,
+    ) -> Result<TransactionalCommit, KafkaError> {
+        let mut commit = TransactionalCommit {
+            offsets: TopicPartitionList::new(),
+            group: self.consumer.group_metadata(),
+            states: Vec::new(),
+        };
+        for (&p, state) in states {
+            if !self.assignment.partitions.contains(&p) {
+                continue;
+            }
+            commit
+                .offsets
+                .add_partition_offset(&self.topic, p, Offset::Offset(state.committed))
+                .map_err(KafkaError::client("building the commit"))?;
+            if let Some(elem) = commit.offsets.find_partition(&self.topic, p).as_mut() {
+                elem.set_metadata(state.encode());
+            }
+            commit
+                .states
+                .push(crate::kafka::state_topic::record(&self.topic, p, state));
+        }
+        Ok(commit)
+    }
+
+    /// The state topic's name, if the job has one.
+    pub fn state_topic(&self) -> Option<&str> {
+        self.state.as_deref().map(StateTopic::name)
     }
 
     /// Commits partitions' restart states: first to the state topic (so a broker that drops

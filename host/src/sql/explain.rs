@@ -188,6 +188,15 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
         };
         let _ = writeln!(out, "  sink:      {sink}{encoding}");
     }
+    if spec.delivery == crate::spec::Delivery::ExactlyOnce {
+        let every = spec
+            .commit_interval
+            .unwrap_or(crate::spec::EXACTLY_ONCE_COMMIT_INTERVAL);
+        let _ = writeln!(
+            out,
+            "  delivery:  exactly-once (results, dead letters and offsets commit in one Kafka transaction per task every {every:?}; read them read_committed)"
+        );
+    }
     for other in &job.also {
         let _ = writeln!(
             out,

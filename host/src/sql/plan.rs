@@ -27,17 +27,11 @@ const SETTINGS_USED: &[&str] = &[
     "table.exec.source.idle-timeout",
     "rivulet.dead-letters.topic",
     "rivulet.dead-letters.path",
+    "execution.checkpointing.mode",
+    "execution.checkpointing.interval",
 ];
 /// `SET` keys rivulet knows and honours in its own way (a note says how).
 const SETTINGS_NOTED: &[(&str, &str)] = &[
-    (
-        "execution.checkpointing.mode",
-        "rivulet commits source offsets once results are acknowledged (every --commit-every); there are no checkpoints",
-    ),
-    (
-        "execution.checkpointing.interval",
-        "rivulet commits source offsets once results are acknowledged (every --commit-every); there are no checkpoints",
-    ),
     ("execution.runtime-mode", "jobs run in streaming mode"),
     (
         "sql-client.execution.result-mode",
@@ -92,11 +86,16 @@ pub fn plan(statements: Vec<Statement>, origin: &Path) -> Result<SqlJob, SqlErro
     };
     let settings = session.settings().to_vec();
     apply_settings(&mut spec, &settings, &mut notes)?;
+    let mut warnings = super::guarantee::apply(&mut spec, &settings);
     spec.validate(origin)?;
-    let warnings = super::guarantee::warnings(&settings);
     let mut also = Vec::new();
     for mut other in specs {
         apply_settings(&mut other, &settings, &mut Vec::new())?;
+        for warning in super::guarantee::apply(&mut other, &settings) {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
         other.validate(origin)?;
         also.push(other);
     }
@@ -183,8 +182,15 @@ pub fn apply_settings(
                 let path = value.strip_prefix("file://").unwrap_or(value);
                 spec.dead_letters.path = Some(path.into());
             }
-            // Said once, as a warning (see `guarantee`).
-            "execution.checkpointing.mode" if super::guarantee::is_exactly_once(value) => {}
+            // The delivery guarantee (see `guarantee`).
+            "execution.checkpointing.mode" => {}
+            // No checkpoints: the job commits (exactly-once: a transaction) this often.
+            "execution.checkpointing.interval" => {
+                let interval = flink_duration(value).map_err(|reason| {
+                    SqlError::invalid(*at, format!("'execution.checkpointing.interval': {reason}"))
+                })?;
+                spec.commit_interval = Some(interval);
+            }
             "execution.runtime-mode" if !value.eq_ignore_ascii_case("streaming") => {
                 return Err(SqlError::unsupported_because(
                     *at,
@@ -582,6 +588,8 @@ fn job_spec(
         },
         batch: BatchSpec::default(),
         parallelism: None,
+        delivery: Default::default(),
+        commit_interval: None,
     })
 }
 

@@ -88,6 +88,7 @@ fn native(spec: &Path) {
         connect_timeout: None,
         commit_every: Duration::from_secs(1),
         swappable: false,
+        instance: Default::default(),
     };
     let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
     pipeline.transform.parse.stage = Box::new(rivulet_native_udfs::parse_orders());
