@@ -16,6 +16,15 @@ pub enum PipelineError {
     DeadLetter(#[from] DeadLetterError),
     #[error(transparent)]
     Udf(#[from] crate::udf::UdfError),
+    /// Boxed: a table's errors are large and rare (only at start).
+    #[error(transparent)]
+    Table(Box<crate::table::TableError>),
+}
+
+impl From<crate::table::TableError> for PipelineError {
+    fn from(err: crate::table::TableError) -> Self {
+        PipelineError::Table(Box::new(err))
+    }
 }
 
 impl PipelineError {

@@ -138,6 +138,11 @@ impl JobGraph {
                 _ if stage.kind == crate::spec::StageKind::Project => {
                     stage.select.clone().unwrap_or_default()
                 }
+                _ if stage.kind == crate::spec::StageKind::Enrich => format!(
+                    "{} on {}",
+                    stage.table.as_deref().unwrap_or_default(),
+                    stage.on.as_deref().unwrap_or_default()
+                ),
                 (Some(module), _) => file_name(module),
                 (None, Some(builtin)) => format!("built-in {builtin}"),
                 (None, None) => "built-in json".to_owned(),

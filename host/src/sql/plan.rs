@@ -562,6 +562,11 @@ fn job_spec(
             select: None,
             types: Default::default(),
             functions: Default::default(),
+            table: None,
+            on: None,
+            columns: None,
+            rename: Default::default(),
+            on_miss: None,
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {
@@ -571,6 +576,7 @@ fn job_spec(
         })
         .chain(stages)
         .collect(),
+        tables: Vec::new(),
         window,
         aggregate,
         format: None,
