@@ -146,10 +146,16 @@ impl MapStage for Enrich {
         let mut kept: Vec<u32> = Vec::with_capacity(len);
         let mut errors = Vec::new();
         let mut misses = 0u64;
+        // Misses kept with nulls need no reason.
+        let explain = self.on_miss != OnMiss::Null;
         for i in 0..len {
             let row = match key_of(on, &self.on, i, &mut self.key) {
                 Ok(key) => contents.get(key).ok_or_else(|| {
-                    format!("no row in table `{}` for {} {key:?}", table.name, self.on)
+                    if explain {
+                        format!("no row in table `{}` for {} {key:?}", table.name, self.on)
+                    } else {
+                        String::new()
+                    }
                 }),
                 Err(reason) => Err(format!("cannot look up table `{}`: {reason}", table.name)),
             };
