@@ -145,6 +145,10 @@ bench-pipeline: udfs
 bench-expr: udfs
     cargo bench -p rivulet --bench expr_stage
 
+# Per-record cost of an enrich stage (hit, miss), a file job with and without it, memory per 100k table rows.
+bench-enrich:
+    cargo bench -p rivulet --bench enrich_stage
+
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
 # pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs test-guests

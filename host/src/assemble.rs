@@ -19,10 +19,11 @@ use crate::sink::{LineSink, SharedSink, Sink};
 use crate::source::kafka::{KafkaSource, SourceOptions};
 use crate::source::{FileSplit, LineSource, Source, SourceError, split_file};
 use crate::spec::{
-    Delivery, EXACTLY_ONCE_COMMIT_INTERVAL, OnError, PipelineSpec, SinkFormat, SinkSpec,
+    Delivery, EXACTLY_ONCE_COMMIT_INTERVAL, OnError, OnMiss, PipelineSpec, SinkFormat, SinkSpec,
     SourceSpec, StageKind, ValueFields,
 };
 use crate::stage::avro::{AvroFormat, AvroParse};
+use crate::stage::enrich::Enrich;
 use crate::stage::filter::Filter;
 use crate::stage::json::JsonParse;
 use crate::stage::project::Project;
@@ -31,6 +32,7 @@ use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
 use crate::status::{JobStatus, StageInfo};
 use crate::swap::Swappable;
+use crate::table::{TableContext, Tables};
 use crate::task::Job;
 use crate::transform::{Step, Transform};
 use crate::udf::Kind;
@@ -163,6 +165,16 @@ impl Job {
         // Modules first: a broken one fails fast, before any connection.
         let mut modules = Modules::load(spec, runtime, &status)?;
         check_registries(spec)?;
+        let tables = Tables::open(
+            &spec.tables,
+            Some(&TableContext {
+                kafka: &kafka,
+                job: &spec.name,
+                connect_timeout: options.connect_timeout,
+                stop: &options.stop,
+            }),
+        )?;
+        status.set_tables(tables.all().cloned().collect());
         let shares = Shares::plan(spec, tasks)?;
         let tasks = shares.len();
         status.set_graph(crate::graph::JobGraph::of(spec, tasks));
@@ -271,7 +283,7 @@ impl Job {
                 .as_ref()
                 .map(|t| TaskSinks::of(t, spec, over_kafka.as_ref().map(|p| p.topic.as_str())));
             let source = share.open(spec, &kafka, options, task, tasks)?;
-            let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
+            let (parse, maps, format, aggregator) = modules.instances(spec, runtime, &tables)?;
             if task == 0
                 && let (Some(module), Some(Aggregator::Wasm(generations))) =
                     (&modules.aggregate, &aggregator)
@@ -394,7 +406,8 @@ impl Job {
                 };
                 let source = KafkaSource::open(&kafka, &source_options, &options.stop)
                     .map_err(SourceError::from)?;
-                let (parse, maps, format, aggregator) = modules.instances(spec, runtime)?;
+                let (parse, maps, format, aggregator) =
+                    modules.instances(spec, runtime, &tables)?;
                 let Some(aggregator) = aggregator else {
                     return Err(PipelineError::Config(
                         "a window needs an aggregate".to_owned(),
@@ -581,7 +594,9 @@ impl OverKafka {
 pub fn check(spec: &PipelineSpec, runtime: &Runtime) -> Result<usize, PipelineError> {
     let status = JobStatus::new(&spec.name);
     let modules = Modules::load(spec, runtime, &status)?;
-    modules.instances(spec, runtime)?;
+    // File tables are read; topic tables are not (nothing is connected).
+    let tables = Tables::open(&spec.tables, None)?;
+    modules.instances(spec, runtime, &tables)?;
     let tasks = spec.parallelism.unwrap_or_else(default_parallelism);
     if tasks == 0 {
         return Err(PipelineError::Config(
@@ -629,6 +644,9 @@ impl Modules {
                         stage.name
                     )));
                 }
+                (StageKind::Enrich, _) => {
+                    status.set_stage(StageInfo::builtin(&stage.name, Kind::Map));
+                }
                 (StageKind::Filter | StageKind::Project, _) => {
                     status.set_stage(StageInfo::builtin(&stage.name, Kind::Map));
                     for (name, path) in &stage.functions {
@@ -670,7 +688,9 @@ impl Modules {
             if stage.module.is_some() {
                 let kind = match stage.kind {
                     StageKind::Parse => Kind::Parse,
-                    StageKind::Map | StageKind::Filter | StageKind::Project => Kind::Map,
+                    StageKind::Map | StageKind::Filter | StageKind::Project | StageKind::Enrich => {
+                        Kind::Map
+                    }
                 };
                 swappable.insert(stage.name.clone(), (kind, stage.limits));
             }
@@ -690,6 +710,7 @@ impl Modules {
         &self,
         spec: &PipelineSpec,
         runtime: &Runtime,
+        tables: &Tables,
     ) -> Result<
         (
             Step<dyn ParseStage>,
@@ -766,6 +787,7 @@ impl Modules {
                         shape: Default::default(),
                     });
                 }
+                (StageKind::Enrich, _) => maps.push(enrich_step(stage, tables)?),
                 (StageKind::Map, _) => {
                     let module = map_modules.next().ok_or_else(|| {
                         PipelineError::Config(format!("stage `{}` has no module", stage.name))
@@ -816,6 +838,37 @@ impl Modules {
         };
         Ok((parse, maps, format, aggregator))
     }
+}
+
+/// An `enrich` stage over its table; its policy sends misses where `on_miss` says.
+fn enrich_step(
+    stage: &crate::spec::StageSpec,
+    tables: &Tables,
+) -> Result<Step<dyn MapStage>, PipelineError> {
+    let config =
+        |reason: String| PipelineError::Config(format!("stage `{}`: {reason}", stage.name));
+    let name = stage.table.as_deref().unwrap_or_default();
+    let table = tables
+        .get(name)
+        .ok_or_else(|| config(format!("no table `{name}`")))?;
+    let on_miss = stage.on_miss.unwrap_or_default();
+    let enrich = Enrich::new(
+        table.clone(),
+        stage.on.clone().unwrap_or_default(),
+        stage.columns.clone(),
+        stage.rename.clone(),
+        on_miss,
+    )
+    .map_err(|err| config(err.to_string()))?;
+    Ok(Step {
+        name: stage.name.clone(),
+        policy: match on_miss {
+            OnMiss::Drop => OnError::Drop,
+            OnMiss::Null | OnMiss::Dlq => OnError::Dlq,
+        },
+        stage: Box::new(enrich),
+        shape: Default::default(),
+    })
 }
 
 /// Result columns holding DECIMAL text (written as JSON numbers): decimal aggregates, and

@@ -18,6 +18,15 @@ pub enum PipelineError {
     Udf(#[from] crate::udf::UdfError),
     #[error(transparent)]
     Transaction(#[from] crate::delivery::TransactionError),
+    /// Boxed: a table's errors are large and rare (only at start).
+    #[error(transparent)]
+    Table(Box<crate::table::TableError>),
+}
+
+impl From<crate::table::TableError> for PipelineError {
+    fn from(err: crate::table::TableError) -> Self {
+        PipelineError::Table(Box::new(err))
+    }
 }
 
 impl PipelineError {

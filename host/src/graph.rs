@@ -138,6 +138,11 @@ impl JobGraph {
                 _ if stage.kind == crate::spec::StageKind::Project => {
                     stage.select.clone().unwrap_or_default()
                 }
+                _ if stage.kind == crate::spec::StageKind::Enrich => format!(
+                    "{} on {}",
+                    stage.table.as_deref().unwrap_or_default(),
+                    stage.on.as_deref().unwrap_or_default()
+                ),
                 (Some(module), _) => file_name(module),
                 (None, Some(builtin)) => format!("built-in {builtin}"),
                 (None, None) => "built-in json".to_owned(),
@@ -149,6 +154,21 @@ impl JobGraph {
                 graph.runs_module(&node, &stage.name, before, String::new());
             }
             graph.edge(&last, &node, None, Some(flow));
+            // A reference table reaches every task of its `enrich` stage: a side input.
+            let table = spec.tables.iter().find(|t| {
+                stage.kind == crate::spec::StageKind::Enrich
+                    && Some(&t.name) == stage.table.as_ref()
+            });
+            if let Some(table) = table {
+                let source = match &table.source {
+                    crate::spec::TableSource::File { path, .. } => {
+                        format!("file {}", file_name(path))
+                    }
+                    crate::spec::TableSource::Kafka { topic } => format!("Kafka topic {topic}"),
+                };
+                let input = graph.node(format!("table {}: {source}", table.name), true);
+                graph.edge(&input, &node, Some("broadcast"), None);
+            }
             if let Some(dead) = &dead {
                 let refused = Flow::DeadLetters(stage.name.clone());
                 graph.edge(&node, dead, Some("rejected"), Some(refused));
@@ -514,6 +534,36 @@ kind = "stdout"
         );
         assert!(graph.edges.iter().all(|e| e.side.is_none()));
         assert_eq!(graph.edges.len(), 3);
+    }
+
+    #[test]
+    fn a_reference_table_is_a_side_input_of_its_enrich_stage() {
+        let spec = PipelineSpec::parse(
+            r#"
+name = "enriched"
+[source]
+kind = "stdin"
+[[stages]]
+name = "add-region"
+kind = "enrich"
+table = "regions"
+on = "region"
+[[tables]]
+name = "regions"
+key = "region"
+source = { kind = "kafka", topic = "regions" }
+[sink]
+kind = "stdout"
+"#,
+            Path::new("job.toml"),
+        )
+        .unwrap();
+        let mermaid = JobGraph::of(&spec, 1).mermaid();
+        assert!(
+            mermaid.contains("  n1[\"enrich add-region: regions on region\"]\n  n2[(\"table regions: Kafka topic regions\")]\n"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("  n2 -. broadcast .-> n1\n"), "{mermaid}");
     }
 
     #[test]

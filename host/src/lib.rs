@@ -35,6 +35,7 @@ pub mod sql;
 pub mod stage;
 pub mod status;
 pub mod swap;
+pub mod table;
 pub mod task;
 pub mod transform;
 pub mod udf;

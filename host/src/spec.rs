@@ -1,10 +1,13 @@
 //! Pipeline specs: one TOML file per job (see `pipelines/`). Parsing names the offending
 //! field and line; validation names the field and why.
 
+pub mod table;
+
 use crate::udf::Limits;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use table::{OnMiss, TableFormat, TableSource, TableSpec};
 
 /// A spec that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,9 @@ pub struct PipelineSpec {
     /// Parse (at most one, first) and map steps, in order.
     #[serde(default)]
     pub stages: Vec<StageSpec>,
+    /// Reference tables `enrich` stages look rows up in (see [`table`]).
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
     pub window: Option<WindowSpec>,
     pub aggregate: Option<AggregateSpec>,
     pub format: Option<FormatSpec>,
@@ -131,6 +137,8 @@ pub enum StageKind {
     Filter,
     /// Built in: each row becomes the `select` list's values.
     Project,
+    /// Built in: adds the columns of the `table` row whose key is the row's `on` field.
+    Enrich,
 }
 
 /// What happens to a record a stage rejects or traps on.
@@ -173,6 +181,18 @@ pub struct StageSpec {
     /// column of its output row is the value.
     #[serde(default)]
     pub functions: std::collections::BTreeMap<String, PathBuf>,
+    /// `enrich` stages: the `[[tables]]` entry rows are looked up in.
+    pub table: Option<String>,
+    /// `enrich` stages: the row field matched with the table's key.
+    pub on: Option<String>,
+    /// `enrich` stages: the table columns added (default: all but the key).
+    pub columns: Option<Vec<String>>,
+    /// `enrich` stages: new names of added columns (`name = "region_name"`).
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// `enrich` stages: what happens to a row whose key is not in the table (default
+    /// `null`).
+    pub on_miss: Option<OnMiss>,
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default)]
@@ -554,6 +574,11 @@ impl PipelineSpec {
         if let Some(path) = &mut self.dead_letters.path {
             fix(path);
         }
+        for table in &mut self.tables {
+            if let TableSource::File { path, .. } = &mut table.source {
+                fix(path);
+            }
+        }
     }
 
     /// Checks what the types cannot (`path` is for messages).
@@ -568,8 +593,17 @@ impl PipelineSpec {
         if self.name.trim().is_empty() {
             return invalid("name", "must not be empty");
         }
+        if let Err((field, reason)) = table::check(self) {
+            return invalid(&field, &reason);
+        }
         for (i, stage) in self.stages.iter().enumerate() {
             let field = format!("stages[{i}]");
+            if stage.kind == StageKind::Enrich {
+                if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                    return invalid(&format!("{field}.name"), "stage names must be unique");
+                }
+                continue;
+            }
             if stage.kind == StageKind::Parse && i != 0 {
                 return invalid(
                     &format!("{field}.kind"),

@@ -160,6 +160,8 @@ pub struct JobStatus {
     pub warnings: ErrorWarnings,
     /// The job's operator graph.
     graph: Mutex<Option<JobGraph>>,
+    /// The reference tables its `enrich` stages read.
+    tables: Mutex<Vec<std::sync::Arc<crate::table::Table>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +178,8 @@ pub struct Snapshot {
     pub counters: JobCounters,
     /// The operator graph, each edge with what went along it.
     pub graph: Option<LiveGraph>,
+    /// Its reference tables: size, last update, lookups.
+    pub tables: Vec<crate::table::TableInfo>,
 }
 
 /// The job graph with live counts.
@@ -218,6 +222,10 @@ impl JobStatus {
             sampling: AtomicBool::new(true),
             ..JobStatus::default()
         }
+    }
+
+    pub fn set_tables(&self, tables: Vec<std::sync::Arc<crate::table::Table>>) {
+        *lock(&self.tables) = tables;
     }
 
     pub fn set_graph(&self, graph: JobGraph) {
@@ -415,6 +423,7 @@ impl JobStatus {
             stages: lock(&self.stages).values().cloned().collect(),
             counters,
             graph,
+            tables: lock(&self.tables).iter().map(|t| t.info()).collect(),
         }
     }
 }

@@ -303,11 +303,17 @@ pub fn interrupted(err: &PipelineError) -> bool {
     use rivulet::kafka::KafkaError::Interrupted;
     use rivulet::sink::SinkError;
     use rivulet::source::SourceError;
-    matches!(
-        err,
-        PipelineError::Source(SourceError::Kafka(Interrupted))
-            | PipelineError::Sink(SinkError::Kafka(Interrupted))
-    )
+    match err {
+        PipelineError::Table(table) => match &**table {
+            rivulet::table::TableError::Kafka { error, .. } => matches!(**error, Interrupted),
+            _ => false,
+        },
+        _ => matches!(
+            err,
+            PipelineError::Source(SourceError::Kafka(Interrupted))
+                | PipelineError::Sink(SinkError::Kafka(Interrupted))
+        ),
+    }
 }
 
 /// Counters of a finished or stopped job, in the log.

@@ -270,5 +270,23 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     for (stage, count) in counters["dead_letters"].as_object().into_iter().flatten() {
         println!("dead letters from {stage}: {count}");
     }
+    for table in status["tables"].as_array().into_iter().flatten() {
+        println!(
+            "table {} (key {}, {}): {} rows, last update {}; lookups {} found, {} missed; updates {}, deletes {}, refused {}",
+            table["name"].as_str().unwrap_or("?"),
+            table["key"].as_str().unwrap_or("?"),
+            table["source"].as_str().unwrap_or("?"),
+            table["rows"],
+            table["updated_at"].as_str().unwrap_or("-"),
+            table["hits"],
+            table["misses"],
+            table["updates"],
+            table["deletes"],
+            table["rejected"],
+        );
+        if let Some(reason) = table["last_rejection"].as_str() {
+            println!("  last refused update: {reason}");
+        }
+    }
     Ok(())
 }

@@ -102,7 +102,7 @@ pub fn compile_stage(stage: &StageSpec) -> Result<Program, FieldError> {
                 outputs,
             })
         }
-        StageKind::Parse | StageKind::Map => Err((
+        StageKind::Parse | StageKind::Map | StageKind::Enrich => Err((
             "kind".to_owned(),
             "only `filter` and `project` stages are compiled".to_owned(),
         )),

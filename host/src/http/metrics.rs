@@ -89,6 +89,21 @@ fn histograms<'a>(
     Ok(())
 }
 
+/// Writes a gauge with one value per table.
+fn table_gauges<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &'static str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (table, value) in values {
+        let labels = [("table", table)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// Writes a gauge with one value per partition.
 fn partition_gauges(
     encoder: &mut DescriptorEncoder<'_>,
@@ -272,6 +287,56 @@ impl Collector for JobMetrics {
             "Swaps whose module produced output of another shape (columns added, removed or retyped) than the module before it.",
             "stage",
             stages.iter().map(|s| (s.name.as_str(), s.shape_changes)),
+        )?;
+        let tables = &snapshot.tables;
+        table_gauges(
+            e,
+            "table_rows",
+            "Rows of a reference table.",
+            tables.iter().map(|t| (t.name.as_str(), t.rows as f64)),
+        )?;
+        table_gauges(
+            e,
+            "table_last_update_seconds",
+            "When a reference table's contents last changed (Unix time; its load, for a file).",
+            tables
+                .iter()
+                .map(|t| (t.name.as_str(), t.updated_at_ms as f64 / 1000.0)),
+        )?;
+        counters(
+            e,
+            "table_updates",
+            "Rows written to a reference table (inserted or replaced), its load included.",
+            "table",
+            tables.iter().map(|t| (t.name.as_str(), t.updates)),
+        )?;
+        counters(
+            e,
+            "table_deletes",
+            "Keys a tombstone deleted from a reference table.",
+            "table",
+            tables.iter().map(|t| (t.name.as_str(), t.deletes)),
+        )?;
+        counters(
+            e,
+            "table_rejected_updates",
+            "Records of a table's topic that were no row (no key, not a JSON object, a value of another type), refused.",
+            "table",
+            tables.iter().map(|t| (t.name.as_str(), t.rejected)),
+        )?;
+        counters(
+            e,
+            "table_lookup_hits",
+            "Lookups of enrich stages that found a row.",
+            "table",
+            tables.iter().map(|t| (t.name.as_str(), t.hits)),
+        )?;
+        counters(
+            e,
+            "table_lookup_misses",
+            "Lookups of enrich stages that found no row (or had no key to look up).",
+            "table",
+            tables.iter().map(|t| (t.name.as_str(), t.misses)),
         )?;
         Ok(())
     }

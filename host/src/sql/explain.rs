@@ -120,6 +120,16 @@ pub fn explain(job: &SqlJob, tasks: usize) -> String {
                 }
                 continue;
             }
+            StageKind::Enrich => {
+                let _ = writeln!(
+                    out,
+                    "  enrich:    {} (lookup in table {} on {})",
+                    stage.name,
+                    stage.table.as_deref().unwrap_or_default(),
+                    stage.on.as_deref().unwrap_or_default()
+                );
+                continue;
+            }
             StageKind::Parse | StageKind::Map => {}
         }
         let errors = match stage.on_error {

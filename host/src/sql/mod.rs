@@ -12,6 +12,7 @@ pub mod format;
 pub mod function;
 pub mod guarantee;
 pub mod interval;
+pub mod lookup;
 pub mod parse;
 pub mod plan;
 pub mod query;

@@ -11,7 +11,8 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 /// The generic dialect, plus `TABLE <name>` as an expression (a table argument of a
-/// windowing table function), read as `Expr::Prefixed { prefix: TABLE, value: name }`.
+/// windowing table function), read as `Expr::Prefixed { prefix: TABLE, value: name }`, and
+/// `FOR SYSTEM_TIME AS OF` after a joined table.
 #[derive(Debug, Default)]
 pub struct FlinkDialect(GenericDialect);
 
@@ -30,6 +31,11 @@ impl Dialect for FlinkDialect {
 
     fn is_identifier_part(&self, ch: char) -> bool {
         self.0.is_identifier_part(ch)
+    }
+
+    /// `JOIN t FOR SYSTEM_TIME AS OF o.proc_time` (Flink's lookup join).
+    fn supports_table_versioning(&self) -> bool {
+        true
     }
 
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {

@@ -335,12 +335,21 @@ pub(crate) fn plan_query(
             ));
         }
     };
-    if let Some(join) = from.joins.first() {
-        return Err(SqlError::unsupported(
-            span_pos(&join.relation),
-            format!("JOIN {}", join.relation),
-        ));
-    }
+    let join = match &from.joins[..] {
+        [] => None,
+        [join] => Some(join),
+        [_, second, ..] => {
+            return Err(SqlError::unsupported(
+                span_pos(&second.relation),
+                "a second JOIN",
+            ));
+        }
+    };
+    let source_alias = super::lookup::alias_of(&from.relation).cloned();
+    let lookup_of = |source: &Table| match join {
+        Some(join) => super::lookup::plan(catalog, source, source_alias.as_ref(), join).map(Some),
+        None => Ok(None),
+    };
     if let TableFactor::Table {
         name,
         alias,
@@ -364,25 +373,42 @@ pub(crate) fn plan_query(
             ));
         }
         let source_table = catalog.table(&name.to_string(), span_pos(name))?;
-        let mut stages = Vec::new();
+        let lookup = lookup_of(source_table)?;
+        let scope = lookup
+            .as_ref()
+            .map_or_else(|| source_table.clone(), |l| l.scope(source_table));
+        let mut stages: Vec<StageSpec> = lookup.iter().map(|l| l.stage.clone()).collect();
         if let Some(condition) = &select.selection {
-            stages.push(super::query::filter(condition, source_table, functions)?);
+            stages.push(super::query::filter(condition, &scope, functions)?);
         }
         stages.push(super::query::project(
             &select.projection,
-            source_table,
+            &scope,
             sink_table,
             functions,
             (span_pos(&select.select_token.0), sink_at),
         )?);
-        return job_spec(source_table, sink_table, stages, None, None, at, notes);
+        let spec = job_spec(source_table, sink_table, stages, None, None, at, notes)?;
+        return with_lookup(spec, lookup, source_table);
     }
-    let window = window_of(&from.relation)?;
-    let source_table = catalog.table(&window.table, window.table_at)?;
-    let filter = match &select.selection {
-        Some(condition) => Some(super::query::filter(condition, source_table, functions)?),
-        None => None,
+    // A joined window: its alias names the source in the join.
+    let relation = match (&from.relation, join) {
+        (TableFactor::TableFunction { expr, .. }, Some(_)) => TableFactor::TableFunction {
+            expr: expr.clone(),
+            alias: None,
+        },
+        (relation, _) => relation.clone(),
     };
+    let window = window_of(&relation)?;
+    let source_table = catalog.table(&window.table, window.table_at)?;
+    let lookup = lookup_of(source_table)?;
+    let scope = lookup
+        .as_ref()
+        .map_or_else(|| source_table.clone(), |l| l.scope(source_table));
+    let mut stages: Vec<StageSpec> = lookup.iter().map(|l| l.stage.clone()).collect();
+    if let Some(condition) = &select.selection {
+        stages.push(super::query::filter(condition, &scope, functions)?);
+    }
     let time_column = source_table.expect_column(&window.time_column, window.time_at)?;
     let (time, timestamp, delay) = match (&time_column.source, &source_table.watermark) {
         (ColumnSource::ProcTime, _) => (TimeDomain::Processing, None, Duration::ZERO),
@@ -402,12 +428,8 @@ pub(crate) fn plan_query(
         }
     };
     // GROUP BY window_start, window_end[, key].
-    let key = group_key(
-        &select.group_by,
-        source_table,
-        span_pos(&select.select_token.0),
-    )?;
-    let outputs = outputs(&select.projection, source_table, key.as_deref())?;
+    let key = group_key(&select.group_by, &scope, span_pos(&select.select_token.0))?;
+    let outputs = outputs(&select.projection, &scope, key.as_deref())?;
     // The sink's columns, in order, name the outputs.
     if outputs.len() != sink_table.columns.len() {
         let names: Vec<&str> = sink_table.columns.iter().map(|c| c.name.as_str()).collect();
@@ -435,7 +457,7 @@ pub(crate) fn plan_query(
                     field: field.clone(),
                     input: field
                         .as_deref()
-                        .and_then(|f| source_table.column(f))
+                        .and_then(|f| scope.column(f))
                         .and_then(|c| c.sql_type.parse().ok()),
                 });
                 None
@@ -510,15 +532,43 @@ pub(crate) fn plan_query(
         builtin,
         limits: Default::default(),
     };
-    job_spec(
+    let spec = job_spec(
         source_table,
         sink_table,
-        filter.into_iter().collect(),
+        stages,
         Some(window),
         Some(aggregate),
         at,
         notes,
-    )
+    )?;
+    with_lookup(spec, lookup, source_table)
+}
+
+/// The job with the table its join reads (and that table's Kafka cluster).
+fn with_lookup(
+    mut spec: PipelineSpec,
+    lookup: Option<super::lookup::Lookup>,
+    source: &Table,
+) -> Result<PipelineSpec, SqlError> {
+    let Some(lookup) = lookup else {
+        return Ok(spec);
+    };
+    if let Some((brokers, at)) = lookup.brokers {
+        match &spec.kafka.brokers {
+            Some(job) if *job != brokers => {
+                return Err(SqlError::invalid(
+                    at,
+                    format!(
+                        "tables `{}` and `{}` name different Kafka clusters ('{job}', '{brokers}'); a job uses one",
+                        source.name, lookup.table.name
+                    ),
+                ));
+            }
+            _ => spec.kafka.brokers = Some(brokers),
+        }
+    }
+    spec.tables.push(lookup.table);
+    Ok(spec)
 }
 
 /// The job reading `source_table` into `sink_table`: the built-in JSON parse, then
@@ -568,6 +618,11 @@ fn job_spec(
             select: None,
             types: Default::default(),
             functions: Default::default(),
+            table: None,
+            on: None,
+            columns: None,
+            rename: Default::default(),
+            on_miss: None,
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {
@@ -577,6 +632,7 @@ fn job_spec(
         })
         .chain(stages)
         .collect(),
+        tables: Vec::new(),
         window,
         aggregate,
         format: None,
@@ -798,7 +854,7 @@ fn group_key(group_by: &GroupByExpr, table: &Table, at: Pos) -> Result<Option<St
     let mut window = (false, false);
     let mut keys: Vec<(String, Pos)> = Vec::new();
     for expr in exprs {
-        let Expr::Identifier(ident) = expr else {
+        let Some(ident) = column_ident(expr) else {
             return Err(SqlError::unsupported_because(
                 span_pos(expr),
                 format!("GROUP BY {expr}"),
@@ -845,6 +901,16 @@ fn group_key(group_by: &GroupByExpr, table: &Table, at: Pos) -> Result<Option<St
     }
 }
 
+/// A column named alone (`name`) or with its table (`r.name`: a query reads one table, or
+/// a table and its lookup table whose column names differ).
+fn column_ident(expr: &Expr) -> Option<&sqlparser::ast::Ident> {
+    match expr {
+        Expr::Identifier(ident) => Some(ident),
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => parts.last(),
+        _ => None,
+    }
+}
+
 /// The SELECT list as outputs, each with where it is.
 fn outputs(
     items: &[SelectItem],
@@ -865,8 +931,8 @@ fn outputs(
                 }
             };
             let at = span_pos(expr);
-            let output = match expr {
-                Expr::Identifier(ident) => match ident.value.to_ascii_lowercase().as_str() {
+            let output = match (column_ident(expr), expr) {
+                (Some(ident), _) => match ident.value.to_ascii_lowercase().as_str() {
                     "window_start" => Output::WindowStart,
                     "window_end" => Output::WindowEnd,
                     "window_time" => return Err(SqlError::unsupported(at, "window_time")),
@@ -884,8 +950,8 @@ fn outputs(
                         Output::Key
                     }
                 },
-                Expr::Function(function) => aggregate(function, table)?,
-                other => {
+                (None, Expr::Function(function)) => aggregate(function, table)?,
+                (None, other) => {
                     return Err(SqlError::unsupported_because(
                         at,
                         format!("the expression `{other}`"),

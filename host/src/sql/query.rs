@@ -93,6 +93,11 @@ fn stage(
             .iter()
             .filter_map(|name| functions.path(name).map(|p| (name.clone(), p.to_owned())))
             .collect(),
+        table: None,
+        on: None,
+        columns: None,
+        rename: Default::default(),
+        on_miss: None,
         // A row whose value cannot be computed goes to the dead letters with the reason.
         on_error: OnError::Dlq,
         limits: Default::default(),

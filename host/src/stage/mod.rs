@@ -6,6 +6,7 @@
 //! returns `Err`; the pipeline then isolates the records that cause it ([`isolate`]).
 
 pub mod avro;
+pub mod enrich;
 pub mod filter;
 pub mod isolate;
 pub mod json;
