@@ -559,15 +559,27 @@ fn a_module_one_process_refuses_is_installed_by_no_process_of_the_fleet() {
     let poisoner = {
         let (poisoning, address, topic) = (poisoning.clone(), address.clone(), job.topic.clone());
         std::thread::spawn(move || {
+            use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+            let producer: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &address)
+                .set("linger.ms", "0")
+                .create()
+                .expect("producer");
             while poisoning.load(std::sync::atomic::Ordering::Relaxed) {
-                let poison: Vec<Record> = (0..2)
-                    .map(|p| (p, "poison".to_owned(), b"panic".to_vec()))
-                    .collect();
-                produce(&address, &topic, &poison);
-                std::thread::sleep(Duration::from_millis(50));
+                for p in 0..2 {
+                    let record = BaseRecord::to(&topic)
+                        .partition(p)
+                        .key("poison")
+                        .payload("panic");
+                    let _ = producer.send(record);
+                }
+                producer.poll(Duration::from_millis(50));
             }
+            let _ = producer.flush(Duration::from_secs(10));
         })
     };
+    // Poison flowing steadily before the swap (a broker may take a while to hand it out).
+    std::thread::sleep(Duration::from_secs(3));
     let (ok, stdout, stderr) = swap(&control, "parse-orders", &wasm("hostile_guest"));
     poisoning.store(false, std::sync::atomic::Ordering::Relaxed);
     poisoner.join().unwrap();
@@ -616,4 +628,105 @@ fn a_process_whose_spec_differs_from_the_running_fleets_is_refused_with_the_diff
         )) && stderr.contains("window size 10 s, this spec's 20 s"),
         "the error says what differs: {stderr}"
     );
+}
+
+#[test]
+fn run_with_instances_starts_that_many_processes_of_the_job_and_stops_them_together() {
+    let job = Cluster::new("fleet-instances", 2);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let parent = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .args(["run"])
+        .arg(&job.spec_path)
+        .args(["--brokers", &address, "--instances", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rivulet run --instances");
+    let mut parent = JobProcess(parent);
+    // (A process's first heartbeat may come before its control API is attached.)
+    let members = fleet_until(&address, &name, Duration::from_secs(60), |m| {
+        m.len() == 2 && m.iter().all(|m| m["control"].is_string())
+    });
+    let instances: Vec<&str> = members
+        .iter()
+        .map(|m| m["control"].as_str().expect("each has its control API"))
+        .collect();
+    assert_ne!(instances[0], instances[1], "each its own control port");
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &parent.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let started = Instant::now();
+    while parent.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the processes stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each left the fleet (a tombstone), not only went silent.
+    assert!(fleet(&address, &name).is_empty());
+}
+
+#[test]
+fn reset_deletes_a_stopped_jobs_internal_topics_and_refuses_a_running_one() {
+    let job = Cluster::new("fleet-reset", 2);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let reset = || {
+        Command::new(env!("CARGO_BIN_EXE_rivulet"))
+            .args(["reset", &name, "--brokers", &address])
+            .output()
+            .expect("rivulet reset")
+    };
+    let (mut running, _lines) = start(&job.spec_path, &address);
+    fleet_until(&address, &name, Duration::from_secs(60), |m| m.len() == 1);
+    let out = reset();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    if matches!(job.broker, TestBroker::External(_)) {
+        assert!(
+            stderr.contains(&format!("job `{name}` is running on 1 process(es)")),
+            "{stderr}"
+        );
+    } else {
+        // The embedded broker answers no admin requests: said before anything else.
+        assert!(stderr.contains("is the embedded one"), "{stderr}");
+        return;
+    }
+    Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    running.wait().unwrap();
+    let out = reset();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for topic in [format!("{name}-partials"), format!("{name}-control")] {
+        assert!(
+            stdout.contains(&format!("deleted topic {topic}")),
+            "{stdout}"
+        );
+    }
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let left: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|t| t.starts_with(&name))
+        .collect();
+    assert!(left.is_empty(), "the job's topics are gone: {left:?}");
 }

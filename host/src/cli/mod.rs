@@ -4,6 +4,7 @@ mod broker;
 mod consume;
 mod demo;
 mod graph;
+mod instances;
 mod new;
 mod registry;
 mod reset;

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// started with the same instance fences the older one). Default: 0.
     #[arg(long, env = "RIVULET_INSTANCE", default_value = "0")]
     instance: String,
+    /// Start this many processes of the job on this machine (each with its own control API
+    /// on a free port and `--instance`), to try a fleet out.
+    #[arg(long)]
+    instances: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +182,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut spec = PipelineSpec::load(&args.spec)?;
     if args.parallelism.is_some() {
         spec.parallelism = args.parallelism;
+    }
+    if let Some(count) = args.instances.filter(|&n| n != 1) {
+        anyhow::ensure!(count > 0, "--instances must be at least 1");
+        return super::instances::run(&spec, count, args.control.addr == "off");
     }
     run_spec(
         spec,
