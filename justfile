@@ -154,6 +154,11 @@ bench-enrich:
 test-tansu: udfs test-guests
     scripts/with-tansu cargo test --release -p rivulet --test pipeline_kafka --test faults_tansu --test cluster -- --test-threads 1
 
+# Fleet-wide swap latency: 3 processes of one job over Kafka, N swaps (default 20), p50/p99.
+bench-fleet-swap swaps="20": udfs
+    cargo build --release -p rivulet
+    scripts/bench-fleet-swap {{ swaps }}
+
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
 bench-kafka:
     scripts/with-tansu cargo bench -p rivulet --bench kafka_path
