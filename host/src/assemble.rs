@@ -249,12 +249,7 @@ impl Job {
                 .publish(&crate::fleet::running_modules(spec, runtime))
                 .map_err(SourceError::from)?;
             fleet
-                .run(
-                    status.clone(),
-                    swap_requests.clone(),
-                    tasks,
-                    options.stop.clone(),
-                )
+                .run(status.clone(), swap_requests.clone(), options.stop.clone())
                 .map_err(SourceError::from)?;
         }
         let samples = swap_requests.is_some().then(|| status.clone());

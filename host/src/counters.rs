@@ -177,6 +177,8 @@ pub struct TaskCounters {
     pub watermark: Option<i64>,
     /// The source partitions this task reads.
     pub partitions: BTreeMap<i32, PartitionStats>,
+    /// A job over Kafka: the partials partitions this task merges (stage 2).
+    pub merging: BTreeMap<i32, PartitionStats>,
     /// Results sent to the sink and acknowledged (the sink is shared by the tasks: every
     /// task reports the same sink).
     pub sink_sent: u64,
@@ -199,6 +201,8 @@ pub struct JobCounters {
     pub watermark: Option<i64>,
     /// Every source partition the tasks read.
     pub partitions: BTreeMap<i32, PartitionStats>,
+    /// A job over Kafka: every partials partition the tasks merge.
+    pub merging: BTreeMap<i32, PartitionStats>,
     pub sink_sent: u64,
     pub sink_acked: u64,
     /// The job's latest dead letters, oldest first (at most [`RECENT_DEAD_LETTERS`]).
@@ -228,6 +232,8 @@ impl JobCounters {
             // A partition is read by one task (a file's splits are its tasks' partitions).
             job.partitions
                 .extend(task.partitions.iter().map(|(&p, &stats)| (p, stats)));
+            job.merging
+                .extend(task.merging.iter().map(|(&p, &stats)| (p, stats)));
             job.sink_sent = job.sink_sent.max(task.sink_sent);
             job.sink_acked = job.sink_acked.max(task.sink_acked);
             job.watermark = match (job.watermark, task.watermark) {
@@ -299,6 +305,7 @@ mod tests {
                 at: 5,
                 row: "a".into(),
             }],
+            merging: BTreeMap::new(),
         };
         let b = TaskCounters {
             steps: [("parse".to_owned(), step(5))].into(),
@@ -307,6 +314,7 @@ mod tests {
             errors: [("format".to_owned(), 3)].into(),
             watermark: Some(300),
             partitions: [(2, PartitionStats::default())].into(),
+            merging: [(0, PartitionStats::default())].into(),
             sink_sent: 4,
             sink_acked: 4,
             recent_dead_letters: (0..8).map(|i| letter(i * 2 + 1, "b")).collect(),
@@ -339,6 +347,11 @@ mod tests {
             "each task's partitions"
         );
         assert_eq!(job.partitions[&0].lag, Some(7));
+        assert_eq!(
+            job.merging.keys().copied().collect::<Vec<_>>(),
+            [0],
+            "partials partitions apart from the source's of the same number"
+        );
         assert_eq!((job.sink_sent, job.sink_acked), (4, 4), "one shared sink");
         let recent: Vec<(i64, &str)> = job
             .recent_dead_letters

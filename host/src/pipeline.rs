@@ -283,6 +283,9 @@ impl Pipeline {
     /// This task's counters.
     pub fn counters(&self) -> TaskCounters {
         let (sink_sent, sink_acked) = self.emitter.sink.lock().counts();
+        // Stage 2 of a job over Kafka reads partials partitions, not source partitions.
+        let merging = matches!(self.cluster, Some(ClusterStep::Merge(_)));
+        let stats = self.partition_stats();
         TaskCounters {
             sink_sent,
             sink_acked,
@@ -296,13 +299,23 @@ impl Pipeline {
             recent_dead_letters: self.dead.recent().cloned().collect(),
             recent_results: self.emitter.recent.iter().cloned().collect(),
             watermark: self.windowing.as_ref().and_then(Windowing::watermark),
-            partitions: self.partition_stats(),
+            partitions: if merging {
+                BTreeMap::new()
+            } else {
+                stats.clone()
+            },
+            merging: if merging { stats } else { BTreeMap::new() },
         }
     }
 
     /// Lag and watermark of each partition this task reads.
     fn partition_stats(&self) -> BTreeMap<i32, PartitionStats> {
         let lag = self.source.lag();
+        // Stage 1 of a job over Kafka keeps a watermark per source partition.
+        let pre = match &self.cluster {
+            Some(cluster @ ClusterStep::Pre(_)) => cluster.watermarks(),
+            _ => BTreeMap::new(),
+        };
         self.source
             .positions()
             .into_keys()
@@ -312,7 +325,8 @@ impl Pipeline {
                     watermark: self
                         .windowing
                         .as_ref()
-                        .and_then(|w| w.partition_watermark(p)),
+                        .and_then(|w| w.partition_watermark(p))
+                        .or_else(|| pre.get(&p).copied()),
                 };
                 (p, stats)
             })

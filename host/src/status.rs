@@ -393,11 +393,6 @@ impl JobStatus {
         all[task] = counters;
     }
 
-    /// Each task's counters, as it last published them.
-    pub fn task_counters(&self) -> Vec<TaskCounters> {
-        lock(&self.counters).clone()
-    }
-
     /// The job's counters, as the tasks last published them.
     pub fn counters(&self) -> JobCounters {
         JobCounters::sum(lock(&self.counters).iter())

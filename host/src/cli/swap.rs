@@ -260,6 +260,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             time(&stats["watermark"])
         );
     }
+    for (partition, stats) in counters["merging"].as_object().into_iter().flatten() {
+        println!(
+            "partials partition {partition} (merged here): lag {}",
+            stats["lag"]
+                .as_i64()
+                .map(|lag| lag.to_string())
+                .unwrap_or_else(|| "-".to_owned())
+        );
+    }
     println!(
         "sink: sent {}  acknowledged {}",
         counters["sink_sent"], counters["sink_acked"]

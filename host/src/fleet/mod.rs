@@ -379,23 +379,19 @@ impl Fleet {
         self.topic.write(&[(&key, value.as_deref())])
     }
 
-    fn heartbeat(&self, status: &JobStatus, stage_one: usize) -> Heartbeat {
+    fn heartbeat(&self, status: &JobStatus) -> Heartbeat {
         let modules = status
             .stage_names()
             .into_iter()
             .filter_map(|name| status.stage(&name).and_then(|s| s.hash).map(|h| (name, h)))
             .collect();
-        let tasks = status.task_counters();
-        let partitions = tasks
+        let counters = status.counters();
+        let partitions = counters
+            .partitions
             .iter()
-            .take(stage_one)
-            .flat_map(|t| t.partitions.iter().map(|(&p, s)| (p, s.lag)))
+            .map(|(&p, stats)| (p, stats.lag))
             .collect();
-        let merging = tasks
-            .iter()
-            .skip(stage_one)
-            .flat_map(|t| t.partitions.keys().copied())
-            .collect();
+        let merging = counters.merging.keys().copied().collect();
         Heartbeat {
             id: self.me.clone(),
             host: self.host.clone(),
@@ -416,13 +412,11 @@ impl Fleet {
     }
 
     /// Runs the fleet's side of this process on a thread until `stop`: heartbeats, and
-    /// proposals of other processes handed to the swap worker (`requests`). `stage_one`:
-    /// how many of the job's tasks read the source (the others merge).
+    /// proposals of other processes handed to the swap worker (`requests`).
     pub fn run(
         self: &Arc<Self>,
         status: Arc<JobStatus>,
         requests: Option<Sender<SwapRequest>>,
-        stage_one: usize,
         stop: Arc<AtomicBool>,
     ) -> Result<(), KafkaError> {
         let tail = self.topic.tail(self.joined_at)?;
@@ -447,7 +441,7 @@ impl Fleet {
                 let mut last_beat: Option<Instant> = None;
                 while !stop.load(Ordering::Relaxed) {
                     if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
-                        let beat = fleet.heartbeat(&status, stage_one);
+                        let beat = fleet.heartbeat(&status);
                         if let Err(err) = fleet.write(&Control::Member(fleet.me.clone(), Some(beat))) {
                             tracing::warn!(job = %fleet.job, "cannot write this process's heartbeat: {err}");
                         }
