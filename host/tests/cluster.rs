@@ -459,6 +459,25 @@ fn swap(control: &str, stage: &str, module: &std::path::Path) -> (bool, String, 
     )
 }
 
+/// Three controlled processes of `job`, settled on an assignment, with results flowing
+/// from 200 orders on each of its `partitions`.
+fn three_processes_with_results(
+    job: &Cluster,
+    partitions: i32,
+) -> Vec<(JobProcess, Receiver<String>, String)> {
+    let processes: Vec<_> = (0..3)
+        .map(|_| start_controlled(&job.spec_path, &job.address))
+        .collect();
+    let lines: Vec<&Receiver<String>> = processes.iter().map(|(_, l, _)| l).collect();
+    settled(&lines, Duration::from_secs(4), Duration::from_secs(120));
+    let (records, _) = orders(partitions, 200);
+    produce(&job.address, &job.topic, &records);
+    read_until(&job.address, &job.out, 1, Duration::from_secs(60), |read| {
+        !read.is_empty()
+    });
+    processes
+}
+
 fn module_of(member: &Value, stage: &str) -> String {
     member["modules"][stage].as_str().unwrap_or("-").to_owned()
 }
@@ -467,16 +486,7 @@ fn module_of(member: &Value, stage: &str) -> String {
 fn a_swap_asked_of_one_process_is_installed_by_every_process_of_the_fleet() {
     let job = Cluster::new("fleet-swap", 3);
     let (address, name) = (job.address.clone(), job.name.clone());
-    let processes: Vec<_> = (0..3)
-        .map(|_| start_controlled(&job.spec_path, &address))
-        .collect();
-    let lines: Vec<&Receiver<String>> = processes.iter().map(|(_, l, _)| l).collect();
-    settled(&lines, Duration::from_secs(4), Duration::from_secs(120));
-    let (records, _) = orders(3, 200);
-    produce(&address, &job.topic, &records);
-    read_until(&address, &job.out, 1, Duration::from_secs(60), |read| {
-        !read.is_empty()
-    });
+    let processes = three_processes_with_results(&job, 3);
     let old = rivulet::udf::cache::content_hash(&std::fs::read(wasm("udf_parse_orders")).unwrap());
     fleet_until(&address, &name, Duration::from_secs(20), |m| {
         m.len() == 3 && m.iter().all(|m| module_of(m, "parse-orders") == old)
@@ -525,16 +535,7 @@ fn a_module_one_process_refuses_is_installed_by_no_process_of_the_fleet() {
     // try a module on; the two that read try it on theirs, where it traps, and refuse it.
     let job = Cluster::new("fleet-refuse", 2);
     let (address, name) = (job.address.clone(), job.name.clone());
-    let processes: Vec<_> = (0..3)
-        .map(|_| start_controlled(&job.spec_path, &address))
-        .collect();
-    let lines: Vec<&Receiver<String>> = processes.iter().map(|(_, l, _)| l).collect();
-    settled(&lines, Duration::from_secs(4), Duration::from_secs(120));
-    let (records, _) = orders(2, 200);
-    produce(&address, &job.topic, &records);
-    read_until(&address, &job.out, 1, Duration::from_secs(60), |read| {
-        !read.is_empty()
-    });
+    let _processes = three_processes_with_results(&job, 2);
     let old = rivulet::udf::cache::content_hash(&std::fs::read(wasm("udf_parse_orders")).unwrap());
     let members = fleet_until(&address, &name, Duration::from_secs(20), |m| {
         m.len() == 3
