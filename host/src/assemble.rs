@@ -393,7 +393,9 @@ impl Job {
                 let source_options = SourceOptions {
                     topic: plan.topic.clone(),
                     group: merge_group.clone(),
-                    start: crate::spec::StartAt::Earliest,
+                    // From the committed offsets, with the closed watermark committed with
+                    // them: windows stage 2 finished before a restart stay finished.
+                    start: crate::spec::StartAt::Committed,
                     assign: crate::spec::AssignMode::Group,
                     bounded: false,
                     connect_timeout: options.connect_timeout,
