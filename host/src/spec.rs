@@ -872,23 +872,17 @@ impl PipelineSpec {
                 format!("{WHY}: late records must go to a topic (`late_topic`), not a file"),
             ));
         }
-        if let Some(window) = &self.window
-            && window.exchange == WindowExchange::Kafka
+        // Over the partials topic, windows cross tasks inside the transactions.
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.exchange != WindowExchange::Kafka)
+            && self.parallelism.is_some_and(|n| n > 1)
         {
-            // Its merge stage fires windows while it replays partials after a rebalance or
-            // a restart, and may fire them again: not exact yet.
-            return Some((
-                "window.exchange",
-                format!(
-                    "{WHY}: keyed windows over the partials topic are not exactly-once yet; leave `exchange` out and run parallelism = 1 per process (more processes share the partitions through the consumer group)"
-                ),
-            ));
-        }
-        if self.window.is_some() && self.parallelism.is_some_and(|n| n > 1) {
             return Some((
                 "parallelism",
                 format!(
-                    "{WHY}: a window over several tasks of one process hands windows between tasks outside any transaction; run parallelism = 1 per process (more processes share the partitions through the consumer group)"
+                    "{WHY}: a window over several tasks of one process hands windows between tasks outside any transaction; run parallelism = 1 per process (more processes share the partitions through the consumer group), or exchange the windows over Kafka (`window.exchange = \"kafka\"`)"
                 ),
             ));
         }

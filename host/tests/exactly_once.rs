@@ -63,6 +63,17 @@ impl Topics {
 
     /// An exactly-once job counting orders per status in 10 s event-time windows.
     fn spec(&self, dir: &std::path::Path, assign: &str) -> std::path::PathBuf {
+        self.spec_exchanging(dir, assign, "local")
+    }
+
+    /// The same job, its windows exchanged as `exchange` says (`kafka`: two stages over
+    /// the job's partials topic).
+    fn spec_exchanging(
+        &self,
+        dir: &std::path::Path,
+        assign: &str,
+        exchange: &str,
+    ) -> std::path::PathBuf {
         let path = dir.join(format!("{}.toml", self.name));
         std::fs::write(
             &path,
@@ -83,6 +94,7 @@ time = "event"
 timestamp = "tsMillis"
 idle_timeout = "600s"
 late_topic = "{late}"
+exchange = "{exchange}"
 [aggregate]
 builtin = [{{ name = "order_count", fn = "count" }}]
 [sink]
@@ -99,6 +111,7 @@ max_wait = "20ms"
                 counts = self.counts,
                 dlq = self.dlq,
                 late = self.late,
+                exchange = exchange,
             ),
         )
         .unwrap();
@@ -302,6 +315,16 @@ fn a_graceful_restart_writes_each_window_result_dead_letter_and_late_record_once
     let topics = Topics::new("eos-restart");
     let dir = tempfile::tempdir().unwrap();
     let spec = topics.spec(dir.path(), "all");
+    restart_gracefully(&broker, &topics, &spec);
+}
+
+#[test]
+fn a_graceful_restart_over_the_partials_topic_writes_each_window_result_dead_letter_and_late_record_once()
+ {
+    let broker = TestBroker::embedded();
+    let topics = Topics::new("eos-exchange");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = topics.spec_exchanging(dir.path(), "group", "kafka");
     restart_gracefully(&broker, &topics, &spec);
 }
 

@@ -310,7 +310,7 @@ fn exactly_once_is_refused_where_a_transaction_cannot_take_back_what_was_written
     assert_eq!(spec.delivery, rivulet::spec::Delivery::ExactlyOnce);
     assert_eq!(spec.commit_interval, None);
     let why = "delivery = \"exactly-once\" commits outputs and offsets in Kafka transactions";
-    let cases: [(&[(&str, &str)], String); 6] = [
+    let cases: [(&[(&str, &str)], String); 5] = [
         (
             &[("kind = \"kafka\"\ntopic = \"orders\"", "kind = \"stdin\"")],
             format!("pipeline spec eos.toml: `source`: {why}: it needs a Kafka source"),
@@ -339,22 +339,19 @@ fn exactly_once_is_refused_where_a_transaction_cannot_take_back_what_was_written
         (
             &[("delivery", "parallelism = 2\ndelivery")],
             format!(
-                "pipeline spec eos.toml: `parallelism`: {why}: a window over several tasks of one process hands windows between tasks outside any transaction; run parallelism = 1 per process (more processes share the partitions through the consumer group)"
-            ),
-        ),
-        (
-            &[
-                ("delivery", "parallelism = 2\ndelivery"),
-                ("size = \"10s\"", "size = \"10s\"\nexchange = \"kafka\""),
-            ],
-            format!(
-                "pipeline spec eos.toml: `window.exchange`: {why}: keyed windows over the partials topic are not exactly-once yet; leave `exchange` out and run parallelism = 1 per process (more processes share the partitions through the consumer group)"
+                "pipeline spec eos.toml: `parallelism`: {why}: a window over several tasks of one process hands windows between tasks outside any transaction; run parallelism = 1 per process (more processes share the partitions through the consumer group), or exchange the windows over Kafka (`window.exchange = \"kafka\"`)"
             ),
         ),
     ];
     for (replace, expected) in cases {
         assert_eq!(exactly_once_spec(replace).unwrap_err(), expected);
     }
+    // Over the partials topic, windows cross tasks and processes inside the transactions.
+    let exchanged = exactly_once_spec(&[
+        ("delivery", "parallelism = 2\ndelivery"),
+        ("size = \"10s\"", "size = \"10s\"\nexchange = \"kafka\""),
+    ]);
+    assert!(exchanged.is_ok(), "{exchanged:?}");
     // Without a window, tasks share nothing: any parallelism.
     let stateless = exactly_once_spec(&[
         ("delivery", "parallelism = 2\ndelivery"),
