@@ -159,6 +159,12 @@ bench-fleet-swap swaps="20": udfs
     cargo build --release -p rivulet
     scripts/bench-fleet-swap {{ swaps }}
 
+# Scale-out figures (issue 11): 1M orders from 6 partitions read by 1, 2 and 3 processes of one
+# job over Kafka (Tansu), and the pause a SIGKILL of one of two processes causes.
+# `just bench-scale --embedded` runs against the embedded broker instead.
+bench-scale *args: build
+    scripts/with-tansu "$(scripts/python-venv)" scripts/bench-scale {{ args }}
+
 # Kafka path figures: rivulet reading a backlog vs a plain librdkafka drain (Tansu, 1M orders).
 bench-kafka:
     scripts/with-tansu cargo bench -p rivulet --bench kafka_path

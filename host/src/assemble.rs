@@ -400,6 +400,8 @@ impl Job {
                     bounded: false,
                     connect_timeout: options.connect_timeout,
                     share: (task, tasks),
+                    // Stage 2 keeps its windows per partials partition.
+                    cooperative: true,
                 };
                 let source = KafkaSource::open(&kafka, &source_options, &options.stop)
                     .map_err(SourceError::from)?;
@@ -1076,6 +1078,13 @@ impl Share {
                     bounded: *bounded,
                     connect_timeout: options.connect_timeout,
                     share: (task, tasks),
+                    // Stage 1 of a job over Kafka keeps its state per source partition, a
+                    // job without a window keeps none; windows exchanged in the process
+                    // mix partitions, so every rebalance replays them all.
+                    cooperative: spec
+                        .window
+                        .as_ref()
+                        .is_none_or(|w| w.exchange == crate::spec::WindowExchange::Kafka),
                 };
                 Source::Kafka(Box::new(
                     KafkaSource::open(kafka, &source_options, &options.stop)

@@ -116,6 +116,16 @@ impl DeadLetters {
         self.replayed = read;
     }
 
+    /// The same for partitions added to those read (the others' replay goes on).
+    pub fn also_replaying(&mut self, read: BTreeMap<i32, i64>) {
+        self.replayed.extend(read);
+    }
+
+    /// Partitions no longer read.
+    pub fn not_replaying(&mut self, partitions: &[i32]) {
+        self.replayed.retain(|p, _| !partitions.contains(p));
+    }
+
     /// Dead letters of replayed records that were not sent again.
     pub fn resent_skipped(&self) -> u64 {
         self.resent_skipped

@@ -226,16 +226,41 @@ impl JobGraph {
                         .collect::<Vec<_>>()
                         .join(", "),
                 };
-                let merge = match tasks > 1 {
-                    true => format!(", partials of {tasks} tasks merged"),
-                    false => String::new(),
-                };
                 let before = format!("{AGGREGATE}: ");
+                if window.exchange == crate::spec::WindowExchange::Kafka {
+                    // Two stages in every process, over the job's partials topic.
+                    let per = ", per source partition (stage 1)".to_owned();
+                    let pre = graph.node(format!("{before}{logic}{per}"), false);
+                    if aggregate.module.is_some() {
+                        graph.runs_module(&pre, AGGREGATE, before.clone(), per);
+                    }
+                    graph.edge(&last, &pre, None, Some(Flow::WindowRows));
+                    let partials = graph.node(
+                        format!(
+                            "Kafka topic {}: partials by key, watermark markers",
+                            crate::cluster::topics::partials_topic(&spec.name)
+                        ),
+                        true,
+                    );
+                    graph.edge(&pre, &partials, None, None);
+                    last = partials;
+                }
+                let merge = match (window.exchange, tasks > 1) {
+                    (crate::spec::WindowExchange::Kafka, _) => {
+                        ", partials of every source partition merged (stage 2)".to_owned()
+                    }
+                    (_, true) => format!(", partials of {tasks} tasks merged"),
+                    (_, false) => String::new(),
+                };
                 let node = graph.node(format!("{before}{logic}{merge}"), false);
                 if aggregate.module.is_some() {
                     graph.runs_module(&node, AGGREGATE, before, merge);
                 }
-                graph.edge(&last, &node, None, Some(Flow::WindowRows));
+                let rows = match window.exchange {
+                    crate::spec::WindowExchange::Kafka => None,
+                    _ => Some(Flow::WindowRows),
+                };
+                graph.edge(&last, &node, None, rows);
                 if let Some(dead) = &dead {
                     // Counted with the window's refusals (one stage name, `aggregate`).
                     graph.edge(&node, dead, Some("refused"), None);
@@ -501,6 +526,34 @@ topic = "orders-dlq"
             "{dot}"
         );
         assert!(dot.ends_with("}\n"));
+    }
+
+    #[test]
+    fn a_job_over_kafka_reads_as_two_stages_around_its_partials_topic() {
+        let text = SPEC.replace("late_topic", "exchange = \"kafka\"\nlate_topic");
+        let spec = PipelineSpec::parse(&text, Path::new("job.toml")).unwrap();
+        let graph = JobGraph::of(&spec, 2);
+        let labels: Vec<&str> = graph.nodes.iter().map(|n| n.label.as_str()).collect();
+        assert_eq!(
+            labels[3..8],
+            [
+                "tumbling window 30 s, key status, event time tsMillis, 2 s out of order",
+                "Kafka topic late-orders",
+                "aggregate: count as order_count, per source partition (stage 1)",
+                "Kafka topic orders-partials: partials by key, watermark markers",
+                "aggregate: count as order_count, partials of every source partition merged (stage 2)",
+            ]
+        );
+        let main: Vec<(&str, &str)> = graph
+            .edges
+            .iter()
+            .filter(|e| e.side.is_none())
+            .map(|e| (e.from.as_str(), e.to.as_str()))
+            .collect();
+        assert!(main.contains(&("n3", "n5")), "window → stage 1: {main:?}");
+        assert!(main.contains(&("n5", "n6")), "stage 1 → partials: {main:?}");
+        assert!(main.contains(&("n6", "n7")), "partials → stage 2: {main:?}");
+        assert!(main.contains(&("n7", "n8")), "stage 2 → format: {main:?}");
     }
 
     #[test]

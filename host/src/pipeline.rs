@@ -15,7 +15,7 @@ pub use crate::error::PipelineError;
 use crate::side_output::{RefusedInput, SideOutputs};
 use crate::sink::SharedSink;
 use crate::source::Source;
-use crate::source::kafka::Assignment;
+use crate::source::kafka::{Assignment, Rebalance};
 use crate::spec::BatchSpec;
 use crate::status::JobStatus;
 use crate::swap::{Prepared, Retired, Slots};
@@ -118,8 +118,12 @@ impl Pipeline {
             self.offer_accumulators();
             self.install_swaps();
             let raw = self.source.poll(self.batch.max_records, self.poll_wait())?;
-            if let Some(assignment) = self.source.take_rebalance() {
-                self.restart(&assignment);
+            while let Some(change) = self.source.take_rebalance() {
+                match change {
+                    Rebalance::Whole(assignment) => self.restart(&assignment),
+                    Rebalance::Added(added) => self.take_up(&added),
+                    Rebalance::Removed(partitions) => self.give_up(&partitions),
+                }
             }
             self.status.count(u64::from(raw.len));
             if raw.len > 0
@@ -311,11 +315,13 @@ impl Pipeline {
     /// Lag and watermark of each partition this task reads.
     fn partition_stats(&self) -> BTreeMap<i32, PartitionStats> {
         let lag = self.source.lag();
-        // Stage 1 of a job over Kafka keeps a watermark per source partition.
-        let pre = match &self.cluster {
-            Some(cluster @ ClusterStep::Pre(_)) => cluster.watermarks(),
-            _ => BTreeMap::new(),
-        };
+        // A job over Kafka: stage 1 keeps a watermark per source partition, stage 2 the
+        // watermark that closed its windows per partials partition.
+        let pre = self
+            .cluster
+            .as_ref()
+            .map(ClusterStep::watermarks)
+            .unwrap_or_default();
         self.source
             .positions()
             .into_keys()
@@ -345,9 +351,11 @@ impl Pipeline {
         if request == 0 {
             return;
         }
-        match &mut self.windowing {
-            Some(windowing) => windowing.offer_accumulators(&self.status, request),
-            None => self.status.offer_accumulators(request, Vec::new()),
+        match (&mut self.windowing, &mut self.cluster) {
+            (Some(windowing), _) => windowing.offer_accumulators(&self.status, request),
+            (None, Some(ClusterStep::Pre(pre))) => pre.offer_accumulators(&self.status, request),
+            // Stage 2 holds partials, which every stage 1 offered already.
+            _ => self.status.offer_accumulators(request, Vec::new()),
         }
     }
 
@@ -402,6 +410,32 @@ impl Pipeline {
         }
         if let Some(cluster) = &mut self.cluster {
             cluster.restart(assignment);
+        }
+    }
+
+    /// Partitions added by a cooperative rebalance (the job's state is per partition: its
+    /// source is cooperative only then): each is rebuilt by replay from its committed
+    /// offset, the others read on.
+    fn take_up(&mut self, added: &Assignment) {
+        self.tracker.forget(&added.partitions);
+        let read: BTreeMap<i32, i64> = added
+            .states
+            .iter()
+            .map(|(&p, state)| (p, state.read))
+            .collect();
+        self.dead.also_replaying(read);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.take_up(added);
+        }
+    }
+
+    /// Partitions taken away by a cooperative rebalance, after their commit: their state
+    /// goes (their next owner rebuilds it).
+    fn give_up(&mut self, partitions: &[i32]) {
+        self.tracker.forget(partitions);
+        self.dead.not_replaying(partitions);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.give_up(partitions);
         }
     }
 

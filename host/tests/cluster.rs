@@ -808,3 +808,213 @@ fn a_process_stopped_and_started_again_emits_no_window_twice() {
         "each (window, status) once across a clean restart, with every order"
     );
 }
+
+/// The partitions of `topic` a process's log says the group assigned (`assigned`) or
+/// revoked, in the order it said so.
+fn rebalances(lines: &[String], topic: &str, what: &str) -> Vec<Vec<i32>> {
+    lines
+        .iter()
+        .filter(|line| line.contains(&format!("partitions {what} by the consumer group")))
+        .filter(|line| line.contains(&format!("topic=\"{topic}\" ")))
+        .map(|line| {
+            let list = line
+                .split("partitions=[")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("no partitions in {line}"));
+            list.split(", ")
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_process_joining_a_running_job_takes_only_its_share_and_each_window_comes_out_once() {
+    let job = Cluster::new("cluster-join", 6);
+    let (records, expected) = orders(6, 600);
+    let (closing, orders): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|(_, key, _)| key.starts_with("closing"));
+    let (first, second): (Vec<_>, Vec<_>) = orders.into_iter().partition(|(_, key, _)| {
+        key.rsplit('-').next().and_then(|i| i.parse::<i64>().ok()) < Some(300)
+    });
+    let (mut a, a_lines) = start(&job.spec_path, &job.address);
+    let mut a_said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while rebalances(&a_said, &job.topic, "assigned").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first process got no partitions"
+        );
+        if let Ok(line) = a_lines.recv_timeout(Duration::from_millis(200)) {
+            a_said.push(line);
+        }
+    }
+    produce(&job.address, &job.topic, &first);
+    read_until(&job.address, &job.out, 1, Duration::from_secs(60), |read| {
+        !read.is_empty()
+    });
+
+    // A second process joins while the first reads.
+    let (mut b, b_lines) = start(&job.spec_path, &job.address);
+    let mut b_said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rebalances(&b_said, &job.topic, "assigned").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the joining process got no partitions"
+        );
+        if let Ok(line) = b_lines.recv_timeout(Duration::from_millis(200)) {
+            b_said.push(line);
+        }
+    }
+    produce(&job.address, &job.topic, &second);
+    produce(&job.address, &job.topic, &closing);
+    let got = read_until(
+        &job.address,
+        &job.out,
+        1,
+        Duration::from_secs(120),
+        |read| {
+            let got = results(read);
+            expected.keys().all(|k| got.contains_key(k))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let got = results(&read_until(
+        &job.address,
+        &job.out,
+        1,
+        Duration::from_secs(3),
+        |read| read.len() > got.len(),
+    ));
+    for job in [&mut a, &mut b] {
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "a process stopped by itself"
+        );
+    }
+    a_said.extend(a_lines.try_iter());
+
+    // Cooperative: the first process gave up only what the second took, once, and was
+    // never handed its whole assignment again.
+    let a_assigned: Vec<Vec<i32>> = rebalances(&a_said, &job.topic, "assigned")
+        .into_iter()
+        .filter(|partitions| !partitions.is_empty())
+        .collect();
+    let a_revoked = rebalances(&a_said, &job.topic, "revoked");
+    let b_assigned: Vec<i32> = rebalances(&b_said, &job.topic, "assigned").concat();
+    assert_eq!(
+        a_assigned,
+        vec![(0..6).collect::<Vec<i32>>()],
+        "{a_said:#?}"
+    );
+    assert_eq!(a_revoked.len(), 1, "one revocation: {a_revoked:?}");
+    let mut moved = a_revoked[0].clone();
+    moved.sort_unstable();
+    let mut taken = b_assigned.clone();
+    taken.sort_unstable();
+    assert_eq!(
+        moved, taken,
+        "the first gave up exactly what the second took"
+    );
+    assert!(
+        !taken.is_empty() && taken.len() < 6,
+        "the second took a share: {taken:?}"
+    );
+    let want: BTreeMap<(String, String), Vec<u64>> = expected
+        .iter()
+        .map(|(k, &n)| (k.clone(), vec![n]))
+        .collect();
+    assert_eq!(
+        got, want,
+        "each (window, status) once across the join, with every order"
+    );
+}
+
+#[test]
+fn an_aggregate_that_cannot_read_stage_ones_open_accumulators_is_refused() {
+    let broker = broker();
+    let address = broker.address();
+    let (topic, out) = (unique("events"), unique("out"));
+    broker.topic(&topic, 2);
+    broker.topic(&out, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("job.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"
+name = "{name}"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "{topic}"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{parse}"
+[window]
+size = "10s"
+time = "event"
+timestamp = "kafka"
+idle_timeout = "120s"
+exchange = "kafka"
+[aggregate]
+module = "{aggregate}"
+[sink]
+kind = "kafka"
+topic = "{out}"
+"#,
+            name = unique("cluster-acc"),
+            parse = wasm("swap_parse_v1").display(),
+            aggregate = wasm("swap_aggregate_v1").display(),
+        ),
+    )
+    .unwrap();
+    let (_job, lines, control) = start_controlled(&spec_path, &address);
+    settled(&[&lines], Duration::from_secs(2), Duration::from_secs(90));
+    // Records in W1 = [10 s, 20 s) of both partitions: open windows with accumulators.
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .create()
+        .unwrap();
+    for i in 0..20 {
+        let payload = format!(r#"{{"id":{i}}}"#);
+        let mut record = rdkafka::producer::BaseRecord::to(&topic)
+            .partition(i % 2)
+            .key("k")
+            .payload(&payload)
+            .timestamp(T0 + 15_000);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(5));
+        }
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, body) =
+            rivulet::http::client::request(&control, "GET", "/status", &[], None).unwrap();
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if status["counters"]["window"]["rows"].as_u64() >= Some(20) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (ok, _, err) = swap(&control, "aggregate", &wasm("swap_aggregate_v4"));
+    assert!(!ok, "refused");
+    assert!(
+        err.contains(
+            "the new module keeps state version 1 but cannot merge the accumulators of the open windows it would take over (2 tried): merge failed: accumulator does not fit `swap_aggregate::Rows`: missing field `rows`"
+        ),
+        "{err}"
+    );
+    // A module that reads them is taken.
+    let (ok, said, err) = swap(&control, "aggregate", &wasm("swap_aggregate_v2"));
+    assert!(ok, "{said}{err}");
+}

@@ -72,6 +72,18 @@ impl MergeOperator {
     pub fn restart(&mut self, assignment: &Restart) {
         self.parts.clear();
         self.dispatch.clear();
+        self.take_up(assignment);
+    }
+
+    /// Gives up a partials partition (a cooperative rebalance moved it): its windows go,
+    /// its next owner rebuilds them.
+    pub fn give_up(&mut self, partition: i32) {
+        self.parts.remove(&partition);
+    }
+
+    /// Takes up the partials partitions of `assignment`, windows closed before staying
+    /// closed (the partitions read already keep their state).
+    pub fn take_up(&mut self, assignment: &Restart) {
         for &p in &assignment.partitions {
             let mut windows = MergeWindows::new(self.lateness_ms, self.sources);
             // Stage 2 keeps its closed watermark in the restart state's watermark.

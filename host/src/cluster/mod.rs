@@ -36,6 +36,25 @@ impl ClusterStep {
         }
     }
 
+    /// Source or partials partitions added by a cooperative rebalance: each is rebuilt from
+    /// its restart state, the others' state stays.
+    pub fn take_up(&mut self, added: &crate::source::kafka::Assignment) {
+        match self {
+            ClusterStep::Pre(pre) => pre.take_up_all(added),
+            ClusterStep::Merge(merge) => merge.take_up(added),
+        }
+    }
+
+    /// Partitions taken away by a cooperative rebalance: their state goes.
+    pub fn give_up(&mut self, partitions: &[i32]) {
+        for &p in partitions {
+            match self {
+                ClusterStep::Pre(pre) => pre.give_up(p),
+                ClusterStep::Merge(merge) => merge.give_up(p),
+            }
+        }
+    }
+
     /// Whether a snapshot must wait (stage 1 replaying what it processed before).
     pub fn replaying(&self) -> bool {
         match self {

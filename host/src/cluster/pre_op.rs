@@ -48,6 +48,8 @@ pub struct PreAggregate {
     clock: Instant,
     last_markers: Option<Instant>,
     stats: PreStats,
+    /// The last request for live accumulators answered (see [`PreAggregate::offer_accumulators`]).
+    acc_offered: u64,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -77,6 +79,7 @@ impl PreAggregate {
             clock: Instant::now(),
             last_markers: None,
             stats: PreStats::default(),
+            acc_offered: 0,
         })
     }
 
@@ -96,6 +99,12 @@ impl PreAggregate {
     pub fn restart(&mut self, assignment: &crate::source::kafka::Assignment) {
         self.windows.clear();
         self.dispatch.clear();
+        self.take_up_all(assignment);
+    }
+
+    /// Takes up each partition of `assignment` as its restart state says (the partitions
+    /// read already keep their state).
+    pub fn take_up_all(&mut self, assignment: &crate::source::kafka::Assignment) {
         for &p in &assignment.partitions {
             let state = assignment.states.get(&p);
             let read = state.map_or(0, |s| s.read);
@@ -106,6 +115,26 @@ impl PreAggregate {
     /// Whether a partition is still replaying what it processed before a restart.
     pub fn replaying(&self) -> bool {
         self.windows.any_replaying()
+    }
+
+    /// Answers a swap's request for live accumulators once: up to
+    /// [`crate::status::ACC_SAMPLE`] of the open windows' accumulators, over every source
+    /// partition, that the aggregate module in service holds (those a swap with the same
+    /// state version takes over).
+    pub fn offer_accumulators(&mut self, status: &crate::status::JobStatus, request: u64) {
+        if self.acc_offered == request {
+            return;
+        }
+        self.acc_offered = request;
+        let mut live = Vec::new();
+        if let Some(current) = self.dispatch.current_generation() {
+            for p in self.windows.partitions() {
+                if let Some(windows) = self.windows.windows_mut(p) {
+                    crate::window::operator::live_accumulators(windows, current, &mut live);
+                }
+            }
+        }
+        status.offer_accumulators(request, live);
     }
 
     /// Gives up a revoked source partition.

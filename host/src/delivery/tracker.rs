@@ -167,6 +167,15 @@ impl OffsetTracker {
         self.pending = None;
         self.committed.clear();
     }
+
+    /// The same for some partitions (a cooperative rebalance moved them): the others'
+    /// bookkeeping stays.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        if let Some(pending) = &mut self.pending {
+            pending.partitions.retain(|p, _| !partitions.contains(p));
+        }
+        self.committed.retain(|p, _| !partitions.contains(p));
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use crate::delivery::{PartitionState, Restored};
 use crate::kafka::state_topic::StateTopic;
 use crate::kafka::{KafkaConfig, KafkaError, LogContext};
 use crate::spec::{AssignMode, StartAt};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use rivulet_rows::RawBatch;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ pub struct Assignment {
 #[derive(Default)]
 pub struct SourceContext {
     log: LogContext,
-    /// What the last group callback decided, until the source's poll takes it.
-    rebalanced: Mutex<Option<Rebalanced>>,
+    /// What the group callbacks decided, in order, until the source's poll takes it.
+    rebalanced: Mutex<VecDeque<Rebalanced>>,
     /// Offset to start from on the first assignment (None: the committed offsets).
     first_start: Mutex<Option<Offset>>,
     /// Where restart state is kept besides commit metadata.
@@ -50,12 +50,19 @@ pub struct SourceContext {
 
 /// What a group callback decided.
 enum Rebalanced {
-    /// New partitions, restored.
-    Assigned(Assignment),
-    /// The group takes the partitions away. They are still assigned: the pipeline commits
-    /// what it did with them, then releases them ([`KafkaSource::release`]); the group
-    /// waits for that before handing them to another member.
-    Revoked,
+    /// New partitions, restored: the whole assignment (eager), or partitions added to it
+    /// (cooperative, `incremental`).
+    Assigned {
+        assignment: Assignment,
+        incremental: bool,
+    },
+    /// The group takes partitions away. They are still assigned: the pipeline commits what
+    /// it did with them, then releases them ([`KafkaSource::release`]); the group waits
+    /// for that before handing them to another member. Cooperative: only these.
+    Revoked {
+        partitions: Vec<i32>,
+        incremental: bool,
+    },
     /// Partitions lost without a revocation (an error from the group): already released.
     Lost,
     /// Assigned partitions whose restart state could not be read: the job stops.
@@ -64,17 +71,17 @@ enum Rebalanced {
 
 impl SourceContext {
     fn note(&self, rebalanced: Rebalanced) {
-        *self
-            .rebalanced
+        self.rebalanced
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(rebalanced);
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(rebalanced);
     }
 
     fn take_noted(&self) -> Option<Rebalanced> {
         self.rebalanced
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .pop_front()
     }
 }
 
@@ -111,7 +118,21 @@ impl ConsumerContext for SourceContext {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr;
+        // Cooperative (incremental) rebalancing: the callback names only the partitions
+        // added or taken away; the others stay assigned, their state kept.
+        let incremental = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
+            // Cooperative: the rebalance added nothing here.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if incremental && tpl.count() == 0 =>
+            {
+                if let Err(err) = consumer.incremental_assign(tpl) {
+                    tracing::warn!("assigning partitions failed: {err}");
+                }
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let first = self
                     .first_start
@@ -138,17 +159,34 @@ impl ConsumerContext for SourceContext {
                 // their own: each partition's own closed watermark decides.
                 match restore(consumer, &topic, &partitions, &[], state.as_deref(), start) {
                     Ok((assignment, offsets)) => {
-                        if let Err(err) = consumer.assign(&offsets) {
+                        let assigned = match incremental {
+                            true => consumer.incremental_assign(&offsets),
+                            false => consumer.assign(&offsets),
+                        };
+                        if let Err(err) = assigned {
                             tracing::warn!("assigning partitions failed: {err}");
                         }
-                        tracing::info!(?partitions, "partitions assigned by the consumer group");
-                        self.note(Rebalanced::Assigned(assignment));
+                        tracing::info!(
+                            topic,
+                            ?partitions,
+                            incremental,
+                            "partitions assigned by the consumer group"
+                        );
+                        self.note(Rebalanced::Assigned {
+                            assignment,
+                            incremental,
+                        });
                     }
                     Err(err) => {
                         // Reading from the committed offsets without their state could
                         // reopen closed windows: the job stops with the reason instead (a
                         // restart retries), and its partitions go to the group's others.
-                        if let Err(err) = consumer.unassign() {
+                        // (Cooperative: nothing was added, nothing to release.)
+                        let released = match incremental {
+                            true => Ok(()),
+                            false => consumer.unassign(),
+                        };
+                        if let Err(err) = released {
                             tracing::warn!("releasing partitions failed: {err}");
                         }
                         self.note(Rebalanced::Failed(format!(
@@ -159,14 +197,28 @@ impl ConsumerContext for SourceContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                let topic = tpl
+                    .elements()
+                    .first()
+                    .map(|e| e.topic().to_owned())
+                    .unwrap_or_default();
                 tracing::info!(
+                    topic,
                     ?partitions,
+                    incremental,
                     "partitions revoked by the consumer group; committing before letting go"
                 );
-                self.note(Rebalanced::Revoked);
+                self.note(Rebalanced::Revoked {
+                    partitions,
+                    incremental,
+                });
             }
             err => {
-                if let Err(err) = consumer.unassign() {
+                let released = match incremental {
+                    true => consumer.incremental_unassign(tpl),
+                    false => consumer.unassign(),
+                };
+                if let Err(err) = released {
                     tracing::warn!("releasing partitions failed: {err}");
                 }
                 tracing::warn!("partitions lost ({err:?})");
@@ -309,6 +361,18 @@ fn tpl_partitions(tpl: &Tpl) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// A change of the partitions a source reads, for the pipeline to apply to its state.
+#[derive(Debug, Clone)]
+pub enum Rebalance {
+    /// A new assignment replaces the old one (eager rebalancing, or none left): all state
+    /// goes and is rebuilt by replaying each partition from its committed offset.
+    Whole(Assignment),
+    /// Partitions added to those read (cooperative rebalancing): only they are rebuilt.
+    Added(Assignment),
+    /// Partitions taken away (cooperative rebalancing), after their commit: their state goes.
+    Removed(Vec<i32>),
+}
+
 /// A topic being read.
 pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
@@ -321,10 +385,17 @@ pub struct KafkaSource {
     assignment: Assignment,
     /// Where restart state is kept besides commit metadata.
     state: Option<Arc<StateTopic>>,
-    /// A group (re)assignment seen while polling, not yet taken by the pipeline.
-    rebalanced: Option<Assignment>,
-    /// The group revoked the partitions; they are released once the pipeline committed.
-    revoked: bool,
+    /// Group (re)assignments seen while polling, not yet taken by the pipeline.
+    rebalanced: VecDeque<Rebalance>,
+    /// The group revoked partitions (`Some`; cooperative: these, else all); they are
+    /// released once the pipeline committed.
+    revoked: Option<Revoking>,
+}
+
+/// Partitions the group revoked, waiting for the pipeline's commit.
+struct Revoking {
+    partitions: Vec<i32>,
+    incremental: bool,
 }
 
 /// A commit in a transaction: see [`KafkaSource::transactional_commit`].
@@ -349,6 +420,10 @@ pub struct SourceOptions {
     /// With `assign = "all"`, this task's share of the partitions: `(task, tasks)` reads
     /// the partitions whose index is `task` modulo `tasks`.
     pub share: (usize, usize),
+    /// Whether the job keeps its state per partition, so that the group may move single
+    /// partitions (cooperative-sticky assignment: a join or a leave moves only what it
+    /// must, and the other members read on). Otherwise every rebalance replays all.
+    pub cooperative: bool,
 }
 
 impl KafkaSource {
@@ -367,8 +442,11 @@ impl KafkaSource {
         // waits this long before fetching again (default 1 s). A job slower than the fetch
         // drains the queue well within that and then sits idle: at 1 s the job read a
         // backlog at a third of the speed it reaches with 10 ms.
-        let consumer: BaseConsumer<SourceContext> = config
-            .client()
+        let mut client = config.client();
+        if options.cooperative {
+            client.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        let consumer: BaseConsumer<SourceContext> = client
             .set("group.id", &options.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -409,8 +487,8 @@ impl KafkaSource {
                 ..Assignment::default()
             },
             state: state.clone(),
-            rebalanced: None,
-            revoked: false,
+            rebalanced: VecDeque::new(),
+            revoked: None,
         };
         let (task, tasks) = options.share;
         let job = partitions.clone();
@@ -520,37 +598,81 @@ impl KafkaSource {
         &self.positions
     }
 
-    /// If the group assigned or revoked partitions since the last call: the new assignment.
-    /// Reading restarts from each partition's committed offset, so the caller drops its
-    /// state and rebuilds it by replay. The batch [`KafkaSource::poll`] returned with it
-    /// holds only records of the new assignment.
-    pub fn take_rebalance(&mut self) -> Option<Assignment> {
-        self.rebalanced.take()
+    /// The next change of partitions since the last call, in order. Added or whole:
+    /// reading restarts from each new partition's committed offset, so the caller rebuilds
+    /// its state by replay. With a whole assignment, the batch [`KafkaSource::poll`]
+    /// returned with it holds only records of the new assignment.
+    pub fn take_rebalance(&mut self) -> Option<Rebalance> {
+        self.rebalanced.pop_front()
     }
 
-    /// Whether the group revoked this source's partitions: the caller commits what it did
+    /// Whether the group revoked partitions of this source: the caller commits what it did
     /// with them, then calls [`KafkaSource::release`]. No more records come until then.
     pub fn revoked(&self) -> bool {
-        self.revoked
+        self.revoked.is_some()
     }
 
-    /// Lets the revoked partitions go to the group (after the caller committed them): the
-    /// source is left without partitions until the group assigns new ones.
+    /// Lets the revoked partitions go to the group (after the caller committed them):
+    /// eager, the source is left without partitions until the group assigns new ones;
+    /// cooperative, it reads on from the others.
     pub fn release(&mut self) {
-        if !std::mem::take(&mut self.revoked) {
+        let Some(revoking) = self.revoked.take() else {
+            return;
+        };
+        if !revoking.incremental {
+            if let Err(err) = self.consumer.unassign() {
+                tracing::warn!(topic = %self.topic, "releasing partitions failed: {err}");
+            }
+            self.none_assigned();
             return;
         }
-        if let Err(err) = self.consumer.unassign() {
-            tracing::warn!(topic = %self.topic, "releasing partitions failed: {err}");
+        let mut tpl = TopicPartitionList::new();
+        for &p in &revoking.partitions {
+            tpl.add_partition(&self.topic, p);
         }
-        self.none_assigned();
+        if let Err(err) = self.consumer.incremental_unassign(&tpl) {
+            tracing::warn!(topic = %self.topic, partitions = ?revoking.partitions, "releasing partitions failed: {err}");
+        }
+        for p in &revoking.partitions {
+            self.positions.remove(p);
+            self.assignment.positions.remove(p);
+            self.assignment.states.remove(p);
+        }
+        self.assignment
+            .partitions
+            .retain(|p| !revoking.partitions.contains(p));
+        self.rebalanced
+            .push_back(Rebalance::Removed(revoking.partitions));
     }
 
     /// The partitions are gone: nothing read, nothing to replay.
     fn none_assigned(&mut self) {
         self.positions.clear();
         self.assignment = Assignment::default();
-        self.rebalanced = Some(Assignment::default());
+        self.rebalanced
+            .push_back(Rebalance::Whole(Assignment::default()));
+    }
+
+    /// Partitions the group added (cooperative): read from where each restarts, beside
+    /// those read already.
+    fn added(
+        positions: &mut BTreeMap<i32, i64>,
+        assignment: &mut Assignment,
+        rebalanced: &mut VecDeque<Rebalance>,
+        added: Assignment,
+    ) {
+        positions.extend(&added.positions);
+        assignment.positions.extend(&added.positions);
+        assignment
+            .states
+            .extend(added.states.iter().map(|(&p, &s)| (p, s)));
+        for &p in &added.partitions {
+            if !assignment.partitions.contains(&p) {
+                assignment.partitions.push(p);
+            }
+        }
+        assignment.partitions.sort_unstable();
+        rebalanced.push_back(Rebalance::Added(added));
     }
 
     /// Whether a bounded source has read everything up to its end offsets.
@@ -565,7 +687,7 @@ impl KafkaSource {
     /// revokes the partitions ([`KafkaSource::revoked`]).
     pub fn poll(&mut self, max: usize, wait: Duration) -> Result<RawBatch, KafkaError> {
         let mut batch = RawBatch::new();
-        if self.revoked {
+        if self.revoked() {
             return Ok(batch);
         }
         let deadline = Instant::now() + wait;
@@ -583,14 +705,32 @@ impl KafkaSource {
             let polled = self.consumer.poll(timeout);
             match self.consumer.context().take_noted() {
                 Some(Rebalanced::Failed(reason)) => return Err(KafkaError::Restore { reason }),
-                Some(Rebalanced::Assigned(assigned)) => {
+                Some(Rebalanced::Assigned {
+                    assignment,
+                    incremental: false,
+                }) => {
                     // Records read so far belong to the old assignment, whose state the
                     // pipeline drops: their partitions are replayed by whoever owns them now.
                     batch = RawBatch::new();
                     last = None;
-                    self.positions = assigned.positions.clone();
-                    self.assignment = assigned.clone();
-                    self.rebalanced = Some(assigned);
+                    self.positions = assignment.positions.clone();
+                    self.assignment = assignment.clone();
+                    self.rebalanced = VecDeque::from([Rebalance::Whole(assignment)]);
+                }
+                // Records read so far are of partitions still read: they stay.
+                Some(Rebalanced::Assigned {
+                    assignment,
+                    incremental: true,
+                }) => {
+                    if let Some((p, next)) = last.take() {
+                        self.positions.insert(p, next);
+                    }
+                    Self::added(
+                        &mut self.positions,
+                        &mut self.assignment,
+                        &mut self.rebalanced,
+                        assignment,
+                    );
                 }
                 // Records read so far belong to partitions that are gone.
                 Some(Rebalanced::Lost) => {
@@ -599,7 +739,15 @@ impl KafkaSource {
                 }
                 // Records read so far are still ours: the batch ends here, and the pipeline
                 // processes and commits it before releasing the partitions.
-                Some(Rebalanced::Revoked) => self.revoked = true,
+                Some(Rebalanced::Revoked {
+                    partitions,
+                    incremental,
+                }) => {
+                    self.revoked = Some(Revoking {
+                        partitions,
+                        incremental,
+                    })
+                }
                 None => {}
             }
             let Some(result) = polled else {
@@ -611,7 +759,7 @@ impl KafkaSource {
                     if let Some(line) = crate::kafka::collapsed(&format!("consumer: {err}")) {
                         tracing::warn!(topic = %self.topic, "{line}");
                     }
-                    if self.revoked {
+                    if self.revoked() {
                         break;
                     }
                     continue;
@@ -623,7 +771,7 @@ impl KafkaSource {
                 && offset >= *end
             {
                 // Bounded: past the end seen at start; it is not ours to read.
-                if self.revoked {
+                if self.revoked() {
                     break;
                 }
                 continue;
@@ -652,7 +800,7 @@ impl KafkaSource {
             }
             last = Some((partition, offset + 1));
             // The clock is read every 256 records: a read costs more than a record here.
-            if self.revoked || batch.len.is_multiple_of(256) && Instant::now() >= deadline {
+            if self.revoked() || batch.len.is_multiple_of(256) && Instant::now() >= deadline {
                 break;
             }
         }
@@ -675,8 +823,15 @@ impl KafkaSource {
             while Instant::now() < deadline {
                 let idle = self.consumer.poll(Duration::from_millis(100)).is_none();
                 // What was done is committed already (or is replayed by the next owner).
-                if let Some(Rebalanced::Revoked) = self.consumer.context().take_noted() {
-                    self.revoked = true;
+                if let Some(Rebalanced::Revoked {
+                    partitions,
+                    incremental,
+                }) = self.consumer.context().take_noted()
+                {
+                    self.revoked = Some(Revoking {
+                        partitions,
+                        incremental,
+                    });
                     self.release();
                 }
                 if idle && self.consumer.assignment().is_ok_and(|a| a.count() == 0) {
@@ -756,7 +911,7 @@ impl KafkaSource {
         match self.consumer.commit(&tpl, mode) {
             // Some brokers refuse a commit while the group rebalances (Kafka accepts it
             // from a member of the current generation); the state topic has it already.
-            Err(err) if self.revoked && self.state.is_some() => {
+            Err(err) if self.revoked() && self.state.is_some() => {
                 tracing::info!(topic = %self.topic, "the group refused the commit of revoked partitions ({err}); their next owner restores them from the state topic");
             }
             committed => committed.map_err(KafkaError::client("committing offsets"))?,

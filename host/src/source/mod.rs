@@ -81,8 +81,8 @@ impl Source {
         }
     }
 
-    /// A new assignment from the consumer group, if any since the last call.
-    pub fn take_rebalance(&mut self) -> Option<Assignment> {
+    /// The next change of partitions from the consumer group since the last call.
+    pub fn take_rebalance(&mut self) -> Option<kafka::Rebalance> {
         match self {
             Source::Kafka(kafka) => kafka.take_rebalance(),
             Source::Lines(_) => None,

@@ -78,6 +78,29 @@ fn fresh_watermarks(spec: &WindowSpec) -> Watermarks {
     Watermarks::new(millis(spec.out_of_orderness), millis(spec.idle_timeout))
 }
 
+/// Adds to `live`, up to [`crate::status::ACC_SAMPLE`], the accumulators of `windows` that
+/// the aggregate module generation `current` holds.
+pub fn live_accumulators(
+    windows: &mut TumblingWindows<Acc>,
+    current: u32,
+    live: &mut Vec<rivulet_rows::WindowAcc>,
+) {
+    let size = windows.size_ms();
+    windows.for_each_mut(|start, key, acc| {
+        if let Acc::Bytes { generation, bytes } = acc
+            && *generation == current
+            && live.len() < crate::status::ACC_SAMPLE
+        {
+            live.push(rivulet_rows::WindowAcc {
+                key: key.clone(),
+                window_start: start,
+                window_end: start.saturating_add(size),
+                acc: bytes.clone(),
+            });
+        }
+    });
+}
+
 impl Windowing {
     pub fn new(
         spec: WindowSpec,
@@ -227,20 +250,7 @@ impl Windowing {
         self.acc_offered = request;
         let mut live = Vec::new();
         if let Some(current) = self.dispatch.current_generation() {
-            let size = self.windows.size_ms();
-            self.windows.for_each_mut(|start, key, acc| {
-                if let Acc::Bytes { generation, bytes } = acc
-                    && *generation == current
-                    && live.len() < crate::status::ACC_SAMPLE
-                {
-                    live.push(rivulet_rows::WindowAcc {
-                        key: key.clone(),
-                        window_start: start,
-                        window_end: start.saturating_add(size),
-                        acc: bytes.clone(),
-                    });
-                }
-            });
+            live_accumulators(&mut self.windows, current, &mut live);
         }
         status.offer_accumulators(request, live);
     }
