@@ -132,6 +132,13 @@ impl ConsumerContext for SourceContext {
                 if let Err(err) = consumer.incremental_assign(tpl) {
                     tracing::warn!("assigning partitions failed: {err}");
                 }
+                // Said once this process holds nothing (more members than partitions).
+                if consumer.assignment().is_ok_and(|held| held.count() == 0) {
+                    tracing::info!(
+                        partitions = "[]",
+                        "partitions assigned by the consumer group: none, its other members read every partition"
+                    );
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let first = self
