@@ -1018,3 +1018,52 @@ topic = "{out}"
     let (ok, said, err) = swap(&control, "aggregate", &wasm("swap_aggregate_v2"));
     assert!(ok, "{said}{err}");
 }
+
+/// With a short idle timeout, a process must only ever speak for the partitions it reads: a
+/// partition it never read (or gave up) must not look idle to the merge, or windows fire
+/// without another process's orders. Two processes, then one killed, the other reading on.
+#[test]
+fn a_short_idle_timeout_never_fires_a_window_without_another_processs_partitions() {
+    let job = Cluster::new("cluster-idle", 4);
+    let spec = std::fs::read_to_string(&job.spec_path)
+        .unwrap()
+        .replace("idle_timeout = \"120s\"", "idle_timeout = \"2s\"");
+    std::fs::write(&job.spec_path, spec).unwrap();
+    let (records, expected) = orders(4, 1_000);
+    let (closing, orders): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|(_, key, _)| key.starts_with("closing"));
+    let (first, second): (Vec<_>, Vec<_>) = orders.into_iter().partition(|(_, key, _)| {
+        key.rsplit('-').next().and_then(|i| i.parse::<i64>().ok()) < Some(500)
+    });
+    let (mut a, a_lines) = start(&job.spec_path, &job.address);
+    let (b, b_lines) = start(&job.spec_path, &job.address);
+    settled(
+        &[&a_lines, &b_lines],
+        Duration::from_secs(4),
+        Duration::from_secs(120),
+    );
+    // Longer than the idle timeout before anything is read.
+    std::thread::sleep(Duration::from_secs(4));
+    produce(&job.address, &job.topic, &first);
+    read_until(&job.address, &job.out, 1, Duration::from_secs(60), |read| {
+        read.len() >= 5
+    });
+    let mut b = b;
+    b.0.kill().expect("kill -9");
+    b.wait().expect("killed");
+    produce(&job.address, &job.topic, &second);
+    produce(&job.address, &job.topic, &closing);
+    let got = read_until(
+        &job.address,
+        &job.out,
+        1,
+        Duration::from_secs(180),
+        |read| {
+            let got = results(read);
+            expected.keys().all(|k| got.contains_key(k))
+        },
+    );
+    assert!(a.try_wait().unwrap().is_none(), "the survivor stopped");
+    assert_whole(&results(&got), &expected);
+}

@@ -489,10 +489,9 @@ impl KafkaSource {
             topic: options.topic.clone(),
             positions: BTreeMap::new(),
             ends: None,
-            assignment: Assignment {
-                partitions: partitions.clone(),
-                ..Assignment::default()
-            },
+            // Nothing until assigned (by `assign_all`, or by the group): a partition taken
+            // up before the group assigns it would look idle to the job's other processes.
+            assignment: Assignment::default(),
             state: state.clone(),
             rebalanced: VecDeque::new(),
             revoked: None,
