@@ -175,6 +175,7 @@ pub fn plan(
             columns: Some(added.iter().map(|c| c.name.clone()).collect()),
             rename: Default::default(),
             on_miss: Some(on_miss),
+            tables: Vec::new(),
             on_error: OnError::Dlq,
             limits: Default::default(),
         },

@@ -623,6 +623,7 @@ fn job_spec(
             columns: None,
             rename: Default::default(),
             on_miss: None,
+            tables: Vec::new(),
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {

@@ -38,6 +38,11 @@ pub enum UdfError {
         world: &'static str,
         reason: String,
     },
+    #[error(
+        "stage `{stage}`: {} looks rows up in reference tables (it imports rivulet:udf/lookup), but the stage names no tables it may read: add `tables = [\"<table>\", ...]` to the stage",
+        path.display()
+    )]
+    TablesUndeclared { stage: String, path: PathBuf },
     #[error("stage `{stage}`: cannot start the UDF: {reason}")]
     Instantiate { stage: String, reason: String },
     #[error("stage `{stage}`: {limit}")]
