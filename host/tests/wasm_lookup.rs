@@ -8,14 +8,11 @@
 
 mod common;
 
-use common::kafka::{Read, TestBroker, produce, read_until};
-use common::wasm;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use common::kafka::{Read, TestBroker, produce, read_until, tombstone};
+use common::{json_lines, wait_for_table, wasm};
 use rivulet::assemble::RunOptions;
 use rivulet::pipeline::Pipeline;
 use rivulet::spec::PipelineSpec;
-use rivulet::status::JobStatus;
 use rivulet::swap::SwapRequest;
 use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
@@ -24,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The reference rows: key, name, country.
 const REGIONS: [(&str, &str, &str); 5] = [
@@ -108,12 +105,12 @@ fn file_options() -> RunOptions {
     options(None, Arc::new(AtomicBool::new(false)), false)
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// A job's spec: `source` (with the job's settings), built-in JSON parse, `stage`, the
+/// table `regions` read from `regions` (and what follows it), the sink `sink`.
+fn spec_text(source: &str, stage: &str, regions: &str, sink: &str) -> String {
+    format!(
+        "name = \"wasm-lookup\"\n{source}\n[[stages]]\nname = \"parse\"\nkind = \"parse\"\nbuiltin = \"json\"\n{stage}\n[[tables]]\nname = \"regions\"\nkey = \"region\"\nsource = {regions}\n[sink]\n{sink}\n"
+    )
 }
 
 /// A file job: JSON orders through the map stage `stage` (TOML), two tasks; the sink's
@@ -128,34 +125,11 @@ fn run_file_job(input: &[Value], stage: &str) -> Result<(Vec<Value>, Vec<Value>)
         "{\"tier\":\"gold\",\"name\":\"Gold\"}\n",
     )
     .unwrap();
-    let spec = format!(
-        r#"
-name = "wasm-lookup"
-parallelism = 2
-[source]
-kind = "file"
-path = "orders.jsonl"
-[[stages]]
-name = "parse"
-kind = "parse"
-builtin = "json"
-{stage}
-[[tables]]
-name = "regions"
-key = "region"
-source = {{ kind = "file", path = "regions.jsonl" }}
-[[tables]]
-name = "tiers"
-key = "tier"
-source = {{ kind = "file", path = "tiers.jsonl" }}
-[batch]
-max_records = 16
-[sink]
-kind = "file"
-path = "out.jsonl"
-[dead_letters]
-path = "dlq.jsonl"
-"#
+    let spec = spec_text(
+        "parallelism = 2\n[source]\nkind = \"file\"\npath = \"orders.jsonl\"",
+        stage,
+        "{ kind = \"file\", path = \"regions.jsonl\" }\n[[tables]]\nname = \"tiers\"\nkey = \"tier\"\nsource = { kind = \"file\", path = \"tiers.jsonl\" }\n[batch]\nmax_records = 16",
+        "kind = \"file\"\npath = \"out.jsonl\"\n[dead_letters]\npath = \"dlq.jsonl\"",
     );
     std::fs::write(dir.path().join("job.toml"), spec).unwrap();
     let spec = PipelineSpec::load(&dir.path().join("job.toml")).map_err(|e| e.to_string())?;
@@ -163,8 +137,8 @@ path = "dlq.jsonl"
     assert_eq!(job.tasks.len(), 2, "two tasks share the table");
     job.run().map_err(|e| e.to_string())?;
     Ok((
-        lines(&dir.path().join("out.jsonl")),
-        lines(&dir.path().join("dlq.jsonl")),
+        json_lines(&dir.path().join("out.jsonl")),
+        json_lines(&dir.path().join("dlq.jsonl")),
     ))
 }
 
@@ -313,19 +287,6 @@ tables = ["regions"]
     );
 }
 
-/// A tombstone: `key` without a value.
-fn tombstone(address: &str, topic: &str, key: &str) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .create()
-        .unwrap();
-    producer
-        .send(BaseRecord::<str, [u8]>::to(topic).partition(0).key(key))
-        .map_err(|(err, _)| err)
-        .unwrap();
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
-
 fn region_row(region: &str, name: &str, country: &str) -> (i32, String, Vec<u8>) {
     let value = json!({ "name": name, "country": country }).to_string();
     (0, region.to_owned(), value.into_bytes())
@@ -337,22 +298,6 @@ fn order_record(id: i64, region: &str) -> (i32, String, Vec<u8>) {
         id.to_string(),
         order(id, region).to_string().into_bytes(),
     )
-}
-
-/// Waits until table `regions` satisfies `done`.
-fn wait_for_table(status: &JobStatus, done: impl Fn(&rivulet::table::TableInfo) -> bool) {
-    let started = Instant::now();
-    loop {
-        let tables = status.snapshot().tables;
-        if tables.iter().any(&done) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the table is {tables:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The first `n` records of `topic` as (customer, region_name), once they are there.
@@ -372,55 +317,33 @@ fn named(address: &str, topic: &str, n: usize) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn kafka_spec(stage: &str) -> PipelineSpec {
-    PipelineSpec::parse(
-        &format!(
-            r#"
-name = "wasm-lookup-topic"
-parallelism = 1
-[source]
-kind = "kafka"
-topic = "orders"
-assign = "all"
-start = "earliest"
-[[stages]]
-name = "parse"
-kind = "parse"
-builtin = "json"
-{stage}
-[[tables]]
-name = "regions"
-key = "region"
-source = {{ kind = "kafka", topic = "regions" }}
-[sink]
-kind = "kafka"
-topic = "enriched"
-[dead_letters]
-topic = "dead"
-[batch]
-max_wait = "20ms"
-"#
-        ),
-        Path::new("job.toml"),
-    )
-    .unwrap()
-}
-
-#[test]
-fn a_wasm_step_sees_a_topic_tables_update_and_tombstone_for_the_records_after_them() {
+/// The embedded broker with the job's topics, `regions` holding `rows`; and its address.
+fn broker_with_regions(rows: &[(i32, String, Vec<u8>)]) -> (TestBroker, String) {
     let broker = TestBroker::embedded();
     let address = broker.address();
     for topic in ["regions", "orders", "enriched", "dead"] {
         broker.topic(topic, 1);
     }
-    produce(
-        &address,
-        "regions",
-        &[
-            region_row("eu-west", "Europe (Ireland)", "Ireland"),
-            region_row("us-east", "US East (N. Virginia)", "United States"),
-        ],
+    produce(&address, "regions", rows);
+    (broker, address)
+}
+
+fn kafka_spec(stage: &str) -> PipelineSpec {
+    let text = spec_text(
+        "parallelism = 1\n[source]\nkind = \"kafka\"\ntopic = \"orders\"\nassign = \"all\"\nstart = \"earliest\"",
+        stage,
+        "{ kind = \"kafka\", topic = \"regions\" }\n[batch]\nmax_wait = \"20ms\"",
+        "kind = \"kafka\"\ntopic = \"enriched\"\n[dead_letters]\ntopic = \"dead\"",
     );
+    PipelineSpec::parse(&text, Path::new("job.toml")).unwrap()
+}
+
+#[test]
+fn a_wasm_step_sees_a_topic_tables_update_and_tombstone_for_the_records_after_them() {
+    let (_broker, address) = broker_with_regions(&[
+        region_row("eu-west", "Europe (Ireland)", "Ireland"),
+        region_row("us-east", "US East (N. Virginia)", "United States"),
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let spec = kafka_spec(&enrich_region_stage(r#"tables = ["regions"]"#));
     let mut job = Job::from_spec(&spec, &options(Some(address.clone()), stop.clone(), false))
@@ -447,7 +370,7 @@ fn a_wasm_step_sees_a_topic_tables_update_and_tombstone_for_the_records_after_th
         "regions",
         &[region_row("eu-west", "EU West (Dublin)", "Ireland")],
     );
-    wait_for_table(&status, |t| t.updates == 3);
+    wait_for_table(&status, "after the update", |t| t.updates == 3);
     produce(&address, "orders", &[order_record(3, "eu-west")]);
     let rows = named(&address, "enriched", 3);
     assert_eq!(
@@ -462,7 +385,7 @@ fn a_wasm_step_sees_a_topic_tables_update_and_tombstone_for_the_records_after_th
 
     // A tombstone removes the key: the next us-east order is a miss (a dead letter).
     tombstone(&address, "regions", "us-east");
-    wait_for_table(&status, |t| t.deletes == 1);
+    wait_for_table(&status, "after the tombstone", |t| t.deletes == 1);
     produce(
         &address,
         "orders",
@@ -494,16 +417,8 @@ fn a_wasm_step_sees_a_topic_tables_update_and_tombstone_for_the_records_after_th
 
 #[test]
 fn a_module_that_looks_rows_up_is_swapped_into_a_running_stage_that_lists_the_table() {
-    let broker = TestBroker::embedded();
-    let address = broker.address();
-    for topic in ["regions", "orders", "enriched", "dead"] {
-        broker.topic(topic, 1);
-    }
-    produce(
-        &address,
-        "regions",
-        &[region_row("eu-west", "Europe (Ireland)", "Ireland")],
-    );
+    let (_broker, address) =
+        broker_with_regions(&[region_row("eu-west", "Europe (Ireland)", "Ireland")]);
     // The stage starts with a module that reads no table (orders of at least 50 pass).
     let stage = format!(
         r#"
