@@ -25,6 +25,11 @@ pub enum UdfError {
     UnknownWorld { path: PathBuf, exports: String },
     #[error("{} imports `{import}`, which the rivulet sandbox does not provide", path.display())]
     ForbiddenImport { path: PathBuf, import: String },
+    #[error(
+        "{} is a {kind} step but imports rivulet:udf/lookup: only map steps may look rows up in reference tables",
+        path.display()
+    )]
+    LookupOutsideMap { path: PathBuf, kind: &'static str },
     #[error("{} implements the {found} world, but stage `{stage}` needs the {expected} world", path.display())]
     WrongWorld {
         path: PathBuf,

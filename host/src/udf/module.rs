@@ -151,13 +151,13 @@ impl UdfModule {
             })?;
         // Only map stages read tables.
         if kind != Kind::Map
-            && let Some(import) = imports
+            && imports
                 .iter()
-                .find(|name| name.starts_with(super::lookup::INTERFACE))
+                .any(|name| name.starts_with(super::lookup::INTERFACE))
         {
-            return Err(UdfError::ForbiddenImport {
+            return Err(UdfError::LookupOutsideMap {
                 path: path.to_owned(),
-                import: format!("{import}` (only map steps may look rows up in tables"),
+                kind: kind.name(),
             });
         }
         Ok(UdfModule {
