@@ -20,7 +20,7 @@ udfs: setup
 
 # The tests' own components: hot-swap variants, hostile guests, contract breakers.
 test-guests: setup swap-guests hostile-guests breach-guests
-    cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate
+    cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate -p lookup-probe
 
 swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4"
 

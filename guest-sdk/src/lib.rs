@@ -15,6 +15,9 @@
 //! `Result` of one of them whose error (anything `Display`) becomes that record's error:
 //! the host counts it and sends the record to the dead-letter path; nothing traps.
 //!
+//! A map step can read the job's reference tables with [`lookup`] (read-only; the stage
+//! lists the tables it reads in the spec).
+//!
 //! Build a step with `cargo build --target wasm32-wasip2 --release` (crate type `cdylib`);
 //! the `.wasm` file is the component. The same crate also builds natively, so its logic can
 //! be unit-tested with `cargo test` like any Rust code.
@@ -42,6 +45,10 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 
 mod acc;
+mod lookup;
+pub use lookup::lookup;
+#[cfg(not(target_arch = "wasm32"))]
+pub use lookup::testing;
 /// ISO-8601 timestamps (shared with the host, which does not depend on this crate).
 pub use rivulet_rows::time;
 

@@ -1,5 +1,7 @@
 //! What an `enrich` stage costs: per record on batches of parsed orders (all hits, all
-//! misses kept with nulls, all misses refused), per record of a whole file job (built-in
+//! misses kept with nulls, all misses refused), the same join as a Wasm map step calling
+//! `lookup` once per record (`udfs/enrich-region`: hits, misses) beside a Wasm map of the
+//! same orders that looks nothing up (`udfs/high-value`), per record of a whole file job (built-in
 //! JSON parse → file sink) with and without the stage, and the memory a table takes per
 //! 100k rows (live heap bytes, counted by this benchmark's allocator). Printed, never
 //! asserted: the machine is shared, the timings are noisy (`cargo bench -p rivulet --bench
@@ -10,13 +12,14 @@ use rivulet::assemble::RunOptions;
 use rivulet::spec::{OnMiss, PipelineSpec, TableSource, TableSpec};
 use rivulet::stage::MapStage;
 use rivulet::stage::enrich::Enrich;
+use rivulet::stage::wasm::WasmMap;
 use rivulet::table::{TableHandle, Tables};
 use rivulet::task::Job;
-use rivulet::udf::{ModuleCache, Runtime};
+use rivulet::udf::{Limits, ModuleCache, Runtime, UdfModule};
 use rivulet_rows::{Batch, BatchBuilder};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,6 +75,7 @@ fn orders(known: bool) -> Batch {
                 "status": STATUSES[i % 3],
                 "region": region,
                 "amount": (i * 37 % 900) as f64 + 0.25,
+                "ts": rivulet_rows::time::iso8601(1_716_467_700_000i64 + i as i64),
                 "tsMillis": 1_716_467_700_000i64 + i as i64,
             }))
             .unwrap();
@@ -104,6 +108,50 @@ fn table(path: &Path, key: &str) -> Arc<TableHandle> {
         .get("t")
         .unwrap()
         .clone()
+}
+
+/// The components `just udfs` builds.
+fn wasm(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join(format!("wasm32-wasip2/wasm/{name}.wasm"))
+}
+
+/// The Wasm map steps: `udfs/enrich-region` reading `regions` (from `dir`) through
+/// `lookup`, and `udfs/high-value`, which reads the same orders and looks nothing up.
+fn wasm_stages(dir: &Path) -> (WasmMap, WasmMap) {
+    let spec = TableSpec {
+        name: "regions".into(),
+        key: "region".into(),
+        source: TableSource::File {
+            path: dir.join("regions.jsonl"),
+            format: None,
+        },
+        types: BTreeMap::new(),
+    };
+    let tables = Tables::open(&[spec], None).unwrap();
+    let reads = tables.reads("add-region", &["regions".to_owned()]).unwrap();
+    let runtime = Runtime::new(ModuleCache::disabled()).unwrap();
+    let load = |name: &str| {
+        UdfModule::load(&runtime, &wasm(name)).unwrap_or_else(|err| panic!("{err} (just udfs)"))
+    };
+    let enrich = WasmMap::reading(
+        &runtime,
+        &load("udf_enrich_region"),
+        "add-region",
+        Limits::default(),
+        reads,
+    )
+    .unwrap();
+    let plain = WasmMap::new(
+        &runtime,
+        &load("udf_high_value"),
+        "high-value",
+        Limits::default(),
+    )
+    .unwrap();
+    (enrich, plain)
 }
 
 /// Nanoseconds per record of `stage` over `batch`, best of three runs.
@@ -180,6 +228,25 @@ fn main() {
     println!(
         "  misses, refused (dlq):{:6.1}",
         per_record(&mut stage(OnMiss::Dlq), &unknown)
+    );
+
+    let (mut wasm_enrich, mut wasm_plain) = wasm_stages(dir.path());
+    let hits = wasm_enrich.map(&known).unwrap();
+    assert_eq!((hits.rows.len as usize, hits.errors.len()), (BATCH, 0));
+    let misses = wasm_enrich.map(&unknown).unwrap();
+    assert_eq!((misses.rows.len, misses.errors.len()), (0, BATCH));
+    println!("Wasm map step, the same join with one `lookup` per record (ns per record):");
+    println!(
+        "  hits:                 {:6.1}",
+        per_record(&mut wasm_enrich, &known)
+    );
+    println!(
+        "  misses (errors):      {:6.1}",
+        per_record(&mut wasm_enrich, &unknown)
+    );
+    println!(
+        "  no lookup (high-value, same orders): {:6.1}",
+        per_record(&mut wasm_plain, &known)
     );
 
     const JOB_ORDERS: usize = 200_000;

@@ -31,7 +31,7 @@ use crate::stage::sink_encoding::{AvroTarget, KeyEncoding, SinkEncoding, ValueEn
 use crate::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
 use crate::stage::{AggregateStage, MapStage, ParseStage};
 use crate::status::{JobStatus, StageInfo};
-use crate::swap::Swappable;
+use crate::swap::{SwapStage, Swappable};
 use crate::table::{TableContext, Tables};
 use crate::task::Job;
 use crate::transform::{Step, Transform};
@@ -225,7 +225,7 @@ impl Job {
             }
             _ => None,
         };
-        let swappable = modules.swappable(spec);
+        let swappable = modules.swappable(spec, &tables)?;
         let (swap_requests, mut prepared, retired) = if options.swappable && !swappable.is_empty() {
             // Over Kafka, every process runs both stages: twice the tasks.
             let all = tasks * if over_kafka.is_some() { 2 } else { 1 };
@@ -681,7 +681,12 @@ impl Modules {
     }
 
     /// The stages that can be swapped: those running a component.
-    fn swappable(&self, spec: &PipelineSpec) -> Swappable {
+    fn swappable(&self, spec: &PipelineSpec, tables: &Tables) -> Result<Swappable, PipelineError> {
+        let stage_of = |kind: Kind, limits: crate::udf::Limits| SwapStage {
+            kind,
+            limits,
+            reads: None,
+        };
         let mut swappable = Swappable::new();
         for stage in &spec.stages {
             if stage.module.is_some() {
@@ -691,16 +696,26 @@ impl Modules {
                         Kind::Map
                     }
                 };
-                swappable.insert(stage.name.clone(), (kind, stage.limits));
+                let reads = stage_reads(stage, tables)?;
+                swappable.insert(
+                    stage.name.clone(),
+                    SwapStage {
+                        reads,
+                        ..stage_of(kind, stage.limits)
+                    },
+                );
             }
         }
         if let Some(format) = &spec.format {
-            swappable.insert("format".to_owned(), (Kind::Format, format.limits));
+            swappable.insert("format".to_owned(), stage_of(Kind::Format, format.limits));
         }
         if let Some(aggregate) = spec.aggregate.as_ref().filter(|a| a.module.is_some()) {
-            swappable.insert(AGGREGATE.to_owned(), (Kind::Aggregate, aggregate.limits));
+            swappable.insert(
+                AGGREGATE.to_owned(),
+                stage_of(Kind::Aggregate, aggregate.limits),
+            );
         }
-        swappable
+        Ok(swappable)
     }
 
     /// One task's instances of every stage.
@@ -791,10 +806,17 @@ impl Modules {
                     let module = map_modules.next().ok_or_else(|| {
                         PipelineError::Config(format!("stage `{}` has no module", stage.name))
                     })?;
+                    let reads = stage_reads(stage, tables)?;
                     maps.push(Step {
                         name: stage.name.clone(),
                         policy: stage.on_error,
-                        stage: Box::new(WasmMap::new(runtime, module, &stage.name, stage.limits)?),
+                        stage: Box::new(WasmMap::reading(
+                            runtime,
+                            module,
+                            &stage.name,
+                            stage.limits,
+                            reads,
+                        )?),
                         shape: Default::default(),
                     });
                 }
@@ -837,6 +859,16 @@ impl Modules {
         };
         Ok((parse, maps, format, aggregator))
     }
+}
+
+/// The tables a Wasm map stage's `lookup` reads (its spec entry's `tables`).
+fn stage_reads(
+    stage: &crate::spec::StageSpec,
+    tables: &Tables,
+) -> Result<crate::udf::Reads, PipelineError> {
+    tables
+        .reads(&stage.name, &stage.tables)
+        .map_err(PipelineError::Config)
 }
 
 /// An `enrich` stage over its table; its policy sends misses where `on_miss` says.

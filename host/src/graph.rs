@@ -154,12 +154,14 @@ impl JobGraph {
                 graph.runs_module(&node, &stage.name, before, String::new());
             }
             graph.edge(&last, &node, None, Some(flow));
-            // A reference table reaches every task of its `enrich` stage: a side input.
-            let table = spec.tables.iter().find(|t| {
-                stage.kind == crate::spec::StageKind::Enrich
-                    && Some(&t.name) == stage.table.as_ref()
+            // A reference table reaches every task of its `enrich` stage, or of a Wasm map
+            // stage that reads it (`tables`): a side input.
+            let tables = spec.tables.iter().filter(|t| {
+                (stage.kind == crate::spec::StageKind::Enrich
+                    && Some(&t.name) == stage.table.as_ref())
+                    || stage.tables.contains(&t.name)
             });
-            if let Some(table) = table {
+            for table in tables {
                 let source = match &table.source {
                     crate::spec::TableSource::File { path, .. } => {
                         format!("file {}", file_name(path))
@@ -589,31 +591,40 @@ kind = "stdout"
         assert_eq!(graph.edges.len(), 3);
     }
 
-    #[test]
-    fn a_reference_table_is_a_side_input_of_its_enrich_stage() {
+    /// The graph of a job from stdin through `stage` (TOML) to stdout, with the table
+    /// `regions` read from `source`.
+    fn side_input_graph(stage: &str, source: &str) -> String {
         let spec = PipelineSpec::parse(
-            r#"
-name = "enriched"
-[source]
-kind = "stdin"
-[[stages]]
-name = "add-region"
-kind = "enrich"
-table = "regions"
-on = "region"
-[[tables]]
-name = "regions"
-key = "region"
-source = { kind = "kafka", topic = "regions" }
-[sink]
-kind = "stdout"
-"#,
+            &format!(
+                "name = \"enriched\"\n[source]\nkind = \"stdin\"\n[[stages]]\n{stage}\n[[tables]]\nname = \"regions\"\nkey = \"region\"\nsource = {source}\n[sink]\nkind = \"stdout\"\n"
+            ),
             Path::new("job.toml"),
         )
         .unwrap();
-        let mermaid = JobGraph::of(&spec, 1).mermaid();
+        JobGraph::of(&spec, 1).mermaid()
+    }
+
+    #[test]
+    fn a_reference_table_is_a_side_input_of_its_enrich_stage() {
+        let mermaid = side_input_graph(
+            "name = \"add-region\"\nkind = \"enrich\"\ntable = \"regions\"\non = \"region\"",
+            "{ kind = \"kafka\", topic = \"regions\" }",
+        );
         assert!(
             mermaid.contains("  n1[\"enrich add-region: regions on region\"]\n  n2[(\"table regions: Kafka topic regions\")]\n"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("  n2 -. broadcast .-> n1\n"), "{mermaid}");
+    }
+
+    #[test]
+    fn a_table_a_wasm_map_stage_reads_is_a_side_input_of_it() {
+        let mermaid = side_input_graph(
+            "name = \"add-region\"\nkind = \"map\"\nmodule = \"target/udf_enrich_region.wasm\"\ntables = [\"regions\"]",
+            "{ kind = \"file\", path = \"regions.jsonl\" }",
+        );
+        assert!(
+            mermaid.contains("  n2[(\"table regions: file regions.jsonl\")]\n"),
             "{mermaid}"
         );
         assert!(mermaid.contains("  n2 -. broadcast .-> n1\n"), "{mermaid}");

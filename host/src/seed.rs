@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
-pub const REGIONS: [&str; 4] = ["eu-west", "us-east", "us-west", "ap-south"];
+/// The keys of `samples/regions.jsonl`, the workshop's region table (every seeded order's
+/// region is in it).
+pub const REGIONS: [&str; 5] = ["eu-west", "us-east", "us-west", "ap-south", "eu-central"];
 
 /// Orders like `{"customer":"customer-042","status":"SHIPPED","region":"eu-west","amount":88.40,"ts":"…","tsMillis":…}`.
 pub struct Orders {
@@ -197,11 +199,46 @@ mod tests {
             .collect();
         assert_eq!(a, b);
         let bad = a.iter().filter(|s| s.malformed).count();
+        let regions: std::collections::BTreeSet<&str> = a
+            .iter()
+            .filter_map(|s| serde_json::from_slice::<serde_json::Value>(&s.payload).ok())
+            .filter_map(|v| v["region"].as_str().map(str::to_owned))
+            .map(|r| {
+                *REGIONS
+                    .iter()
+                    .find(|k| **k == r)
+                    .unwrap_or(&"not a seeder region")
+            })
+            .collect();
+        assert_eq!(
+            regions.len(),
+            REGIONS.len(),
+            "every region is seeded: {regions:?}"
+        );
         assert!((50..=150).contains(&bad), "{bad}");
         for s in a.iter().filter(|s| !s.malformed) {
             let v: serde_json::Value = serde_json::from_slice(&s.payload).unwrap();
             assert!(STATUSES.contains(&v["status"].as_str().unwrap()));
         }
+    }
+
+    /// The workshop's region table and the seeder agree: every seeded region is a key of
+    /// `samples/regions.jsonl` and every key of it is seeded.
+    #[test]
+    fn seeded_regions_are_the_keys_of_the_sample_region_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/regions.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut keys: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row["region"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        keys.sort();
+        let mut seeded: Vec<String> = REGIONS.iter().map(|r| (*r).to_owned()).collect();
+        seeded.sort();
+        assert_eq!(keys, seeded);
     }
 
     #[test]

@@ -193,6 +193,10 @@ pub struct StageSpec {
     /// `enrich` stages: what happens to a row whose key is not in the table (default
     /// `null`).
     pub on_miss: Option<OnMiss>,
+    /// Wasm `map` stages: the `[[tables]]` its component may read with `lookup` (read-only;
+    /// any other table is refused).
+    #[serde(default)]
+    pub tables: Vec<String>,
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default)]

@@ -130,8 +130,17 @@ pub type Installed = Result<(bool, Duration), String>;
 /// between two batches; a guest call is bounded by its stage's time limit).
 const INSTALL_WAIT: Duration = Duration::from_secs(30);
 
-/// The stages that can be swapped: kind and limits.
-pub type Swappable = BTreeMap<String, (Kind, Limits)>;
+/// A stage that can be swapped: what a new module for it must be and may use.
+#[derive(Clone)]
+pub struct SwapStage {
+    pub kind: Kind,
+    pub limits: Limits,
+    /// The reference tables its `lookup` reads (map stages; a new module gets the same).
+    pub reads: crate::udf::Reads,
+}
+
+/// The stages that can be swapped, by name.
+pub type Swappable = BTreeMap<String, SwapStage>;
 
 /// The job's ends of the swap worker's channels: one `prepared` per task.
 pub struct SwapChannels {
@@ -368,17 +377,18 @@ fn instance(
     runtime: &Runtime,
     module: &UdfModule,
     stage: &str,
-    kind: Kind,
-    limits: Limits,
+    swappable: &SwapStage,
     failed: impl Fn(crate::udf::UdfError) -> String,
 ) -> Result<Candidate, String> {
     let start = |err: crate::udf::UdfError| err.to_string();
-    Ok(match kind {
+    let limits = swappable.limits;
+    Ok(match swappable.kind {
         Kind::Parse => Candidate::Parse(Box::new(
             WasmParse::new(runtime, module, stage, limits).map_err(start)?,
         )),
         Kind::Map => Candidate::Map(Box::new(
-            WasmMap::new(runtime, module, stage, limits).map_err(start)?,
+            WasmMap::reading(runtime, module, stage, limits, swappable.reads.clone())
+                .map_err(start)?,
         )),
         Kind::Format => Candidate::Format(Box::new(
             WasmFormat::new(runtime, module, stage, limits).map_err(start)?,
@@ -403,7 +413,7 @@ fn prepare(
     request: &SwapRequest,
     tasks: usize,
 ) -> Result<(UdfModule, Vec<Candidate>), String> {
-    let Some((kind, limits)) = stages.get(&request.stage) else {
+    let Some(swappable) = stages.get(&request.stage) else {
         let names: Vec<String> = stages.keys().cloned().collect();
         return Err(format!(
             "no swappable stage `{}` (this job's component stages: {})",
@@ -417,10 +427,10 @@ fn prepare(
     };
     let module = UdfModule::from_bytes(runtime, Path::new(&request.origin), &request.bytes)
         .map_err(|e| e.to_string())?;
-    if module.kind != *kind {
+    if module.kind != swappable.kind {
         return Err(format!(
             "{} implements the {} world, but stage `{}` needs the {} world",
-            request.origin, module.kind, request.stage, kind
+            request.origin, module.kind, request.stage, swappable.kind
         ));
     }
     let stage = &request.stage;
@@ -429,7 +439,7 @@ fn prepare(
     let trapped = |err: crate::udf::UdfError| {
         format!("the new module failed on the stage's sample input: {err}")
     };
-    let mut candidate = instance(runtime, &module, stage, *kind, *limits, trapped)?;
+    let mut candidate = instance(runtime, &module, stage, swappable, trapped)?;
     match (&mut candidate, &sample) {
         (Candidate::Parse(new), Some(Sample::Raw(raw))) => {
             new.parse(raw).map_err(trapped)?;
@@ -483,7 +493,7 @@ fn prepare(
     let mut candidates = vec![candidate];
     for _ in 1..tasks {
         let started = |err: crate::udf::UdfError| format!("starting the new module: {err}");
-        candidates.push(instance(runtime, &module, stage, *kind, *limits, started)?);
+        candidates.push(instance(runtime, &module, stage, swappable, started)?);
     }
     Ok((module, candidates))
 }

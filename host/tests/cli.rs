@@ -141,6 +141,45 @@ fn udf_test_refuses_a_json_array_file_saying_one_value_per_line() {
     }
 }
 
+#[test]
+fn udf_test_of_a_step_that_looks_rows_up_needs_its_tables_and_reads_them() {
+    let module = common::wasm("udf_enrich_region");
+    let input = workspace().join("samples/order-rows.jsonl");
+    let out = udf_test(&[module.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "error: {} looks rows up in reference tables: give it each table it reads with --table NAME:KEY=FILE (e.g. --table regions:region=samples/regions.jsonl)",
+            module.display()
+        )
+    );
+    let regions = workspace().join("samples/regions.jsonl");
+    let out = udf_test(&[
+        module.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--table",
+        &format!("regions:region={}", regions.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The first order (eu-west) with the region's name and country from the table.
+    let first = text(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let row: serde_json::Value = serde_json::from_str(first.strip_prefix("1: ").unwrap()).unwrap();
+    assert_eq!(
+        (
+            row["region"].as_str(),
+            row["region_name"].as_str(),
+            row["country"].as_str()
+        ),
+        (Some("eu-west"), Some("Europe (Ireland)"), Some("Ireland"))
+    );
+}
+
 /// Every `rivulet udf test` command in the `udfs/*` crate headers (the "Try it" lines).
 fn try_it_commands() -> Vec<(PathBuf, Vec<String>)> {
     let mut commands = Vec::new();
@@ -162,7 +201,7 @@ fn try_it_commands() -> Vec<(PathBuf, Vec<String>)> {
 #[test]
 fn every_try_it_line_of_the_udf_crates_names_an_existing_sample_and_runs() {
     let commands = try_it_commands();
-    assert_eq!(commands.len(), 8, "{commands:?}");
+    assert_eq!(commands.len(), 9, "{commands:?}");
     for (lib, args) in commands {
         let input = args
             .iter()

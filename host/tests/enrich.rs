@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::json_lines;
+
 use rivulet::assemble::RunOptions;
 use rivulet::spec::PipelineSpec;
 use rivulet::task::Job;
@@ -112,14 +114,6 @@ fn spec_in(dir: &Path, spec: &str) -> PipelineSpec {
     PipelineSpec::load(&dir.join("job.toml")).unwrap()
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Runs the orders through an `enrich` stage with `on_miss`, in two tasks; returns the
 /// sink's rows, the dead letters and the errors counted per stage.
 fn enrich_orders(on_miss: &str) -> (Vec<Value>, Vec<Value>, BTreeMap<String, u64>) {
@@ -167,8 +161,8 @@ path = "dlq.jsonl"
     job.run().unwrap();
     let errors = job.status.counters().errors;
     (
-        lines(&dir.path().join("out.jsonl")),
-        lines(&dir.path().join("dlq.jsonl")),
+        json_lines(&dir.path().join("out.jsonl")),
+        json_lines(&dir.path().join("dlq.jsonl")),
         errors,
     )
 }
@@ -296,7 +290,7 @@ path = "out.jsonl"
         entry.0 += 1;
         entry.1 += row["zone"].as_i64().unwrap_or(0);
     }
-    let got: BTreeMap<(i64, String), (i64, i64)> = lines(&dir.path().join("out.jsonl"))
+    let got: BTreeMap<(i64, String), (i64, i64)> = json_lines(&dir.path().join("out.jsonl"))
         .into_iter()
         .map(|r| {
             let start = r["window_start"].as_str().unwrap();

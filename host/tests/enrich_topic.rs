@@ -6,19 +6,17 @@
 
 mod common;
 
-use common::kafka::{Read, TestBroker, produce, read_until};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use common::kafka::{Read, TestBroker, produce, read_until, tombstone};
+use common::wait_for_table;
 use rivulet::assemble::RunOptions;
 use rivulet::spec::PipelineSpec;
-use rivulet::status::JobStatus;
 use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A table row: key, and the value as JSON.
 fn row(region: &str, name: &str) -> (i32, String, Vec<u8>) {
@@ -32,39 +30,6 @@ fn row(region: &str, name: &str) -> (i32, String, Vec<u8>) {
 fn order(id: i64, region: &str) -> (i32, String, Vec<u8>) {
     let payload = json!({ "id": id, "region": region }).to_string();
     (0, id.to_string(), payload.into_bytes())
-}
-
-/// A tombstone: `key` without a value.
-fn tombstone(address: &str, topic: &str, key: &str) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .create()
-        .unwrap();
-    producer
-        .send(BaseRecord::<str, [u8]>::to(topic).partition(0).key(key))
-        .map_err(|(err, _)| err)
-        .unwrap();
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
-
-/// Waits until the table `regions` satisfies `done`.
-fn wait_for_table(
-    status: &JobStatus,
-    what: &str,
-    done: impl Fn(&rivulet::table::TableInfo) -> bool,
-) {
-    let started = Instant::now();
-    loop {
-        let tables = status.snapshot().tables;
-        if tables.iter().any(&done) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what}: the table is {tables:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The `n` enriched rows of `topic`, as (id, name or null), once they are there.

@@ -898,7 +898,7 @@ fn module_file_replaced_by_rename_is_swapped_in_each_time() {
 /// prepares the next swap: it never waits on a candidate unbounded.
 #[test]
 fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_answer() {
-    use rivulet::swap::Swappable;
+    use rivulet::swap::{SwapStage, Swappable};
     use rivulet::udf::{Kind, Limits};
     let limit = Duration::from_millis(200);
     let status = Arc::new(JobStatus::new("blocking-trial"));
@@ -911,13 +911,14 @@ fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_an
     let mut stages = Swappable::new();
     stages.insert(
         "parse".to_owned(),
-        (
-            Kind::Parse,
-            Limits {
+        SwapStage {
+            kind: Kind::Parse,
+            limits: Limits {
                 cpu_per_batch: limit,
                 ..Limits::default()
             },
-        ),
+            reads: None,
+        },
     );
     let runtime = Runtime::new(ModuleCache::disabled()).unwrap();
     let channels = rivulet::swap::spawn(runtime, status.clone(), stages, 1, None).unwrap();

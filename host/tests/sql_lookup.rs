@@ -161,6 +161,44 @@ fn a_left_lookup_join_keeps_the_orders_without_a_region_row() {
     assert_eq!(out, expected);
 }
 
+/// `r.region` is the table's key: null where a LEFT JOIN found no row, while `o.region`
+/// and `region` are the order's.
+#[test]
+fn in_a_left_join_the_tables_key_is_null_on_a_miss_and_the_sources_column_is_kept() {
+    let dir = scratch();
+    let script = format!(
+        "{TABLES}CREATE TABLE keys (id BIGINT, order_region STRING, plain_region STRING, table_region STRING, known BOOLEAN)
+WITH ('connector' = 'filesystem', 'path' = 'out.jsonl', 'format' = 'json');
+INSERT INTO keys
+SELECT o.id, o.region, region, r.region, r.region IS NOT NULL
+FROM orders AS o LEFT JOIN regions FOR SYSTEM_TIME AS OF o.proc_time AS r ON o.region = r.region;"
+    );
+    let job = plan_in(dir.path(), &script).unwrap();
+    run(&job);
+    let expected: Vec<Value> = orders()
+        .into_iter()
+        .map(|(id, region, _)| {
+            // The JSON sink leaves NULL columns out.
+            let mut row = json!({"id": id, "known": name_of(region).is_some()});
+            if let Some(region) = region {
+                row["order_region"] = json!(region);
+                row["plain_region"] = json!(region);
+                if name_of(Some(region)).is_some() {
+                    row["table_region"] = json!(region);
+                }
+            }
+            row
+        })
+        .collect();
+    assert!(
+        expected
+            .iter()
+            .any(|r| r.get("order_region").is_some() && r.get("table_region").is_none()),
+        "a miss with a region"
+    );
+    assert_eq!(rows(&dir.path().join("out.jsonl")), expected);
+}
+
 #[test]
 fn a_plain_join_with_a_filesystem_table_is_a_broadcast_lookup() {
     let (_, lookup) = enriched("JOIN regions FOR SYSTEM_TIME AS OF o.proc_time AS r");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use rivulet::aggregate::AccBudget;
 use rivulet::emit::row_object;
+use rivulet::spec::{TableSource, TableSpec};
 use rivulet::stage::AggregateStage;
 use rivulet::stage::isolate;
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
@@ -59,6 +60,31 @@ pub struct TestArgs {
     /// CPU deadline per batch, a duration like "200ms" or "1s".
     #[arg(long, default_value = "200ms", value_parser = super::run::duration)]
     cpu_limit: Duration,
+    /// Map steps: a reference table the step may read with `lookup`, as `NAME:KEY=FILE`
+    /// (a JSON-lines or CSV file keyed by column KEY), e.g.
+    /// `regions:region=samples/regions.jsonl`. Repeat for more tables.
+    #[arg(long = "table", value_parser = table_arg, value_name = "NAME:KEY=FILE")]
+    tables: Vec<TableSpec>,
+}
+
+/// `--table NAME:KEY=FILE`.
+fn table_arg(text: &str) -> Result<TableSpec, String> {
+    let usage =
+        || format!("{text:?} is not NAME:KEY=FILE (e.g. regions:region=samples/regions.jsonl)");
+    let (names, path) = text.split_once('=').ok_or_else(usage)?;
+    let (name, key) = names.split_once(':').ok_or_else(usage)?;
+    if name.trim().is_empty() || key.trim().is_empty() || path.trim().is_empty() {
+        return Err(usage());
+    }
+    Ok(TableSpec {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        source: TableSource::File {
+            path: PathBuf::from(path),
+            format: None,
+        },
+        types: BTreeMap::new(),
+    })
 }
 
 /// An instant on the command line: epoch milliseconds or ISO-8601 text.
@@ -236,8 +262,17 @@ fn test(runtime: &Runtime, args: &TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Kind::Map | Kind::Format => {
+            if module.reads_tables() && args.tables.is_empty() {
+                anyhow::bail!(
+                    "{} looks rows up in reference tables: give it each table it reads with --table NAME:KEY=FILE (e.g. --table regions:region=samples/regions.jsonl)",
+                    args.module.display()
+                );
+            }
+            let tables = rivulet::table::Tables::open(&args.tables, None)?;
+            let names: Vec<String> = args.tables.iter().map(|t| t.name.clone()).collect();
+            let reads = tables.reads(&stage, &names).map_err(anyhow::Error::msg)?;
             let mut map = (module.kind == Kind::Map)
-                .then(|| WasmMap::new(runtime, &module, &stage, limits))
+                .then(|| WasmMap::reading(runtime, &module, &stage, limits, reads))
                 .transpose()?;
             let mut format = (module.kind == Kind::Format)
                 .then(|| WasmFormat::new(runtime, &module, &stage, limits))

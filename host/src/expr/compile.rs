@@ -46,6 +46,21 @@ impl Scope {
         }
     }
 
+    /// The column `qualifier.name` reads: one named `qualifier.name` when the scope declares
+    /// one (a SQL lookup join's `r.key`: the table's key, null on a LEFT JOIN's miss), else
+    /// `name`.
+    fn qualified(&self, qualifier: &str, name: &str) -> String {
+        let dotted = format!("{qualifier}.{name}");
+        match self
+            .declared
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&dotted))
+        {
+            true => dotted,
+            false => name.to_owned(),
+        }
+    }
+
     /// Wasm functions that may be called by name.
     pub fn with_functions(mut self, names: impl IntoIterator<Item = String>) -> Self {
         self.functions = names.into_iter().collect();
@@ -121,8 +136,11 @@ pub fn compile(expr: &Expr, scope: &mut Scope) -> Result<Typed, ExprError> {
     Ok(match expr {
         Expr::Identifier(ident) => scope.column(&ident.value, ident.span)?,
         Expr::CompoundIdentifier(parts) => match parts.last() {
-            // `t.col`: the one table in scope.
-            Some(last) if parts.len() == 2 => scope.column(&last.value, last.span)?,
+            // `t.col`: the one table in scope (or a lookup join's key, read apart).
+            Some(last) if parts.len() == 2 => {
+                let name = scope.qualified(&parts[0].value, &last.value);
+                scope.column(&name, last.span)?
+            }
             _ => return Err(ExprError::unsupported(span, format!("the name `{expr}`"))),
         },
         Expr::Nested(inner) => compile(inner, scope)?,

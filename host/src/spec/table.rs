@@ -87,6 +87,7 @@ pub(crate) fn check(spec: &PipelineSpec) -> Result<(), (String, String)> {
     }
     for (i, stage) in spec.stages.iter().enumerate() {
         let field = |name: &str| format!("stages[{i}].{name}");
+        check_reads(spec, stage).map_err(|reason| (field("tables"), reason))?;
         if stage.kind != StageKind::Enrich {
             if stage.table.is_some()
                 || stage.on.is_some()
@@ -103,6 +104,35 @@ pub(crate) fn check(spec: &PipelineSpec) -> Result<(), (String, String)> {
             continue;
         }
         check_enrich(spec, stage).map_err(|(name, reason)| (field(&name), reason))?;
+    }
+    Ok(())
+}
+
+/// A stage's `tables`: only a Wasm map stage reads tables by name, each one of the spec's,
+/// once.
+fn check_reads(spec: &PipelineSpec, stage: &StageSpec) -> Result<(), String> {
+    if stage.tables.is_empty() {
+        return Ok(());
+    }
+    if stage.kind != StageKind::Map || stage.module.is_none() {
+        return Err(match stage.kind {
+            StageKind::Enrich => {
+                "an `enrich` stage names its one table with `table`; `tables` is for Wasm `map` stages".to_owned()
+            }
+            _ => "only a Wasm `map` stage (one with a `module`) reads tables with `lookup`".to_owned(),
+        });
+    }
+    for (j, name) in stage.tables.iter().enumerate() {
+        if stage.tables[..j].contains(name) {
+            return Err(format!("`{name}` is named twice"));
+        }
+        if !spec.tables.iter().any(|t| &t.name == name) {
+            let names: Vec<&str> = spec.tables.iter().map(|t| t.name.as_str()).collect();
+            return Err(match names.is_empty() {
+                true => format!("no table `{name}`: the spec declares no [[tables]]"),
+                false => format!("no table `{name}` (the spec declares {})", names.join(", ")),
+            });
+        }
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!
 //! The joined columns join the query's scope under their own names: `r.name` and `name`
 //! are the same column, so a column name both tables have (other than the join key) is
-//! refused.
+//! refused. The key is added too, under the name `<alias>.<key>`, which only `r.key`
+//! reads: it is null where a LEFT JOIN found no row (`o.key` and `key` read the source's).
 
 use super::catalog::{Catalog, Column, ColumnSource, Table};
 use super::connector::{Role, connector};
@@ -31,7 +32,7 @@ pub struct Lookup {
     pub table: TableSpec,
     /// The Kafka cluster of an upsert-kafka table, and where it is named.
     pub brokers: Option<(String, Pos)>,
-    /// The lookup table's columns the join adds.
+    /// The lookup table's columns the join adds (its key last, named `<alias>.<key>`).
     added: Vec<Column>,
 }
 
@@ -153,6 +154,16 @@ pub fn plan(
             ..column.clone()
         });
     }
+    let alias = table_alias.map_or_else(|| table.name.clone(), |a| a.value.clone());
+    let key_column = table.expect_column(&key, at)?;
+    let key_read = format!("{alias}.{}", key_column.name);
+    let mut columns: Vec<String> = added.iter().map(|c| c.name.clone()).collect();
+    columns.push(key_column.name.clone());
+    added.push(Column {
+        name: key_read.clone(),
+        nullable: true,
+        ..key_column.clone()
+    });
     let types = table
         .columns
         .iter()
@@ -172,9 +183,10 @@ pub fn plan(
             functions: Default::default(),
             table: Some(table.name.clone()),
             on: Some(on),
-            columns: Some(added.iter().map(|c| c.name.clone()).collect()),
-            rename: Default::default(),
+            columns: Some(columns),
+            rename: [(key_column.name.clone(), key_read.clone())].into(),
             on_miss: Some(on_miss),
+            tables: Vec::new(),
             on_error: OnError::Dlq,
             limits: Default::default(),
         },

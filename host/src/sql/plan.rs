@@ -623,6 +623,7 @@ fn job_spec(
             columns: None,
             rename: Default::default(),
             on_miss: None,
+            tables: Vec::new(),
             on_error: if source.ignore_parse_errors {
                 OnError::Drop
             } else {
@@ -854,22 +855,22 @@ fn group_key(group_by: &GroupByExpr, table: &Table, at: Pos) -> Result<Option<St
     let mut window = (false, false);
     let mut keys: Vec<(String, Pos)> = Vec::new();
     for expr in exprs {
-        let Some(ident) = column_ident(expr) else {
+        let Some((name, span)) = column_ident(expr, table) else {
             return Err(SqlError::unsupported_because(
                 span_pos(expr),
                 format!("GROUP BY {expr}"),
                 "group by columns",
             ));
         };
-        let ident_at = Pos::of(ident.span);
-        match ident.value.to_ascii_lowercase().as_str() {
+        let ident_at = Pos::of(span);
+        match name.to_ascii_lowercase().as_str() {
             "window_start" => window.0 = true,
             "window_end" => window.1 = true,
             "window_time" => {
                 return Err(SqlError::unsupported(ident_at, "GROUP BY window_time"));
             }
             _ => {
-                let column = table.expect_column(&ident.value, ident_at)?;
+                let column = table.expect_column(&name, ident_at)?;
                 if column.source != ColumnSource::Field {
                     return Err(SqlError::unsupported_because(
                         ident_at,
@@ -902,11 +903,20 @@ fn group_key(group_by: &GroupByExpr, table: &Table, at: Pos) -> Result<Option<St
 }
 
 /// A column named alone (`name`) or with its table (`r.name`: a query reads one table, or
-/// a table and its lookup table whose column names differ).
-fn column_ident(expr: &Expr) -> Option<&sqlparser::ast::Ident> {
+/// a table and its lookup table whose column names differ; a lookup join's `r.key` reads
+/// the table's key), as the name of the column it reads and where it is named.
+fn column_ident(expr: &Expr, table: &Table) -> Option<(String, sqlparser::tokenizer::Span)> {
     match expr {
-        Expr::Identifier(ident) => Some(ident),
-        Expr::CompoundIdentifier(parts) if parts.len() == 2 => parts.last(),
+        Expr::Identifier(ident) => Some((ident.value.clone(), ident.span)),
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            // A column named `r.key` (a lookup join's key) is read apart from `key`.
+            let dotted = format!("{}.{}", parts[0].value, parts[1].value);
+            let name = match table.column(&dotted) {
+                Some(column) => column.name.clone(),
+                None => parts[1].value.clone(),
+            };
+            Some((name, parts[1].span))
+        }
         _ => None,
     }
 }
@@ -931,13 +941,13 @@ fn outputs(
                 }
             };
             let at = span_pos(expr);
-            let output = match (column_ident(expr), expr) {
-                (Some(ident), _) => match ident.value.to_ascii_lowercase().as_str() {
+            let output = match (column_ident(expr, table), expr) {
+                (Some((name, _)), _) => match name.to_ascii_lowercase().as_str() {
                     "window_start" => Output::WindowStart,
                     "window_end" => Output::WindowEnd,
                     "window_time" => return Err(SqlError::unsupported(at, "window_time")),
                     _ => {
-                        let column = table.expect_column(&ident.value, at)?;
+                        let column = table.expect_column(&name, at)?;
                         if Some(column.name.as_str()) != key {
                             return Err(SqlError::invalid(
                                 at,

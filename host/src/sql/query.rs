@@ -98,6 +98,7 @@ fn stage(
         columns: None,
         rename: Default::default(),
         on_miss: None,
+        tables: Vec::new(),
         // A row whose value cannot be computed goes to the dead letters with the reason.
         on_error: OnError::Dlq,
         limits: Default::default(),

@@ -42,6 +42,19 @@ macro_rules! constructor {
 
 constructor!(WasmParse);
 constructor!(WasmMap);
+
+impl WasmMap {
+    /// A map step that may read the reference tables of `reads` (its `lookup` calls).
+    pub fn reading(
+        runtime: &Runtime,
+        module: &UdfModule,
+        stage: &str,
+        limits: Limits,
+        reads: crate::udf::Reads,
+    ) -> Result<Self, UdfError> {
+        Sandboxed::reading(runtime, module, stage, limits, reads).map(WasmMap)
+    }
+}
 constructor!(WasmAggregate);
 constructor!(WasmFormat);
 

@@ -1,11 +1,12 @@
 //! Reference tables: rows by key, loaded once per job and shared by every task (a
 //! broadcast, as Flink's broadcast state or Kafka Streams' GlobalKTable), read by `enrich`
-//! stages. A table comes from a file ([`file`], read at start) or a Kafka topic ([`topic`],
+//! stages and by Wasm map stages through `lookup` ([`reads`]). A table comes from a file ([`file`], read at start) or a Kafka topic ([`topic`],
 //! read to its end at start and followed while the job runs). [`contents`] holds the rows
 //! and keeps each column to one type.
 
 pub mod contents;
 pub mod file;
+pub mod reads;
 pub mod topic;
 
 pub use contents::{Cell, CellKind, Contents, Declared};
@@ -268,6 +269,32 @@ impl Tables {
 
     pub fn get(&self, name: &str) -> Option<&Arc<TableHandle>> {
         self.0.get(name)
+    }
+
+    /// What Wasm map stage `stage` reads through `lookup`: the tables `names` (None when
+    /// it names none). A name the job has no table for is an error naming it.
+    pub fn reads(&self, stage: &str, names: &[String]) -> Result<crate::udf::Reads, String> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut readable = BTreeMap::new();
+        for name in names {
+            let handle = self.0.get(name).ok_or_else(|| {
+                let have: Vec<&str> = self.0.keys().map(String::as_str).collect();
+                format!(
+                    "stage `{stage}` reads table `{name}`, which the job does not have ({})",
+                    match have.is_empty() {
+                        true => "it declares no [[tables]]".to_owned(),
+                        false => format!("its tables: {}", have.join(", ")),
+                    }
+                )
+            })?;
+            readable.insert(name.clone(), handle.clone());
+        }
+        let job_tables = self.0.keys().cloned().collect();
+        Ok(Some(Arc::new(reads::StageReads::new(
+            stage, readable, job_tables,
+        ))))
     }
 
     /// Every table, for the job's status.

@@ -25,6 +25,11 @@ pub enum UdfError {
     UnknownWorld { path: PathBuf, exports: String },
     #[error("{} imports `{import}`, which the rivulet sandbox does not provide", path.display())]
     ForbiddenImport { path: PathBuf, import: String },
+    #[error(
+        "{} is a {kind} step but imports rivulet:udf/lookup: only map steps may look rows up in reference tables",
+        path.display()
+    )]
+    LookupOutsideMap { path: PathBuf, kind: &'static str },
     #[error("{} implements the {found} world, but stage `{stage}` needs the {expected} world", path.display())]
     WrongWorld {
         path: PathBuf,
@@ -38,6 +43,11 @@ pub enum UdfError {
         world: &'static str,
         reason: String,
     },
+    #[error(
+        "stage `{stage}`: {} looks rows up in reference tables (it imports rivulet:udf/lookup), but the stage names no tables it may read: add `tables = [\"<table>\", ...]` to the stage",
+        path.display()
+    )]
+    TablesUndeclared { stage: String, path: PathBuf },
     #[error("stage `{stage}`: cannot start the UDF: {reason}")]
     Instantiate { stage: String, reason: String },
     #[error("stage `{stage}`: {limit}")]

@@ -9,6 +9,7 @@ use super::deadline::{Interruption, bounded};
 use super::error::UdfError;
 use super::guest_log::GuestLog;
 use super::limits::{LimitHit, Limits};
+use super::lookup::Reads;
 use super::module::{Kind, UdfModule, root_cause};
 use super::runtime::Runtime;
 use super::sandbox::{SandboxState, new_store};
@@ -148,6 +149,8 @@ pub struct Sandboxed<W: World> {
     executor: tokio::runtime::Runtime,
     /// The job's stop flag: set, it abandons the call in progress.
     stop: Option<Arc<AtomicBool>>,
+    /// The reference tables the stage may read (`lookup`).
+    reads: Reads,
     last_drop_warning: Option<Instant>,
 }
 
@@ -160,6 +163,24 @@ impl<W: World> Sandboxed<W> {
         stage: &str,
         limits: Limits,
     ) -> Result<Self, UdfError> {
+        Self::reading(runtime, module, stage, limits, None)
+    }
+
+    /// [`Sandboxed::new`] for a stage that may read the tables of `reads`; a module that
+    /// looks rows up is refused when the stage reads none.
+    pub fn reading(
+        runtime: &Runtime,
+        module: &UdfModule,
+        stage: &str,
+        limits: Limits,
+        reads: Reads,
+    ) -> Result<Self, UdfError> {
+        if reads.is_none() && module.reads_tables() {
+            return Err(UdfError::TablesUndeclared {
+                stage: stage.to_owned(),
+                path: module.path.clone(),
+            });
+        }
         let pre = prepare::<W>(runtime, module, stage)?;
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -178,6 +199,7 @@ impl<W: World> Sandboxed<W> {
             stats: SandboxStats::default(),
             executor,
             stop: runtime.stop_flag().cloned(),
+            reads,
             last_drop_warning: None,
         };
         sandboxed.ensure_live()?;
@@ -200,7 +222,13 @@ impl<W: World> Sandboxed<W> {
         if self.live.is_some() {
             return Ok(());
         }
-        let mut store = new_store(&self.engine, self.limits, &self.log, self.stop.clone());
+        let mut store = new_store(
+            &self.engine,
+            self.limits,
+            &self.log,
+            self.stop.clone(),
+            self.reads.clone(),
+        );
         let deadline = Instant::now() + self.limits.cpu_per_batch.max(MIN_INSTANTIATE_TIME);
         store.data_mut().clock.start(deadline);
         let result = self.executor.block_on(bounded(

@@ -124,10 +124,11 @@ impl UdfModule {
             .exports(engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        if let Some(import) = imports
-            .iter()
-            .find(|name| !name.starts_with("wasi:") && !name.starts_with("rivulet:udf/types@"))
-        {
+        if let Some(import) = imports.iter().find(|name| {
+            !name.starts_with("wasi:")
+                && !name.starts_with("rivulet:udf/types@")
+                && !name.starts_with(super::lookup::INTERFACE)
+        }) {
             return Err(UdfError::ForbiddenImport {
                 path: path.to_owned(),
                 import: import.clone(),
@@ -148,6 +149,17 @@ impl UdfModule {
                     exports.join(", ")
                 },
             })?;
+        // Only map stages read tables.
+        if kind != Kind::Map
+            && imports
+                .iter()
+                .any(|name| name.starts_with(super::lookup::INTERFACE))
+        {
+            return Err(UdfError::LookupOutsideMap {
+                path: path.to_owned(),
+                kind: kind.name(),
+            });
+        }
         Ok(UdfModule {
             path: path.to_owned(),
             kind,
@@ -159,6 +171,13 @@ impl UdfModule {
             cache,
             load_time: started.elapsed(),
         })
+    }
+
+    /// Whether it looks rows up in reference tables (imports `rivulet:udf/lookup`).
+    pub fn reads_tables(&self) -> bool {
+        self.imports
+            .iter()
+            .any(|name| name.starts_with(super::lookup::INTERFACE))
     }
 
     /// The first 12 hex digits of the hash, for logs.

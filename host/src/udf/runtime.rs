@@ -1,6 +1,6 @@
 //! The engine every stage shares: compiled with epoch interruption and async support,
-//! ticked by one thread, with a linker that offers WASI (granting nothing) and nothing
-//! else. Guests run on fibers, so a call blocked in a WASI host function (a sleep, a
+//! ticked by one thread, with a linker that offers WASI (granting nothing) and the
+//! read-only table `lookup` ([`super::lookup`]), nothing else. Guests run on fibers, so a call blocked in a WASI host function (a sleep, a
 //! `poll`, a pollable's `block`) can be abandoned at its deadline like a runaway loop.
 
 use super::cache::ModuleCache;
@@ -47,6 +47,8 @@ impl Runtime {
         // abandon at its deadline. (WASI 0.2.12 includes `exit-with-code`.)
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|err| UdfError::Runtime(format!("cannot link WASI: {err:#}")))?;
+        super::lookup::add_to_linker(&mut linker)
+            .map_err(|err| UdfError::Runtime(format!("cannot link `lookup`: {err:#}")))?;
         start_epoch_ticker(&engine)?;
         Ok(Runtime {
             engine,

@@ -1,10 +1,12 @@
 //! The store every component runs in: WASI with nothing granted (no filesystem, network,
 //! environment, arguments or inherited stdio), its stdout/stderr captured for the host's
-//! logs, the resource limiter of its stage, and the clock that bounds each call.
+//! logs, the resource limiter of its stage, the clock that bounds each call, and the
+//! reference tables its stage may read (see [`super::lookup`]).
 
 use super::deadline::CallClock;
 use super::guest_log::{GuestLog, Stream};
 use super::limits::{Limiter, Limits};
+use super::lookup::Reads;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -13,12 +15,13 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// What a store holds: the guest's WASI context (granting nothing), its resources, its
-/// limiter and its call clock.
+/// limiter, its call clock and the tables it may read.
 pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) clock: CallClock,
+    pub(crate) reads: Reads,
 }
 
 impl WasiView for SandboxState {
@@ -37,6 +40,7 @@ pub fn new_store(
     limits: Limits,
     log: &GuestLog,
     stop: Option<Arc<AtomicBool>>,
+    reads: Reads,
 ) -> Store<SandboxState> {
     let wasi = WasiCtxBuilder::new()
         .stdout(log.stream(Stream::Stdout))
@@ -53,6 +57,7 @@ pub fn new_store(
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             clock: CallClock::new(stop),
+            reads,
         },
     );
     store.limiter(|state| &mut state.limiter);

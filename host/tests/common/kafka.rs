@@ -125,6 +125,19 @@ pub fn produce(address: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
     producer.flush(Duration::from_secs(120)).expect("flush");
 }
 
+/// A tombstone on partition 0 of `topic`: `key` without a value.
+pub fn tombstone(address: &str, topic: &str, key: &str) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::<str, [u8]>::to(topic).partition(0).key(key))
+        .map_err(|(err, _)| err)
+        .expect("tombstone queued");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Read {

@@ -37,6 +37,36 @@ pub fn load(runtime: &Runtime, name: &str) -> UdfModule {
 pub fn limits() -> Limits {
     Limits::default()
 }
+
+/// The JSON lines of a file (none when it does not exist).
+pub fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Waits (30 s at most) until one of the job's tables satisfies `done`; `what` names the
+/// moment for the failure message.
+pub fn wait_for_table(
+    status: &rivulet::status::JobStatus,
+    what: &str,
+    done: impl Fn(&rivulet::table::TableInfo) -> bool,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let tables = status.snapshot().tables;
+        if tables.iter().any(&done) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what}: the table is {tables:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 /// A `rivulet` child process, killed when dropped: a failing test leaves no job running (it
 /// would load the machine for the tests after it).
 pub struct JobProcess(pub std::process::Child);
