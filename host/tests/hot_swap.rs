@@ -69,6 +69,7 @@ impl Running {
                 origin: format!("test:{stage}"),
                 reply: Some(reply),
                 fleet: None,
+                shadow: None,
             })
             .unwrap();
         answer.recv_timeout(Duration::from_secs(60)).unwrap()
@@ -931,6 +932,7 @@ fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_an
                 origin: name.to_owned(),
                 reply: Some(reply),
                 fleet: None,
+                shadow: None,
             })
             .unwrap();
         answer

@@ -46,6 +46,8 @@ pub struct Dispatch {
     policy: OnError,
     /// Where the aggregate's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
+    /// The shadow this task last fed (it was told which windows were open then).
+    shadow_epoch: u64,
 }
 
 impl Dispatch {
@@ -55,6 +57,7 @@ impl Dispatch {
             window_generation: BTreeMap::new(),
             policy,
             samples: None,
+            shadow_epoch: 0,
         }
     }
 
@@ -129,6 +132,22 @@ impl Dispatch {
                 }
             }
             Aggregator::Wasm(generations) => {
+                let shadow = self
+                    .samples
+                    .as_ref()
+                    .and_then(|s| s.shadows.tap(AGGREGATE));
+                let called = std::time::Instant::now();
+                let open = match &shadow {
+                    Some(tap) if tap.epoch() != self.shadow_epoch => {
+                        self.shadow_epoch = tap.epoch();
+                        let mut open = std::collections::BTreeSet::new();
+                        windows.for_each_mut(|start, _, _| {
+                            open.insert(start);
+                        });
+                        Some(open.into_iter().collect())
+                    }
+                    _ => None,
+                };
                 // Each window stays with the module generation it was opened with.
                 let mut by_generation: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
                 for (i, group) in targets.groups().iter().enumerate() {
@@ -233,6 +252,16 @@ impl Dispatch {
                             refused.extend(rows_of_call.iter().map(|&row| (row, error.clone())));
                         }
                     }
+                }
+                if let Some(shadow) = shadow {
+                    shadow.send(shadow_add(
+                        rows,
+                        targets,
+                        windows.size_ms(),
+                        open,
+                        refused.len() as u64,
+                        called.elapsed(),
+                    ));
                 }
             }
         }
@@ -379,6 +408,17 @@ impl Dispatch {
                 results.parts.push(builder.finish());
             }
             Aggregator::Wasm(generations) => {
+                let shadow = self
+                    .samples
+                    .as_ref()
+                    .and_then(|s| s.shadows.tap(AGGREGATE));
+                let called = std::time::Instant::now();
+                let finals: std::collections::BTreeSet<i64> = firings
+                    .iter()
+                    .filter(|f| f.is_final)
+                    .map(|f| f.start)
+                    .collect();
+                let mut fired: Vec<crate::shadow::Fired> = Vec::new();
                 let chunk = isolate::FinishChunk::from(&generations.limits);
                 // One finish call per module generation, in window order within each.
                 let mut calls: BTreeMap<u32, Vec<WindowAcc>> = BTreeMap::new();
@@ -407,6 +447,13 @@ impl Dispatch {
                             )
                         })
                         .collect();
+                    let identities: Vec<(i64, i64, Scalar)> = match &shadow {
+                        Some(_) => windows
+                            .iter()
+                            .map(|w| (w.window_start, w.window_end, w.key.clone()))
+                            .collect(),
+                        None => Vec::new(),
+                    };
                     let outcome = match generations.get_mut(generation_id) {
                         Some(generation) => {
                             match isolate::finish(&mut *generation.stage, windows, chunk) {
@@ -418,6 +465,9 @@ impl Dispatch {
                             "aggregate module generation {generation_id} is gone"
                         )),
                     };
+                    if shadow.is_some() {
+                        fired.extend(shadow_fired(&identities, &outcome, &finals));
+                    }
                     match outcome {
                         Ok(out) => {
                             if generation_id == generations.current.id && out.rows.len > 0 {
@@ -452,6 +502,12 @@ impl Dispatch {
                             }
                         }
                     }
+                }
+                if let Some(shadow) = shadow {
+                    shadow.send(crate::shadow::Feed::Fired {
+                        windows: fired,
+                        busy: called.elapsed(),
+                    });
                 }
             }
         }
@@ -533,5 +589,77 @@ impl Dispatch {
                 self.window_generation.values().copied().collect();
             generations.retire_unused(|id| in_use.contains(&id));
         }
+    }
+}
+
+/// What a shadow of the aggregate gets of one `add`: the rows, grouped by window and key.
+fn shadow_add(
+    rows: &Batch,
+    targets: &Targets<'_>,
+    size_ms: i64,
+    open: Option<Vec<i64>>,
+    errors: u64,
+    busy: std::time::Duration,
+) -> crate::shadow::Feed {
+    // Groups are per partition: one per window and key for the shadow.
+    let mut members: BTreeMap<(i64, u32), Vec<u32>> = BTreeMap::new();
+    let groups = targets.groups();
+    for &(row, group) in targets.rows() {
+        if let Some(group) = groups.get(group as usize) {
+            members.entry((group.start, group.key)).or_default().push(row);
+        }
+    }
+    let groups = members
+        .into_iter()
+        .map(|((start, key), rows)| crate::shadow::Group {
+            start,
+            end: start.saturating_add(size_ms),
+            key: targets.key(key).clone(),
+            rows,
+        })
+        .collect();
+    crate::shadow::Feed::Add {
+        rows: rows.clone(),
+        groups,
+        open,
+        errors,
+        busy,
+    }
+}
+
+/// The live results of one `finish` call, per window and key, for a shadow.
+fn shadow_fired(
+    identities: &[(i64, i64, Scalar)],
+    outcome: &Result<rivulet_rows::RowsOut, String>,
+    finals: &std::collections::BTreeSet<i64>,
+) -> Vec<crate::shadow::Fired> {
+    let fired = |index: usize, result: Result<serde_json::Value, String>| {
+        identities
+            .get(index)
+            .map(|(start, end, key)| crate::shadow::Fired {
+                start: *start,
+                end: *end,
+                is_final: finals.contains(start),
+                key: key.clone(),
+                result,
+            })
+    };
+    match outcome {
+        Ok(out) => {
+            let rows = out.origins.iter().enumerate().take(out.rows.len as usize);
+            let results = rows.filter_map(|(row, &origin)| {
+                let value =
+                    serde_json::Value::Object(crate::format::json::row_object(&out.rows, row));
+                fired(origin as usize, Ok(value))
+            });
+            let errors = out
+                .errors
+                .iter()
+                .filter_map(|e| fired(e.index as usize, Err(e.message.clone())));
+            results.chain(errors).collect()
+        }
+        Err(error) => (0..identities.len())
+            .filter_map(|i| fired(i, Err(error.clone())))
+            .collect(),
     }
 }

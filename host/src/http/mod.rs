@@ -10,13 +10,16 @@
 //!   module it runs now (`rivulet graph --control`);
 //! * `POST /stages/{name}/module[?file=<name>]` with a component as the body — swap it in
 //!   (answers once the swap is done or rejected); `file` names it in the status and the
-//!   graph. It needs the job's bearer token ([`token`]).
+//!   graph. It needs the job's bearer token ([`token`]);
+//! * `POST /stages/{name}/shadow`, `GET /shadows`, `POST /shadows/promote|drop` — run a
+//!   candidate beside the live module and compare ([`shadow`]).
 //!
 //! Bound to a loopback address, the read-only endpoints are open; bound to any other
 //! address, every endpoint needs the token.
 
 pub mod client;
 pub mod metrics;
+pub mod shadow;
 pub mod token;
 
 use crate::status::JobStatus;
@@ -125,6 +128,10 @@ fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/graph", get(graph))
         .route("/stages/{name}/module", post(swap))
+        .route("/stages/{name}/shadow", post(shadow::start))
+        .route("/shadows", get(shadow::list))
+        .route("/shadows/promote", post(shadow::promote))
+        .route("/shadows/drop", post(shadow::drop_shadow))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -280,6 +287,7 @@ async fn swap(
         origin: upload_origin(query_value(&uri, "file")),
         reply: Some(reply),
         fleet: None,
+        shadow: None,
     };
     let Some(requests) = &current.requests else {
         return error(
@@ -307,6 +315,6 @@ async fn swap(
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "try GET / (the dashboard), GET /status, GET /metrics or POST /stages/<name>/module",
+        "try GET / (the dashboard), GET /status, GET /metrics, POST /stages/<name>/module, POST /stages/<name>/shadow, GET /shadows, POST /shadows/promote or POST /shadows/drop",
     )
 }
