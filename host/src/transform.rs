@@ -125,10 +125,7 @@ impl Transform {
             }
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);
-            let shadow = self
-                .samples
-                .as_ref()
-                .and_then(|s| s.shadows.tap(&map.name));
+            let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(&map.name));
             let called = Instant::now();
             let mapped = isolate::map(&mut *map.stage, &rows);
             let busy = called.elapsed();

@@ -132,10 +132,7 @@ impl Dispatch {
                 }
             }
             Aggregator::Wasm(generations) => {
-                let shadow = self
-                    .samples
-                    .as_ref()
-                    .and_then(|s| s.shadows.tap(AGGREGATE));
+                let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(AGGREGATE));
                 let called = std::time::Instant::now();
                 let open = match &shadow {
                     Some(tap) if tap.epoch() != self.shadow_epoch => {
@@ -408,10 +405,7 @@ impl Dispatch {
                 results.parts.push(builder.finish());
             }
             Aggregator::Wasm(generations) => {
-                let shadow = self
-                    .samples
-                    .as_ref()
-                    .and_then(|s| s.shadows.tap(AGGREGATE));
+                let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(AGGREGATE));
                 let called = std::time::Instant::now();
                 let finals: std::collections::BTreeSet<i64> = firings
                     .iter()
@@ -606,7 +600,10 @@ fn shadow_add(
     let groups = targets.groups();
     for &(row, group) in targets.rows() {
         if let Some(group) = groups.get(group as usize) {
-            members.entry((group.start, group.key)).or_default().push(row);
+            members
+                .entry((group.start, group.key))
+                .or_default()
+                .push(row);
         }
     }
     let groups = members

@@ -105,7 +105,13 @@ fn stage_query(args: &ShadowArgs) -> String {
 }
 
 fn status(args: &ShadowArgs) -> anyhow::Result<()> {
-    let (code, body) = request(&args.control, "GET", "/shadows", &[], token(args).as_deref())?;
+    let (code, body) = request(
+        &args.control,
+        "GET",
+        "/shadows",
+        &[],
+        token(args).as_deref(),
+    )?;
     anyhow::ensure!(code == 200, "the job answered {code}: {}", refusal(&body));
     if args.json {
         println!("{body}");
@@ -179,14 +185,22 @@ pub fn describe(report: &Report) -> String {
     if let Some(windows) = &report.windows {
         out.push_str(&format!(
             "  windows compared {} ({} partial)  differing {}  keys {} (differing {})\n",
-            windows.compared, windows.partial, windows.differing, windows.keys, windows.differing_keys
+            windows.compared,
+            windows.partial,
+            windows.differing,
+            windows.keys,
+            windows.differing_keys
         ));
         for window in &windows.recent {
             out.push_str(&format!(
                 "    window {} .. {}{}: {} of {} keys differ\n",
                 rivulet_rows::time::iso8601(window.window_start),
                 rivulet_rows::time::iso8601(window.window_end),
-                if window.partial { " (partial: open when the shadow started)" } else { "" },
+                if window.partial {
+                    " (partial: open when the shadow started)"
+                } else {
+                    ""
+                },
                 window.differing,
                 window.keys.len()
             ));

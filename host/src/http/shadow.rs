@@ -28,7 +28,9 @@ pub fn bound(uri: &Uri) -> Result<Bound, String> {
             .map_err(|err| format!("for={text}: {err}")),
         (None, Some(text)) => match text.parse::<u32>() {
             Ok(n) if n > 0 => Ok(Bound::Windows(n)),
-            _ => Err(format!("windows={text}: give a whole number of windows, at least 1")),
+            _ => Err(format!(
+                "windows={text}: give a whole number of windows, at least 1"
+            )),
         },
         (None, None) => Ok(Bound::For(crate::shadow::DEFAULT_FOR)),
     }

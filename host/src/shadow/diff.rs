@@ -154,15 +154,16 @@ impl RecordDiff {
     pub fn payloads(&mut self, inputs: u32, old: &Encoded, new: &Encoded) {
         let old_failed: BTreeSet<u32> = old.errors.iter().map(|e| e.index).collect();
         let new_failed: BTreeSet<u32> = new.errors.iter().map(|e| e.index).collect();
-        let value = |encoded: &Encoded, failed: &BTreeSet<u32>, i: u32| -> Vec<Value> {
-            if failed.contains(&i) {
-                return Vec::new();
-            }
-            let payload = encoded.payloads.get(i as usize).unwrap_or_default();
-            vec![serde_json::from_slice(payload).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(payload).into_owned())
-            })]
-        };
+        let value =
+            |encoded: &Encoded, failed: &BTreeSet<u32>, i: u32| -> Vec<Value> {
+                if failed.contains(&i) {
+                    return Vec::new();
+                }
+                let payload = encoded.payloads.get(i as usize).unwrap_or_default();
+                vec![serde_json::from_slice(payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(payload).into_owned())
+                })]
+            };
         for i in 0..inputs {
             let old = value(old, &old_failed, i);
             let new = value(new, &new_failed, i);
@@ -329,7 +330,13 @@ mod tests {
             |i| format!("#{i}"),
         );
         assert_eq!(
-            (diff.compared, diff.same, diff.changed, diff.only_old, diff.only_new),
+            (
+                diff.compared,
+                diff.same,
+                diff.changed,
+                diff.only_old,
+                diff.only_new
+            ),
             (4, 1, 1, 1, 1)
         );
         assert_eq!(diff.fields, BTreeMap::from([("status".to_owned(), 1)]));
@@ -351,12 +358,23 @@ mod tests {
         let results = BTreeMap::from([
             (
                 "a".to_owned(),
-                (json!("a"), Some(json!({"count": 2})), Some(json!({"count": 4}))),
+                (
+                    json!("a"),
+                    Some(json!({"count": 2})),
+                    Some(json!({"count": 4})),
+                ),
             ),
-            ("b".to_owned(), (json!("b"), Some(json!({"count": 1})), None)),
+            (
+                "b".to_owned(),
+                (json!("b"), Some(json!({"count": 1})), None),
+            ),
             (
                 "c".to_owned(),
-                (json!("c"), Some(json!({"count": 1})), Some(json!({"count": 1}))),
+                (
+                    json!("c"),
+                    Some(json!({"count": 1})),
+                    Some(json!({"count": 1})),
+                ),
             ),
         ]);
         diff.window(0, 10, false, results.clone());

@@ -197,11 +197,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Errors of the shadow commands.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShadowError {
-    #[error(
-        "stage `{0}` already has a shadow running (one per stage): promote or drop it first"
-    )]
+    #[error("stage `{0}` already has a shadow running (one per stage): promote or drop it first")]
     Busy(String),
-    #[error("stage `{0}` has no shadow (start one with `rivulet swap --shadow --stage {0} <module>`)")]
+    #[error(
+        "stage `{0}` has no shadow (start one with `rivulet swap --shadow --stage {0} <module>`)"
+    )]
     NoShadow(String),
     #[error("no shadow is running or kept{0}")]
     NoneAtAll(String),
@@ -209,7 +209,9 @@ pub enum ShadowError {
     Ambiguous(String),
     #[error("the shadow of stage `{stage}` was {state}; nothing to promote")]
     Gone { stage: String, state: String },
-    #[error("--windows counts an aggregate's windows; stage `{stage}` is a {kind} stage: use --for")]
+    #[error(
+        "--windows counts an aggregate's windows; stage `{stage}` is a {kind} stage: use --for"
+    )]
     WindowsOfRecordStage { stage: String, kind: String },
     #[error("cannot start the shadow's thread: {0}")]
     Thread(String),
@@ -407,9 +409,10 @@ impl ShadowBoard {
         {
             let shadows = lock(&self.shadows);
             if let Some(entry) = shadows.get(stage) {
-                entry
-                    .control
-                    .stop(State::Promoted, "promoted: swapped in as the stage's module".into());
+                entry.control.stop(
+                    State::Promoted,
+                    "promoted: swapped in as the stage's module".into(),
+                );
                 let mut report = lock(&entry.report);
                 report.state = State::Promoted;
                 report.reason = Some("promoted: swapped in as the stage's module".into());

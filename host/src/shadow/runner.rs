@@ -123,7 +123,8 @@ impl Runner {
             report.batches += 1;
             report.most_behind = report.most_behind.max(waiting);
         }
-        let trapped = |err: crate::udf::UdfError| format!("the shadow trapped or hit a limit: {err}");
+        let trapped =
+            |err: crate::udf::UdfError| format!("the shadow trapped or hit a limit: {err}");
         match (&mut self.candidate, feed) {
             (ShadowStage::Parse(stage), Feed::Parse { input, live, busy }) => {
                 let called = Instant::now();
