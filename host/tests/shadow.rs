@@ -567,3 +567,134 @@ fn an_aggregate_shadow_that_doubles_counts_differs_by_the_old_counts_and_promote
         "every window once, the old module's results up to the promote, the new one's after, and nothing from the shadow"
     );
 }
+
+#[test]
+fn control_api_starts_reports_and_promotes_a_shadow_with_the_token_and_metrics_show_its_diff() {
+    let broker = TestBroker::embedded();
+    broker.topic("orders", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let job = start(&parse_spec(&out, &dead), &broker.address(), dir.path());
+    let target = rivulet::http::Target::default();
+    target.set(job.status.clone(), Some(job.swaps.clone()));
+    let token = rivulet::http::Token::generate().unwrap();
+    let addr = rivulet::http::serve("127.0.0.1:0", target, token.clone())
+        .unwrap()
+        .to_string();
+    let request = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
+        rivulet::http::client::request(&addr, method, path, body, token).unwrap()
+    };
+    let producer = producer(&broker.address());
+    for id in 0..10 {
+        send(
+            &producer,
+            "orders",
+            &format!(r#"{{"id":{id},"status":"warm"}}"#),
+            None,
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    job.wait_records(10);
+
+    let lower = module("shadow_parse_lower");
+    let (code, body) = request("POST", "/stages/parse/shadow", &lower, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = request(
+        "POST",
+        "/stages/parse/shadow?for=5m&windows=2",
+        &lower,
+        Some(token.as_str()),
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (400, r#"{"error":"give --for or --windows, not both"}"#)
+    );
+    let (code, body) = request("POST", "/shadows/promote", &[], Some(token.as_str()));
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("no shadow is running or kept"), "{body}");
+    let (code, body) = request(
+        "POST",
+        "/stages/parse/shadow?for=10m&file=lower.wasm",
+        &lower,
+        Some(token.as_str()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let started: Report = serde_json::from_str(&body).unwrap();
+    assert_eq!(started.bound, Bound::For(Duration::from_secs(600)));
+    assert!(started.origin.ends_with("lower.wasm"), "{}", started.origin);
+
+    // Orders 10..30: their statuses alternate between upper and lower case.
+    let status = |id: usize| if id % 2 == 0 { "OPEN" } else { "open" };
+    for id in 10..30 {
+        send(
+            &producer,
+            "orders",
+            &format!(r#"{{"id":{id},"status":"{}"}}"#, status(id)),
+            None,
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    job.wait_report("parse", "20 records compared", |r| {
+        r.records.as_ref().unwrap().compared == 20
+    });
+    let (code, body) = request("GET", "/shadows", &[], None);
+    assert_eq!(code, 200);
+    let reports: Vec<Report> = serde_json::from_str(&body).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].records.as_ref().unwrap().changed, 10);
+    let (code, metrics) = request("GET", "/metrics", &[], None);
+    assert_eq!(code, 200);
+    for line in [
+        r#"rivulet_shadow_running{stage="parse"} 1"#,
+        r#"rivulet_shadow_compared_total{stage="parse",outcome="changed"} 10"#,
+        r#"rivulet_shadow_compared_total{stage="parse",outcome="same"} 10"#,
+        r#"rivulet_shadow_field_differences_total{stage="parse",field="status"} 10"#,
+        r#"rivulet_shadow_inputs_total{stage="parse",side="shadow"} 20"#,
+        r#"rivulet_shadow_inputs_total{stage="parse",side="live"} 20"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
+    let (code, body) = request(
+        "POST",
+        "/shadows/promote?stage=parse",
+        &[],
+        Some(token.as_str()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let outcome: rivulet::swap::SwapOutcome = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome.hash, started.hash);
+    assert_eq!(
+        job.status.stage("parse").unwrap().hash,
+        Some(started.hash.clone())
+    );
+    let (code, body) = request("POST", "/shadows/drop", &[], Some(token.as_str()));
+    assert_eq!(code, 200, "the promoted shadow's report stays: {body}");
+    let kept: Report = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        kept.state,
+        State::Promoted,
+        "dropping a promoted shadow changes nothing"
+    );
+
+    for id in 30..40 {
+        send(
+            &producer,
+            "orders",
+            &format!(r#"{{"id":{id},"status":"{}"}}"#, status(id)),
+            None,
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let rows = lines(&out, 40);
+    job.stop();
+    assert_eq!(rows.len(), 40, "every record once");
+    for (id, row) in rows.iter().enumerate() {
+        let expected = match id {
+            0..10 => "warm".to_owned(),
+            10..30 => status(id).to_owned(),
+            _ => status(id).to_lowercase(),
+        };
+        assert_eq!(row, &json!({"id": id, "status": expected}), "order {id}");
+    }
+}

@@ -251,7 +251,7 @@ impl Dispatch {
                     }
                 }
                 if let Some(shadow) = shadow {
-                    shadow.send(shadow_add(
+                    shadow.send(crate::shadow::Feed::of_add(
                         rows,
                         targets,
                         windows.size_ms(),
@@ -460,7 +460,11 @@ impl Dispatch {
                         )),
                     };
                     if shadow.is_some() {
-                        fired.extend(shadow_fired(&identities, &outcome, &finals));
+                        fired.extend(crate::shadow::Fired::of_finish(
+                            &identities,
+                            &outcome,
+                            &finals,
+                        ));
                     }
                     match outcome {
                         Ok(out) => {
@@ -583,80 +587,5 @@ impl Dispatch {
                 self.window_generation.values().copied().collect();
             generations.retire_unused(|id| in_use.contains(&id));
         }
-    }
-}
-
-/// What a shadow of the aggregate gets of one `add`: the rows, grouped by window and key.
-fn shadow_add(
-    rows: &Batch,
-    targets: &Targets<'_>,
-    size_ms: i64,
-    open: Option<Vec<i64>>,
-    errors: u64,
-    busy: std::time::Duration,
-) -> crate::shadow::Feed {
-    // Groups are per partition: one per window and key for the shadow.
-    let mut members: BTreeMap<(i64, u32), Vec<u32>> = BTreeMap::new();
-    let groups = targets.groups();
-    for &(row, group) in targets.rows() {
-        if let Some(group) = groups.get(group as usize) {
-            members
-                .entry((group.start, group.key))
-                .or_default()
-                .push(row);
-        }
-    }
-    let groups = members
-        .into_iter()
-        .map(|((start, key), rows)| crate::shadow::Group {
-            start,
-            end: start.saturating_add(size_ms),
-            key: targets.key(key).clone(),
-            rows,
-        })
-        .collect();
-    crate::shadow::Feed::Add {
-        rows: rows.clone(),
-        groups,
-        open,
-        errors,
-        busy,
-    }
-}
-
-/// The live results of one `finish` call, per window and key, for a shadow.
-fn shadow_fired(
-    identities: &[(i64, i64, Scalar)],
-    outcome: &Result<rivulet_rows::RowsOut, String>,
-    finals: &std::collections::BTreeSet<i64>,
-) -> Vec<crate::shadow::Fired> {
-    let fired = |index: usize, result: Result<serde_json::Value, String>| {
-        identities
-            .get(index)
-            .map(|(start, end, key)| crate::shadow::Fired {
-                start: *start,
-                end: *end,
-                is_final: finals.contains(start),
-                key: key.clone(),
-                result,
-            })
-    };
-    match outcome {
-        Ok(out) => {
-            let rows = out.origins.iter().enumerate().take(out.rows.len as usize);
-            let results = rows.filter_map(|(row, &origin)| {
-                let value =
-                    serde_json::Value::Object(crate::format::json::row_object(&out.rows, row));
-                fired(origin as usize, Ok(value))
-            });
-            let errors = out
-                .errors
-                .iter()
-                .filter_map(|e| fired(e.index as usize, Err(e.message.clone())));
-            results.chain(errors).collect()
-        }
-        Err(error) => (0..identities.len())
-            .filter_map(|i| fired(i, Err(error.clone())))
-            .collect(),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{BEHIND, Control, State};
 use rivulet_rows::{Batch, Encoded, RawBatch, RecordError, Scalar};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -127,6 +128,83 @@ impl Tap {
                 ),
             ),
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+impl Feed {
+    /// What a shadow of the aggregate gets of one `add`: the rows, grouped by window and key.
+    pub fn of_add(
+        rows: &Batch,
+        targets: &crate::window::Targets<'_>,
+        size_ms: i64,
+        open: Option<Vec<i64>>,
+        errors: u64,
+        busy: std::time::Duration,
+    ) -> crate::shadow::Feed {
+        // Groups are per partition: one per window and key for the shadow.
+        let mut members: BTreeMap<(i64, u32), Vec<u32>> = BTreeMap::new();
+        let groups = targets.groups();
+        for &(row, group) in targets.rows() {
+            if let Some(group) = groups.get(group as usize) {
+                members
+                    .entry((group.start, group.key))
+                    .or_default()
+                    .push(row);
+            }
+        }
+        let groups = members
+            .into_iter()
+            .map(|((start, key), rows)| Group {
+                start,
+                end: start.saturating_add(size_ms),
+                key: targets.key(key).clone(),
+                rows,
+            })
+            .collect();
+        Feed::Add {
+            rows: rows.clone(),
+            groups,
+            open,
+            errors,
+            busy,
+        }
+    }
+}
+
+impl Fired {
+    /// The live results of one `finish` call, per window and key, for a shadow.
+    pub fn of_finish(
+        identities: &[(i64, i64, Scalar)],
+        outcome: &Result<rivulet_rows::RowsOut, String>,
+        finals: &std::collections::BTreeSet<i64>,
+    ) -> Vec<Fired> {
+        let fired = |index: usize, result: Result<serde_json::Value, String>| {
+            identities.get(index).map(|(start, end, key)| Fired {
+                start: *start,
+                end: *end,
+                is_final: finals.contains(start),
+                key: key.clone(),
+                result,
+            })
+        };
+        match outcome {
+            Ok(out) => {
+                let rows = out.origins.iter().enumerate().take(out.rows.len as usize);
+                let results = rows.filter_map(|(row, &origin)| {
+                    let value =
+                        serde_json::Value::Object(crate::format::json::row_object(&out.rows, row));
+                    fired(origin as usize, Ok(value))
+                });
+                let errors = out
+                    .errors
+                    .iter()
+                    .filter_map(|e| fired(e.index as usize, Err(e.message.clone())));
+                results.chain(errors).collect()
+            }
+            Err(error) => (0..identities.len())
+                .filter_map(|i| fired(i, Err(error.clone())))
+                .collect(),
         }
     }
 }
