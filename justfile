@@ -176,6 +176,13 @@ bench-sql records="1000000": build (udf "parse-sales") (udf "sum-sales")
 bench-swap: udfs test-guests
     cargo bench -p rivulet --bench swap
 
+# Shadow-swap figures (issue 13): promote → first result of the new module (in process), then
+# the live job's throughput with and without a shadow (whole processes, medians of 3).
+bench-shadow: udfs test-guests
+    cargo bench -p rivulet --bench shadow
+    cargo build --release -p rivulet
+    scripts/bench-shadow
+
 # Cost per record (issue 7): the same job as whole processes, interleaved, 3 runs each — Wasm
 # parse (1 and 2 tasks), built-in JSON parse, native parse, the line-split floor, a CPython
 # json.loads loop. Args go to the script: `--runs 5`, `--five-m` (also 5M orders), `--variants acd`.

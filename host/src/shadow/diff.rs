@@ -133,7 +133,8 @@ impl RecordDiff {
     }
 
     /// Adds the comparison of two sides' rows made of the same `inputs` inputs; `input(i)`
-    /// names input `i` in examples.
+    /// names input `i` in examples. Rows are compared cell by cell first; only the inputs
+    /// whose rows differ are turned into JSON.
     pub fn rows(
         &mut self,
         inputs: u32,
@@ -141,12 +142,26 @@ impl RecordDiff {
         new: &Output<'_>,
         input: impl Fn(u32) -> String,
     ) {
-        let mut old_rows = per_input(inputs, old);
-        let mut new_rows = per_input(inputs, new);
-        for i in 0..inputs as usize {
-            let old = std::mem::take(&mut old_rows[i]);
-            let new = std::mem::take(&mut new_rows[i]);
-            self.compare(&input(i as u32), old, new);
+        let old_rows = per_input(inputs, old);
+        let new_rows = per_input(inputs, new);
+        let cells = Cells::of(old.rows, new.rows);
+        for (i, (old_rows, new_rows)) in old_rows.iter().zip(&new_rows).enumerate() {
+            let same = old_rows.len() == new_rows.len()
+                && old_rows
+                    .iter()
+                    .zip(new_rows)
+                    .all(|(&a, &b)| cells.same(a, b));
+            if same {
+                self.compared += 1;
+                self.same += 1;
+                continue;
+            }
+            let json = |side: &Output<'_>, rows: &[usize]| -> Vec<Value> {
+                rows.iter()
+                    .map(|&row| Value::Object(crate::format::json::row_object(side.rows, row)))
+                    .collect()
+            };
+            self.compare(&input(i as u32), json(old, old_rows), json(new, new_rows));
         }
     }
 
@@ -172,17 +187,80 @@ impl RecordDiff {
     }
 }
 
-/// Each input's rows as JSON objects, in order.
-fn per_input(inputs: u32, side: &Output<'_>) -> Vec<Vec<Value>> {
+/// Each input's rows (their indices), in order.
+fn per_input(inputs: u32, side: &Output<'_>) -> Vec<Vec<usize>> {
     let mut rows = vec![Vec::new(); inputs as usize];
     for (row, &origin) in side.origins.iter().enumerate().take(side.rows.len as usize) {
         if let Some(slot) = rows.get_mut(origin as usize) {
-            slot.push(Value::Object(crate::format::json::row_object(
-                side.rows, row,
-            )));
+            slot.push(row);
         }
     }
     rows
+}
+
+/// Cell-by-cell equality of rows of two batches, columns matched by name (a column only
+/// one side has must be null there). Without allocating: the shadow keeps up with the
+/// live stage only if comparing is cheap.
+struct Cells<'a> {
+    old: &'a Batch,
+    new: &'a Batch,
+    /// Per old column, the new column of the same name.
+    pairs: Vec<(usize, Option<usize>)>,
+    /// New columns the old batch does not have.
+    new_only: Vec<usize>,
+}
+
+impl<'a> Cells<'a> {
+    fn of(old: &'a Batch, new: &'a Batch) -> Self {
+        let pairs = old
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, new.columns.iter().position(|n| n.name == c.name)))
+            .collect();
+        let new_only = new
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !old.columns.iter().any(|c| c.name == n.name))
+            .map(|(i, _)| i)
+            .collect();
+        Cells {
+            old,
+            new,
+            pairs,
+            new_only,
+        }
+    }
+
+    /// Whether old row `a` and new row `b` hold the same values (false when unsure: the
+    /// caller then compares them as JSON).
+    fn same(&self, a: usize, b: usize) -> bool {
+        let old = |i: usize| &self.old.columns[i];
+        let new = |i: usize| &self.new.columns[i];
+        self.pairs.iter().all(|&(o, n)| match n {
+            Some(n) => same_cell(old(o), a, new(n), b),
+            None => old(o).is_null(a),
+        }) && self.new_only.iter().all(|&n| new(n).is_null(b))
+    }
+}
+
+fn same_cell(a: &rivulet_rows::Column, i: usize, b: &rivulet_rows::Column, j: usize) -> bool {
+    use rivulet_rows::Values;
+    match (a.is_null(i), b.is_null(j)) {
+        (true, true) => return true,
+        (false, false) => {}
+        _ => return false,
+    }
+    match (&a.values, &b.values) {
+        (Values::Boolean(x), Values::Boolean(y)) => x.get(i) == y.get(j),
+        (Values::Integer(x), Values::Integer(y)) => x.get(i) == y.get(j),
+        (Values::Float(x), Values::Float(y)) => x.get(i) == y.get(j),
+        (Values::Text(x), Values::Text(y))
+        | (Values::Binary(x), Values::Binary(y))
+        | (Values::Json(x), Values::Json(y)) => x.get(i) == y.get(j),
+        _ => false,
+    }
 }
 
 /// One key of a compared window.

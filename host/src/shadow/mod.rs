@@ -339,6 +339,20 @@ impl ShadowBoard {
         self.active.store(any, Ordering::Release);
     }
 
+    /// Waits (up to `limit`) until every running shadow has taken what it was sent.
+    pub fn settle(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let busy = lock(&self.shadows)
+                .values()
+                .any(|e| !e.control.stopped() && e.control.queued.load(Ordering::Relaxed) > 0);
+            if !busy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The shadows' reports (running and kept), by stage.
     pub fn reports(&self) -> Vec<Report> {
         lock(&self.shadows)

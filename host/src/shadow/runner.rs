@@ -76,8 +76,11 @@ impl Runner {
             }
             match self.feeds.recv_timeout(IDLE) {
                 Ok(feed) => {
-                    let waiting = self.control.queued.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(reason) = self.take(feed, waiting) {
+                    let waiting = self.control.queued.load(Ordering::Relaxed);
+                    let taken = self.take(feed, waiting);
+                    // Taken only now: `settle` waits for the last feed's comparison too.
+                    self.control.queued.fetch_sub(1, Ordering::Relaxed);
+                    if let Err(reason) = taken {
                         break (State::Dropped, reason);
                     }
                     if let (Bound::Windows(n), Some(windows)) =
@@ -89,7 +92,7 @@ impl Runner {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    break (State::Dropped, "the job stopped".to_owned());
+                    break (State::Finished, "the job stopped".to_owned());
                 }
             }
         };
