@@ -293,8 +293,8 @@ fn start_shadows(job: &Job, shadows: &[String]) -> anyhow::Result<()> {
         let (stage, module) = shadow.split_once('=').with_context(|| {
             format!("--shadow {shadow}: give the stage and the module, STAGE=MODULE.wasm")
         })?;
-        let bytes =
-            std::fs::read(module).with_context(|| format!("--shadow {stage}: cannot read {module}"))?;
+        let bytes = std::fs::read(module)
+            .with_context(|| format!("--shadow {stage}: cannot read {module}"))?;
         let requests = job
             .swap_requests
             .as_ref()
@@ -318,7 +318,12 @@ fn start_shadows(job: &Job, shadows: &[String]) -> anyhow::Result<()> {
             .recv_timeout(Duration::from_secs(120))
             .context("no answer from the swap worker")?
             .map_err(|reason| anyhow::anyhow!("--shadow {stage}: {reason}"))?;
-        tracing::info!(stage, module, hash = report.hash.get(..12).unwrap_or_default(), "shadow runs beside the stage from the first record (it costs CPU)");
+        tracing::info!(
+            stage,
+            module,
+            hash = report.hash.get(..12).unwrap_or_default(),
+            "shadow runs beside the stage from the first record (it costs CPU)"
+        );
     }
     Ok(())
 }
@@ -327,6 +332,7 @@ fn start_shadows(job: &Job, shadows: &[String]) -> anyhow::Result<()> {
 fn report_shadows(job: &Job) {
     let board = &job.status.shadows;
     board.settle(Duration::from_secs(30));
+    board.end("the job ended");
     for report in board.reports() {
         eprint!("{}", super::shadow::describe(&report));
     }

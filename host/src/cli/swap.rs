@@ -233,6 +233,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for shadow in status["shadows"].as_array().into_iter().flatten() {
+        match serde_json::from_value::<rivulet::shadow::Report>(shadow.clone()) {
+            Ok(report) => println!(
+                "shadow of `{}` ({:?}): live {:.2} µs per input, shadow {:.2} µs per input (a shadow costs CPU; `rivulet shadow status` shows its diff)",
+                report.stage, report.state, report.live.us_per_input, report.shadow.us_per_input
+            ),
+            Err(err) => println!("a shadow the job reported cannot be read: {err}"),
+        }
+    }
     let counters = &status["counters"];
     println!(
         "{:<16} {:>10} {:>10} {:>9} {:>14}",

@@ -353,6 +353,23 @@ impl ShadowBoard {
         }
     }
 
+    /// The job ended: every running shadow finishes with `reason` (its diff stays).
+    pub fn end(&self, reason: &str) {
+        let stages: Vec<String> = {
+            let shadows = lock(&self.shadows);
+            for entry in shadows.values().filter(|e| !e.control.stopped()) {
+                entry.control.stop(State::Finished, reason.to_owned());
+                let mut report = lock(&entry.report);
+                report.state = State::Finished;
+                report.reason = Some(reason.to_owned());
+            }
+            shadows.keys().cloned().collect()
+        };
+        for stage in stages {
+            self.closed(&stage);
+        }
+    }
+
     /// The shadows' reports (running and kept), by stage.
     pub fn reports(&self) -> Vec<Report> {
         lock(&self.shadows)
