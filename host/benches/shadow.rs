@@ -78,7 +78,9 @@ fn main() {
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..2 {
                     let payload = format!(r#"{{"id":{id},"status":"OPEN"}}"#);
-                    let mut record = BaseRecord::to("orders").partition(0).payload(&payload);
+                    let mut record = BaseRecord::<(), _>::to("orders")
+                        .partition(0)
+                        .payload(&payload);
                     while let Err((_, back)) = producer.send(record) {
                         record = back;
                         producer.poll(Duration::from_millis(1));

@@ -624,7 +624,7 @@ fn control_api_starts_reports_and_promotes_a_shadow_with_the_token_and_metrics_s
     assert!(started.origin.ends_with("lower.wasm"), "{}", started.origin);
 
     // Orders 10..30: their statuses alternate between upper and lower case.
-    let status = |id: usize| if id % 2 == 0 { "OPEN" } else { "open" };
+    let status = |id: usize| if id.is_multiple_of(2) { "OPEN" } else { "open" };
     for id in 10..30 {
         send(
             &producer,

@@ -104,6 +104,9 @@ fn labelled<V: EncodeMetric>(
     Ok(())
 }
 
+/// One figure of a side's work in a shadow.
+type CostOf = fn(&crate::shadow::Cost) -> u64;
+
 /// The shadows' series: whether each runs, each side's work, and the differences.
 fn shadow_metrics(
     encoder: &mut DescriptorEncoder<'_>,
@@ -137,7 +140,7 @@ fn shadow_metrics(
             })
             .collect::<Vec<_>>()
     };
-    let sides: [(&'static str, &str, fn(&crate::shadow::Cost) -> u64); 4] = [
+    let sides: [(&'static str, &str, CostOf); 4] = [
         (
             "shadow_inputs",
             "Inputs the live module and its shadow each processed while the shadow ran.",
