@@ -6,61 +6,19 @@
 
 mod common;
 
+use common::job::{Running, lines, module, producer, send, start};
 use common::kafka::TestBroker;
 use common::wasm;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rivulet::assemble::RunOptions;
-use rivulet::pipeline::Pipeline;
+use rdkafka::producer::{BaseProducer, Producer};
 use rivulet::shadow::{Bound, Report, State};
-use rivulet::spec::PipelineSpec;
-use rivulet::status::JobStatus;
 use rivulet::swap::{ShadowAsk, SwapRequest};
-use rivulet::udf::{ModuleCache, Runtime};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_700_000_000_000;
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    status: Arc<JobStatus>,
-    swaps: Sender<SwapRequest>,
-    handle: JoinHandle<Pipeline>,
-}
-
-fn start(spec: &str, brokers: &str, cache: &Path) -> Running {
-    let spec = PipelineSpec::parse(spec, Path::new("shadow.toml")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let options = RunOptions {
-        brokers: Some(brokers.to_owned()),
-        runtime: Runtime::new(ModuleCache::at(cache)).unwrap(),
-        stop: stop.clone(),
-        connect_timeout: Some(Duration::from_secs(30)),
-        commit_every: Duration::from_millis(200),
-        swappable: true,
-        instance: Default::default(),
-    };
-    let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
-    let status = pipeline.status.clone();
-    let swaps = pipeline.swap_requests.clone().expect("swappable");
-    let handle = std::thread::spawn(move || {
-        pipeline.run().unwrap();
-        pipeline
-    });
-    Running {
-        stop,
-        status,
-        swaps,
-        handle,
-    }
-}
 
 impl Running {
     fn shadow(&self, stage: &str, name: &str, bound: Bound) -> Result<Report, String> {
@@ -102,62 +60,6 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    fn wait_records(&self, n: u64) {
-        let started = Instant::now();
-        while self.status.records.load(Ordering::Relaxed) < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the job read {} of {n} records",
-                self.status.records.load(Ordering::Relaxed)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(self) -> Pipeline {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
-fn producer(address: &str) -> BaseProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .set("linger.ms", "2")
-        .create()
-        .unwrap()
-}
-
-fn send(producer: &BaseProducer, topic: &str, payload: &str, ts: Option<i64>) {
-    let mut record = BaseRecord::to(topic).partition(0).payload(payload).key("k");
-    if let Some(ts) = ts {
-        record = record.timestamp(ts);
-    }
-    while let Err((_, back)) = producer.send(record) {
-        record = back;
-        producer.poll(Duration::from_millis(5));
-    }
-}
-
-fn module(name: &str) -> Vec<u8> {
-    std::fs::read(wasm(name)).unwrap()
-}
-
-/// The file's JSON lines, once it has at least `at_least` (or after 60 s).
-fn lines(path: &PathBuf, at_least: usize) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= at_least || started.elapsed() > Duration::from_secs(60) {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn parse_spec(out: &Path, dead: &Path) -> String {
@@ -187,6 +89,21 @@ max_wait = "10ms"
     )
 }
 
+/// Sends orders `0..n` with status `warm` and waits until the job has read them: the swap
+/// checks try a candidate on the stage's recent input.
+fn warm_up(job: &Running, producer: &BaseProducer, n: usize) {
+    for id in 0..n {
+        send(
+            producer,
+            "orders",
+            &format!(r#"{{"id":{id},"status":"warm"}}"#),
+            None,
+        );
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    job.wait_records(n as u64);
+}
+
 const STATUSES: [&str; 5] = ["SHIPPED", "pending", "Open", "done", "NEW"];
 
 fn status_of(id: usize) -> &'static str {
@@ -201,18 +118,8 @@ fn a_parse_shadow_that_lower_cases_status_shows_exactly_the_changed_rows_and_rea
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
     let job = start(&parse_spec(&out, &dead), &broker.address(), dir.path());
     let producer = producer(&broker.address());
-    // Warm-up: the swap checks try the candidate on the stage's recent input.
     const WARM: usize = 10;
-    for id in 0..WARM {
-        send(
-            &producer,
-            "orders",
-            &format!(r#"{{"id":{id},"status":"warm"}}"#),
-            None,
-        );
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    job.wait_records(WARM as u64);
+    warm_up(&job, &producer, WARM);
 
     let report = job
         .shadow(
@@ -331,16 +238,7 @@ fn a_trapping_shadow_is_dropped_with_the_reason_and_no_live_record_is_lost() {
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
     let job = start(&parse_spec(&out, &dead), &broker.address(), dir.path());
     let producer = producer(&broker.address());
-    for id in 0..10 {
-        send(
-            &producer,
-            "orders",
-            &format!(r#"{{"id":{id},"status":"warm"}}"#),
-            None,
-        );
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    job.wait_records(10);
+    warm_up(&job, &producer, 10);
     job.shadow(
         "parse",
         "shadow_parse_trap",
@@ -585,16 +483,7 @@ fn control_api_starts_reports_and_promotes_a_shadow_with_the_token_and_metrics_s
         rivulet::http::client::request(&addr, method, path, body, token).unwrap()
     };
     let producer = producer(&broker.address());
-    for id in 0..10 {
-        send(
-            &producer,
-            "orders",
-            &format!(r#"{{"id":{id},"status":"warm"}}"#),
-            None,
-        );
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    job.wait_records(10);
+    warm_up(&job, &producer, 10);
 
     let lower = module("shadow_parse_lower");
     let (code, body) = request("POST", "/stages/parse/shadow", &lower, None);

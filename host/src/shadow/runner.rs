@@ -130,56 +130,26 @@ impl Runner {
             |err: crate::udf::UdfError| format!("the shadow trapped or hit a limit: {err}");
         match (&mut self.candidate, feed) {
             (ShadowStage::Parse(stage), Feed::Parse { input, live, busy }) => {
-                let called = Instant::now();
-                let out = stage.parse(&input);
-                let took = called.elapsed();
-                let mut report = lock(&self.report);
-                report.live.add(
-                    u64::from(input.len),
-                    live.errors.len() as u64,
-                    live.trapped,
-                    busy,
-                );
-                let (out, trap) = match out {
-                    Ok(out) => (out, None),
-                    Err(err) => (Default::default(), Some(err)),
-                };
-                report.shadow.add(
-                    u64::from(input.len),
-                    out.errors.len() as u64,
-                    trap.is_some(),
-                    took,
-                );
-                if let Some(err) = trap {
-                    return Err(trapped(err));
-                }
+                let live_side = (live.errors.len(), live.trapped, busy);
+                let (mut report, out) = called(
+                    &self.report,
+                    input.len,
+                    live_side,
+                    || stage.parse(&input),
+                    |o| o.errors.len(),
+                )?;
                 let records = report.records.get_or_insert_with(RecordDiff::default);
                 compare_rows(records, input.len, &live, &out, |i| record_at(&input, i));
             }
             (ShadowStage::Map(stage), Feed::Map { input, live, busy }) => {
-                let called = Instant::now();
-                let out = stage.map(&input);
-                let took = called.elapsed();
-                let mut report = lock(&self.report);
-                report.live.add(
-                    u64::from(input.len),
-                    live.errors.len() as u64,
-                    live.trapped,
-                    busy,
-                );
-                let (out, trap) = match out {
-                    Ok(out) => (out, None),
-                    Err(err) => (Default::default(), Some(err)),
-                };
-                report.shadow.add(
-                    u64::from(input.len),
-                    out.errors.len() as u64,
-                    trap.is_some(),
-                    took,
-                );
-                if let Some(err) = trap {
-                    return Err(trapped(err));
-                }
+                let live_side = (live.errors.len(), live.trapped, busy);
+                let (mut report, out) = called(
+                    &self.report,
+                    input.len,
+                    live_side,
+                    || stage.map(&input),
+                    |o| o.errors.len(),
+                )?;
                 let seen = report.live.inputs - u64::from(input.len);
                 let records = report.records.get_or_insert_with(RecordDiff::default);
                 compare_rows(records, input.len, &live, &out, |i| {
@@ -191,33 +161,18 @@ impl Runner {
                 Feed::Format {
                     input,
                     live,
-                    trapped: live_trapped,
+                    trapped,
                     busy,
                 },
             ) => {
-                let called = Instant::now();
-                let out = stage.format(&input);
-                let took = called.elapsed();
-                let mut report = lock(&self.report);
-                report.live.add(
-                    u64::from(input.len),
-                    live.errors.len() as u64,
-                    live_trapped,
-                    busy,
-                );
-                let (out, trap) = match out {
-                    Ok(out) => (out, None),
-                    Err(err) => (Default::default(), Some(err)),
-                };
-                report.shadow.add(
-                    u64::from(input.len),
-                    out.errors.len() as u64,
-                    trap.is_some(),
-                    took,
-                );
-                if let Some(err) = trap {
-                    return Err(trapped(err));
-                }
+                let live_side = (live.errors.len(), trapped, busy);
+                let (mut report, out) = called(
+                    &self.report,
+                    input.len,
+                    live_side,
+                    || stage.format(&input),
+                    |o| o.errors.len(),
+                )?;
                 let records = report.records.get_or_insert_with(RecordDiff::default);
                 records.payloads(input.len, &live, &out);
             }
@@ -272,6 +227,38 @@ impl Runner {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Calls the candidate on a record stage's batch of `inputs` and counts both sides'
+/// work (`live`: its errors, whether it trapped, its time). Returns the report, locked,
+/// and the candidate's output; an error is why the shadow must stop.
+fn called<'r, T>(
+    report: &'r Mutex<Report>,
+    inputs: u32,
+    live: (usize, bool, Duration),
+    call: impl FnOnce() -> Result<T, crate::udf::UdfError>,
+    errors: impl Fn(&T) -> usize,
+) -> Result<(std::sync::MutexGuard<'r, Report>, T), String> {
+    let called = Instant::now();
+    let out = call();
+    let took = called.elapsed();
+    let mut report = lock(report);
+    let (live_errors, live_trapped, busy) = live;
+    report
+        .live
+        .add(u64::from(inputs), live_errors as u64, live_trapped, busy);
+    match out {
+        Ok(out) => {
+            report
+                .shadow
+                .add(u64::from(inputs), errors(&out) as u64, false, took);
+            Ok((report, out))
+        }
+        Err(err) => {
+            report.shadow.add(u64::from(inputs), 0, true, took);
+            Err(format!("the shadow trapped or hit a limit: {err}"))
+        }
     }
 }
 

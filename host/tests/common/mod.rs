@@ -62,6 +62,7 @@ impl Drop for JobProcess {
     }
 }
 
+pub mod job;
 pub mod kafka;
 pub mod registry;
 pub mod tansu;
