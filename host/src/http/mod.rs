@@ -168,6 +168,26 @@ fn no_job() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the job is (re)starting")
 }
 
+/// The job a request that needs the token acts on, or the answer that refuses it.
+fn authorised(shared: &Shared, headers: &HeaderMap) -> Result<Current, Box<Response>> {
+    if let Some(refused) = refusal(shared, headers, true) {
+        return Err(Box::new(refused));
+    }
+    shared.target.current().ok_or_else(|| Box::new(no_job()))
+}
+
+/// The same for a request carrying a component as its body.
+fn upload(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Result<Current, Box<Response>> {
+    let current = authorised(shared, headers)?;
+    if body.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "send the component as the request body",
+        )));
+    }
+    Ok(current)
+}
+
 async fn dashboard() -> Response {
     (
         StatusCode::OK,
@@ -268,17 +288,9 @@ async fn swap(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &headers, true) {
-        return refused;
-    }
-    if body.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "send the component as the request body",
-        );
-    }
-    let Some(current) = shared.target.current() else {
-        return no_job();
+    let current = match upload(&shared, &headers, &body) {
+        Ok(current) => current,
+        Err(refused) => return *refused,
     };
     let (reply, answer) = channel();
     let request = SwapRequest {

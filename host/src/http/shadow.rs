@@ -7,7 +7,7 @@
 //! * `POST /shadows/promote[?stage=<name>]` — swap the candidate in (a normal swap);
 //! * `POST /shadows/drop[?stage=<name>]` — discard it.
 
-use super::{Shared, error, json, no_job, query_value, refusal, upload_origin};
+use super::{Shared, authorised, error, json, no_job, query_value, refusal, upload, upload_origin};
 use crate::shadow::Bound;
 use crate::swap::{ShadowAsk, SwapRequest};
 use axum::body::Bytes;
@@ -50,21 +50,13 @@ pub(super) async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &headers, true) {
-        return refused;
-    }
-    if body.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "send the component as the request body",
-        );
-    }
+    let current = match upload(&shared, &headers, &body) {
+        Ok(current) => current,
+        Err(refused) => return *refused,
+    };
     let bound = match bound(&uri) {
         Ok(bound) => bound,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
-    };
-    let Some(current) = shared.target.current() else {
-        return no_job();
     };
     let Some(requests) = &current.requests else {
         return error(
@@ -110,11 +102,9 @@ pub(super) async fn promote(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &headers, true) {
-        return refused;
-    }
-    let Some(current) = shared.target.current() else {
-        return no_job();
+    let current = match authorised(&shared, &headers) {
+        Ok(current) => current,
+        Err(refused) => return *refused,
     };
     let Some(requests) = current.requests.clone() else {
         return error(StatusCode::CONFLICT, "this job has no module to swap");
@@ -137,11 +127,9 @@ pub(super) async fn drop_shadow(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &headers, true) {
-        return refused;
-    }
-    let Some(current) = shared.target.current() else {
-        return no_job();
+    let current = match authorised(&shared, &headers) {
+        Ok(current) => current,
+        Err(refused) => return *refused,
     };
     let board = &current.status.shadows;
     let dropped = board
