@@ -22,7 +22,7 @@ udfs: setup
 test-guests: setup swap-guests hostile-guests breach-guests
     cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate -p lookup-probe
 
-swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4"
+swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4 shadow-parse:v1 shadow-parse:lower shadow-parse:trap shadow-aggregate:v1 shadow-aggregate:double"
 
 # The hot-swap tests' components: one build per variant, copied to <crate>_<variant>.wasm.
 swap-guests: setup
@@ -181,6 +181,13 @@ bench-sql records="1000000": build (udf "parse-sales") (udf "sum-sales")
 # Hot-swap figures: pause per swap, rebuilt file to first new output.
 bench-swap: udfs test-guests
     cargo bench -p rivulet --bench swap
+
+# Shadow-swap figures (issue 13): promote → first result of the new module (in process), then
+# the live job's throughput with and without a shadow (whole processes, medians of 3).
+bench-shadow: udfs test-guests
+    cargo bench -p rivulet --bench shadow
+    cargo build --release -p rivulet
+    scripts/bench-shadow
 
 # Cost per record (issue 7): the same job as whole processes, interleaved, 3 runs each — Wasm
 # parse (1 and 2 tasks), built-in JSON parse, native parse, the line-split floor, a CPython

@@ -106,6 +106,7 @@ fn main() {
                 origin: "bench".into(),
                 reply: Some(reply),
                 fleet: None,
+                shadow: None,
             })
             .unwrap();
         answer

@@ -160,5 +160,37 @@ fn sample_then_format(
     if let Some(samples) = samples {
         samples.sample_rows(&format.name, rows);
     }
-    crate::stage::isolate::format(&mut *format.stage, rows).map(|contained| contained.out)
+    let shadow = samples.and_then(|s| s.shadows.tap(&format.name));
+    let called = std::time::Instant::now();
+    let formatted = crate::stage::isolate::format(&mut *format.stage, rows);
+    if let Some(shadow) = shadow {
+        let busy = called.elapsed();
+        let live = match &formatted {
+            Ok(contained) => Some((contained.out.clone(), contained.isolated)),
+            Err(err) if !err.is_stopped() => {
+                let message = err.to_string();
+                let errors = (0..rows.len)
+                    .map(|index| rivulet_rows::RecordError {
+                        index,
+                        message: message.clone(),
+                    })
+                    .collect();
+                let failed = rivulet_rows::Encoded {
+                    errors,
+                    ..Default::default()
+                };
+                Some((failed, true))
+            }
+            Err(_) => None,
+        };
+        if let Some((live, trapped)) = live {
+            shadow.send(crate::shadow::Feed::Format {
+                input: rows.clone(),
+                live,
+                trapped,
+                busy,
+            });
+        }
+    }
+    formatted.map(|contained| contained.out)
 }

@@ -26,6 +26,7 @@ pub mod progress;
 pub mod registry;
 pub mod scaffold;
 pub mod seed;
+pub mod shadow;
 pub mod shape;
 pub mod side_output;
 pub mod sink;

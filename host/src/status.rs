@@ -162,6 +162,8 @@ pub struct JobStatus {
     graph: Mutex<Option<JobGraph>>,
     /// The reference tables its `enrich` stages read.
     tables: Mutex<Vec<std::sync::Arc<crate::table::Table>>>,
+    /// Candidates running beside live modules (`rivulet swap --shadow`).
+    pub shadows: std::sync::Arc<crate::shadow::ShadowBoard>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +182,8 @@ pub struct Snapshot {
     pub graph: Option<LiveGraph>,
     /// Its reference tables: size, last update, lookups.
     pub tables: Vec<crate::table::TableInfo>,
+    /// Shadows of its stages, running or kept (see [`crate::shadow`]).
+    pub shadows: Vec<crate::shadow::Report>,
 }
 
 /// The job graph with live counts.
@@ -419,6 +423,7 @@ impl JobStatus {
             counters,
             graph,
             tables: lock(&self.tables).iter().map(|t| t.info()).collect(),
+            shadows: self.shadows.reports(),
         }
     }
 }

@@ -26,6 +26,15 @@ pub struct SwapRequest {
     pub reply: Option<Sender<Result<SwapOutcome, String>>>,
     /// Another process's proposal to the job's fleet (None: asked of this process).
     pub fleet: Option<RemoteProposal>,
+    /// Run the candidate as the stage's shadow instead of swapping it in (see
+    /// [`crate::shadow`]); the answer goes to the shadow's reply, not `reply`.
+    pub shadow: Option<ShadowAsk>,
+}
+
+/// A request to start a shadow: how long it runs, and where the answer goes.
+pub struct ShadowAsk {
+    pub bound: crate::shadow::Bound,
+    pub reply: Sender<Result<crate::shadow::Report, String>>,
 }
 
 /// A swap another process of the job proposed (see [`crate::fleet`]).
@@ -167,7 +176,12 @@ pub fn spawn(
         .name("rivulet-retire".into())
         .spawn(move || graveyard.into_iter().for_each(drop))?;
     std::thread::Builder::new().name("rivulet-swap".into()).spawn(move || {
-        for (swap, request) in (1u64..).zip(incoming) {
+        for (swap, mut request) in (1u64..).zip(incoming) {
+            if let Some(ask) = request.shadow.take() {
+                let over_kafka = fleet.is_some();
+                shadow(&runtime, &status, &stages, &request, ask, over_kafka);
+                continue;
+            }
             let started = Instant::now();
             match prepare(&runtime, &status, &stages, &request, readies.len()) {
                 Ok((module, candidates)) => {
@@ -257,6 +271,86 @@ fn rejected(status: &JobStatus, request: SwapRequest, reason: String) {
     if let Some(reply) = request.reply {
         let _ = reply.send(Err(reason));
     }
+}
+
+/// Checks a candidate as a swap would and starts it as the stage's shadow; the answer goes
+/// to `ask.reply`.
+fn shadow(
+    runtime: &Runtime,
+    status: &JobStatus,
+    stages: &Swappable,
+    request: &SwapRequest,
+    ask: ShadowAsk,
+    over_kafka: bool,
+) {
+    let started = (|| {
+        if status.shadows.running(&request.stage) {
+            return Err(crate::shadow::ShadowError::Busy(request.stage.clone()).to_string());
+        }
+        if over_kafka && stages.get(&request.stage).map(|(kind, _)| *kind) == Some(Kind::Aggregate)
+        {
+            return Err(format!(
+                "stage `{}`: a shadow of the aggregate of a job over the partials topic is not supported (its windows finish in other processes); shadow it in a single-process run of the job",
+                request.stage
+            ));
+        }
+        let (module, mut candidates) = prepare(runtime, status, stages, request, 1)?;
+        let candidate = match candidates.pop() {
+            Some(Candidate::Parse(stage)) => crate::shadow::ShadowStage::Parse(stage),
+            Some(Candidate::Map(stage)) => crate::shadow::ShadowStage::Map(stage),
+            Some(Candidate::Format(stage)) => crate::shadow::ShadowStage::Format(stage),
+            Some(Candidate::Aggregate { stage, empty, .. }) => {
+                crate::shadow::ShadowStage::Aggregate { stage, empty }
+            }
+            None => return Err("the candidate did not start".to_owned()),
+        };
+        status
+            .shadows
+            .start(crate::shadow::Start {
+                stage: request.stage.clone(),
+                kind: module.kind,
+                origin: request.origin.clone(),
+                hash: module.hash.clone(),
+                bytes: request.bytes.clone(),
+                bound: ask.bound,
+                candidate,
+            })
+            .map_err(|err| err.to_string())
+    })();
+    if let Err(reason) = &started {
+        tracing::warn!(stage = %request.stage, origin = %request.origin, "shadow not started, nothing changed: {reason}");
+    }
+    let _ = ask.reply.send(started);
+}
+
+/// Swaps in the candidate of a stage's shadow (`stage`, or the only stage with one) exactly
+/// as a normal swap does — the same checks, installed between two batches in every task —
+/// and stops the shadow. Blocks until the swap is done or rejected (the shadow then keeps
+/// running).
+pub fn promote(
+    requests: &Sender<SwapRequest>,
+    status: &JobStatus,
+    stage: Option<&str>,
+) -> Result<SwapOutcome, String> {
+    let board = &status.shadows;
+    let stage = board.which(stage).map_err(|err| err.to_string())?;
+    let (bytes, origin) = board.candidate(&stage).map_err(|err| err.to_string())?;
+    let (reply, answer) = channel();
+    requests
+        .send(SwapRequest {
+            stage: stage.clone(),
+            bytes: bytes.to_vec(),
+            origin: format!("promoted shadow ({origin})"),
+            reply: Some(reply),
+            fleet: None,
+            shadow: None,
+        })
+        .map_err(|_| STOPPED.to_owned())?;
+    let outcome = answer
+        .recv_timeout(INSTALL_WAIT * 4)
+        .map_err(|_| "no answer from the swap worker".to_owned())??;
+    board.promoted(&stage);
+    Ok(outcome)
 }
 
 /// How long a swap waits for the stage's next input to try the candidate on (an idle job:

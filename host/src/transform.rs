@@ -4,6 +4,7 @@
 //! record each row came from.
 
 use crate::error::PipelineError;
+use crate::shadow::{Feed, LiveRows};
 use crate::side_output::SideOutputs;
 use crate::spec::OnError;
 use crate::stage::{MapStage, ParseStage, isolate};
@@ -64,9 +65,28 @@ impl Transform {
         }
         let stats = self.stats.entry(parse.name.clone()).or_default();
         stats.records_in += u64::from(raw.len);
+        let shadow = self
+            .samples
+            .as_ref()
+            .and_then(|s| s.shadows.tap(&parse.name));
         let called = Instant::now();
         let parsed = isolate::parse(&mut *parse.stage, raw);
-        stats.latency.record(&BATCH_LATENCY_US, called.elapsed());
+        let busy = called.elapsed();
+        stats.latency.record(&BATCH_LATENCY_US, busy);
+        if let Some(shadow) = &shadow {
+            let live = match &parsed {
+                Ok(contained) => Some(LiveRows::of(&contained.out, contained.isolated)),
+                Err(err) if !err.is_stopped() => Some(LiveRows::failed(raw.len, &err.to_string())),
+                Err(_) => None,
+            };
+            if let Some(live) = live {
+                shadow.send(Feed::Parse {
+                    input: raw.clone(),
+                    live,
+                    busy,
+                });
+            }
+        }
         let (mut rows, mut origins) = match parsed {
             Ok(isolate::Contained { out, isolated }) => {
                 stats.failed_batches += u64::from(isolated);
@@ -105,9 +125,27 @@ impl Transform {
             }
             let stats = self.stats.entry(map.name.clone()).or_default();
             stats.records_in += u64::from(rows.len);
+            let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(&map.name));
             let called = Instant::now();
             let mapped = isolate::map(&mut *map.stage, &rows);
-            stats.latency.record(&BATCH_LATENCY_US, called.elapsed());
+            let busy = called.elapsed();
+            stats.latency.record(&BATCH_LATENCY_US, busy);
+            if let Some(shadow) = &shadow {
+                let live = match &mapped {
+                    Ok(contained) => Some(LiveRows::of(&contained.out, contained.isolated)),
+                    Err(err) if !err.is_stopped() => {
+                        Some(LiveRows::failed(rows.len, &err.to_string()))
+                    }
+                    Err(_) => None,
+                };
+                if let Some(live) = live {
+                    shadow.send(Feed::Map {
+                        input: rows.clone(),
+                        live,
+                        busy,
+                    });
+                }
+            }
             match mapped {
                 Ok(isolate::Contained { out, isolated }) => {
                     stats.failed_batches += u64::from(isolated);

@@ -171,6 +171,7 @@ fn offer(status: &JobStatus, requests: &Sender<SwapRequest>, stage: &str, path: 
         origin: path.display().to_string(),
         reply: None,
         fleet: None,
+        shadow: None,
     };
     requests.send(request).is_ok()
 }

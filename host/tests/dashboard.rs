@@ -143,6 +143,15 @@ max_wait = "20ms"
         ),
     )
     .unwrap();
+    fed_job(dir, &spec, out, |id| match id % 10 {
+        9 => format!("{{\"id\":{id}\n"),
+        _ => format!("{{\"id\":{id}}}\n"),
+    })
+}
+
+/// Runs the job of `spec` on standard input, fed `line(0)`, `line(1)`, … every 5 ms until
+/// dropped.
+fn fed_job(dir: &Path, spec: &Path, out: PathBuf, line: fn(u64) -> String) -> FedJob {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
         .args(["run", spec.to_str().unwrap(), "--control", "127.0.0.1:0"])
         .args(["--control-token", TOKEN])
@@ -159,12 +168,8 @@ max_wait = "20ms"
         std::thread::spawn(move || {
             let mut id = 0u64;
             while feeding.load(Ordering::Relaxed) {
-                let line = match id % 10 {
-                    9 => format!("{{\"id\":{id}\n"),
-                    _ => format!("{{\"id\":{id}}}\n"),
-                };
                 if stdin
-                    .write_all(line.as_bytes())
+                    .write_all(line(id).as_bytes())
                     .and_then(|()| stdin.flush())
                     .is_err()
                 {
@@ -532,4 +537,149 @@ async fn check_the_page(client: Client, mut job: FedJob, page: String) {
     );
     job.feeding.store(false, Ordering::Relaxed);
     job.job.kill().unwrap();
+}
+
+/// A stdin job counting orders per status in 1 s processing-time windows with a Wasm
+/// aggregate, and a shadow of it that doubles the counts, started over the control API.
+/// The page shows a table per window: every key's count cells marked as differing, the new
+/// count twice the old one, and the window open when the shadow started marked partial.
+/// Saves `target/test-artifacts/dashboard-shadow.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_an_aggregate_shadow_per_window_with_the_differing_cells_marked() {
+    let Some(chromedriver) = chromedriver_or_skip(
+        "dashboard_shows_an_aggregate_shadow_per_window_with_the_differing_cells_marked",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+name = "dashboard-shadow"
+[source]
+kind = "stdin"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[window]
+key = "status"
+size = "1s"
+[aggregate]
+module = "{}"
+[sink]
+kind = "file"
+path = "{}"
+[batch]
+max_records = 50
+max_wait = "20ms"
+"#,
+            wasm("shadow_parse_v1").display(),
+            wasm("shadow_aggregate_v1").display(),
+            dir.path().join("out.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let mut fed = fed_job(dir.path(), &spec, out, |id| {
+        let status = ["OPEN", "SHIPPED", "NEW"][(id % 3) as usize];
+        format!("{{\"id\":{id},\"status\":\"{status}\"}}\n")
+    });
+    let control = fed.control.clone();
+    let double = std::fs::read(wasm("shadow_aggregate_double")).unwrap();
+    // The control API answers 503 until the job is attached to it.
+    let started = Instant::now();
+    let (code, body) = loop {
+        let answer = rivulet::http::client::request(
+            &control,
+            "POST",
+            "/stages/aggregate/shadow?for=10m&file=double.wasm",
+            &double,
+            Some(TOKEN),
+        )
+        .unwrap();
+        if answer.0 != 503 || started.elapsed() > Duration::from_secs(30) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 200, "{body}");
+
+    with_browser(&chromedriver, move |client| async move {
+        client.goto(&format!("http://{control}/")).await.unwrap();
+        // Two compared windows: the first (partial) and a whole one.
+        let tables = wait_for(
+            &client,
+            "two windows of the shadow",
+            r#"const hs = [...document.querySelectorAll('[data-shadow="aggregate"] h3')].slice(1);
+               return hs.length >= 2 ? hs.map(h => h.textContent) : null;"#,
+        )
+        .await;
+        let headings: Vec<&str> = tables
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        // Latest first: the oldest shown is the partial one.
+        assert!(
+            headings.last().unwrap().contains("(partial: open when the shadow started)"),
+            "{headings:?}"
+        );
+        assert!(!headings[0].contains("partial"), "{headings:?}");
+        // The latest whole window's table: per key, count (old) and count (new), both marked.
+        let cells = client
+            .execute(
+                r#"const t = document.querySelector('[data-shadow="aggregate"] table:nth-of-type(1)');
+                   return [...t.querySelectorAll('tbody tr')].map(tr =>
+                     [...tr.children].map(td => [td.textContent, td.classList.contains('diff')]));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let head = client
+            .execute(
+                r#"const t = document.querySelector('[data-shadow="aggregate"] table:nth-of-type(1)');
+                   return [...t.querySelectorAll('th')].map(th => th.textContent);"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let head: Vec<&str> = head
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        let old = head.iter().position(|h| *h == "count (old)").unwrap();
+        let new = head.iter().position(|h| *h == "count (new)").unwrap();
+        let key = head.iter().position(|h| *h == "key (old)").unwrap();
+        let rows = cells.as_array().unwrap();
+        assert!(!rows.is_empty());
+        for row in rows {
+            let cell = |i: usize| (row[i][0].as_str().unwrap(), row[i][1].as_bool().unwrap());
+            let (old_count, old_marked) = cell(old);
+            let (new_count, new_marked) = cell(new);
+            let old_count: u64 = old_count.parse().unwrap();
+            let new_count: u64 = new_count.parse().unwrap();
+            assert_eq!(new_count, 2 * old_count, "{row:?}");
+            assert!(old_marked && new_marked, "the count cells are marked: {row:?}");
+            let (_, key_marked) = cell(key);
+            assert!(!key_marked, "the key is the same on both sides: {row:?}");
+        }
+        client
+            .execute("document.querySelector('[data-shadow]').scrollIntoView();", vec![])
+            .await
+            .unwrap();
+        let png = client.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        std::fs::write(artifacts.join("dashboard-shadow.png"), &png).unwrap();
+        fed.feeding.store(false, Ordering::Relaxed);
+        fed.job.kill().unwrap();
+    })
+    .await;
 }

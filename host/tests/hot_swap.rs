@@ -5,59 +5,21 @@
 
 mod common;
 
+use common::job::{Running, lines, module, producer, send, start};
 use common::kafka::TestBroker;
 use common::wasm;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rivulet::assemble::RunOptions;
-use rivulet::pipeline::Pipeline;
-use rivulet::spec::PipelineSpec;
+use rdkafka::producer::Producer;
 use rivulet::status::JobStatus;
 use rivulet::swap::{SwapOutcome, SwapRequest};
 use rivulet::udf::{ModuleCache, Runtime};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::thread::JoinHandle;
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_700_000_000_000;
-
-struct Running {
-    stop: Arc<AtomicBool>,
-    status: Arc<JobStatus>,
-    swaps: Sender<SwapRequest>,
-    handle: JoinHandle<Pipeline>,
-}
-
-fn start(spec: &str, brokers: &str, cache: &Path) -> Running {
-    let spec = PipelineSpec::parse(spec, Path::new("swap.toml")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let options = RunOptions {
-        brokers: Some(brokers.to_owned()),
-        runtime: Runtime::new(ModuleCache::at(cache)).unwrap(),
-        stop: stop.clone(),
-        connect_timeout: Some(Duration::from_secs(30)),
-        commit_every: Duration::from_millis(200),
-        swappable: true,
-        instance: Default::default(),
-    };
-    let mut pipeline = Pipeline::from_spec(&spec, &options).unwrap();
-    let status = pipeline.status.clone();
-    let swaps = pipeline.swap_requests.clone().expect("swappable");
-    let handle = std::thread::spawn(move || {
-        pipeline.run().unwrap();
-        pipeline
-    });
-    Running {
-        stop,
-        status,
-        swaps,
-        handle,
-    }
-}
 
 impl Running {
     fn swap(&self, stage: &str, bytes: Vec<u8>) -> Result<SwapOutcome, String> {
@@ -69,64 +31,10 @@ impl Running {
                 origin: format!("test:{stage}"),
                 reply: Some(reply),
                 fleet: None,
+                shadow: None,
             })
             .unwrap();
         answer.recv_timeout(Duration::from_secs(60)).unwrap()
-    }
-
-    fn wait_records(&self, n: u64) {
-        let started = Instant::now();
-        while self.status.records.load(Ordering::Relaxed) < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the job read {} of {n} records",
-                self.status.records.load(Ordering::Relaxed)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(self) -> Pipeline {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
-fn producer(address: &str) -> BaseProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .set("linger.ms", "2")
-        .create()
-        .unwrap()
-}
-
-fn send(producer: &BaseProducer, topic: &str, payload: &str, ts: Option<i64>) {
-    let mut record = BaseRecord::to(topic).partition(0).payload(payload).key("k");
-    if let Some(ts) = ts {
-        record = record.timestamp(ts);
-    }
-    while let Err((_, back)) = producer.send(record) {
-        record = back;
-        producer.poll(Duration::from_millis(5));
-    }
-}
-
-fn module(name: &str) -> Vec<u8> {
-    std::fs::read(wasm(name)).unwrap()
-}
-
-fn lines(path: &PathBuf, at_least: usize) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= at_least || started.elapsed() > Duration::from_secs(60) {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -932,6 +840,7 @@ fn a_candidate_blocking_in_its_trial_is_rejected_at_the_limit_and_later_swaps_an
                 origin: name.to_owned(),
                 reply: Some(reply),
                 fleet: None,
+                shadow: None,
             })
             .unwrap();
         answer

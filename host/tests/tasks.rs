@@ -507,6 +507,7 @@ max_wait = "10ms"
             origin: "test".into(),
             reply: Some(reply),
             fleet: None,
+            shadow: None,
         })
         .unwrap();
     let outcome = answer

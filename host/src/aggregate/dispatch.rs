@@ -46,6 +46,8 @@ pub struct Dispatch {
     policy: OnError,
     /// Where the aggregate's recent input is kept for trying swapped-in modules.
     pub samples: Option<std::sync::Arc<crate::status::JobStatus>>,
+    /// The shadow this task last fed (it was told which windows were open then).
+    shadow_epoch: u64,
 }
 
 impl Dispatch {
@@ -55,6 +57,7 @@ impl Dispatch {
             window_generation: BTreeMap::new(),
             policy,
             samples: None,
+            shadow_epoch: 0,
         }
     }
 
@@ -129,6 +132,19 @@ impl Dispatch {
                 }
             }
             Aggregator::Wasm(generations) => {
+                let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(AGGREGATE));
+                let called = std::time::Instant::now();
+                let open = match &shadow {
+                    Some(tap) if tap.epoch() != self.shadow_epoch => {
+                        self.shadow_epoch = tap.epoch();
+                        let mut open = std::collections::BTreeSet::new();
+                        windows.for_each_mut(|start, _, _| {
+                            open.insert(start);
+                        });
+                        Some(open.into_iter().collect())
+                    }
+                    _ => None,
+                };
                 // Each window stays with the module generation it was opened with.
                 let mut by_generation: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
                 for (i, group) in targets.groups().iter().enumerate() {
@@ -233,6 +249,16 @@ impl Dispatch {
                             refused.extend(rows_of_call.iter().map(|&row| (row, error.clone())));
                         }
                     }
+                }
+                if let Some(shadow) = shadow {
+                    shadow.send(crate::shadow::Feed::of_add(
+                        rows,
+                        targets,
+                        windows.size_ms(),
+                        open,
+                        refused.len() as u64,
+                        called.elapsed(),
+                    ));
                 }
             }
         }
@@ -379,6 +405,14 @@ impl Dispatch {
                 results.parts.push(builder.finish());
             }
             Aggregator::Wasm(generations) => {
+                let shadow = self.samples.as_ref().and_then(|s| s.shadows.tap(AGGREGATE));
+                let called = std::time::Instant::now();
+                let finals: std::collections::BTreeSet<i64> = firings
+                    .iter()
+                    .filter(|f| f.is_final)
+                    .map(|f| f.start)
+                    .collect();
+                let mut fired: Vec<crate::shadow::Fired> = Vec::new();
                 let chunk = isolate::FinishChunk::from(&generations.limits);
                 // One finish call per module generation, in window order within each.
                 let mut calls: BTreeMap<u32, Vec<WindowAcc>> = BTreeMap::new();
@@ -407,6 +441,13 @@ impl Dispatch {
                             )
                         })
                         .collect();
+                    let identities: Vec<(i64, i64, Scalar)> = match &shadow {
+                        Some(_) => windows
+                            .iter()
+                            .map(|w| (w.window_start, w.window_end, w.key.clone()))
+                            .collect(),
+                        None => Vec::new(),
+                    };
                     let outcome = match generations.get_mut(generation_id) {
                         Some(generation) => {
                             match isolate::finish(&mut *generation.stage, windows, chunk) {
@@ -418,6 +459,13 @@ impl Dispatch {
                             "aggregate module generation {generation_id} is gone"
                         )),
                     };
+                    if shadow.is_some() {
+                        fired.extend(crate::shadow::Fired::of_finish(
+                            &identities,
+                            &outcome,
+                            &finals,
+                        ));
+                    }
                     match outcome {
                         Ok(out) => {
                             if generation_id == generations.current.id && out.rows.len > 0 {
@@ -452,6 +500,12 @@ impl Dispatch {
                             }
                         }
                     }
+                }
+                if let Some(shadow) = shadow {
+                    shadow.send(crate::shadow::Feed::Fired {
+                        windows: fired,
+                        busy: called.elapsed(),
+                    });
                 }
             }
         }

@@ -10,6 +10,7 @@ mod registry;
 mod reset;
 mod run;
 mod seed;
+mod shadow;
 mod sql;
 mod sql_client;
 mod swap;
@@ -49,6 +50,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Replace a stage's module in a running job (checked first; rejected modules change nothing).
     Swap(swap::SwapArgs),
+    /// A running job's shadows: see the difference from the live module, promote or drop.
+    #[command(subcommand)]
+    Shadow(shadow::ShadowCommand),
     /// Print a spec's operator graph (Mermaid or DOT), with its side outputs.
     Graph(graph::GraphArgs),
     /// Check a spec and its modules without running it (nothing is connected).
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seed(command) => seed::run(command).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Swap(args) => swap::swap(args).map(|()| ExitCode::SUCCESS),
+        Command::Shadow(command) => shadow::run(command).map(|()| ExitCode::SUCCESS),
         Command::Graph(args) => graph::graph(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => graph::check(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => swap::status(args).map(|()| ExitCode::SUCCESS),

@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// on a free port and `--instance`), to try a fleet out.
     #[arg(long)]
     instances: Option<usize>,
+    /// Run a candidate beside a stage's module from the first record, `STAGE=MODULE.wasm`
+    /// (repeatable, one per stage): checked as a swap, compared for 5 minutes or until the
+    /// input ends, its diff printed at the end; its output goes nowhere. Costs CPU.
+    #[arg(long = "shadow", value_name = "STAGE=MODULE")]
+    shadows: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +201,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             control: &args.control,
             ticker: args.ticker.ticker,
             instance: &args.instance,
+            shadows: &args.shadows,
         },
     )
 }
@@ -211,6 +217,8 @@ pub struct RunSettings<'a> {
     pub ticker: super::ticker::TickerMode,
     /// Which process of the job this is (see `--instance`).
     pub instance: &'a str,
+    /// Candidates to run beside stages from the start, `STAGE=MODULE` (see `--shadow`).
+    pub shadows: &'a [String],
 }
 
 /// Runs `spec` until it ends or is stopped, restarting it after a Kafka failure from its
@@ -231,7 +239,7 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
             stop: stop.flag.clone(),
             connect_timeout: args.kafka.connect_timeout,
             commit_every: args.commit_every,
-            swappable: args.watch || args.control.addr != "off",
+            swappable: args.watch || args.control.addr != "off" || !args.shadows.is_empty(),
             instance: args.instance.to_owned(),
         };
         let mut job = match Job::from_spec(&spec, &options) {
@@ -243,11 +251,13 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
         };
         control.attach(&job, args.watch)?;
         ticker.follow(job.status.clone());
+        start_shadows(&job, args.shadows)?;
         let source = job.tasks.first().map(|t| t.source.name().to_owned());
         tracing::info!(job = %spec.name, source = source.unwrap_or_default(), sink = %job.sink().0, tasks = job.tasks.len(), "running");
         let started = std::time::Instant::now();
         let result = job.run();
         report(&job);
+        report_shadows(&job);
         drop(stop);
         let err = match result {
             Ok(()) => return Ok(()),
@@ -274,6 +284,57 @@ pub fn run_spec(spec: PipelineSpec, args: &RunSettings<'_>) -> anyhow::Result<()
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Starts each `STAGE=MODULE` of `--shadow` beside its stage, before the first record.
+fn start_shadows(job: &Job, shadows: &[String]) -> anyhow::Result<()> {
+    for shadow in shadows {
+        let (stage, module) = shadow.split_once('=').with_context(|| {
+            format!("--shadow {shadow}: give the stage and the module, STAGE=MODULE.wasm")
+        })?;
+        let bytes = std::fs::read(module)
+            .with_context(|| format!("--shadow {stage}: cannot read {module}"))?;
+        let requests = job
+            .swap_requests
+            .as_ref()
+            .context("--shadow: this job has no component stage")?;
+        let (reply, answer) = std::sync::mpsc::channel();
+        requests
+            .send(rivulet::swap::SwapRequest {
+                stage: stage.to_owned(),
+                bytes,
+                origin: module.to_owned(),
+                reply: None,
+                fleet: None,
+                shadow: Some(rivulet::swap::ShadowAsk {
+                    bound: rivulet::shadow::Bound::For(rivulet::shadow::DEFAULT_FOR),
+                    reply,
+                }),
+            })
+            .ok()
+            .context("the swap worker has stopped")?;
+        let report = answer
+            .recv_timeout(Duration::from_secs(120))
+            .context("no answer from the swap worker")?
+            .map_err(|reason| anyhow::anyhow!("--shadow {stage}: {reason}"))?;
+        tracing::info!(
+            stage,
+            module,
+            hash = report.hash.get(..12).unwrap_or_default(),
+            "shadow runs beside the stage from the first record (it costs CPU)"
+        );
+    }
+    Ok(())
+}
+
+/// After the job: what each shadow saw (once it has caught up, up to 30 s).
+fn report_shadows(job: &Job) {
+    let board = &job.status.shadows;
+    board.settle(Duration::from_secs(30));
+    board.end("the job ended");
+    for report in board.reports() {
+        eprint!("{}", super::shadow::describe(&report));
     }
 }
 

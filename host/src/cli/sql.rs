@@ -85,6 +85,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
                         control: &off,
                         ticker: super::ticker::TickerMode::Never,
                         instance: "0",
+                        shadows: &[],
                     },
                 )
             })
@@ -99,6 +100,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             control: &args.control,
             ticker: args.ticker.ticker,
             instance: "0",
+            shadows: &[],
         },
     );
     let mut result = first;

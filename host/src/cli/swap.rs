@@ -12,6 +12,16 @@ pub struct SwapArgs {
     stage: String,
     /// The new component.
     module: PathBuf,
+    /// Run it beside the live module on a copy of its input instead, and compare (see
+    /// `rivulet shadow`); nothing reaches the sink from it.
+    #[arg(long)]
+    shadow: bool,
+    /// With --shadow: how long it runs (default 5m).
+    #[arg(long = "for", requires = "shadow", conflicts_with = "windows")]
+    for_: Option<String>,
+    /// With --shadow, for an aggregate: how many windows it compares.
+    #[arg(long, requires = "shadow")]
+    windows: Option<u32>,
     /// The job's control API.
     #[arg(long, env = "RIVULET_CONTROL", default_value = DEFAULT_CONTROL)]
     control: String,
@@ -49,15 +59,25 @@ pub fn swap(args: SwapArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let token = args
+        .token
+        .clone()
+        .or_else(|| rivulet::http::token::read_for(&args.control));
+    if args.shadow {
+        return super::shadow::start(
+            &args.control,
+            token.as_deref(),
+            &args.stage,
+            &file,
+            &bytes,
+            (args.for_.as_deref(), args.windows),
+        );
+    }
     let path = format!(
         "/stages/{}/module?file={}",
         rivulet::http::client::percent_encode(&args.stage),
         rivulet::http::client::percent_encode(&file)
     );
-    let token = args
-        .token
-        .clone()
-        .or_else(|| rivulet::http::token::read_for(&args.control));
     let (code, body) =
         rivulet::http::client::request(&args.control, "POST", &path, &bytes, token.as_deref())?;
     match code {
@@ -211,6 +231,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 "{:<16} output changed shape after {} swap(s), last: {change}",
                 "", stage["shape_changes"]
             );
+        }
+    }
+    for shadow in status["shadows"].as_array().into_iter().flatten() {
+        match serde_json::from_value::<rivulet::shadow::Report>(shadow.clone()) {
+            Ok(report) => println!(
+                "shadow of `{}` ({:?}): live {:.2} µs per input, shadow {:.2} µs per input (a shadow costs CPU; `rivulet shadow status` shows its diff)",
+                report.stage, report.state, report.live.us_per_input, report.shadow.us_per_input
+            ),
+            Err(err) => println!("a shadow the job reported cannot be read: {err}"),
         }
     }
     let counters = &status["counters"];

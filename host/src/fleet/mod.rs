@@ -502,6 +502,7 @@ impl Fleet {
                 id: proposal.id.clone(),
                 voter,
             }),
+            shadow: None,
         };
         if requests.send(request).is_err() && voter {
             let _ = self.vote(

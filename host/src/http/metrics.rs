@@ -89,6 +89,138 @@ fn histograms<'a>(
     Ok(())
 }
 
+/// Writes one metric family whose series each have their own labels.
+fn labelled<V: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &'static str,
+    help: &str,
+    kind: MetricType,
+    series: Vec<(Vec<(&'static str, String)>, V)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in series {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One figure of a side's work in a shadow.
+type CostOf = fn(&crate::shadow::Cost) -> u64;
+
+/// The shadows' series: whether each runs, each side's work, and the differences.
+fn shadow_metrics(
+    encoder: &mut DescriptorEncoder<'_>,
+    shadows: &[crate::shadow::Report],
+) -> Result<(), std::fmt::Error> {
+    let stage = |r: &crate::shadow::Report| ("stage", r.stage.clone());
+    let running = shadows
+        .iter()
+        .map(|r| {
+            let on = i64::from(r.state == crate::shadow::State::Running);
+            (vec![stage(r)], ConstGauge::new(on))
+        })
+        .collect();
+    labelled(
+        encoder,
+        "shadow_running",
+        "Whether a shadow runs beside the stage's live module (1) or was stopped (0).",
+        MetricType::Gauge,
+        running,
+    )?;
+    let per_side = |value: fn(&crate::shadow::Cost) -> u64| {
+        shadows
+            .iter()
+            .flat_map(|r| {
+                [("live", &r.live), ("shadow", &r.shadow)].map(|(side, cost)| {
+                    (
+                        vec![stage(r), ("side", side.to_owned())],
+                        ConstCounter::new(value(cost)),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let sides: [(&'static str, &str, CostOf); 4] = [
+        (
+            "shadow_inputs",
+            "Inputs the live module and its shadow each processed while the shadow ran.",
+            |c| c.inputs,
+        ),
+        (
+            "shadow_errors",
+            "Inputs the live module and its shadow each refused while the shadow ran.",
+            |c| c.errors,
+        ),
+        (
+            "shadow_traps",
+            "Calls of the live module and its shadow that trapped or hit a limit.",
+            |c| c.traps,
+        ),
+        (
+            "shadow_busy_microseconds",
+            "Time the live module and its shadow each spent in their calls on the same input.",
+            |c| c.busy_us,
+        ),
+    ];
+    for (name, help, value) in sides {
+        labelled(encoder, name, help, MetricType::Counter, per_side(value))?;
+    }
+    let mut outcomes = Vec::new();
+    let mut fields = Vec::new();
+    for report in shadows {
+        if let Some(records) = &report.records {
+            for (outcome, n) in [
+                ("same", records.same),
+                ("changed", records.changed),
+                ("only_old", records.only_old),
+                ("only_new", records.only_new),
+            ] {
+                let labels = vec![stage(report), ("outcome", outcome.to_owned())];
+                outcomes.push((labels, ConstCounter::new(n)));
+            }
+            for (field, n) in &records.fields {
+                fields.push((
+                    vec![stage(report), ("field", field.clone())],
+                    ConstCounter::new(*n),
+                ));
+            }
+        }
+        if let Some(windows) = &report.windows {
+            for (outcome, n) in [
+                (
+                    "same",
+                    windows.compared - windows.partial - windows.differing,
+                ),
+                ("differing", windows.differing),
+                ("partial", windows.partial),
+            ] {
+                let labels = vec![stage(report), ("outcome", outcome.to_owned())];
+                outcomes.push((labels, ConstCounter::new(n)));
+            }
+            for (field, n) in &windows.fields {
+                fields.push((
+                    vec![stage(report), ("field", field.clone())],
+                    ConstCounter::new(*n),
+                ));
+            }
+        }
+    }
+    labelled(
+        encoder,
+        "shadow_compared",
+        "Records (parse, map, format) or windows (aggregate) compared, by outcome.",
+        MetricType::Counter,
+        outcomes,
+    )?;
+    labelled(
+        encoder,
+        "shadow_field_differences",
+        "Rows (or window keys) whose field differs between the live module and its shadow.",
+        MetricType::Counter,
+        fields,
+    )
+}
+
 /// Writes a gauge with one value per table.
 fn table_gauges<'a>(
     encoder: &mut DescriptorEncoder<'_>,
@@ -338,6 +470,7 @@ impl Collector for JobMetrics {
             "table",
             tables.iter().map(|t| (t.name.as_str(), t.misses)),
         )?;
+        shadow_metrics(&mut encoder, &snapshot.shadows)?;
         Ok(())
     }
 }

@@ -10,13 +10,16 @@
 //!   module it runs now (`rivulet graph --control`);
 //! * `POST /stages/{name}/module[?file=<name>]` with a component as the body — swap it in
 //!   (answers once the swap is done or rejected); `file` names it in the status and the
-//!   graph. It needs the job's bearer token ([`token`]).
+//!   graph. It needs the job's bearer token ([`token`]);
+//! * `POST /stages/{name}/shadow`, `GET /shadows`, `POST /shadows/promote|drop` — run a
+//!   candidate beside the live module and compare ([`shadow`]).
 //!
 //! Bound to a loopback address, the read-only endpoints are open; bound to any other
 //! address, every endpoint needs the token.
 
 pub mod client;
 pub mod metrics;
+pub mod shadow;
 pub mod token;
 
 use crate::status::JobStatus;
@@ -125,6 +128,10 @@ fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/graph", get(graph))
         .route("/stages/{name}/module", post(swap))
+        .route("/stages/{name}/shadow", post(shadow::start))
+        .route("/shadows", get(shadow::list))
+        .route("/shadows/promote", post(shadow::promote))
+        .route("/shadows/drop", post(shadow::drop_shadow))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -159,6 +166,26 @@ fn refusal(shared: &Shared, headers: &HeaderMap, needed: bool) -> Option<Respons
 
 fn no_job() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the job is (re)starting")
+}
+
+/// The job a request that needs the token acts on, or the answer that refuses it.
+fn authorised(shared: &Shared, headers: &HeaderMap) -> Result<Current, Box<Response>> {
+    if let Some(refused) = refusal(shared, headers, true) {
+        return Err(Box::new(refused));
+    }
+    shared.target.current().ok_or_else(|| Box::new(no_job()))
+}
+
+/// The same for a request carrying a component as its body.
+fn upload(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Result<Current, Box<Response>> {
+    let current = authorised(shared, headers)?;
+    if body.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "send the component as the request body",
+        )));
+    }
+    Ok(current)
 }
 
 async fn dashboard() -> Response {
@@ -261,17 +288,9 @@ async fn swap(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = refusal(&shared, &headers, true) {
-        return refused;
-    }
-    if body.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "send the component as the request body",
-        );
-    }
-    let Some(current) = shared.target.current() else {
-        return no_job();
+    let current = match upload(&shared, &headers, &body) {
+        Ok(current) => current,
+        Err(refused) => return *refused,
     };
     let (reply, answer) = channel();
     let request = SwapRequest {
@@ -280,6 +299,7 @@ async fn swap(
         origin: upload_origin(query_value(&uri, "file")),
         reply: Some(reply),
         fleet: None,
+        shadow: None,
     };
     let Some(requests) = &current.requests else {
         return error(
@@ -307,6 +327,6 @@ async fn swap(
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "try GET / (the dashboard), GET /status, GET /metrics or POST /stages/<name>/module",
+        "try GET / (the dashboard), GET /status, GET /metrics, POST /stages/<name>/module, POST /stages/<name>/shadow, GET /shadows, POST /shadows/promote or POST /shadows/drop",
     )
 }

@@ -92,6 +92,7 @@ impl Drop for JobProcess {
     }
 }
 
+pub mod job;
 pub mod kafka;
 pub mod registry;
 pub mod tansu;
