@@ -1021,7 +1021,9 @@ topic = "{out}"
 
 /// With a short idle timeout, a process must only ever speak for the partitions it reads: a
 /// partition it never read (or gave up) must not look idle to the merge, or windows fire
-/// without another process's orders. Two processes, then one killed, the other reading on.
+/// without another process's orders. Two processes, orders flowing into every partition
+/// (none is ever idle while its reader lives), then one process killed: its partitions wait
+/// for their next owner, and every window comes out whole.
 #[test]
 fn a_short_idle_timeout_never_fires_a_window_without_another_processs_partitions() {
     let job = Cluster::new("cluster-idle", 4);
@@ -1033,9 +1035,7 @@ fn a_short_idle_timeout_never_fires_a_window_without_another_processs_partitions
     let (closing, orders): (Vec<_>, Vec<_>) = records
         .into_iter()
         .partition(|(_, key, _)| key.starts_with("closing"));
-    let (first, second): (Vec<_>, Vec<_>) = orders.into_iter().partition(|(_, key, _)| {
-        key.rsplit('-').next().and_then(|i| i.parse::<i64>().ok()) < Some(500)
-    });
+    let index = |key: &str| -> i64 { key.rsplit('-').next().unwrap().parse().unwrap() };
     let (mut a, a_lines) = start(&job.spec_path, &job.address);
     let (b, b_lines) = start(&job.spec_path, &job.address);
     settled(
@@ -1043,16 +1043,23 @@ fn a_short_idle_timeout_never_fires_a_window_without_another_processs_partitions
         Duration::from_secs(4),
         Duration::from_secs(120),
     );
-    // Longer than the idle timeout before anything is read.
-    std::thread::sleep(Duration::from_secs(4));
-    produce(&job.address, &job.topic, &first);
-    read_until(&job.address, &job.out, 1, Duration::from_secs(60), |read| {
-        read.len() >= 5
-    });
-    let mut b = b;
-    b.0.kill().expect("kill -9");
-    b.wait().expect("killed");
-    produce(&job.address, &job.topic, &second);
+    // A second of event time per partition every 100 ms.
+    let mut b = Some(b);
+    for chunk in 0..100 {
+        let part: Vec<_> = orders
+            .iter()
+            .filter(|(_, key, _)| index(key) / 10 == chunk)
+            .cloned()
+            .collect();
+        produce(&job.address, &job.topic, &part);
+        if chunk == 30
+            && let Some(mut b) = b.take()
+        {
+            b.0.kill().expect("kill -9");
+            b.wait().expect("killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     produce(&job.address, &job.topic, &closing);
     let got = read_until(
         &job.address,
