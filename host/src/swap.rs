@@ -287,7 +287,7 @@ fn shadow(
         if status.shadows.running(&request.stage) {
             return Err(crate::shadow::ShadowError::Busy(request.stage.clone()).to_string());
         }
-        if over_kafka && stages.get(&request.stage).map(|(kind, _)| *kind) == Some(Kind::Aggregate)
+        if over_kafka && stages.get(&request.stage).map(|stage| stage.kind) == Some(Kind::Aggregate)
         {
             return Err(format!(
                 "stage `{}`: a shadow of the aggregate of a job over the partials topic is not supported (its windows finish in other processes); shadow it in a single-process run of the job",
