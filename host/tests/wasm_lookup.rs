@@ -455,6 +455,7 @@ tables = ["regions"]
             origin: "test:enrich-region".into(),
             reply: Some(reply),
             fleet: None,
+            shadow: None,
         })
         .unwrap();
     answer
