@@ -362,6 +362,11 @@ pub mod __private {
         };
     }
 
+    /// Starts a map batch: lookups from here on ask the host again.
+    pub fn new_lookup_batch() {
+        crate::lookup::new_batch();
+    }
+
     /// Numbers the items of a batch (batches hold at most `u32::MAX` records).
     pub fn indexed<I: Iterator>(iter: I) -> impl Iterator<Item = (u32, I::Item)> {
         (0u32..).zip(iter)

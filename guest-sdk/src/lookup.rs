@@ -45,12 +45,17 @@ use std::fmt::Display;
 /// assert_eq!(missed.region_name, None);
 /// # }
 /// ```
+///
+/// Within one batch, the host is asked once per (table, key): later lookups of the same key
+/// read the answer it gave (a workshop batch of 1,024 orders over five regions makes five
+/// calls, not 1,024). A table updated while the job runs is seen from the next batch on.
 pub fn lookup<T: DeserializeOwned>(table: &str, key: impl Display) -> Result<Option<T>, Error> {
     let key = key.to_string();
-    let Some(row) = host::lookup(table, &key).map_err(Error::new)? else {
-        return Ok(None);
-    };
-    read(&row, table, &key).map(Some)
+    host::with_row(table, &key, |row| match row {
+        Ok(Some(row)) => read(row, table, &key).map(Some),
+        Ok(None) => Ok(None),
+        Err(err) => Err(Error::new(err)),
+    })
 }
 
 /// The one row of `row` as `T`; an error names the table and key.
@@ -75,14 +80,66 @@ mod host {
         });
     }
 
-    pub fn lookup(table: &str, key: &str) -> Result<Option<rivulet_rows::Batch>, String> {
-        bindings::rivulet::udf::lookup::lookup(table, key)
+    use rivulet_rows::Batch;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// The most answers one batch keeps (a batch of distinct keys beyond this asks the host
+    /// for each of the rest).
+    const MEMO_CAP: usize = 4096;
+
+    type Answer = Result<Option<Batch>, String>;
+
+    thread_local! {
+        /// The host's answers in the current batch, by table then key.
+        static MEMO: RefCell<HashMap<String, HashMap<String, Answer>>> =
+            RefCell::new(HashMap::new());
+    }
+
+    /// Forgets the previous batch's answers (a table may have changed since).
+    pub fn new_batch() {
+        MEMO.with(|memo| memo.borrow_mut().clear());
+    }
+
+    /// Calls `f` with the host's answer for `key` in `table`, asking the host only for the
+    /// batch's first lookup of that key.
+    pub fn with_row<R>(table: &str, key: &str, f: impl FnOnce(&Answer) -> R) -> R {
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if let Some(answer) = memo.get(table).and_then(|rows| rows.get(key)) {
+                return f(answer);
+            }
+            let answer = bindings::rivulet::udf::lookup::lookup(table, key);
+            let held: usize = memo.values().map(HashMap::len).sum();
+            if held >= MEMO_CAP {
+                return f(&answer);
+            }
+            let rows = memo.entry(table.to_owned()).or_default();
+            f(rows.entry(key.to_owned()).or_insert(answer))
+        })
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod host {
-    pub(super) use super::testing::lookup;
+    use rivulet_rows::Batch;
+
+    /// Natively there are no batches to remember answers over: every lookup reads the
+    /// test's rows as they are now.
+    pub fn new_batch() {}
+
+    pub fn with_row<R>(
+        table: &str,
+        key: &str,
+        f: impl FnOnce(&Result<Option<Batch>, String>) -> R,
+    ) -> R {
+        f(&super::testing::lookup(table, key))
+    }
+}
+
+/// Called by `#[map]`'s generated code at the start of every batch.
+pub(crate) fn new_batch() {
+    host::new_batch();
 }
 
 /// Tables for a step built natively (its unit tests): what [`lookup`] reads outside

@@ -271,6 +271,7 @@ fn expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
                     /// Runs the map step over a batch of rows (called by the host).
                     #[doc(hidden)]
                     pub fn __rivulet_map_batch(input: &#sdk::Batch) -> #sdk::RowsOut {
+                        #sdk::new_lookup_batch();
                         let mut out = #sdk::RowsOutBuilder::new();
                         for index in 0..input.len {
                             match input.row::<#arg_ty>(index as usize) {

@@ -137,6 +137,9 @@ pub(super) async fn drop_shadow(
         .and_then(|stage| board.drop_shadow(&stage, "dropped on request"));
     match dropped {
         Ok(report) => pretty(&report),
+        Err(err @ crate::shadow::ShadowError::Gone { .. }) => {
+            error(StatusCode::CONFLICT, &err.to_string())
+        }
         Err(err) => error(StatusCode::NOT_FOUND, &err.to_string()),
     }
 }

@@ -207,8 +207,12 @@ pub enum ShadowError {
     NoneAtAll(String),
     #[error("several stages have a shadow ({0}): name one with --stage")]
     Ambiguous(String),
-    #[error("the shadow of stage `{stage}` was {state}; nothing to promote")]
-    Gone { stage: String, state: String },
+    #[error("the shadow of stage `{stage}` was {state}; nothing to {action}")]
+    Gone {
+        stage: String,
+        state: String,
+        action: &'static str,
+    },
     #[error(
         "--windows counts an aggregate's windows; stage `{stage}` is a {kind} stage: use --for"
     )]
@@ -407,12 +411,19 @@ impl ShadowBoard {
             let entry = shadows
                 .get(stage)
                 .ok_or_else(|| ShadowError::NoShadow(stage.to_owned()))?;
-            entry.control.stop(State::Dropped, reason.to_owned());
             let mut report = lock(&entry.report);
-            if matches!(report.state, State::Running | State::Finished) {
-                report.state = State::Dropped;
-                report.reason = Some(reason.to_owned());
+            if let State::Dropped | State::Promoted = report.state {
+                // Already over (promoted, or dropped on its own or on request): nothing
+                // changes, and the caller hears so rather than a report that looks dropped.
+                return Err(ShadowError::Gone {
+                    stage: stage.to_owned(),
+                    state: format!("{:?}", report.state).to_lowercase(),
+                    action: "drop",
+                });
             }
+            entry.control.stop(State::Dropped, reason.to_owned());
+            report.state = State::Dropped;
+            report.reason = Some(reason.to_owned());
             report.clone()
         };
         self.closed(stage);
@@ -431,6 +442,7 @@ impl ShadowBoard {
             State::Dropped | State::Promoted => Err(ShadowError::Gone {
                 stage: stage.to_owned(),
                 state: format!("{state:?}").to_lowercase(),
+                action: "promote",
             }),
         }
     }

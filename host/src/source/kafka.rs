@@ -31,6 +31,10 @@ pub struct Assignment {
     /// together (every partition, with `assign = "all"`): windows closing at or before it
     /// were emitted with every task's records (see [`crate::window::Exchange`]).
     pub job_closed: Option<i64>,
+    /// The source joined a consumer group that has not assigned it anything yet: it will
+    /// own partitions, it just does not know which. Until it does, a task holds windows
+    /// shared with other tasks back (they would fire without its partitions' records).
+    pub awaiting_group: bool,
 }
 
 /// Consumer context: logs, restores the state of partitions the group assigns (applying the
@@ -527,6 +531,7 @@ impl KafkaSource {
                     .first_start
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = first;
+                source.assignment.awaiting_group = true;
                 source
                     .consumer
                     .subscribe(&[&options.topic])

@@ -136,3 +136,123 @@ impl Windowing {
         Ok(payloads)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Aggregator;
+    use crate::aggregate::builtin::Builtins;
+    use crate::source::kafka::Assignment;
+    use crate::spec::{BuiltinFn, BuiltinSpec, OnError, WindowSpec};
+    use rivulet_rows::{Batch, RawBatch};
+    use std::time::Duration;
+
+    fn windowing(exchange: &Arc<Exchange<Acc>>, task: TaskId) -> Windowing {
+        let spec = WindowSpec {
+            key: Some("status".into()),
+            size: Duration::from_secs(10),
+            time: TimeDomain::Event,
+            timestamp: Some("ts".into()),
+            out_of_orderness: Duration::ZERO,
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(3600),
+            late_topic: None,
+            late_path: None,
+            exchange: Default::default(),
+            partials_partitions: None,
+        };
+        let count = Aggregator::Builtin(Builtins::new(vec![BuiltinSpec {
+            name: "orders".into(),
+            function: BuiltinFn::Count,
+            field: None,
+            input: None,
+        }]));
+        Windowing::new(spec, count, OnError::Dlq, false)
+            .unwrap()
+            .linked(TaskLink {
+                exchange: exchange.clone(),
+                task,
+                splits: Arc::from(Vec::new()),
+            })
+    }
+
+    /// Feeds rows `{status, ts}` read from `partition` at offsets 0, 1, …
+    fn ingest(windowing: &mut Windowing, partition: i32, rows: &[(&str, i64)]) {
+        let mut raw = RawBatch::new();
+        let mut builder = rivulet_rows::BatchBuilder::new();
+        for (i, (status, ts)) in rows.iter().enumerate() {
+            raw.push(None, b"", 0, partition, i as i64, &[]);
+            let row = serde_json::json!({"status": status, "ts": ts});
+            builder.push(row.as_object().unwrap()).unwrap();
+        }
+        let origins: Vec<u32> = (0..rows.len() as u32).collect();
+        let side = windowing.ingest(&raw, &builder.finish(), &origins).unwrap();
+        assert!(side.is_empty(), "nothing late or refused");
+    }
+
+    fn counts(parts: &[Batch]) -> Vec<(String, String, i64)> {
+        let mut out: Vec<_> = parts
+            .iter()
+            .flat_map(|batch| {
+                (0..batch.len as usize).map(move |i| {
+                    let row = crate::emit::row_object(batch, i);
+                    (
+                        row["window_start"].as_str().unwrap().to_owned(),
+                        row["status"].as_str().unwrap().to_owned(),
+                        row["orders"].as_i64().unwrap(),
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_task_the_group_has_not_assigned_yet_holds_the_first_window_back() {
+        let exchange = Arc::new(Exchange::new(
+            2,
+            10_000,
+            0,
+            0,
+            false,
+            Duration::from_secs(60),
+        ));
+        let (mut a, mut b) = (windowing(&exchange, 0), windowing(&exchange, 1));
+        // Both tasks start before the group has assigned anything; task 0 gets partition 0
+        // first and reads past the first window while task 1 still waits for partition 1.
+        let waiting = Assignment {
+            awaiting_group: true,
+            ..Assignment::default()
+        };
+        a.restart(&waiting);
+        b.restart(&waiting);
+        a.restart(&Assignment {
+            partitions: vec![0],
+            ..Assignment::default()
+        });
+        ingest(
+            &mut a,
+            0,
+            &[("new", 1_000), ("new", 2_000), ("paid", 25_000)],
+        );
+        b.restart(&waiting);
+        for task in [&mut a, &mut b] {
+            assert!(
+                task.fire().unwrap().parts.is_empty(),
+                "no window fires without partition 1's records"
+            );
+        }
+        b.restart(&Assignment {
+            partitions: vec![1],
+            ..Assignment::default()
+        });
+        ingest(&mut b, 1, &[("new", 3_000), ("paid", 30_000)]);
+        let mut parts = b.fire().unwrap().parts;
+        parts.extend(a.fire().unwrap().parts);
+        // The job's watermark is min(25 s, 30 s): [0 s, 10 s) and [10 s, 20 s) closed.
+        let start = rivulet_rows::time::iso8601(0);
+        assert_eq!(counts(&parts), vec![(start, "new".into(), 3)]);
+    }
+}

@@ -152,7 +152,12 @@ impl Windowing {
         self.lines.clear();
         self.max_seen = None;
         self.partitions = partitions.to_vec();
-        if let Some(link) = &self.link {
+        // A task the group has not assigned yet keeps holding the job back: marking it
+        // as reading nothing would let the other tasks fire the first windows without
+        // the records of the partitions it is about to get.
+        if let Some(link) = &self.link
+            && !assignment.awaiting_group
+        {
             link.exchange.restart(link.task, partitions);
         }
         self.watermarks = fresh_watermarks(&self.spec);

@@ -5,7 +5,7 @@
 //! exactly. A job whose guest blocks forever stops promptly on SIGINT and SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use rivulet::assemble::RunOptions;
 use rivulet::pipeline::Pipeline;

@@ -2,7 +2,7 @@
 //! right kind detected for those that are, and the compiled-module cache.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-mod common;
+use crate::common;
 
 use common::{limits, load, runtime, wasm};
 use rivulet::stage::wasm::{WasmAggregate, WasmParse};

@@ -3,7 +3,7 @@
 //! and region name, and a table that cannot be read stops the job at start with one line.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::json_lines;
 

@@ -3,7 +3,7 @@
 //! errors are counted per stage and logged as a bounded number of WARNs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use rivulet::assemble::RunOptions;
 use rivulet::spec::PipelineSpec;

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, TestBroker, produce, read_until};
 use common::{JobProcess, wasm};

@@ -4,7 +4,7 @@
 //! that is no row is refused and counted; `status` and `/metrics` show the table.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, TestBroker, produce, read_until, tombstone};
 use common::wait_for_table;

@@ -8,7 +8,7 @@
 //! Run by `just test-tansu` (it sets `RIVULET_TANSU`); skipped otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, produce, read_until};
 use common::tansu::{Storage, Tansu};

@@ -3,7 +3,7 @@
 //! accumulator that would take the stage past its cap is refused for its key only.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::{load, runtime};
 use rivulet::assemble::RunOptions;

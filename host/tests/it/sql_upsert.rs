@@ -5,7 +5,7 @@
 //! computes them; and the errors for what cannot run.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-const SALES_SQL: &str = include_str!("../../pipelines/sales-per-store.sql");
+const SALES_SQL: &str = include_str!("../../../pipelines/sales-per-store.sql");
 const SALE: &str = r#"{"type":"record","name":"StoreSale","fields":[{"name":"store_id","type":"string"},{"name":"sale_amount","type":"int"},{"name":"sale_ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
 const T0: i64 = 1_700_000_040_000; // a minute boundary
 const DEV_REGISTRY: &str = "http://127.0.0.1:8081";

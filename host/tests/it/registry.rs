@@ -2,7 +2,7 @@
 //! its JSON shapes, content type and error codes; and rivulet's registry client against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::registry::registry;
 use rivulet::registry::client::{RegistryClient, RegistryError};

@@ -2,7 +2,7 @@
 //! `RIVULET_TEST_BROKERS` set, an external broker such as Tansu — see `just test-tansu`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, TestBroker, produce, read_until};
 use common::wasm;

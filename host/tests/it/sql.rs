@@ -3,7 +3,7 @@
 //! the errors for what is not supported.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, TestBroker, produce, read_until};
 use rivulet::assemble::RunOptions;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-const STEP5: &str = include_str!("../../pipelines/step5-sql.sql");
+const STEP5: &str = include_str!("../../../pipelines/step5-sql.sql");
 const T0: i64 = 1_700_000_000_000;
 
 fn plan(text: &str) -> SqlJob {

@@ -2,7 +2,7 @@
 //! names the stage and the limit, and the same stage then processes the next batch correctly.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-mod common;
+use crate::common;
 
 use common::{load, runtime};
 use rivulet::stage::ParseStage;

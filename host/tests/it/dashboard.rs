@@ -9,7 +9,7 @@
 //! set; CI sets it (`.ci/run` installs chromium and chromium-driver).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::{JobProcess, wasm};
 use fantoccini::{Client, ClientBuilder, Locator};

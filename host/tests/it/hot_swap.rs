@@ -3,7 +3,7 @@
 //! version lets open windows finish with the old module.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::job::{Running, lines, module, producer, send, start};
 use common::kafka::TestBroker;

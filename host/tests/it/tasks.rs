@@ -3,7 +3,7 @@
 //! that reach every task.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{TestBroker, produce, read_until};
 use common::wasm;

@@ -9,7 +9,7 @@
 //! given in `RIVULET_TEST_TXN_BROKERS` that hides aborted transactions (Apache Kafka).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::JobProcess;
 use common::kafka::{Read, TestBroker, produce, read_until};

@@ -8,7 +8,7 @@
 //! sets `RIVULET_REQUIRE_PYTHON`, so there a missing venv fails the test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::kafka::TestBroker;
 use common::registry::registry;
@@ -165,7 +165,7 @@ fn confluents_python_serializer_in_rivulet_sums_out_confluents_deserializer_read
     assert_eq!(got, expected);
 }
 
-const SALES_SQL: &str = include_str!("../../pipelines/sales-per-store.sql");
+const SALES_SQL: &str = include_str!("../../../pipelines/sales-per-store.sql");
 
 /// The workshop's SQL job as written (upsert-kafka, Avro key and value), against the test's
 /// registry and bounded: Confluent's AvroDeserializer reads back both the key (Flink's key

@@ -2,7 +2,7 @@
 //! "Try it" lines, waiting for Kafka (timeout, interruption) and the demo's last window.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -4,7 +4,7 @@
 //! normal swap with nothing lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::job::{Running, lines, module, producer, send, start};
 use common::kafka::TestBroker;
@@ -558,10 +558,13 @@ fn control_api_starts_reports_and_promotes_a_shadow_with_the_token_and_metrics_s
         Some(started.hash.clone())
     );
     let (code, body) = request("POST", "/shadows/drop", &[], Some(token.as_str()));
-    assert_eq!(code, 200, "the promoted shadow's report stays: {body}");
-    let kept: Report = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 409, "a promoted shadow cannot be dropped: {body}");
+    assert!(
+        body.contains("the shadow of stage `parse` was promoted; nothing to drop"),
+        "{body}"
+    );
     assert_eq!(
-        kept.state,
+        job.report("parse").state,
         State::Promoted,
         "dropping a promoted shadow changes nothing"
     );

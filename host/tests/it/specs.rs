@@ -1,7 +1,7 @@
 //! The shipped pipeline specs are valid, and a file-source job gives exact results.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use rivulet::assemble::RunOptions;
 use rivulet::pipeline::Pipeline;

@@ -6,7 +6,7 @@
 //! after them; a module that looks rows up can be swapped into a running stage.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
+use crate::common;
 
 use common::kafka::{Read, TestBroker, produce, read_until, tombstone};
 use common::{json_lines, wait_for_table, wasm};
@@ -470,4 +470,77 @@ tables = ["regions"]
     );
     stop.store(true, Ordering::Relaxed);
     running.join().unwrap().unwrap();
+}
+
+/// Answers `regions` from [`REGIONS`] and counts what it was asked, by key.
+struct CountingReader {
+    asked: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+impl rivulet::udf::TableReader for CountingReader {
+    fn lookup(&self, table: &str, key: &str) -> Result<Option<rivulet_rows::Batch>, String> {
+        assert_eq!(table, "regions");
+        *self
+            .asked
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default() += 1;
+        Ok(REGIONS
+            .iter()
+            .find(|r| r.0 == key)
+            .map(|(key, name, country)| {
+                let mut row = rivulet_rows::BatchBuilder::new();
+                row.push(&json!({"region": key, "name": name, "country": country}))
+                    .unwrap();
+                row.finish()
+            }))
+    }
+}
+
+#[test]
+fn a_wasm_step_asks_the_host_once_per_key_in_a_batch_and_again_in_the_next_batch() {
+    use rivulet::stage::MapStage;
+    let reader = Arc::new(CountingReader {
+        asked: Default::default(),
+    });
+    let runtime = Runtime::new(ModuleCache::disabled()).unwrap();
+    let module = rivulet::udf::UdfModule::load(&runtime, &wasm("udf_enrich_region")).unwrap();
+    let mut stage = rivulet::stage::wasm::WasmMap::reading(
+        &runtime,
+        &module,
+        "add-region",
+        rivulet::udf::Limits::default(),
+        Some(reader.clone() as Arc<dyn rivulet::udf::TableReader>),
+    )
+    .unwrap();
+    // 240 orders over 5 known regions, "mars" and "EU-WEST": 7 distinct keys.
+    let input = orders();
+    let mut batch = rivulet_rows::BatchBuilder::new();
+    for order in &input {
+        batch.push(order).unwrap();
+    }
+    let batch = batch.finish();
+    let distinct: std::collections::BTreeSet<&str> = input
+        .iter()
+        .map(|o| o["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 7);
+
+    for round in 1..=2usize {
+        let out = stage.map(&batch).unwrap();
+        // Every record still gets its own answer: hits joined, misses its error.
+        let got: Vec<Value> = (0..out.rows.len)
+            .map(|i| Value::Object(out.rows.row_json(i as usize)))
+            .collect();
+        assert_eq!(
+            by_customer(got),
+            by_customer(input.iter().filter_map(joined))
+        );
+        assert_eq!(out.errors.len(), 68);
+        let asked = reader.asked.lock().unwrap().clone();
+        let want: BTreeMap<String, usize> =
+            distinct.iter().map(|k| ((*k).to_owned(), round)).collect();
+        assert_eq!(asked, want, "after batch {round}");
+    }
 }

@@ -4,7 +4,7 @@
 //! dead letters with the reason; a registry that is down stops the job from starting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;

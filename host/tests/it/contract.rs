@@ -4,7 +4,7 @@
 //! The SDK's own batches (short null bitmaps included) pass whole.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-mod common;
+use crate::common;
 
 use common::{limits, load, runtime};
 use rivulet::assemble::RunOptions;

@@ -2,7 +2,7 @@
 //! wrong-typed and huge), and against the same functions run natively.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benchmarks fail loudly
 
-mod common;
+use crate::common;
 
 use common::{limits, load, runtime};
 use rivulet::stage::wasm::{WasmAggregate, WasmFormat, WasmMap, WasmParse};
