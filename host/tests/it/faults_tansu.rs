@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use common::kafka::{Read, produce, read_until};
+use common::kafka::{Read, produce_plain, read_until};
 use common::tansu::{Storage, Tansu};
 use common::{JobProcess, wasm};
 use rand::rngs::SmallRng;
@@ -205,7 +205,7 @@ fn feed(
         for chunk in chunks {
             let started = Instant::now();
             let open = gate.lock().unwrap();
-            produce(&address, "orders", &chunk);
+            produce_plain(&address, "orders", &chunk);
             drop(open);
             if let Some(rest) = CHUNK_EVERY.checked_sub(started.elapsed()) {
                 std::thread::sleep(rest);
@@ -360,10 +360,16 @@ fn broker_down_ten_seconds_mid_run_never_emits_a_partial_window() {
         };
         let tansu = Arc::new(Mutex::new(tansu));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outage(&tansu)));
-        let crashed = tansu
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .crashed();
+        let crashed = {
+            let tansu = tansu
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let crashed = tansu.crashed();
+            if crashed {
+                tansu.print_log_tail();
+            }
+            crashed
+        };
         match outcome {
             Ok(()) => return,
             Err(_) if crashed && attempt < ATTEMPTS => eprintln!(

@@ -138,6 +138,16 @@ impl Tansu {
         std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("panicked at"))
     }
 
+    /// Prints the last lines of the broker's log.
+    pub fn print_log_tail(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("tansu log, last lines:");
+        for line in tail.iter().rev() {
+            eprintln!("  {line}");
+        }
+    }
+
     /// Whether the broker answers a metadata request.
     pub fn answers(&self) -> bool {
         use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -152,12 +162,7 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("tansu log, last lines:");
-            for line in tail.iter().rev() {
-                eprintln!("  {line}");
-            }
+            self.print_log_tail();
         }
     }
 }
