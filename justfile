@@ -152,7 +152,7 @@ bench-enrich:
 # The Kafka tests against a separate Tansu broker process (installed once, cached): the
 # pipeline tests, then kill -9 and broker-restart fault tests checked against ground truth.
 test-tansu: udfs test-guests
-    scripts/with-tansu cargo test --release -p rivulet --test it -- --test-threads 1 pipeline_kafka:: faults_tansu:: cluster:: exactly_once::
+    scripts/with-tansu cargo test --release -p rivulet --test it -- --test-threads 1 pipeline_kafka:: faults_tansu:: cluster:: exactly_once:: sql::step5_script sql_upsert::sales_script
 
 # Fleet-wide swap latency: 3 processes of one job over Kafka, N swaps (default 20), p50/p99.
 bench-fleet-swap swaps="20": udfs

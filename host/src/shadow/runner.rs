@@ -26,11 +26,65 @@ pub enum ShadowStage {
 }
 
 /// An aggregate shadow's own accumulators, per window start and key.
-#[derive(Default)]
 pub(super) struct Windows {
     accs: BTreeMap<i64, BTreeMap<Scalar, Vec<u8>>>,
     /// Windows that were open before the shadow started.
     partial: BTreeSet<i64>,
+    /// What `accs` holds, in bytes (accumulators, plus [`ENTRY_OVERHEAD`] per entry).
+    held: usize,
+    /// The most `held` may reach before the shadow is dropped.
+    cap: usize,
+}
+
+/// The most memory an aggregate shadow's accumulators may take (the live job's own are
+/// not capped: they are the job's state). A candidate whose accumulators grow past it is
+/// dropped, with the figure, before it can starve the process.
+pub const SHADOW_ACCUMULATOR_CAP: usize = 64 << 20;
+
+/// What a (window, key) entry costs besides its accumulator's bytes: the key and the map.
+const ENTRY_OVERHEAD: usize = 64;
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows::with_cap(SHADOW_ACCUMULATOR_CAP)
+    }
+}
+
+impl Windows {
+    pub(super) fn with_cap(cap: usize) -> Self {
+        Windows {
+            accs: BTreeMap::new(),
+            partial: BTreeSet::new(),
+            held: 0,
+            cap,
+        }
+    }
+
+    /// Keeps `acc` as the accumulator of `key` in the window at `start`; an error when the
+    /// shadow's accumulators now take more than the cap.
+    fn put(&mut self, start: i64, key: &Scalar, acc: Vec<u8>) -> Result<(), String> {
+        let added = acc.len() + ENTRY_OVERHEAD;
+        let keys = self.accs.entry(start).or_default();
+        let old = keys.insert(key.clone(), acc);
+        self.held = self.held + added - old.map_or(0, |old| old.len() + ENTRY_OVERHEAD);
+        if self.held > self.cap {
+            let entries: usize = self.accs.values().map(BTreeMap::len).sum();
+            return Err(format!(
+                "its accumulators took {} bytes ({entries} windows × keys), more than a shadow's cap of {} bytes",
+                self.held, self.cap
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets the window at `start` (finished for good).
+    fn remove(&mut self, start: i64) {
+        if let Some(keys) = self.accs.remove(&start) {
+            let freed: usize = keys.values().map(|acc| acc.len() + ENTRY_OVERHEAD).sum();
+            self.held -= freed;
+        }
+        self.partial.remove(&start);
+    }
 }
 
 pub(super) struct Runner {
@@ -194,7 +248,11 @@ impl Runner {
                 let mut report = lock(&self.report);
                 report.live.add(inputs, errors, false, busy);
                 let (shadow_errors, trap) = match out {
-                    Ok(errors) => (errors, None),
+                    Ok(Added::Kept(errors)) => (errors, None),
+                    Ok(Added::OverCap(why)) => {
+                        report.shadow.add(inputs, 0, false, took);
+                        return Err(why);
+                    }
                     Err(err) => (0, Some(err)),
                 };
                 report
@@ -293,7 +351,7 @@ fn add(
     windows: &mut Windows,
     rows: &Batch,
     groups: &[Group],
-) -> (Duration, Result<u64, crate::udf::UdfError>) {
+) -> (Duration, Result<Added, crate::udf::UdfError>) {
     let mut selected = Vec::new();
     let mut group_of = Vec::new();
     for (index, group) in groups.iter().enumerate() {
@@ -303,7 +361,7 @@ fn add(
         }
     }
     if selected.is_empty() {
-        return (Duration::ZERO, Ok(0));
+        return (Duration::ZERO, Ok(Added::Kept(0)));
     }
     // The rows in the order of their groups, each with its group.
     let input = rows.select(&selected);
@@ -326,13 +384,20 @@ fn add(
         Err(err) => return (took, Err(err)),
     };
     for (group, acc) in groups.iter().zip(added.accs) {
-        windows
-            .accs
-            .entry(group.start)
-            .or_default()
-            .insert(group.key.clone(), acc);
+        if let Err(over) = windows.put(group.start, &group.key, acc) {
+            return (took, Ok(Added::OverCap(over)));
+        }
     }
-    (took, Ok(added.errors.len() as u64))
+    (took, Ok(Added::Kept(added.errors.len() as u64)))
+}
+
+/// What adding a batch to an aggregate shadow's accumulators came to.
+#[derive(Debug, PartialEq)]
+enum Added {
+    /// Kept, with this many rows the candidate refused.
+    Kept(u64),
+    /// The accumulators outgrew the cap: why the shadow must stop.
+    OverCap(String),
 }
 
 /// A compared window: start, end, whether the shadow saw only part of it, and per key (as
@@ -396,10 +461,40 @@ fn finish(
         }
         let partial = windows.partial.contains(&start);
         if is_final {
-            windows.accs.remove(&start);
-            windows.partial.remove(&start);
+            windows.remove(start);
         }
         compared.push((start, end, partial, results));
     }
     Ok(compared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shadow_whose_accumulators_outgrow_the_cap_is_told_why_and_finished_windows_free_theirs() {
+        let acc = |n: usize| vec![7u8; n];
+        let mut windows = Windows::with_cap(3 * (100 + ENTRY_OVERHEAD));
+        let (a, b) = (Scalar::Text("a".into()), Scalar::Text("b".into()));
+        windows.put(0, &a, acc(100)).unwrap();
+        windows.put(0, &b, acc(100)).unwrap();
+        // Replacing an accumulator counts its new size only.
+        windows.put(0, &a, acc(100)).unwrap();
+        assert_eq!(windows.held, 2 * (100 + ENTRY_OVERHEAD));
+        windows.remove(0);
+        assert_eq!(windows.held, 0);
+        windows.put(10, &a, acc(100)).unwrap();
+        windows.put(10, &b, acc(100)).unwrap();
+        windows.put(20, &a, acc(100)).unwrap();
+        let over = windows.put(20, &b, acc(100)).unwrap_err();
+        assert_eq!(
+            over,
+            format!(
+                "its accumulators took {} bytes (4 windows × keys), more than a shadow's cap of {} bytes",
+                4 * (100 + ENTRY_OVERHEAD),
+                3 * (100 + ENTRY_OVERHEAD)
+            )
+        );
+    }
 }

@@ -12,7 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use rivulet_rows::RawBatch;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -253,11 +253,7 @@ fn restore<C: ConsumerContext>(
     start: StartAt,
 ) -> Result<(Assignment, TopicPartitionList), KafkaError> {
     let mut tpl = Tpl::new();
-    for &p in partitions
-        .iter()
-        .chain(job)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    for &p in partitions.iter().chain(job).collect::<BTreeSet<_>>() {
         tpl.add_partition(topic, p);
     }
     let mut committed: BTreeMap<i32, (Option<i64>, Option<PartitionState>)> = BTreeMap::new();
@@ -390,8 +386,8 @@ pub struct KafkaSource {
     topic: String,
     /// Next offset to hand out, per partition.
     positions: BTreeMap<i32, i64>,
-    /// Bounded reads stop at these offsets.
-    ends: Option<BTreeMap<i32, i64>>,
+    /// Where a bounded read stops.
+    ends: Option<BoundedEnd>,
     /// The current assignment (where it started, and its restart state).
     assignment: Assignment,
     /// Where restart state is kept besides commit metadata.
@@ -542,6 +538,7 @@ impl KafkaSource {
             }
         }
         if options.bounded {
+            let started = now_millis();
             let mut ends = BTreeMap::new();
             for &p in &partitions {
                 let (_, high) = source
@@ -553,7 +550,7 @@ impl KafkaSource {
                 ends.insert(p, high);
                 tracing::debug!(partition = p, end = high, "bounded read");
             }
-            source.ends = Some(ends);
+            source.ends = Some(BoundedEnd::new(ends, started));
         }
         Ok(source)
     }
@@ -686,12 +683,11 @@ impl KafkaSource {
         rebalanced.push_back(Rebalance::Added(added));
     }
 
-    /// Whether a bounded source has read everything up to its end offsets.
+    /// Whether a bounded source has read everything that was in the topic at its start.
     pub fn at_end(&self) -> bool {
-        self.ends.as_ref().is_some_and(|ends| {
-            ends.iter()
-                .all(|(p, &end)| self.positions.get(p).copied().unwrap_or(0) >= end)
-        })
+        self.ends
+            .as_ref()
+            .is_some_and(|ends| ends.reached(&self.positions))
     }
 
     /// Up to `max` records, waiting at most `wait` for the first. Stops early when the group
@@ -778,10 +774,11 @@ impl KafkaSource {
             };
             let partition = message.partition();
             let offset = message.offset();
-            if let Some(end) = self.ends.as_ref().and_then(|ends| ends.get(&partition))
-                && offset >= *end
+            let timestamp = message.timestamp().to_millis().unwrap_or_else(now_millis);
+            if let Some(ends) = self.ends.as_mut()
+                && !ends.admits(partition, offset, timestamp)
             {
-                // Bounded: past the end seen at start; it is not ours to read.
+                // Bounded: written after the start; it is not ours to read.
                 if self.revoked() {
                     break;
                 }
@@ -795,7 +792,6 @@ impl KafkaSource {
                         .collect()
                 })
                 .unwrap_or_default();
-            let timestamp = message.timestamp().to_millis().unwrap_or_else(now_millis);
             batch.push(
                 message.key(),
                 message.payload().unwrap_or_default(),
@@ -821,6 +817,9 @@ impl KafkaSource {
         }
         if let Some((p, next)) = last {
             self.positions.insert(p, next);
+        }
+        if let Some(ends) = self.ends.as_mut() {
+            ends.quiet = batch.len == 0;
         }
         Ok(batch)
     }
@@ -932,9 +931,105 @@ impl KafkaSource {
     }
 }
 
+/// Where a bounded read ends: everything the topic held when the job started.
+///
+/// The end offsets the broker reports at the start are not enough: some brokers (Tansu)
+/// report the start of a partition's last batch + 1 there, so the rest of that batch lies
+/// past the reported end although it was written before the start. Records past the
+/// reported end are read while they were written before the start (by their timestamp); a
+/// partition is done at the first one written after it, or when a poll finds nothing more.
+#[derive(Debug)]
+struct BoundedEnd {
+    /// The end offset each partition reported at the start.
+    reported: BTreeMap<i32, i64>,
+    /// When the read started (epoch ms).
+    started: i64,
+    /// Partitions that gave a record written after the start: nothing more is theirs.
+    passed: BTreeSet<i32>,
+    /// Whether the latest poll found no record to hand out.
+    quiet: bool,
+}
+
+impl BoundedEnd {
+    fn new(reported: BTreeMap<i32, i64>, started: i64) -> Self {
+        BoundedEnd {
+            reported,
+            started,
+            passed: BTreeSet::new(),
+            quiet: false,
+        }
+    }
+
+    /// Whether the record at `offset` of `partition`, written at `timestamp`, is part of the
+    /// bounded read (noting the partition as passed when it isn't).
+    fn admits(&mut self, partition: i32, offset: i64, timestamp: i64) -> bool {
+        let Some(&end) = self.reported.get(&partition) else {
+            return false;
+        };
+        if offset < end {
+            return true;
+        }
+        if self.passed.contains(&partition) || timestamp > self.started {
+            self.passed.insert(partition);
+            return false;
+        }
+        true
+    }
+
+    /// Whether every partition is read to its end, given the next offset of each.
+    fn reached(&self, positions: &BTreeMap<i32, i64>) -> bool {
+        self.reported.iter().all(|(p, &end)| {
+            positions.get(p).copied().unwrap_or(0) >= end && (self.quiet || self.passed.contains(p))
+        })
+    }
+}
+
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: i64 = 1_000_000;
+
+    #[test]
+    fn a_bounded_read_takes_the_rest_of_a_last_batch_the_broker_reported_as_one_record() {
+        // The broker said partition 0 ends at 5, but offsets 5..8 were in the same batch.
+        let mut end = BoundedEnd::new(BTreeMap::from([(0, 5)]), START);
+        for offset in 0..8 {
+            assert!(end.admits(0, offset, START - 10), "offset {offset}");
+        }
+        let read_to_reported = BTreeMap::from([(0, 5)]);
+        assert!(
+            !end.reached(&read_to_reported),
+            "the rest of the batch may still come"
+        );
+        end.quiet = true;
+        assert!(end.reached(&BTreeMap::from([(0, 8)])));
+    }
+
+    #[test]
+    fn a_bounded_read_stops_a_partition_at_its_first_record_written_after_the_start() {
+        let mut end = BoundedEnd::new(BTreeMap::from([(0, 2), (1, 0)]), START);
+        assert!(
+            end.admits(0, 1, START + 50),
+            "before the reported end: ours"
+        );
+        assert!(end.admits(0, 2, START));
+        assert!(!end.admits(0, 3, START + 1));
+        assert!(
+            !end.admits(0, 4, START - 1),
+            "nothing after the first later record"
+        );
+        assert!(!end.admits(2, 0, START - 1), "a partition not read");
+        let positions = BTreeMap::from([(0, 3), (1, 0)]);
+        assert!(!end.reached(&positions), "partition 1 has said nothing yet");
+        assert!(!end.admits(1, 0, START + 1));
+        assert!(end.reached(&positions));
+    }
 }

@@ -23,13 +23,6 @@ const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLE
 /// Windows of 10 s; orders 100 ms apart per partition: 100 orders per window and partition.
 const WINDOW: i64 = 10_000;
 
-fn broker() -> TestBroker {
-    match std::env::var("RIVULET_TEST_BROKERS") {
-        Ok(address) => TestBroker::External(address),
-        Err(_) => TestBroker::embedded(),
-    }
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -194,7 +187,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(job: &str, partitions: i32) -> Self {
-        let broker = broker();
+        let broker = TestBroker::from_env();
         let address = broker.address();
         let (topic, out, dlq, name) = (
             unique("orders"),
@@ -936,7 +929,7 @@ fn a_process_joining_a_running_job_takes_only_its_share_and_each_window_comes_ou
 
 #[test]
 fn an_aggregate_that_cannot_read_stage_ones_open_accumulators_is_refused() {
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     let (topic, out) = (unique("events"), unique("out"));
     broker.topic(&topic, 2);

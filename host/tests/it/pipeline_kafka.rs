@@ -22,13 +22,6 @@ const T0: i64 = 1_700_000_000_000;
 const SECOND: i64 = 1000;
 const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
 
-fn broker() -> TestBroker {
-    match std::env::var("RIVULET_TEST_BROKERS") {
-        Ok(address) => TestBroker::External(address),
-        Err(_) => TestBroker::embedded(),
-    }
-}
-
 fn order(p: i32, i: i64, ts: i64, status: &str) -> String {
     format!(
         r#"{{"customer":"customer-{p}{i:03}","status":"{status}","region":"eu-west","amount":{}.50,"ts":"{}","tsMillis":{ts}}}"#,
@@ -321,12 +314,12 @@ fn event_time_job_produces_exact_results(broker: &TestBroker) {
 
 #[test]
 fn event_time_job_produces_exact_window_results_dead_letters_and_late_records() {
-    event_time_job_produces_exact_results(&broker());
+    event_time_job_produces_exact_results(&TestBroker::from_env());
 }
 
 #[test]
 fn processing_time_windows_fire_on_the_clock_without_new_input() {
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     let (topic, out) = (unique("orders"), unique("counts"));
     broker.topic(&topic, 1);
@@ -425,7 +418,7 @@ fn unreachable_broker_is_retried_then_reported_clearly() {
 
 #[test]
 fn group_consumer_honours_earliest_and_committed_start_positions() {
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     let topic = unique("group-orders");
     broker.topic(&topic, 2);
@@ -482,7 +475,7 @@ fn group_consumer_honours_earliest_and_committed_start_positions() {
 fn consume_prints_what_was_produced_with_keys_and_headers() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     let topic = format!("consumed-{}", std::process::id());
     broker.topic(&topic, 1);
@@ -616,7 +609,7 @@ fn seed_gives_up_at_its_connect_timeout_and_reports_what_was_delivered() {
     assert!(took < Duration::from_secs(20), "gave up after {took:?}");
 
     // With a broker, the log says how many the broker acknowledged.
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     let topic = format!("seeded-{}", std::process::id());
     broker.topic(&topic, 1);

@@ -297,11 +297,21 @@ fn a_malformed_line_fails_the_job_when_parse_errors_are_not_ignored() {
 }
 
 #[test]
-fn step5_script_counts_every_order_by_status_against_the_kafka_mock_cluster() {
-    let broker = TestBroker::embedded();
+fn step5_script_counts_every_order_by_status_from_a_kafka_topic() {
+    let broker = TestBroker::from_env();
     let address = broker.address();
-    broker.topic("partitioned-topic", 3);
-    broker.topic("flink-aggregates-sql", 1);
+    // Topics of their own (an external broker keeps those of earlier runs).
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (input, output) = (format!("orders-{run}"), format!("aggregates-{run}"));
+    broker.topic(&input, 3);
+    broker.topic(&output, 1);
     let statuses = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
     let mut produced: BTreeMap<String, u64> = BTreeMap::new();
     let mut records = Vec::new();
@@ -319,9 +329,20 @@ fn step5_script_counts_every_order_by_status_against_the_kafka_mock_cluster() {
     // Malformed records are dropped ('json.ignore-parse-errors' = 'true').
     records.push((0, "bad".to_owned(), b"{\"status\": \"NEW\",".to_vec()));
     records.push((1, "bad".to_owned(), b"not json".to_vec()));
-    produce(&address, "partitioned-topic", &records);
+    produce(&address, &input, &records);
 
-    let mut job = plan(&STEP5.replace("localhost:9094", &address));
+    let mut job = plan(
+        &STEP5
+            .replace("localhost:9094", &address)
+            .replace(
+                "'topic' = 'partitioned-topic'",
+                &format!("'topic' = '{input}'"),
+            )
+            .replace(
+                "'topic' = 'flink-aggregates-sql'",
+                &format!("'topic' = '{output}'"),
+            ),
+    );
     job.spec.parallelism = Some(1);
     let stop = Arc::new(AtomicBool::new(false));
     let options = options(stop.clone(), None);
@@ -340,13 +361,9 @@ fn step5_script_counts_every_order_by_status_against_the_kafka_mock_cluster() {
         totals
     };
     let expected: u64 = produced.values().sum();
-    let got = read_until(
-        &address,
-        "flink-aggregates-sql",
-        1,
-        Duration::from_secs(90),
-        |r| totals(r).values().sum::<u64>() >= expected,
-    );
+    let got = read_until(&address, &output, 1, Duration::from_secs(90), |r| {
+        totals(r).values().sum::<u64>() >= expected
+    });
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap().expect("the job ran cleanly");
     assert_eq!(totals(&got), produced);

@@ -235,19 +235,11 @@ fn sums_from_upsert_topic(
     (got, key_ids)
 }
 
-/// The embedded broker, or the one `RIVULET_TEST_BROKERS` names (`just test-tansu`).
-fn broker() -> TestBroker {
-    match std::env::var("RIVULET_TEST_BROKERS") {
-        Ok(address) => TestBroker::External(address),
-        Err(_) => TestBroker::embedded(),
-    }
-}
-
 #[test]
 fn sales_script_writes_each_window_and_store_sum_to_the_upsert_topic_keyed_by_avro_store_id() {
     let registry = RegistryServer::start("127.0.0.1:0").unwrap();
     let url = registry.url();
-    let broker = broker();
+    let broker = TestBroker::from_env();
     let address = broker.address();
     // Topics of their own (an external broker keeps those of earlier runs).
     let run = format!(

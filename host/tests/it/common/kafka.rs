@@ -39,6 +39,14 @@ impl TestBroker {
         TestBroker::Embedded(EmbeddedBroker::start(1).expect("mock cluster"))
     }
 
+    /// The broker `RIVULET_TEST_BROKERS` names (`just test-tansu`), else an embedded one.
+    pub fn from_env() -> Self {
+        match std::env::var("RIVULET_TEST_BROKERS") {
+            Ok(address) => TestBroker::External(address),
+            Err(_) => TestBroker::embedded(),
+        }
+    }
+
     pub fn address(&self) -> String {
         match self {
             TestBroker::Embedded(b) => b.bootstrap_servers(),
