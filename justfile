@@ -86,10 +86,10 @@ try name input: (udf name)
 demo *args:
     @echo "==> [1/3] the step components (udfs/*, wasm32-wasip2)" >&2
     @{{ just_executable() }} udfs
-    @echo "==> [2/3] the host, release build (a fresh clone compiles ~330 crates: a few minutes; later builds take seconds)" >&2
-    @{{ just_executable() }} build
+    @echo "==> [2/3] the host, unoptimised (the demo profile; a fresh clone compiles ~330 crates: 3-4 minutes on 2 cores; later builds take seconds)" >&2
+    cargo build --profile demo -p rivulet
     @echo "==> [3/3] the demo" >&2
-    target/release/rivulet demo {{ args }}
+    target/demo/rivulet demo {{ args }}
 
 # The sales workshop's SQL job (pipelines/sales-per-store.sql) end to end: embedded broker and
 # schema registry, Avro sales seeded, the upsert-kafka results printed (`just demo-sql 60`).
