@@ -201,15 +201,15 @@ impl Job {
             _ => None,
         };
         let over_kafka = OverKafka::plan(spec, &kafka, options)?;
-        let fleet = match &over_kafka {
-            Some(_) => {
+        let fleet = match crate::fleet::is_fleet(spec) {
+            true => {
                 let (fleet, adopted) = crate::fleet::start(spec, &kafka, runtime)?;
                 if adopted {
                     modules = Modules::load(spec, runtime, &status)?;
                 }
                 Some(fleet)
             }
-            None => None,
+            false => None,
         };
         let exchange = match &spec.window {
             Some(window) if tasks > 1 && over_kafka.is_none() => {
@@ -222,6 +222,19 @@ impl Job {
                     shares.ordered(),
                     window.idle_timeout,
                 )))
+            }
+            _ => None,
+        };
+        // Partitioned by the window key: this process finishes its own partitions' windows,
+        // and checks that no key comes from two partitions.
+        let key_partitions = match &spec.window {
+            Some(window) if window.exchange == crate::spec::WindowExchange::Partitioned => {
+                let key = window.key.as_deref().unwrap_or_default();
+                tracing::info!(
+                    job = %spec.name,
+                    "keyed windows finished in this process, no partials topic and no merge stage: the source is partitioned by the window key `{key}` (window.exchange = \"partitioned\"; a key seen in two partitions stops the job)"
+                );
+                Some(Arc::new(crate::window::KeyPartitions::new(key)))
             }
             _ => None,
         };
@@ -304,6 +317,9 @@ impl Job {
                         late_sink.is_some(),
                     )?;
                     windowing.sample_into(samples.clone());
+                    if let Some(keys) = &key_partitions {
+                        windowing.check_key_partitions(keys.clone());
+                    }
                     if let Some(exchange) = &exchange {
                         windowing = windowing.linked(TaskLink {
                             exchange: exchange.clone(),

@@ -18,6 +18,9 @@ pub enum PipelineError {
     Udf(#[from] crate::udf::UdfError),
     #[error(transparent)]
     Transaction(#[from] crate::delivery::TransactionError),
+    /// `window.exchange = "partitioned"` over input that is not.
+    #[error(transparent)]
+    NotPartitioned(#[from] crate::window::key_partitions::NotPartitioned),
     /// Boxed: a table's errors are large and rare (only at start).
     #[error(transparent)]
     Table(Box<crate::table::TableError>),

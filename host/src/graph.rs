@@ -251,6 +251,14 @@ impl JobGraph {
                     (crate::spec::WindowExchange::Kafka, _) => {
                         ", partials of every source partition merged (stage 2)".to_owned()
                     }
+                    (crate::spec::WindowExchange::Partitioned, many) => format!(
+                        ", each process its own partitions' keys (input partitioned by the key: no partials topic, no merge stage){}",
+                        if many {
+                            format!("; partials of {tasks} tasks merged")
+                        } else {
+                            String::new()
+                        }
+                    ),
                     (_, true) => format!(", partials of {tasks} tasks merged"),
                     (_, false) => String::new(),
                 };
@@ -528,6 +536,34 @@ topic = "orders-dlq"
             "{dot}"
         );
         assert!(dot.ends_with("}\n"));
+    }
+
+    #[test]
+    fn a_job_over_input_partitioned_by_its_key_reads_as_one_aggregate_with_no_partials_topic() {
+        let text = SPEC.replace("late_topic", "exchange = \"partitioned\"\nlate_topic");
+        let spec = PipelineSpec::parse(&text, Path::new("job.toml")).unwrap();
+        let labels = |tasks| -> Vec<String> {
+            JobGraph::of(&spec, tasks)
+                .nodes
+                .iter()
+                .map(|n| n.label.clone())
+                .collect()
+        };
+        let one = labels(1);
+        assert_eq!(
+            one[3..7],
+            [
+                "tumbling window 30 s, key status, event time tsMillis, 2 s out of order",
+                "Kafka topic late-orders",
+                "aggregate: count as order_count, each process its own partitions' keys (input partitioned by the key: no partials topic, no merge stage)",
+                "format: JSON",
+            ]
+        );
+        assert!(
+            labels(2)[5].ends_with("no merge stage); partials of 2 tasks merged"),
+            "{:?}",
+            labels(2)
+        );
     }
 
     #[test]

@@ -236,8 +236,9 @@ pub struct WindowSpec {
     /// record per line); with neither they are counted and dropped.
     pub late_topic: Option<String>,
     pub late_path: Option<PathBuf>,
-    /// Where the tasks' partial accumulators meet: in this process (`local`), or through
-    /// the Kafka topic `<job>-partials` (`kafka`), so several processes run one job.
+    /// Where the tasks' partial accumulators meet: in this process (`local`), through the
+    /// Kafka topic `<job>-partials` (`kafka`), so several processes run one job, or nowhere
+    /// beyond the process (`partitioned`: the source is partitioned by the window key).
     #[serde(default)]
     pub exchange: WindowExchange,
     /// Partitions of `<job>-partials` (default: as many as the source topic has).
@@ -254,6 +255,19 @@ pub enum WindowExchange {
     /// Over Kafka: every process pre-aggregates its source partitions and merges its share
     /// of the partials topic's partitions.
     Kafka,
+    /// Several processes, no exchange between them: the source topic is partitioned by the
+    /// window key (its producer keys records by it), so each process finishes the windows
+    /// of its own partitions: no partials topic and no merge stage. A key that comes from
+    /// two partitions stops the job with an error naming it.
+    Partitioned,
+}
+
+impl WindowExchange {
+    /// Whether several processes of the job share the source through its consumer group
+    /// (and run as a fleet over `<job>-control`).
+    pub fn is_fleet(self) -> bool {
+        matches!(self, WindowExchange::Kafka | WindowExchange::Partitioned)
+    }
 }
 
 pub(crate) fn default_idle() -> Duration {
@@ -721,8 +735,12 @@ impl PipelineSpec {
             }
         }
         if let Some(window) = &self.window
-            && window.exchange == WindowExchange::Kafka
+            && window.exchange.is_fleet()
         {
+            let name = match window.exchange {
+                WindowExchange::Partitioned => "partitioned",
+                _ => "kafka",
+            };
             match &self.source {
                 SourceSpec::Kafka {
                     assign: AssignMode::Group,
@@ -732,9 +750,25 @@ impl PipelineSpec {
                 _ => {
                     return invalid(
                         "window.exchange",
-                        "\"kafka\" needs a Kafka source read by a consumer group (assign = \"group\", not bounded): the processes of the job share its partitions",
+                        &format!(
+                            "\"{name}\" needs a Kafka source read by a consumer group (assign = \"group\", not bounded): the processes of the job share its partitions"
+                        ),
                     );
                 }
+            }
+            if window.exchange == WindowExchange::Partitioned && window.key.is_none() {
+                return invalid(
+                    "window.exchange",
+                    "\"partitioned\" needs a window key (`window.key`): the source is partitioned by it",
+                );
+            }
+            if window.exchange == WindowExchange::Partitioned
+                && window.partials_partitions.is_some()
+            {
+                return invalid(
+                    "window.partials_partitions",
+                    "only with window.exchange = \"kafka\": a partitioned job has no partials topic",
+                );
             }
             if window.partials_partitions == Some(0) {
                 return invalid("window.partials_partitions", "must be at least 1");
@@ -955,6 +989,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_partitioned_exchange_needs_a_group_source_a_key_and_no_partials_topic() {
+        let partitioned = STEP3.replace(
+            "size = \"30s\"",
+            "size = \"30s\"\nexchange = \"partitioned\"",
+        );
+        let spec = parse(&partitioned).unwrap();
+        assert_eq!(spec.window.unwrap().exchange, WindowExchange::Partitioned);
+        let assigned = partitioned.replace(
+            "topic = \"partitioned-topic\"",
+            "topic = \"partitioned-topic\"\nassign = \"all\"",
+        );
+        let err = parse(&assigned).unwrap_err().to_string();
+        assert!(
+            err.contains("\"partitioned\" needs a Kafka source read by a consumer group"),
+            "{err}"
+        );
+        let keyless = partitioned.replace("key = \"status\"\n", "");
+        let err = parse(&keyless).unwrap_err().to_string();
+        assert!(err.contains("\"partitioned\" needs a window key"), "{err}");
+        let partials = partitioned.replace(
+            "exchange = \"partitioned\"",
+            "exchange = \"partitioned\"\npartials_partitions = 3",
+        );
+        let err = parse(&partials).unwrap_err().to_string();
+        assert!(
+            err.contains("a partitioned job has no partials topic"),
+            "{err}"
+        );
     }
 
     #[test]

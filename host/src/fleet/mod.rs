@@ -115,6 +115,7 @@ pub fn print_of(spec: &PipelineSpec) -> SpecPrint {
         window_ms: window.map_or(0, |w| i64::try_from(w.size.as_millis()).unwrap_or(i64::MAX)),
         time: window.map_or_else(String::new, |w| format!("{:?}", w.time).to_lowercase()),
         key: window.and_then(|w| w.key.clone()),
+        exchange: window.map_or_else(String::new, |w| format!("{:?}", w.exchange).to_lowercase()),
         aggregate,
         stages: spec.stages.iter().map(|s| s.name.clone()).collect(),
     }
@@ -156,13 +157,11 @@ impl From<FleetError> for crate::error::PipelineError {
     }
 }
 
-/// Whether a job runs as a fleet: a keyed window job over Kafka (`window.exchange = "kafka"`).
+/// Whether a job runs as a fleet: a keyed window job over Kafka whose processes share the
+/// source (`window.exchange = "kafka"` or `"partitioned"`).
 pub fn is_fleet(spec: &PipelineSpec) -> bool {
     matches!(spec.source, crate::spec::SourceSpec::Kafka { .. })
-        && spec
-            .window
-            .as_ref()
-            .is_some_and(|w| w.exchange == crate::spec::WindowExchange::Kafka)
+        && spec.window.as_ref().is_some_and(|w| w.exchange.is_fleet())
 }
 
 /// The component stages of a spec with their files: parse and map stages, `format`,

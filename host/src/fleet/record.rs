@@ -21,9 +21,17 @@ pub struct SpecPrint {
     pub window_ms: i64,
     pub time: String,
     pub key: Option<String>,
+    /// `window.exchange`: `kafka` or `partitioned` (records written before it was noted
+    /// were all `kafka`).
+    #[serde(default = "kafka_exchange")]
+    pub exchange: String,
     /// The aggregate: `wasm` or the built-ins' names.
     pub aggregate: String,
     pub stages: Vec<String>,
+}
+
+fn kafka_exchange() -> String {
+    "kafka".to_owned()
 }
 
 impl SpecPrint {
@@ -45,6 +53,12 @@ impl SpecPrint {
             ("window time", running.time.clone(), self.time.clone())
         } else if self.key != running.key {
             ("window key", named(&running.key), named(&self.key))
+        } else if self.exchange != running.exchange {
+            (
+                "window exchange",
+                running.exchange.clone(),
+                self.exchange.clone(),
+            )
         } else if self.aggregate != running.aggregate {
             (
                 "aggregate",
@@ -263,6 +277,7 @@ mod tests {
             window_ms: 30_000,
             time: "event".into(),
             key: Some("status".into()),
+            exchange: "kafka".into(),
             aggregate: "wasm".into(),
             stages: vec!["parse-orders".into()],
         }

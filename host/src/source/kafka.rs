@@ -50,6 +50,9 @@ pub struct SourceContext {
     state: Mutex<Option<Arc<StateTopic>>>,
     /// Consumer lag per partition, from the client's last statistics.
     lag: Mutex<BTreeMap<i32, i64>>,
+    /// The source is being dropped: no pipeline will commit and release a revocation, so
+    /// the callback releases at once (the client's close waits for it).
+    closing: AtomicBool,
 }
 
 /// What a group callback decided.
@@ -204,6 +207,17 @@ impl ConsumerContext for SourceContext {
                             "cannot restore partitions {partitions:?} of `{topic}`: {err}"
                         )));
                     }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                if self.closing.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let released = match incremental {
+                    true => consumer.incremental_unassign(tpl),
+                    false => consumer.unassign(),
+                };
+                if let Err(err) = released {
+                    tracing::warn!("releasing partitions on close failed: {err}");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -928,6 +942,19 @@ impl KafkaSource {
         }
         tracing::debug!(topic = %self.topic, ?owned, "committed");
         Ok(owned.len())
+    }
+}
+
+/// A source dropped without [`KafkaSource::close`] (a job that failed) leaves its group
+/// all the same: the client's close waits for the group's revocation to be released,
+/// which no pipeline is left to do.
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.consumer
+            .context()
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.close();
     }
 }
 

@@ -13,18 +13,22 @@
 //!   monotonic watermark, ignoring partitions that have been idle for too long.
 //! - [`targets`]: [`Targets`] groups the rows of a batch by (window, key, partition) for
 //!   the aggregate.
+//! - [`key_partitions`]: [`KeyPartitions`] checks that every key comes from one source
+//!   partition, which `window.exchange = "partitioned"` relies on.
 //! - [`exchange`]: [`Exchange`] merges the partial accumulators of a job's tasks (two-phase
 //!   aggregation), so a window is finished once, with every task's records.
 //!
 //! All times are `i64` milliseconds; every clock reading is passed in by the caller.
 
 pub mod exchange;
+pub mod key_partitions;
 pub mod operator;
 pub mod targets;
 pub mod tumbling;
 pub mod watermark;
 
 pub use exchange::{Exchange, TaskId};
+pub use key_partitions::KeyPartitions;
 pub use operator::{TaskLink, WindowStats, Windowing};
 pub use targets::Targets;
 pub use tumbling::{Assignment, Firing, TumblingWindows, WindowError};

@@ -273,6 +273,146 @@ fn processes_sharing_a_job_over_kafka_emit_each_window_and_status_once_with_exac
     );
 }
 
+/// `per_status` orders of each status, 100 ms apart, each status always in the same one of
+/// 3 partitions (status i in partition i % 3: the input is partitioned by the window key),
+/// then one order an hour later per partition that closes every window before it.
+/// Returns the records and the expected count per (window start, status).
+fn orders_keyed_by_status(per_status: i64) -> (Vec<Record>, BTreeMap<(String, String), u64>) {
+    let mut records = Vec::new();
+    let mut expected = BTreeMap::new();
+    let partition_of = |s: usize| (s % 3) as i32;
+    for i in 0..per_status * 5 {
+        let s = (i % 5) as usize;
+        let (status, ts) = (STATUSES[s], T0 + i * 100);
+        let payload = format!(
+            r#"{{"customer":"c-{i}","status":"{status}","region":"eu-west","amount":1.50,"ts":"{}","tsMillis":{ts}}}"#,
+            rivulet_sdk::time::iso8601(ts)
+        );
+        records.push((partition_of(s), status.to_owned(), payload.into_bytes()));
+        let window = rivulet_sdk::time::iso8601(ts - ts.rem_euclid(WINDOW));
+        *expected.entry((window, status.to_owned())).or_insert(0) += 1;
+    }
+    let closing = T0 + 3_600_000;
+    for s in 0..3 {
+        let status = STATUSES[s];
+        let payload = format!(
+            r#"{{"customer":"closing-{s}","status":"{status}","region":"eu-west","amount":1.00,"ts":"{}","tsMillis":{closing}}}"#,
+            rivulet_sdk::time::iso8601(closing)
+        );
+        records.push((partition_of(s), status.to_owned(), payload.into_bytes()));
+    }
+    (records, expected)
+}
+
+/// The topics the broker has.
+fn topics(address: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn processes_over_input_partitioned_by_the_key_emit_each_window_once_with_no_partials_topic() {
+    let job = Cluster::new("cluster-partitioned", 3);
+    let text = std::fs::read_to_string(&job.spec_path).unwrap();
+    std::fs::write(
+        &job.spec_path,
+        text.replace("exchange = \"kafka\"", "exchange = \"partitioned\""),
+    )
+    .unwrap();
+    let (mut a, a_lines) = start(&job.spec_path, &job.address);
+    let (mut b, b_lines) = start(&job.spec_path, &job.address);
+    settled(
+        &[&a_lines, &b_lines],
+        Duration::from_secs(4),
+        Duration::from_secs(90),
+    );
+    let (records, expected) = orders_keyed_by_status(400);
+    produce(&job.address, &job.topic, &records);
+    read_until(
+        &job.address,
+        &job.out,
+        1,
+        Duration::from_secs(120),
+        |read| results(read).len() >= expected.len(),
+    );
+    // Anything a process would emit after (a second, partial result) comes within this.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = results(&read_until(
+        &job.address,
+        &job.out,
+        1,
+        Duration::from_secs(2),
+        |_| false,
+    ));
+    for process in [&mut a, &mut b] {
+        assert!(
+            process.try_wait().unwrap().is_none(),
+            "a process stopped by itself"
+        );
+    }
+    let want: BTreeMap<(String, String), Vec<u64>> = expected
+        .iter()
+        .map(|(k, &n)| (k.clone(), vec![n]))
+        .collect();
+    assert_eq!(got, want, "each (window, status) once, exact");
+    let partials = format!("{}-partials", job.name);
+    assert!(
+        !topics(&job.address).contains(&partials),
+        "no partials topic: {partials}"
+    );
+    let dead = read_until(&job.address, &job.dlq, 1, Duration::from_secs(2), |_| false);
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}
+
+#[test]
+fn a_partitioned_job_over_input_not_partitioned_by_its_key_stops_naming_the_key() {
+    let job = Cluster::new("cluster-not-partitioned", 3);
+    let text = std::fs::read_to_string(&job.spec_path).unwrap();
+    std::fs::write(
+        &job.spec_path,
+        text.replace("exchange = \"kafka\"", "exchange = \"partitioned\""),
+    )
+    .unwrap();
+    let (mut process, lines) = start(&job.spec_path, &job.address);
+    // Every status in every partition.
+    let (records, _) = orders(3, 50);
+    produce(&job.address, &job.topic, &records);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the job kept running over input that is not partitioned by its key"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "it exits with an error");
+    let stderr: Vec<String> = lines.try_iter().collect();
+    assert!(
+        stderr
+            .iter()
+            .any(|line| line.contains("window key `status` = \"")
+                && line.contains("came from partitions")
+                && line.contains("use `window.exchange = \"kafka\"`")),
+        "{stderr:#?}"
+    );
+    let got = read_until(&job.address, &job.out, 1, Duration::from_secs(2), |_| false);
+    assert!(got.is_empty(), "no result was emitted: {got:?}");
+}
+
 fn partition_count(address: &str, topic: &str) -> i32 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()

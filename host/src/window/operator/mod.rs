@@ -18,7 +18,7 @@ use crate::source::kafka::now_millis;
 use crate::spec::{OnError, TimeDomain, WindowSpec};
 use crate::window::exchange::LineRuns;
 use crate::window::targets::Targets;
-use crate::window::{Assignment, Firing, TumblingWindows, Watermarks};
+use crate::window::{Assignment, Firing, KeyPartitions, TumblingWindows, Watermarks};
 use rivulet_rows::{Batch, RawBatch};
 use row::{Origin, Stamps};
 use std::collections::BTreeMap;
@@ -70,6 +70,8 @@ pub struct Windowing {
     /// The last request for live accumulators this task answered (see
     /// [`crate::status::JobStatus::live_accumulators`]).
     acc_offered: u64,
+    /// `window.exchange = "partitioned"`: every key must come from one partition.
+    key_partitions: Option<Arc<KeyPartitions>>,
 }
 
 /// Watermarks as the spec configures them, with nothing seen yet.
@@ -130,7 +132,14 @@ impl Windowing {
             lines: BTreeMap::new(),
             max_seen: None,
             acc_offered: 0,
+            key_partitions: None,
         })
+    }
+
+    /// Checks, from now on, that every key comes from one source partition (shared by the
+    /// process's tasks): the input is partitioned by the window key.
+    pub fn check_key_partitions(&mut self, keys: Arc<KeyPartitions>) {
+        self.key_partitions = Some(keys);
     }
 
     /// Keeps the aggregate's recent input in `status`, for trying swapped-in modules.
@@ -466,6 +475,11 @@ impl Windowing {
                     self.stats.too_late += 1;
                     side.late.push(origin.index);
                 }
+            }
+        }
+        if let Some(keys) = &self.key_partitions {
+            for group in targets.groups() {
+                keys.check(targets.key(group.key), group.partition)?;
             }
         }
         self.stats.rows += targets.len() as u64;
