@@ -149,6 +149,22 @@ impl Fleet {
         }
         let n = self.proposals.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-{n}", self.me);
+        // Noted before the proposal is written: one that another process writes meanwhile
+        // is ordered against it (see `Fleet::gives_way`).
+        *self.deciding.lock().unwrap_or_else(PoisonError::into_inner) = Some(id.clone());
+        let decided = self.decide(request, module, id, voters);
+        *self.deciding.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        decided
+    }
+
+    /// Writes proposal `id` and decides it on the votes of `voters`.
+    fn decide(
+        &self,
+        request: &SwapRequest,
+        module: &UdfModule,
+        id: String,
+        voters: Vec<String>,
+    ) -> Result<(), String> {
         let proposal = Proposal {
             id: id.clone(),
             stage: request.stage.clone(),

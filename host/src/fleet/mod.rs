@@ -76,6 +76,8 @@ pub struct Fleet {
     proposals: AtomicU64,
     /// The swap this process proposed that is being installed: its id and voters.
     proposing: Mutex<Option<(String, Vec<String>, Instant)>>,
+    /// The swap this process proposed that the fleet is deciding (its id), if any.
+    deciding: Mutex<Option<String>>,
     /// Its control API, once it serves one.
     control: Mutex<Option<String>>,
 }
@@ -312,6 +314,7 @@ impl Fleet {
             joined_at,
             proposals: AtomicU64::new(0),
             proposing: Mutex::new(None),
+            deciding: Mutex::new(None),
             control: Mutex::new(None),
         })
     }
@@ -454,7 +457,16 @@ impl Fleet {
                             fleet.view.apply(Control::Proposal(proposal.clone(), Vec::new()));
                             if proposal.proposer != fleet.me {
                                 let voter = proposal.voters.contains(&fleet.me);
-                                fleet.hand_over(&requests, proposal, bytes, voter);
+                                match fleet.gives_way(&proposal.id) {
+                                    Some(reason) if voter => {
+                                        if let Err(err) = fleet.vote(&proposal.id, record::Verdict::no(reason)) {
+                                            tracing::warn!("cannot vote no on the fleet's swap: {err}");
+                                        }
+                                    }
+                                    // Not a voter: it installs what the fleet decides, and its
+                                    // swap worker is free once its own proposal is decided.
+                                    _ => fleet.hand_over(&requests, proposal, bytes, voter),
+                                }
                             }
                         }
                         // Its bytes are needed only by processes that join later.
@@ -471,6 +483,21 @@ impl Fleet {
             });
         spawned.map(|_| ()).map_err(|err| KafkaError::Restore {
             reason: format!("cannot start the fleet's thread: {err}"),
+        })
+    }
+
+    /// Why another process's proposal `id` must give way to this process's own, if it
+    /// must. Two processes proposing at once would each wait for the other's vote, which
+    /// its swap worker, busy with its own proposal, can't give until that one is decided:
+    /// the smaller proposal id goes first, and the other is refused at once.
+    fn gives_way(&self, id: &str) -> Option<String> {
+        let deciding = self.deciding.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = deciding.as_deref()?;
+        (id > mine).then(|| {
+            format!(
+                "process {} is having the fleet decide its own swap (proposal {mine}) at this moment; the proposal with the smaller id goes first: ask again once it is decided",
+                self.me
+            )
         })
     }
 

@@ -293,13 +293,12 @@ fn orders_keyed_by_status(per_status: i64) -> (Vec<Record>, BTreeMap<(String, St
         *expected.entry((window, status.to_owned())).or_insert(0) += 1;
     }
     let closing = T0 + 3_600_000;
-    for s in 0..3 {
-        let status = STATUSES[s];
+    for (s, status) in STATUSES.iter().enumerate().take(3) {
         let payload = format!(
             r#"{{"customer":"closing-{s}","status":"{status}","region":"eu-west","amount":1.00,"ts":"{}","tsMillis":{closing}}}"#,
             rivulet_sdk::time::iso8601(closing)
         );
-        records.push((partition_of(s), status.to_owned(), payload.into_bytes()));
+        records.push((partition_of(s), (*status).to_owned(), payload.into_bytes()));
     }
     (records, expected)
 }
@@ -660,6 +659,69 @@ fn a_swap_asked_of_one_process_is_installed_by_every_process_of_the_fleet() {
             .any(|l| l.contains("starting with the module the running fleet has in this stage")),
         "the joining process says so: {said:#?}"
     );
+}
+
+/// The parse step with a custom section named `name` appended: another module (hash),
+/// the same work. Written into `dir`; returns its path and hash.
+fn parse_variant(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let mut bytes = std::fs::read(wasm("udf_parse_orders")).unwrap();
+    bytes.extend_from_slice(&[0x00, name.len() as u8 + 1, name.len() as u8]);
+    bytes.extend_from_slice(name.as_bytes());
+    let path = dir.join(format!("parse_orders_{name}.wasm"));
+    std::fs::write(&path, &bytes).unwrap();
+    (path, rivulet::udf::cache::content_hash(&bytes))
+}
+
+#[test]
+fn two_swaps_proposed_at_once_are_ordered_one_goes_through_and_the_other_is_told_to_ask_again() {
+    let job = Cluster::new("fleet-race", 3);
+    let (address, name) = (job.address.clone(), job.name.clone());
+    let processes = three_processes_with_results(&job, 3);
+    let controls = [processes[0].2.clone(), processes[1].2.clone()];
+    // Two swaps asked of two processes at the same moment, until they overlap (one that
+    // finished before the other began would show nothing).
+    for round in 0..4 {
+        let variants = [
+            parse_variant(job.dir.path(), &format!("race-a-{round}")),
+            parse_variant(job.dir.path(), &format!("race-b-{round}")),
+        ];
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let outcomes: Vec<(bool, String, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = controls
+                .iter()
+                .zip(&variants)
+                .map(|(control, (path, _))| {
+                    let barrier = barrier.clone();
+                    scope.spawn(move || {
+                        barrier.wait();
+                        swap(control, "parse-orders", path)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (ok, stdout, stderr) in &outcomes {
+            assert!(
+                *ok || stderr.contains("the proposal with the smaller id goes first"),
+                "a swap refused for another reason than giving way (a timeout would be the deadlock): {stdout}{stderr}"
+            );
+        }
+        let went: Vec<usize> = (0..2).filter(|&i| outcomes[i].0).collect();
+        assert!(
+            !went.is_empty(),
+            "one of the two swaps goes through: {outcomes:#?}"
+        );
+        if went.len() == 1 {
+            // Every process runs the one that went through.
+            let hash = variants[went[0]].1.clone();
+            fleet_until(&address, &name, Duration::from_secs(10), |m| {
+                m.len() == 3 && m.iter().all(|m| module_of(m, "parse-orders") == hash)
+            });
+            return;
+        }
+        eprintln!("round {round}: the two swaps did not overlap; again");
+    }
+    panic!("the two swaps never overlapped in 4 rounds");
 }
 
 #[test]
