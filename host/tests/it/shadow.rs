@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::job::{Running, lines, module, producer, send, start};
+use common::job::{Running, lines, module, producer, send, send_to, start};
 use common::kafka::TestBroker;
 use common::wasm;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -228,6 +228,114 @@ fn a_parse_shadow_that_lower_cases_status_shows_exactly_the_changed_rows_and_rea
         assert_eq!(row, &json!({"id": i, "status": status_of(i)}));
     }
     assert_eq!(dead_letters.len(), broken.len(), "{dead_letters:?}");
+}
+
+fn map_spec(out: &Path) -> String {
+    format!(
+        r#"
+name = "map-shadows"
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[[stages]]
+name = "map"
+kind = "map"
+module = "{}"
+[sink]
+kind = "file"
+path = "{}"
+[batch]
+max_records = 25
+max_wait = "10ms"
+"#,
+        wasm("swap_parse_v1").display(),
+        wasm("swap_map_v1").display(),
+        out.display()
+    )
+}
+
+#[test]
+fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fields() {
+    let broker = TestBroker::embedded();
+    broker.topic("orders", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let job = start(&map_spec(&out), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    const WARM: usize = 10;
+    warm_up(&job, &producer, WARM);
+    let report = job
+        .shadow("map", "swap_map_v2", Bound::For(Duration::from_secs(600)))
+        .unwrap();
+    assert_eq!(
+        (report.state, report.kind.as_str()),
+        (State::Running, "map")
+    );
+
+    const N: usize = 120;
+    for id in WARM..WARM + N {
+        send(&producer, "orders", &format!(r#"{{"id":{id}}}"#), None);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let report = job.wait_report("map", "every row compared", |r| {
+        r.records.as_ref().unwrap().compared == N as u64
+    });
+    // v1 maps value2 = value (= id) and tags `v1`; v2 adds 1000 and tags `v2`: every row
+    // changes in those two fields and no other.
+    let records = report.records.as_ref().unwrap();
+    assert_eq!(
+        (
+            records.changed,
+            records.same,
+            records.only_old,
+            records.only_new
+        ),
+        (N as u64, 0, 0, 0)
+    );
+    assert_eq!(
+        records.fields,
+        BTreeMap::from([
+            ("mapped_by".to_owned(), N as u64),
+            ("value2".to_owned(), N as u64)
+        ])
+    );
+    let row = |id: usize, variant: &str, value2: usize| json!({"id": id, "parsed_by": "v1", "value": id, "mapped_by": variant, "value2": value2});
+    let examples: Vec<(Value, Value)> = records
+        .examples
+        .iter()
+        .map(|e| {
+            let mut fields = e.fields.clone();
+            fields.sort();
+            assert_eq!(
+                (e.kind.as_str(), fields),
+                ("changed", vec!["mapped_by".to_owned(), "value2".to_owned()])
+            );
+            (e.old.clone().unwrap(), e.new.clone().unwrap())
+        })
+        .collect();
+    let expected: Vec<(Value, Value)> = (WARM..WARM + rivulet::shadow::diff::EXAMPLES)
+        .map(|id| (row(id, "v1", id), row(id, "v2", id + 1000)))
+        .collect();
+    assert_eq!(examples, expected);
+    assert_eq!(records.examples[0].input, "row 0");
+    assert_eq!((report.live.errors, report.shadow.errors), (0, 0));
+
+    job.status
+        .shadows
+        .drop_shadow("map", "dropped on request")
+        .unwrap();
+    let rows = lines(&out, WARM + N);
+    job.stop();
+    // The sink has the live module's rows only, each once.
+    assert_eq!(rows.len(), WARM + N);
+    for (id, got) in rows.iter().enumerate().skip(WARM) {
+        assert_eq!(got, &row(id, "v1", id));
+    }
 }
 
 #[test]
@@ -464,6 +572,71 @@ fn an_aggregate_shadow_that_doubles_counts_differs_by_the_old_counts_and_promote
         expected,
         "every window once, the old module's results up to the promote, the new one's after, and nothing from the shadow"
     );
+}
+
+#[test]
+fn an_aggregate_shadow_over_two_tasks_sees_both_tasks_rows_and_compares_each_window_once() {
+    let broker = TestBroker::embedded();
+    broker.topic("orders", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let spec = aggregate_spec(&out).replace(
+        "name = \"agg-shadows\"\n",
+        "name = \"agg-shadows\"\nparallelism = 2\n",
+    );
+    let job = start(&spec, &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    let mut sent = 0u64;
+    // Every status's orders alternate between the two partitions (so both tasks).
+    let mut emit = |window: i64, counts: &[(&str, u64)]| {
+        for (status, n) in counts {
+            for _ in 0..*n {
+                let payload = format!(r#"{{"id":{sent},"status":"{status}"}}"#);
+                let ts = Some(T0 + window * 10_000 + 5_000);
+                send_to(&producer, "orders", (sent % 2) as i32, &payload, ts);
+                sent += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        sent
+    };
+    let plan: [&[(&str, u64)]; 4] = [
+        &[("A", 3), ("B", 2)],
+        &[("A", 4), ("B", 1), ("C", 2)],
+        &[("A", 5), ("B", 6), ("C", 3)],
+        &[("A", 7), ("C", 1)],
+    ];
+    emit(0, plan[0]);
+    let n = emit(1, plan[1]);
+    job.wait_records(n);
+    lines(&out, 2); // W0 fired (live only)
+    job.shadow("aggregate", "shadow_aggregate_double", Bound::Windows(10))
+        .unwrap();
+    emit(2, plan[2]); // W1 fires: open when the shadow started, so partial
+    emit(3, plan[3]); // W2 fires: the shadow saw all of it, from both tasks
+    let report = job.wait_report("aggregate", "two windows compared", |r| {
+        r.windows.as_ref().unwrap().compared >= 2
+    });
+    let windows = report.windows.as_ref().unwrap();
+    assert_eq!((windows.compared, windows.partial), (2, 1), "{windows:#?}");
+    let w2 = &windows.recent[1];
+    assert_eq!((w2.window_start, w2.partial), (T0 + 20_000, false));
+    let got: BTreeMap<String, (u64, u64)> = w2
+        .keys
+        .iter()
+        .map(|k| {
+            let old = k.old.as_ref().unwrap()["count"].as_u64().unwrap();
+            let new = k.new.as_ref().unwrap()["count"].as_u64().unwrap();
+            (k.key.as_str().unwrap().to_owned(), (old, new))
+        })
+        .collect();
+    // The live result is what was sent; the shadow's is twice that: both tasks' rows, once.
+    let want: BTreeMap<String, (u64, u64)> = plan[2]
+        .iter()
+        .map(|(s, n)| (s.to_string(), (*n, 2 * n)))
+        .collect();
+    assert_eq!(got, want);
+    job.stop();
 }
 
 #[test]

@@ -86,7 +86,21 @@ pub fn producer(address: &str) -> BaseProducer {
 
 /// Sends `payload` to partition 0 of `topic` (key `k`), with timestamp `ts` if given.
 pub fn send(producer: &BaseProducer, topic: &str, payload: &str, ts: Option<i64>) {
-    let mut record = BaseRecord::to(topic).partition(0).payload(payload).key("k");
+    send_to(producer, topic, 0, payload, ts);
+}
+
+/// Like [`send`], to partition `partition`.
+pub fn send_to(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+    ts: Option<i64>,
+) {
+    let mut record = BaseRecord::to(topic)
+        .partition(partition)
+        .payload(payload)
+        .key("k");
     if let Some(ts) = ts {
         record = record.timestamp(ts);
     }
