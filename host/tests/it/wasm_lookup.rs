@@ -202,6 +202,39 @@ fn a_stage_whose_component_looks_rows_up_without_listing_tables_is_refused_at_st
 }
 
 #[test]
+fn a_parse_step_that_looks_rows_up_is_refused_at_start_as_only_map_steps_read_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"id\":1,\"table\":\"regions\",\"key\":\"eu-west\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("regions.jsonl"), regions_jsonl()).unwrap();
+    let module = wasm("lookup_probe_parse");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        format!(
+            "name = \"parse-lookup\"\n[source]\nkind = \"file\"\npath = \"in.jsonl\"\n[[stages]]\nname = \"probe\"\nkind = \"parse\"\nmodule = \"{}\"\n[[tables]]\nname = \"regions\"\nkey = \"region\"\nsource = {{ kind = \"file\", path = \"regions.jsonl\" }}\n[sink]\nkind = \"file\"\npath = \"out.jsonl\"\n",
+            module.display()
+        ),
+    )
+    .unwrap();
+    let spec = PipelineSpec::load(&dir.path().join("job.toml")).unwrap();
+    let err = Job::from_spec(&spec, &file_options())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with(&format!(
+            "{} is a parse step but imports rivulet:udf/lookup: only map steps may look rows up in reference tables",
+            module.display()
+        )),
+        "{err}"
+    );
+    assert!(!dir.path().join("out.jsonl").exists(), "nothing ran");
+}
+
+#[test]
 fn a_stage_listing_a_table_the_spec_does_not_declare_is_refused_before_anything_runs() {
     let err = run_file_job(
         &orders(),

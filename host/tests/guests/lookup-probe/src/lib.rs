@@ -24,7 +24,14 @@ pub struct Found {
     pub name: Option<String>,
 }
 
-#[rivulet_sdk::map]
+#[cfg(feature = "parse")]
+#[rivulet_sdk::parse]
+pub fn probe_parse(rec: rivulet_sdk::RawRecord<'_>) -> Result<Found, rivulet_sdk::Error> {
+    let row: Probe = serde_json::from_slice(rec.payload)?;
+    probe(row)
+}
+
+#[cfg_attr(not(feature = "parse"), rivulet_sdk::map)]
 pub fn probe(row: Probe) -> Result<Found, rivulet_sdk::Error> {
     let found = rivulet_sdk::lookup::<Named>(&row.table, &row.key)?;
     Ok(Found {
