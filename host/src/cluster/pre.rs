@@ -32,6 +32,8 @@ struct Part<A> {
     restored: Option<i64>,
     /// The next offset to read (what the source reported last).
     position: i64,
+    /// When `position` last moved (monotonic milliseconds).
+    moved_at: i64,
 }
 
 /// Where a record goes.
@@ -91,6 +93,7 @@ impl<A: Clone> SourceWindows<A> {
                 read,
                 restored: watermark,
                 position: read,
+                moved_at: now,
             },
         );
     }
@@ -117,6 +120,7 @@ impl<A: Clone> SourceWindows<A> {
             read: 0,
             restored: None,
             position: 0,
+            moved_at: now,
         });
         let replayed = offset < part.read;
         let start = part.windows.window_start(ts);
@@ -147,13 +151,31 @@ impl<A: Clone> SourceWindows<A> {
         self.parts.get_mut(&partition).map(|p| &mut p.windows)
     }
 
-    /// The source reports how far it has read.
-    pub fn positions(&mut self, positions: &BTreeMap<i32, i64>) {
+    /// The source reports how far it has read, at `now`.
+    pub fn positions(&mut self, positions: &BTreeMap<i32, i64>, now: i64) {
         for (p, &position) in positions {
-            if let Some(part) = self.parts.get_mut(p) {
+            if let Some(part) = self.parts.get_mut(p)
+                && part.position != position
+            {
                 part.position = position;
+                part.moved_at = now;
             }
         }
+    }
+
+    /// Partitions whose replay has not moved for `stall_ms` (its records below the
+    /// committed read position are gone from the broker, or the broker's offsets moved):
+    /// they stop replaying, so their windows fire without what is missing. Returns each
+    /// with the position it stalled at and the read position it gave up.
+    pub fn stalled(&mut self, now: i64, stall_ms: i64) -> Vec<(i32, i64, i64)> {
+        let mut stalled = Vec::new();
+        for (&p, part) in &mut self.parts {
+            if part.position < part.read && now - part.moved_at > stall_ms {
+                stalled.push((p, part.position, part.read));
+                part.read = part.position;
+            }
+        }
+        stalled
     }
 
     /// Whether `partition` is still replaying what it processed before a restart.
@@ -171,14 +193,6 @@ impl<A: Clone> SourceWindows<A> {
     /// Drops every partition (a restart takes them up again).
     pub fn clear(&mut self) {
         self.parts.clear();
-    }
-
-    /// A replay that cannot go on (records gone from the broker): its windows fire without
-    /// what is missing.
-    pub fn stop_replay(&mut self, partition: i32) {
-        if let Some(part) = self.parts.get_mut(&partition) {
-            part.read = part.position;
-        }
     }
 
     /// Fires what each partition's watermark has closed (partitions that replay wait).
@@ -329,7 +343,7 @@ mod tests {
         // Before: read up to offset 10, watermark 16: window [0, 10) closed (16 >= 10 + 5),
         // window [10, 20) open.
         w.take_up(0, 10, Some(16), 0);
-        w.positions(&BTreeMap::from([(0, 4)]));
+        w.positions(&BTreeMap::from([(0, 4)]), 0);
         assert_eq!(add(&mut w, 0, 4, 3), Placed::Counted);
         assert_eq!(
             add(&mut w, 0, 5, 11),
@@ -346,13 +360,33 @@ mod tests {
         );
         add(&mut w, 0, 6, 19);
         assert!(w.fire(None).is_empty(), "no firing while replaying");
-        w.positions(&BTreeMap::from([(0, 10)]));
+        w.positions(&BTreeMap::from([(0, 10)]), 0);
         assert!(!w.replaying(0));
         assert_eq!(counts(&w.fire(None)), vec![]);
         add(&mut w, 0, 10, 23);
         assert_eq!(counts(&w.fire(None)), vec![(0, 10, 2, false)]);
         // A new record for the closed window is late, as it was before the restart.
         assert_eq!(add(&mut w, 0, 11, 2), Placed::TooLate);
+    }
+
+    #[test]
+    fn a_replay_that_cannot_reach_its_read_position_stops_after_the_stall_and_windows_fire() {
+        let mut w = windows();
+        // Processed up to offset 10 before the restart, but the broker now ends at 6.
+        w.take_up(0, 10, None, 0);
+        w.positions(&BTreeMap::from([(0, 4)]), 1_000);
+        add(&mut w, 0, 4, 3);
+        add(&mut w, 0, 5, 23);
+        w.positions(&BTreeMap::from([(0, 6)]), 2_000);
+        assert!(w.stalled(31_000, 30_000).is_empty(), "moved 29 s ago");
+        assert!(w.replaying(0));
+        assert!(w.fire(None).is_empty(), "no firing while replaying");
+        // Nothing more for over 30 s: it stops replaying at 6, not at 10.
+        w.positions(&BTreeMap::from([(0, 6)]), 32_001);
+        assert_eq!(w.stalled(32_001, 30_000), vec![(0, 6, 10)]);
+        assert!(!w.replaying(0));
+        assert_eq!(counts(&w.fire(None)), vec![(0, 0, 1, false)]);
+        assert!(w.stalled(90_000, 30_000).is_empty(), "said once");
     }
 
     #[test]

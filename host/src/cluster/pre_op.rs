@@ -214,7 +214,17 @@ impl PreAggregate {
 
     /// The source's read positions (replays hold a partition's windows back).
     pub fn positions(&mut self, positions: &BTreeMap<i32, i64>) {
-        self.windows.positions(positions);
+        let now = self.mono();
+        self.windows.positions(positions, now);
+        let stall = millis(crate::window::operator::REPLAY_STALL);
+        for (partition, position, read) in self.windows.stalled(now, stall) {
+            tracing::warn!(
+                partition,
+                position,
+                read,
+                "replay stalled below the committed read position (records gone from the broker?); windows fire without them"
+            );
+        }
     }
 
     /// The partials and markers due: windows each partition's watermark closed, then (when

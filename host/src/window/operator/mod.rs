@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use crate::counters::WindowStats;
 
 /// How long a replay may make no progress before windows fire without it.
-const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a restart restored for one partition.
 #[derive(Debug, Clone, Copy)]
