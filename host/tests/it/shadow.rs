@@ -7,7 +7,7 @@
 use crate::common;
 
 use common::job::{Running, lines, module, producer, send, send_to, start};
-use common::kafka::TestBroker;
+use common::kafka::{TestBroker, read_until};
 use common::wasm;
 use rdkafka::producer::{BaseProducer, Producer};
 use rivulet::shadow::{Bound, Report, State};
@@ -230,7 +230,7 @@ fn a_parse_shadow_that_lower_cases_status_shows_exactly_the_changed_rows_and_rea
     assert_eq!(dead_letters.len(), broken.len(), "{dead_letters:?}");
 }
 
-fn map_spec(out: &Path) -> String {
+fn map_spec() -> String {
     format!(
         r#"
 name = "map-shadows"
@@ -247,15 +247,14 @@ name = "map"
 kind = "map"
 module = "{}"
 [sink]
-kind = "file"
-path = "{}"
+kind = "kafka"
+topic = "mapped"
 [batch]
 max_records = 25
 max_wait = "10ms"
 "#,
         wasm("swap_parse_v1").display(),
         wasm("swap_map_v1").display(),
-        out.display()
     )
 }
 
@@ -263,9 +262,9 @@ max_wait = "10ms"
 fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fields() {
     let broker = TestBroker::embedded();
     broker.topic("orders", 1);
+    broker.topic("mapped", 1);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let job = start(&map_spec(&out), &broker.address(), dir.path());
+    let job = start(&map_spec(), &broker.address(), dir.path());
     let producer = producer(&broker.address());
     const WARM: usize = 10;
     warm_up(&job, &producer, WARM);
@@ -329,13 +328,21 @@ fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fi
         .shadows
         .drop_shadow("map", "dropped on request")
         .unwrap();
-    let rows = lines(&out, WARM + N);
     job.stop();
-    // The sink has the live module's rows only, each once.
-    assert_eq!(rows.len(), WARM + N);
-    for (id, got) in rows.iter().enumerate().skip(WARM) {
-        assert_eq!(got, &row(id, "v1", id));
-    }
+    // The topic has the live module's rows only, each once.
+    let records = read_until(
+        &broker.address(),
+        "mapped",
+        1,
+        Duration::from_secs(5),
+        |_| false,
+    );
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    let want: Vec<Value> = (0..WARM + N).map(|id| row(id, "v1", id)).collect();
+    assert_eq!(rows, want);
 }
 
 #[test]
