@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::kafka::{Read, TestBroker, produce, read_until};
+use common::kafka::{Read, TestBroker, produce, read_until, unique};
 use common::{JobProcess, wasm};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,13 +22,6 @@ const T0: i64 = 1_700_000_000_000;
 const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
 /// Windows of 10 s; orders 100 ms apart per partition: 100 orders per window and partition.
 const WINDOW: i64 = 10_000;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 fn spec(name: &str, topic: &str, out: &str, dlq: &str) -> String {
     format!(

@@ -12,7 +12,7 @@
 use crate::common;
 
 use common::JobProcess;
-use common::kafka::{Read, TestBroker, produce, read_until};
+use common::kafka::{Read, TestBroker, produce, read_until, unique};
 use common::tansu::{Storage, Tansu};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,13 +25,6 @@ const T0: i64 = 1_700_000_000_000;
 const STATUSES: [&str; 5] = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];
 const WINDOW: i64 = 10_000;
 const PARTITIONS: i32 = 3;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// The topics of one run.
 struct Topics {

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::kafka::{Read, TestBroker, produce, read_until};
+use common::kafka::{Read, TestBroker, produce, read_until, unique};
 use common::wasm;
 use rivulet::assemble::RunOptions;
 use rivulet::pipeline::Pipeline;
@@ -138,14 +138,6 @@ fn results(records: &[Read]) -> BTreeMap<(String, String), Vec<u64>> {
 
 fn window_of(ts: i64) -> String {
     rivulet_sdk::time::iso8601(ts - ts.rem_euclid(10 * SECOND))
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    )
 }
 
 /// The workshop's event-time job over deterministic input on three partitions: records out

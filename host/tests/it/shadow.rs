@@ -422,6 +422,34 @@ fn a_windows_bound_on_a_record_stage_and_a_module_of_another_world_are_refused()
     job.stop();
 }
 
+/// Sends `counts` orders per status, timestamped in the 10 s window `window` from T0, to
+/// the partitions of `orders` in turn (`partitions` of them), and waits until the broker
+/// has them; returns how many orders were sent in all (`sent`, also their next id).
+fn send_window(
+    producer: &BaseProducer,
+    partitions: u64,
+    sent: &mut u64,
+    window: i64,
+    counts: &[(&str, u64)],
+) -> u64 {
+    for (status, n) in counts {
+        for _ in 0..*n {
+            let payload = format!(r#"{{"id":{sent},"status":"{status}"}}"#);
+            let ts = Some(T0 + window * 10_000 + 5_000);
+            send_to(
+                producer,
+                "orders",
+                (*sent % partitions) as i32,
+                &payload,
+                ts,
+            );
+            *sent += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    *sent
+}
+
 fn aggregate_spec(out: &Path) -> String {
     format!(
         r#"
@@ -481,22 +509,8 @@ fn an_aggregate_shadow_that_doubles_counts_differs_by_the_old_counts_and_promote
     let job = start(&aggregate_spec(&out), &broker.address(), dir.path());
     let producer = producer(&broker.address());
     let mut sent = 0u64;
-    let mut emit = |window: i64, counts: &[(&str, u64)]| {
-        for (status, n) in counts {
-            for _ in 0..*n {
-                let payload = format!(r#"{{"id":{sent},"status":"{status}"}}"#);
-                send(
-                    &producer,
-                    "orders",
-                    &payload,
-                    Some(T0 + window * 10_000 + 5_000),
-                );
-                sent += 1;
-            }
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
-        sent
-    };
+    let mut emit =
+        |window: i64, counts: &[(&str, u64)]| send_window(&producer, 1, &mut sent, window, counts);
     // Per window (10 s each from T0): the orders per status.
     let plan: [&[(&str, u64)]; 5] = [
         &[("A", 3), ("B", 2)],
@@ -595,18 +609,8 @@ fn an_aggregate_shadow_over_two_tasks_sees_both_tasks_rows_and_compares_each_win
     let producer = producer(&broker.address());
     let mut sent = 0u64;
     // Every status's orders alternate between the two partitions (so both tasks).
-    let mut emit = |window: i64, counts: &[(&str, u64)]| {
-        for (status, n) in counts {
-            for _ in 0..*n {
-                let payload = format!(r#"{{"id":{sent},"status":"{status}"}}"#);
-                let ts = Some(T0 + window * 10_000 + 5_000);
-                send_to(&producer, "orders", (sent % 2) as i32, &payload, ts);
-                sent += 1;
-            }
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
-        sent
-    };
+    let mut emit =
+        |window: i64, counts: &[(&str, u64)]| send_window(&producer, 2, &mut sent, window, counts);
     let plan: [&[(&str, u64)]; 4] = [
         &[("A", 3), ("B", 2)],
         &[("A", 4), ("B", 1), ("C", 2)],

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::kafka::{Read, TestBroker, produce, read_until};
+use common::kafka::{Read, TestBroker, produce, read_until, unique};
 use rivulet::assemble::RunOptions;
 use rivulet::sql::{SqlJob, plan_script};
 use rivulet::task::Job;
@@ -300,16 +300,7 @@ fn a_malformed_line_fails_the_job_when_parse_errors_are_not_ignored() {
 fn step5_script_counts_every_order_by_status_from_a_kafka_topic() {
     let broker = TestBroker::from_env();
     let address = broker.address();
-    // Topics of their own (an external broker keeps those of earlier runs).
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
-    let (input, output) = (format!("orders-{run}"), format!("aggregates-{run}"));
+    let (input, output) = (unique("orders"), unique("aggregates"));
     broker.topic(&input, 3);
     broker.topic(&output, 1);
     let statuses = ["NEW", "PENDING", "SHIPPED", "DELIVERED", "CANCELLED"];

@@ -9,7 +9,7 @@ use crate::common;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use common::kafka::{Read, TestBroker, produce, read_until};
+use common::kafka::{Read, TestBroker, produce, read_until, unique};
 use rivulet::assemble::RunOptions;
 use rivulet::format::avro;
 use rivulet::registry::client::RegistryClient;
@@ -241,19 +241,10 @@ fn sales_script_writes_each_window_and_store_sum_to_the_upsert_topic_keyed_by_av
     let url = registry.url();
     let broker = TestBroker::from_env();
     let address = broker.address();
-    // Topics of their own (an external broker keeps those of earlier runs).
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
     let (input, output, name) = (
-        format!("sales-{run}"),
-        format!("sales-per-store-sql-{run}"),
-        format!("sales-sql-{run}"),
+        unique("sales"),
+        unique("sales-per-store-sql"),
+        unique("sales-sql"),
     );
     for topic in [&input, &output, &format!("{name}-dlq")] {
         broker.topic(topic, 1);

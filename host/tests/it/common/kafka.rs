@@ -28,6 +28,14 @@ impl rdkafka::producer::ProducerContext for Printed {
     }
 }
 
+/// A name no earlier test run used (external brokers keep the topics of earlier runs).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 /// A broker for one test.
 pub enum TestBroker {
     Embedded(EmbeddedBroker),
