@@ -347,16 +347,17 @@ impl Pipeline {
     /// Answers a swap's request for live accumulators (see
     /// [`JobStatus::live_accumulators`]).
     fn offer_accumulators(&mut self) {
-        let request = self.status.accumulators_wanted();
+        let request = self.status.accumulators_wanted(self.task);
         if request == 0 {
             return;
         }
-        match (&mut self.windowing, &mut self.cluster) {
-            (Some(windowing), _) => windowing.offer_accumulators(&self.status, request),
-            (None, Some(ClusterStep::Pre(pre))) => pre.offer_accumulators(&self.status, request),
+        let live = match (&mut self.windowing, &mut self.cluster) {
+            (Some(windowing), _) => windowing.live_accumulators(),
+            (None, Some(ClusterStep::Pre(pre))) => pre.live_accumulators(),
             // Stage 2 holds partials, which every stage 1 offered already.
-            _ => self.status.offer_accumulators(request, Vec::new()),
-        }
+            _ => Vec::new(),
+        };
+        self.status.offer_accumulators(request, self.task, live);
     }
 
     /// Installs every prepared swap (see [`crate::swap::install`]).

@@ -134,7 +134,8 @@ struct AccSample {
     /// The request being answered, and the last one made.
     request: u64,
     last: u64,
-    answered: usize,
+    /// The tasks that answered it (each counts once, however often it offers).
+    answered: std::collections::BTreeSet<usize>,
     windows: Vec<WindowAcc>,
 }
 
@@ -315,19 +316,23 @@ impl JobStatus {
         self.sample(stage)
     }
 
-    /// The request for live accumulators the tasks should answer now (0: none).
-    pub fn accumulators_wanted(&self) -> u64 {
-        self.acc_request.load(Ordering::Relaxed)
+    /// The request for live accumulators `task` should answer now (0: none, or answered).
+    pub fn accumulators_wanted(&self, task: usize) -> u64 {
+        let request = self.acc_request.load(Ordering::Relaxed);
+        if request == 0 || lock(&self.acc_sample).answered.contains(&task) {
+            0
+        } else {
+            request
+        }
     }
 
-    /// A task's answer to `request`: some of its open windows' accumulators (of the
-    /// aggregate module in service).
-    pub fn offer_accumulators(&self, request: u64, windows: Vec<WindowAcc>) {
+    /// `task`'s answer to `request`: some of its open windows' accumulators (of the
+    /// aggregate module in service). A task's second answer is ignored.
+    pub fn offer_accumulators(&self, request: u64, task: usize, windows: Vec<WindowAcc>) {
         let mut sample = lock(&self.acc_sample);
-        if sample.request != request {
+        if sample.request != request || !sample.answered.insert(task) {
             return;
         }
-        sample.answered += 1;
         let room = ACC_SAMPLE.saturating_sub(sample.windows.len());
         sample.windows.extend(windows.into_iter().take(room));
     }
@@ -349,12 +354,21 @@ impl JobStatus {
         };
         self.acc_request.store(request, Ordering::Relaxed);
         let deadline = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < deadline && lock(&self.acc_sample).answered < tasks {
+        while std::time::Instant::now() < deadline && lock(&self.acc_sample).answered.len() < tasks
+        {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         self.acc_request.store(0, Ordering::Relaxed);
         let mut sample = lock(&self.acc_sample);
         sample.request = 0;
+        if sample.answered.len() < tasks {
+            tracing::warn!(
+                answered = sample.answered.len(),
+                tasks,
+                wait_ms = wait.as_millis(),
+                "only some of the job's tasks offered their open windows' accumulators in time: the swap is checked on theirs alone"
+            );
+        }
         std::mem::take(&mut sample.windows)
     }
 
@@ -488,32 +502,68 @@ mod tests {
     #[test]
     fn live_accumulators_gather_the_tasks_answers_up_to_the_cap() {
         let status = std::sync::Arc::new(JobStatus::new("job"));
-        assert_eq!(status.accumulators_wanted(), 0);
-        let tasks: Vec<_> = (0..2i64)
+        assert_eq!(status.accumulators_wanted(0), 0);
+        let tasks: Vec<_> = (0..2usize)
             .map(|task| {
                 let status = status.clone();
                 std::thread::spawn(move || {
                     let request = loop {
-                        match status.accumulators_wanted() {
+                        match status.accumulators_wanted(task) {
                             0 => std::thread::sleep(std::time::Duration::from_millis(1)),
                             request => break request,
                         }
                     };
-                    let windows = (0..40).map(|i| window(task * 1000 + i)).collect();
-                    status.offer_accumulators(request, windows);
+                    let first = 1000 * i64::try_from(task).unwrap();
+                    let windows = (0..40).map(|i| window(first + i)).collect();
+                    status.offer_accumulators(request, task, windows);
                 })
             })
             .collect();
         let live = status.live_accumulators(2, std::time::Duration::from_secs(30));
         tasks.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(live.len(), ACC_SAMPLE, "two tasks' 80, capped");
-        assert_eq!(status.accumulators_wanted(), 0, "the request is over");
-        status.offer_accumulators(1, vec![window(5)]);
+        assert_eq!(status.accumulators_wanted(0), 0, "the request is over");
+        status.offer_accumulators(1, 0, vec![window(5)]);
         assert_eq!(
             status.live_accumulators(0, std::time::Duration::ZERO),
             Vec::new(),
             "a late answer to an old request is not kept"
         );
+    }
+
+    #[test]
+    fn a_task_that_answers_twice_counts_once_and_the_slower_tasks_windows_are_waited_for() {
+        let status = std::sync::Arc::new(JobStatus::new("job"));
+        let wanted = |status: &JobStatus, task| loop {
+            match status.accumulators_wanted(task) {
+                0 => std::thread::sleep(std::time::Duration::from_millis(1)),
+                request => break request,
+            }
+        };
+        // Task 1 holds no windows (a merge task) and answers as often as it loops.
+        let quick = {
+            let status = status.clone();
+            std::thread::spawn(move || {
+                let request = wanted(&status, 1);
+                for _ in 0..5 {
+                    status.offer_accumulators(request, 1, Vec::new());
+                }
+                assert_eq!(status.accumulators_wanted(1), 0, "task 1 answered");
+            })
+        };
+        // Task 0 holds an open window and answers later (a long poll).
+        let slow = {
+            let status = status.clone();
+            std::thread::spawn(move || {
+                let request = wanted(&status, 0);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                status.offer_accumulators(request, 0, vec![window(7)]);
+            })
+        };
+        let live = status.live_accumulators(2, std::time::Duration::from_secs(30));
+        quick.join().unwrap();
+        slow.join().unwrap();
+        assert_eq!(live, vec![window(7)]);
     }
 
     #[test]

@@ -357,6 +357,10 @@ pub fn promote(
 /// the latest sample instead).
 const FRESH_SAMPLE_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a swap waits for every task to offer its open windows' accumulators (each
+/// answers between two batches, so a task in a long poll or commit answers late).
+const LIVE_ACCUMULATORS_WAIT: Duration = Duration::from_secs(3);
+
 /// Hands one candidate to each task and waits for every install: whether windows stay
 /// with the previous module, and the longest pause.
 fn install_everywhere(
@@ -578,7 +582,7 @@ fn prepare(
         let current = status.stage(stage).and_then(|info| info.state_version);
         if current == Some(*state_version) {
             // It takes over the open windows' accumulators: it must read them.
-            let live = status.live_accumulators(tasks, FRESH_SAMPLE_WAIT);
+            let live = status.live_accumulators(tasks, LIVE_ACCUMULATORS_WAIT);
             takes_over(&mut **new, empty, *state_version, &live)
                 .map_err(|reason| format!("stage `{stage}`: {reason}"))?;
         }

@@ -48,8 +48,6 @@ pub struct PreAggregate {
     clock: Instant,
     last_markers: Option<Instant>,
     stats: PreStats,
-    /// The last request for live accumulators answered (see [`PreAggregate::offer_accumulators`]).
-    acc_offered: u64,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -79,7 +77,6 @@ impl PreAggregate {
             clock: Instant::now(),
             last_markers: None,
             stats: PreStats::default(),
-            acc_offered: 0,
         })
     }
 
@@ -117,15 +114,10 @@ impl PreAggregate {
         self.windows.any_replaying()
     }
 
-    /// Answers a swap's request for live accumulators once: up to
-    /// [`crate::status::ACC_SAMPLE`] of the open windows' accumulators, over every source
-    /// partition, that the aggregate module in service holds (those a swap with the same
-    /// state version takes over).
-    pub fn offer_accumulators(&mut self, status: &crate::status::JobStatus, request: u64) {
-        if self.acc_offered == request {
-            return;
-        }
-        self.acc_offered = request;
+    /// Up to [`crate::status::ACC_SAMPLE`] of the open windows' accumulators, over every
+    /// source partition, that the aggregate module in service holds (those a swap with the
+    /// same state version takes over).
+    pub fn live_accumulators(&mut self) -> Vec<rivulet_rows::WindowAcc> {
         let mut live = Vec::new();
         if let Some(current) = self.dispatch.current_generation() {
             for p in self.windows.partitions() {
@@ -134,7 +126,7 @@ impl PreAggregate {
                 }
             }
         }
-        status.offer_accumulators(request, live);
+        live
     }
 
     /// Gives up a revoked source partition.

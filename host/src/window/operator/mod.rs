@@ -67,9 +67,6 @@ pub struct Windowing {
     lines: BTreeMap<i64, LineRuns>,
     /// The largest event time seen (ordered splits publish it).
     max_seen: Option<i64>,
-    /// The last request for live accumulators this task answered (see
-    /// [`crate::status::JobStatus::live_accumulators`]).
-    acc_offered: u64,
     /// `window.exchange = "partitioned"`: every key must come from one partition.
     key_partitions: Option<Arc<KeyPartitions>>,
 }
@@ -131,7 +128,6 @@ impl Windowing {
             partitions: Vec::new(),
             lines: BTreeMap::new(),
             max_seen: None,
-            acc_offered: 0,
             key_partitions: None,
         })
     }
@@ -254,19 +250,15 @@ impl Windowing {
         self.dispatch.swap(stage, empty, state_version, swap)
     }
 
-    /// Answers a swap's request for live accumulators once: up to
-    /// [`crate::status::ACC_SAMPLE`] of the open windows' accumulators that the aggregate
-    /// module in service holds (those a swap with the same state version takes over).
-    pub fn offer_accumulators(&mut self, status: &crate::status::JobStatus, request: u64) {
-        if self.acc_offered == request {
-            return;
-        }
-        self.acc_offered = request;
+    /// Up to [`crate::status::ACC_SAMPLE`] of the open windows' accumulators that the
+    /// aggregate module in service holds (those a swap with the same state version takes
+    /// over).
+    pub fn live_accumulators(&mut self) -> Vec<rivulet_rows::WindowAcc> {
         let mut live = Vec::new();
         if let Some(current) = self.dispatch.current_generation() {
             live_accumulators(&mut self.windows, current, &mut live);
         }
-        status.offer_accumulators(request, live);
+        live
     }
 
     /// Finishes fired windows into result rows.
