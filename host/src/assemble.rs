@@ -201,7 +201,7 @@ impl Job {
             _ => None,
         };
         let over_kafka = OverKafka::plan(spec, &kafka, options)?;
-        let fleet = match crate::fleet::is_fleet(spec) {
+        let fleet = match spec.is_fleet() {
             true => {
                 let (fleet, adopted) = crate::fleet::start(spec, &kafka, runtime)?;
                 if adopted {

@@ -314,6 +314,26 @@ impl JobGraph {
         };
         let sink = graph.node(sink, true);
         graph.edge(&node, &sink, None, Some(Flow::SinkSent));
+        if spec.is_fleet() {
+            // Every process of the job reads it: who runs the job, and the swaps they agree
+            // on, which reach each stage that runs a module.
+            let control = graph.node(
+                format!(
+                    "Kafka topic {}: fleet members, swaps",
+                    crate::cluster::topics::control_topic(&spec.name)
+                ),
+                true,
+            );
+            let swappable: Vec<String> = graph
+                .nodes
+                .iter()
+                .filter(|n| n.module.is_some())
+                .map(|n| n.id.clone())
+                .collect();
+            for node in swappable {
+                graph.edge(&control, &node, Some("swaps"), None);
+            }
+        }
         graph
     }
 
@@ -592,6 +612,22 @@ topic = "orders-dlq"
         assert!(main.contains(&("n5", "n6")), "stage 1 → partials: {main:?}");
         assert!(main.contains(&("n6", "n7")), "partials → stage 2: {main:?}");
         assert!(main.contains(&("n7", "n8")), "stage 2 → format: {main:?}");
+        assert_eq!(
+            labels[10],
+            "Kafka topic orders-control: fleet members, swaps"
+        );
+        let swaps: Vec<(&str, &str)> = graph
+            .edges
+            .iter()
+            .filter(|e| e.side == Some("swaps"))
+            .map(|e| (e.from.as_str(), e.to.as_str()))
+            .collect();
+        assert_eq!(labels[2], "parse parse-orders: udf_parse_orders.wasm");
+        assert_eq!(
+            swaps,
+            [("n10", "n2")],
+            "the control topic reaches the one stage that runs a module (parse-orders)"
+        );
     }
 
     #[test]

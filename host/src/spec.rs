@@ -536,6 +536,14 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 impl PipelineSpec {
+    /// Whether the job runs as a fleet: a keyed window job over Kafka whose processes
+    /// share the source (`window.exchange = "kafka"` or `"partitioned"`), coordinated over
+    /// its control topic.
+    pub fn is_fleet(&self) -> bool {
+        matches!(self.source, SourceSpec::Kafka { .. })
+            && self.window.as_ref().is_some_and(|w| w.exchange.is_fleet())
+    }
+
     /// Reads, parses and validates a spec; relative paths in it (modules, files) are
     /// relative to the spec's folder.
     pub fn load(path: &Path) -> Result<Self, SpecError> {

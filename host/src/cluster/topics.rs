@@ -15,6 +15,11 @@ pub fn partials_topic(job: &str) -> String {
     format!("{job}-partials")
 }
 
+/// The control topic of job `job`'s fleet (see [`crate::fleet`]).
+pub fn control_topic(job: &str) -> String {
+    format!("{job}-control")
+}
+
 /// The partitions of `topic` (waiting for Kafka and the topic as a source does).
 pub fn partitions(
     config: &KafkaConfig,

@@ -43,10 +43,7 @@ const DECISION_WAIT: Duration = Duration::from_secs(20);
 /// How long a proposer waits for the others' installs before it answers.
 const INSTALL_WAIT: Duration = Duration::from_secs(10);
 
-/// The control topic of job `job`.
-pub fn control_topic(job: &str) -> String {
-    format!("{job}-control")
-}
+pub use crate::cluster::topics::control_topic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -157,13 +154,6 @@ impl From<FleetError> for crate::error::PipelineError {
             other => crate::error::PipelineError::Config(other.to_string()),
         }
     }
-}
-
-/// Whether a job runs as a fleet: a keyed window job over Kafka whose processes share the
-/// source (`window.exchange = "kafka"` or `"partitioned"`).
-pub fn is_fleet(spec: &PipelineSpec) -> bool {
-    matches!(spec.source, crate::spec::SourceSpec::Kafka { .. })
-        && spec.window.as_ref().is_some_and(|w| w.exchange.is_fleet())
 }
 
 /// The component stages of a spec with their files: parse and map stages, `format`,
