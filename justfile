@@ -24,7 +24,7 @@ test-guests: setup swap-guests hostile-guests breach-guests
     cp target/wasm32-wasip2/wasm/lookup_probe.wasm target/wasm32-wasip2/wasm/lookup_probe_parse.wasm
     cargo build -q --profile wasm --target wasm32-wasip2 -p hostile-guest -p hostile-aggregate -p lookup-probe
 
-swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4 shadow-parse:v1 shadow-parse:lower shadow-parse:trap shadow-aggregate:v1 shadow-aggregate:double"
+swap_guests := "swap-parse:v1 swap-parse:v2 swap-parse:trap swap-parse:sleep swap-map:v1 swap-map:v2 swap-map:v3 swap-map:v4 swap-aggregate:v1 swap-aggregate:v2 swap-aggregate:v3 swap-aggregate:v4 shadow-parse:v1 shadow-parse:lower shadow-parse:trap shadow-aggregate:v1 shadow-aggregate:double shadow-format:v1 shadow-format:keyed"
 
 # The hot-swap tests' components: one build per variant, copied to <crate>_<variant>.wasm.
 swap-guests: setup

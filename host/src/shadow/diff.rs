@@ -81,6 +81,17 @@ impl RecordDiff {
 
     /// Compares the values two sides made of one input.
     fn compare(&mut self, input: &str, old: Vec<Value>, new: Vec<Value>) {
+        self.compare_by(input, old, new, differing_fields);
+    }
+
+    /// [`RecordDiff::compare`], naming the differing fields with `fields_of`.
+    fn compare_by(
+        &mut self,
+        input: &str,
+        old: Vec<Value>,
+        new: Vec<Value>,
+        fields_of: fn(&Value, &Value) -> Vec<String>,
+    ) {
         self.compared += 1;
         if old == new {
             self.same += 1;
@@ -91,7 +102,7 @@ impl RecordDiff {
         for _ in 0..longest {
             match (old.next(), new.next()) {
                 (Some(old), Some(new)) => {
-                    let fields = differing_fields(&old, &new);
+                    let fields = fields_of(&old, &new);
                     if fields.is_empty() {
                         continue;
                     }
@@ -165,26 +176,56 @@ impl RecordDiff {
         }
     }
 
-    /// Adds the comparison of two formatters' payloads for the same `inputs` rows.
+    /// Adds the comparison of two formatters' records for the same `inputs` rows: each as
+    /// `{"key": …, "value": …}` (the key as text, or null; the value as JSON, or as text),
+    /// so a changed Kafka key — where the record goes, what it replaces in a compacted
+    /// topic — shows as much as a changed value.
     pub fn payloads(&mut self, inputs: u32, old: &Encoded, new: &Encoded) {
         let old_failed: BTreeSet<u32> = old.errors.iter().map(|e| e.index).collect();
         let new_failed: BTreeSet<u32> = new.errors.iter().map(|e| e.index).collect();
-        let value =
-            |encoded: &Encoded, failed: &BTreeSet<u32>, i: u32| -> Vec<Value> {
-                if failed.contains(&i) {
-                    return Vec::new();
-                }
-                let payload = encoded.payloads.get(i as usize).unwrap_or_default();
-                vec![serde_json::from_slice(payload).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(payload).into_owned())
-                })]
+        let text = |bytes: &[u8]| Value::String(String::from_utf8_lossy(bytes).into_owned());
+        let record = |encoded: &Encoded, failed: &BTreeSet<u32>, i: u32| -> Vec<Value> {
+            if failed.contains(&i) {
+                return Vec::new();
+            }
+            let payload = encoded.payloads.get(i as usize).unwrap_or_default();
+            let key = match &encoded.keys {
+                Some(keys) => match keys.get(i as usize).unwrap_or_default() {
+                    [] => Value::Null,
+                    key => text(key),
+                },
+                None => Value::Null,
             };
+            let value = serde_json::from_slice(payload).unwrap_or_else(|_| text(payload));
+            vec![serde_json::json!({ "key": key, "value": value })]
+        };
         for i in 0..inputs {
-            let old = value(old, &old_failed, i);
-            let new = value(new, &new_failed, i);
-            self.compare(&format!("row {}", self.compared), old, new);
+            let old = record(old, &old_failed, i);
+            let new = record(new, &new_failed, i);
+            let input = format!("row {}", self.compared);
+            self.compare_by(&input, old, new, differing_in_record);
         }
     }
+}
+
+/// The parts in which two formatted records differ: `key`, and `value.<field>` per field of
+/// two object values (`value` for any other values that are not equal).
+fn differing_in_record(old: &Value, new: &Value) -> Vec<String> {
+    let mut fields = Vec::new();
+    if old.get("key") != new.get("key") {
+        fields.push("key".to_owned());
+    }
+    let (old, new) = (&old["value"], &new["value"]);
+    match (old, new) {
+        (Value::Object(_), Value::Object(_)) => fields.extend(
+            differing_fields(old, new)
+                .into_iter()
+                .map(|field| format!("value.{field}")),
+        ),
+        _ if old != new => fields.push("value".to_owned()),
+        _ => {}
+    }
+    fields
 }
 
 /// Each input's rows (their indices), in order.
@@ -378,6 +419,72 @@ mod tests {
             builder.push(row).unwrap();
         }
         builder.finish()
+    }
+
+    fn encoded(records: &[(&str, &str)], failed: &[u32]) -> Encoded {
+        let (mut payloads, mut keys) = (rivulet_rows::Packed::new(), rivulet_rows::Packed::new());
+        for (key, value) in records {
+            keys.push(key.as_bytes());
+            payloads.push(value.as_bytes());
+        }
+        Encoded {
+            payloads,
+            keys: Some(keys),
+            errors: failed
+                .iter()
+                .map(|&index| RecordError {
+                    index,
+                    message: "refused".to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn formatted_records_differ_by_key_and_by_value_field_and_a_refused_one_is_missing() {
+        let old = encoded(
+            &[
+                ("a", r#"{"id":1,"status":"a"}"#),
+                ("b", r#"{"id":2,"status":"b"}"#),
+                ("c", "plain text"),
+                ("d", r#"{"id":4}"#),
+                ("e", r#"{"id":5}"#),
+            ],
+            &[],
+        );
+        let new = encoded(
+            &[
+                ("A", r#"{"id":1,"status":"a"}"#),
+                ("b", r#"{"id":2,"status":"b","flag":true}"#),
+                ("c", "other text"),
+                ("", ""),
+                ("e", r#"{"id":5}"#),
+            ],
+            &[3],
+        );
+        let mut diff = RecordDiff::default();
+        diff.payloads(5, &old, &new);
+        assert_eq!(
+            (diff.compared, diff.same, diff.changed, diff.only_old),
+            (5, 1, 3, 1)
+        );
+        assert_eq!(
+            diff.fields,
+            BTreeMap::from([
+                ("key".to_owned(), 1),
+                ("value".to_owned(), 1),
+                ("value.flag".to_owned(), 1)
+            ])
+        );
+        let first = &diff.examples[0];
+        assert_eq!(
+            (first.old.clone(), first.new.clone()),
+            (
+                Some(json!({"key": "a", "value": {"id": 1, "status": "a"}})),
+                Some(json!({"key": "A", "value": {"id": 1, "status": "a"}}))
+            )
+        );
+        assert_eq!(diff.examples[3].kind, "only_old");
     }
 
     #[test]

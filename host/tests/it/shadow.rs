@@ -345,6 +345,149 @@ fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fi
     assert_eq!(rows, want);
 }
 
+fn format_spec() -> String {
+    format!(
+        r#"
+name = "format-shadows"
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+[[stages]]
+name = "parse"
+kind = "parse"
+module = "{}"
+[format]
+module = "{}"
+[sink]
+kind = "kafka"
+topic = "formatted"
+[batch]
+max_records = 25
+max_wait = "10ms"
+"#,
+        wasm("shadow_parse_v1").display(),
+        wasm("shadow_format_v1").display(),
+    )
+}
+
+#[test]
+fn a_format_shadow_that_rekeys_shows_the_changed_keys_and_value_fields_and_reaches_no_topic() {
+    let broker = TestBroker::embedded();
+    broker.topic("orders", 1);
+    broker.topic("formatted", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let job = start(&format_spec(), &broker.address(), dir.path());
+    let producer = producer(&broker.address());
+    const WARM: usize = 10;
+    warm_up(&job, &producer, WARM);
+    let report = job
+        .shadow(
+            "format",
+            "shadow_format_keyed",
+            Bound::For(Duration::from_secs(600)),
+        )
+        .unwrap();
+    assert_eq!(
+        (report.state, report.kind.as_str()),
+        (State::Running, "format")
+    );
+
+    const N: usize = 200;
+    for id in WARM..WARM + N {
+        let order = format!(r#"{{"id":{id},"status":"{}"}}"#, status_of(id));
+        send(&producer, "orders", &order, None);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let report = job.wait_report("format", "every record compared", |r| {
+        r.records.as_ref().unwrap().compared == N as u64
+    });
+    // `keyed` keys by the upper-cased status (a change where the status isn't upper case)
+    // and flags every order whose id is a multiple of 4.
+    let ids = WARM..WARM + N;
+    let rekeyed = |id: usize| status_of(id).to_uppercase() != status_of(id);
+    let flagged = |id: usize| id % 4 == 0;
+    let changed: Vec<usize> = ids
+        .clone()
+        .filter(|&id| rekeyed(id) || flagged(id))
+        .collect();
+    let records = report.records.as_ref().unwrap();
+    assert_eq!(
+        (
+            records.changed,
+            records.same,
+            records.only_old,
+            records.only_new
+        ),
+        (changed.len() as u64, (N - changed.len()) as u64, 0, 0)
+    );
+    assert_eq!(
+        records.fields,
+        BTreeMap::from([
+            (
+                "key".to_owned(),
+                ids.clone().filter(|&id| rekeyed(id)).count() as u64
+            ),
+            (
+                "value.flag".to_owned(),
+                ids.clone().filter(|&id| flagged(id)).count() as u64
+            ),
+        ])
+    );
+    let record = |id: usize, key: String, flag: bool| {
+        let mut value = json!({"id": id, "status": status_of(id)});
+        if flag {
+            value["flag"] = json!(true);
+        }
+        json!({"key": key, "value": value})
+    };
+    let examples: Vec<(Value, Value)> = records
+        .examples
+        .iter()
+        .map(|e| (e.old.clone().unwrap(), e.new.clone().unwrap()))
+        .collect();
+    let expected: Vec<(Value, Value)> = changed
+        .iter()
+        .take(rivulet::shadow::diff::EXAMPLES)
+        .map(|&id| {
+            (
+                record(id, status_of(id).to_owned(), false),
+                record(id, status_of(id).to_uppercase(), flagged(id)),
+            )
+        })
+        .collect();
+    assert_eq!(examples, expected);
+
+    job.status
+        .shadows
+        .drop_shadow("format", "dropped on request")
+        .unwrap();
+    job.stop();
+    // The topic has the live module's records only, each once, keyed by the status as sent.
+    let read = read_until(
+        &broker.address(),
+        "formatted",
+        1,
+        Duration::from_secs(5),
+        |_| false,
+    );
+    let got: Vec<(String, Value)> = read
+        .iter()
+        .map(|r| {
+            let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+            (key, serde_json::from_slice(&r.payload).unwrap())
+        })
+        .collect();
+    let warm = (0..WARM).map(|id| ("warm".to_owned(), json!({"id": id, "status": "warm"})));
+    let want: Vec<(String, Value)> = warm
+        .chain((WARM..WARM + N).map(|id| {
+            let status = status_of(id);
+            (status.to_owned(), json!({"id": id, "status": status}))
+        }))
+        .collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_trapping_shadow_is_dropped_with_the_reason_and_no_live_record_is_lost() {
     let broker = TestBroker::embedded();
