@@ -82,6 +82,7 @@ fn table_arg(text: &str) -> Result<TableSpec, String> {
         source: TableSource::File {
             path: PathBuf::from(path),
             format: None,
+            columns: None,
         },
         types: BTreeMap::new(),
     })

@@ -25,10 +25,14 @@ pub struct TableSpec {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TableSource {
     /// A file, read once at start: JSON lines (one object per line) or CSV with a header
-    /// row; `format` is `json` or `csv`, by default told by the extension.
+    /// row; `format` is `json` or `csv`, by default told by the extension. A CSV file
+    /// without a header row (as Flink's `csv` format writes it) names its fields in order
+    /// with `columns`.
     File {
         path: PathBuf,
         format: Option<TableFormat>,
+        #[serde(default)]
+        columns: Option<Vec<String>>,
     },
     /// A Kafka topic (compacted, typically), read from the beginning before the job takes
     /// its first record and followed while it runs: the record key is the row's key, the
@@ -75,6 +79,36 @@ pub(crate) fn check(spec: &PipelineSpec) -> Result<(), (String, String)> {
         }
         if table.key.trim().is_empty() {
             return Err((field("key"), "must name the key column".to_owned()));
+        }
+        if let TableSource::File {
+            path,
+            format,
+            columns: Some(columns),
+        } = &table.source
+        {
+            let csv = match format {
+                Some(format) => *format == TableFormat::Csv,
+                None => crate::table::file::format_of(path) == Some(TableFormat::Csv),
+            };
+            if !csv {
+                return Err((
+                    field("source.columns"),
+                    "names the fields of a CSV file without a header row; a JSON line names its own".to_owned(),
+                ));
+            }
+            if !columns.contains(&table.key) {
+                return Err((
+                    field("source.columns"),
+                    format!("has no key column `{}`", table.key),
+                ));
+            }
+            if let Some(twice) = columns
+                .iter()
+                .enumerate()
+                .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
+            {
+                return Err((field("source.columns"), format!("names `{twice}` twice")));
+            }
         }
         for (column, ty) in &table.types {
             if crate::table::Declared::of_sql(ty).is_none() {

@@ -1,5 +1,6 @@
 //! A table's `WITH (...)` options as a source or a sink: `kafka` and `upsert-kafka` (JSON or
-//! Avro in Confluent's wire format, see [`super::format`]), `filesystem` (JSON lines) and
+//! Avro in Confluent's wire format, see [`super::format`]), `filesystem` (JSON lines; CSV
+//! for a lookup table) and
 //! `print` (standard output). Every option is either used, accepted with a note (a Flink
 //! option with no effect here), or an error naming it.
 
@@ -205,6 +206,13 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
                 format!("table `{name}` needs the option '{wanted}'"),
             )
         })?;
+        if value.kind == FormatKind::Csv && kind != "filesystem" {
+            return Err(SqlError::unsupported_because(
+                value.at,
+                format!("the format 'csv' on the {kind} table `{name}`"),
+                "CSV is read from a filesystem table used as a lookup table",
+            ));
+        }
         value_options(table, role, value, kind, &mut out)?;
     }
     out.value_format = value_format.clone();
@@ -242,12 +250,12 @@ pub fn connector(table: &Table, role: Role) -> Result<Connector, SqlError> {
         ("filesystem", _)
             if value_format
                 .as_ref()
-                .is_some_and(|f| f.kind != FormatKind::Json) =>
+                .is_some_and(|f| f.kind == FormatKind::AvroConfluent) =>
         {
             return Err(SqlError::unsupported_because(
                 value_format.as_ref().map_or(table.at, |f| f.at),
                 "the format 'avro-confluent' on a filesystem table",
-                "files are JSON lines",
+                "files are JSON lines (or CSV, for a lookup table)",
             ));
         }
         ("filesystem", _) => {
@@ -441,6 +449,9 @@ fn keyed<'a>(
             }
             FormatKind::Json => KeyFormat::Json,
             FormatKind::AvroConfluent => KeyFormat::AvroConfluent,
+            FormatKind::Csv => {
+                return Err(SqlError::unsupported(key_format.at, "the key format 'csv'"));
+            }
         });
         if key_format.kind == FormatKind::AvroConfluent {
             if key_format.url != *registry {

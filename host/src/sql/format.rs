@@ -1,4 +1,5 @@
-//! A table's formats — `json` and `avro-confluent` — and their options, with Flink's names:
+//! A table's formats — `json`, `avro-confluent`, and `csv` for a filesystem lookup table —
+//! and their options, with Flink's names:
 //! the value format (`'format'` or `'value.format'`, options `json.*` / `avro-confluent.*`,
 //! optionally prefixed `value.`) and the key format (`'key.format'`, options `key.json.*` /
 //! `key.avro-confluent.*`).
@@ -14,6 +15,9 @@ pub enum FormatKind {
     AvroConfluent,
     /// The key's bytes as they are (`'key.format' = 'raw'`).
     Raw,
+    /// Comma-separated fields in the order of the table's columns, no header row (a
+    /// filesystem table read as a lookup table).
+    Csv,
 }
 
 impl FormatKind {
@@ -22,6 +26,7 @@ impl FormatKind {
             FormatKind::Json => "json",
             FormatKind::AvroConfluent => "avro-confluent",
             FormatKind::Raw => "raw",
+            FormatKind::Csv => "csv",
         }
     }
 }
@@ -81,12 +86,13 @@ pub fn format(table: &Table, side: Side) -> Result<Option<Format>, SqlError> {
         ("json", _) => FormatKind::Json,
         ("avro-confluent", _) => FormatKind::AvroConfluent,
         ("raw", Side::Key) => FormatKind::Raw,
+        ("csv", Side::Value) => FormatKind::Csv,
         (other, _) => {
             return Err(SqlError::unsupported_because(
                 given.at,
                 format!("the format '{other}'"),
                 match side {
-                    Side::Value => "json and avro-confluent are",
+                    Side::Value => "json, avro-confluent and csv are",
                     Side::Key => "json, avro-confluent and raw are",
                 },
             ));
@@ -116,6 +122,15 @@ pub fn format(table: &Table, side: Side) -> Result<Option<Format>, SqlError> {
                     option.at,
                     format!("'{}' = '{}'", option.key, option.value),
                     "timestamps are ISO-8601 text",
+                ));
+            }
+            (FormatKind::Csv, "field-delimiter") if option.value == "," => {}
+            (FormatKind::Csv, "quote-character") if option.value == "\"" => {}
+            (FormatKind::Csv, _) => {
+                return Err(SqlError::unsupported_because(
+                    option.at,
+                    format!("'{}' = '{}'", option.key, option.value),
+                    "CSV files are read comma-separated, with '\"' quotes",
                 ));
             }
             (FormatKind::AvroConfluent, "url" | "schema-registry.url") => {
@@ -186,6 +201,7 @@ pub fn classify(
             FormatKind::Json => (JSON_USED, JSON_IGNORED),
             FormatKind::AvroConfluent => (AVRO_USED, &[]),
             FormatKind::Raw => (&[], &[]),
+            FormatKind::Csv => (&["field-delimiter", "quote-character"], &[]),
         };
         if used.contains(&name) {
             return Some(Ok(None));

@@ -14,7 +14,8 @@ use super::catalog::{Catalog, Column, ColumnSource, Table};
 use super::connector::{Role, connector};
 use super::{Pos, SqlError};
 use crate::spec::{
-    KeyFormat, OnError, OnMiss, SinkFormat, SinkSpec, StageKind, StageSpec, TableSource, TableSpec,
+    KeyFormat, OnError, OnMiss, SinkFormat, SinkSpec, StageKind, StageSpec, TableFormat,
+    TableSource, TableSpec,
 };
 use crate::table::Declared;
 use sqlparser::ast::{
@@ -325,13 +326,35 @@ fn table_source(
 ) -> Result<(TableSource, Option<(String, Pos)>), SqlError> {
     let connector_at = super::connector::at_of(table, "connector");
     match &options.sink {
-        Some(SinkSpec::File { path }) => Ok((
-            TableSource::File {
-                path: path.clone(),
-                format: None,
-            },
-            None,
-        )),
+        Some(SinkSpec::File { path }) => {
+            let csv = options
+                .value_format
+                .as_ref()
+                .is_some_and(|f| f.kind == super::format::FormatKind::Csv);
+            // Flink's `csv` has no header row: its fields are the physical columns, in order.
+            let (format, columns) = match csv {
+                true => (
+                    TableFormat::Csv,
+                    Some(
+                        table
+                            .columns
+                            .iter()
+                            .filter(|c| c.source == ColumnSource::Field)
+                            .map(|c| c.name.clone())
+                            .collect(),
+                    ),
+                ),
+                false => (TableFormat::Json, None),
+            };
+            Ok((
+                TableSource::File {
+                    path: path.clone(),
+                    format: Some(format),
+                    columns,
+                },
+                None,
+            ))
+        }
         Some(SinkSpec::Kafka {
             topic,
             format,

@@ -585,6 +585,20 @@ fn job_spec(
 ) -> Result<PipelineSpec, SqlError> {
     let source = connector(source_table, Role::Source)?;
     let sink = connector(sink_table, Role::Sink)?;
+    for (table, options, what) in [
+        (source_table, &source, "read by the query"),
+        (sink_table, &sink, "written by the query"),
+    ] {
+        if let Some(format) = &options.value_format
+            && format.kind == super::format::FormatKind::Csv
+        {
+            return Err(SqlError::unsupported_because(
+                format.at,
+                format!("the CSV table `{}` {what}", table.name),
+                "a CSV file is read as a lookup table (JOIN … FOR SYSTEM_TIME AS OF), a job's own files are JSON lines",
+            ));
+        }
+    }
     notes.extend(source.notes.iter().cloned());
     notes.extend(sink.notes.iter().cloned());
     let brokers = match (&source.brokers, &sink.brokers) {

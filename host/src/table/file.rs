@@ -1,5 +1,5 @@
 //! A table from a file, read once at start: JSON lines (one object per line, blank lines
-//! skipped) or CSV with a header row. Anything that is not a row of the table — invalid
+//! skipped) or CSV, with a header row or with its fields named by the spec. Anything that is not a row of the table — invalid
 //! JSON, a missing or repeated key, a value of another type than its column — is an error
 //! naming the file and the line.
 
@@ -10,11 +10,13 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Reads the table `spec` from `path`.
+/// Reads the table `spec` from `path`; `columns` names the fields of a CSV file that has
+/// no header row.
 pub fn load(
     spec: &TableSpec,
     path: &Path,
     format: Option<TableFormat>,
+    columns: Option<&[String]>,
 ) -> Result<Contents, TableError> {
     let format = match format.or_else(|| format_of(path)) {
         Some(format) => format,
@@ -63,14 +65,19 @@ pub fn load(
         TableFormat::Csv => {
             let file = std::fs::File::open(path).map_err(read_error)?;
             let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
+                .has_headers(columns.is_none())
+                // Without a header, every record's length is checked against `columns`.
+                .flexible(columns.is_some())
                 .from_reader(std::io::BufReader::new(file));
-            let header: Vec<String> = reader
-                .headers()
-                .map_err(|err| loader.csv_error(1, err))?
-                .iter()
-                .map(|h| h.trim().to_owned())
-                .collect();
+            let header: Vec<String> = match columns {
+                Some(columns) => columns.to_vec(),
+                None => reader
+                    .headers()
+                    .map_err(|err| loader.csv_error(1, err))?
+                    .iter()
+                    .map(|h| h.trim().to_owned())
+                    .collect(),
+            };
             if !header.contains(&spec.key) {
                 return Err(loader.error(
                     1,
@@ -101,6 +108,17 @@ pub fn load(
                     loader.csv_error(line, err)
                 })?;
                 let n = record.position().map_or(0, |p| p.line());
+                if record.len() != header.len() {
+                    return Err(loader.error(
+                        n,
+                        format!(
+                            "{} fields, but the table has {} columns ({})",
+                            record.len(),
+                            header.len(),
+                            header.join(", ")
+                        ),
+                    ));
+                }
                 let mut row = Map::new();
                 for ((name, ty), field) in header.iter().zip(&types).zip(record.iter()) {
                     let value = ty
@@ -116,7 +134,7 @@ pub fn load(
 }
 
 /// The format an extension says: `.jsonl`, `.ndjson`, `.json` or `.csv`.
-fn format_of(path: &Path) -> Option<TableFormat> {
+pub fn format_of(path: &Path) -> Option<TableFormat> {
     match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "jsonl" | "ndjson" | "json" => Some(TableFormat::Json),
         "csv" => Some(TableFormat::Csv),

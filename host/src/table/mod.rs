@@ -243,8 +243,12 @@ impl Tables {
         for spec in specs {
             let started = std::time::Instant::now();
             let handle = match &spec.source {
-                TableSource::File { path, format } => {
-                    let contents = file::load(spec, path, *format)?;
+                TableSource::File {
+                    path,
+                    format,
+                    columns,
+                } => {
+                    let contents = file::load(spec, path, *format, columns.as_deref())?;
                     let source = format!("file {}", path.display());
                     TableHandle::detached(Arc::new(Table::new(
                         &spec.name, &spec.key, source, contents,

@@ -400,6 +400,90 @@ fn a_table_that_cannot_be_read_or_parsed_stops_the_job_at_start_naming_file_and_
     );
 }
 
+/// A spec whose table `regions` is the file `name` (written with `text`), CSV without a
+/// header row, its fields named by `columns`; orders of regions `a`, `b` and `c` are
+/// enriched into `out.jsonl`.
+fn headerless_spec(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    columns: &str,
+) -> Result<PipelineSpec, String> {
+    let orders = ["a", "b", "c"].map(|r| json!({"region": r}).to_string() + "\n");
+    std::fs::write(dir.join("orders.jsonl"), orders.concat()).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+    let spec = format!(
+        r#"
+name = "headerless"
+[source]
+kind = "file"
+path = "orders.jsonl"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[[stages]]
+name = "add-region"
+kind = "enrich"
+table = "regions"
+on = "region"
+[[tables]]
+name = "regions"
+key = "region"
+source = {{ kind = "file", path = "{name}", format = "csv", columns = {columns} }}
+types = {{ zone = "BIGINT" }}
+[sink]
+kind = "file"
+path = "out.jsonl"
+"#
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, spec).unwrap();
+    PipelineSpec::load(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_csv_table_without_a_header_row_is_read_by_the_columns_the_spec_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let columns = r#"["region", "name", "zone"]"#;
+    let text = "a,\"Alpha, A\",1\nb,Beta,2\n";
+    let spec = headerless_spec(dir.path(), "regions.csv", text, columns).unwrap();
+    Job::from_spec(&spec, &options()).unwrap().run().unwrap();
+    assert_eq!(
+        json_lines(&dir.path().join("out.jsonl")),
+        [
+            json!({"region": "a", "name": "Alpha, A", "zone": 1}),
+            json!({"region": "b", "name": "Beta", "zone": 2}),
+            // A miss keeps the order; the JSON sink leaves the null columns out.
+            json!({"region": "c"}),
+        ],
+        "the first line is a row, not a header"
+    );
+
+    let short = "a,Alpha,1\nb,Beta\n";
+    let spec = headerless_spec(dir.path(), "short.csv", short, columns).unwrap();
+    let err = match Job::from_spec(&spec, &options()) {
+        Ok(_) => panic!("the job started"),
+        Err(err) => err.to_string(),
+    };
+    assert_eq!(
+        err,
+        format!(
+            "table `regions`: {}:2: 2 fields, but the table has 3 columns (region, name, zone)",
+            dir.path().join("short.csv").display()
+        )
+    );
+    let json = headerless_spec(dir.path(), "regions.jsonl", "", columns).unwrap_err();
+    assert!(
+        json.contains("tables[0].source.columns")
+            && json.contains("a CSV file without a header row"),
+        "{json}"
+    );
+    let keyless = r#"["name", "zone"]"#;
+    let keyless = headerless_spec(dir.path(), "regions.csv", "", keyless).unwrap_err();
+    assert!(keyless.contains("has no key column `region`"), "{keyless}");
+}
+
 #[test]
 fn a_missing_table_file_fails_rivulet_run_with_one_line() {
     let dir = tempfile::tempdir().unwrap();

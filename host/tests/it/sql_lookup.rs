@@ -199,6 +199,92 @@ FROM orders AS o LEFT JOIN regions FOR SYSTEM_TIME AS OF o.proc_time AS r ON o.r
     assert_eq!(rows(&dir.path().join("out.jsonl")), expected);
 }
 
+/// Flink's `csv` format has no header row: the fields are the table's columns in order
+/// (here with a number column typed by its declaration, and a quoted comma).
+#[test]
+fn a_csv_lookup_table_is_read_by_its_declared_columns_in_order_and_typed() {
+    let dir = scratch();
+    let csv: String = REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, (r, n, c))| format!("{r},\"{n}, {c}\",{}\n", 10 * i))
+        .collect();
+    std::fs::write(dir.path().join("regions.csv"), csv).unwrap();
+    let script = format!(
+        "{TABLES}CREATE TABLE zones (region STRING, label STRING, zone INT, PRIMARY KEY (region) NOT ENFORCED)
+WITH ('connector' = 'filesystem', 'path' = 'regions.csv', 'format' = 'csv', 'csv.field-delimiter' = ',');
+CREATE TABLE enriched (id BIGINT, label STRING, zone INT)
+WITH ('connector' = 'filesystem', 'path' = 'out.jsonl', 'format' = 'json');
+INSERT INTO enriched
+SELECT o.id, z.label, z.zone
+FROM orders AS o JOIN zones FOR SYSTEM_TIME AS OF o.proc_time AS z ON o.region = z.region;"
+    );
+    let job = plan_in(dir.path(), &script).unwrap();
+    let table = &job.spec.tables[0];
+    assert!(
+        matches!(&table.source, TableSource::File { columns: Some(c), .. } if c == &["region", "label", "zone"]),
+        "{:?}",
+        table.source
+    );
+    run(&job);
+    let expected: Vec<Value> = orders()
+        .into_iter()
+        .filter_map(|(id, region, _)| {
+            let i = REGIONS.iter().position(|r| Some(r.0) == region)?;
+            let (_, name, country) = REGIONS[i];
+            Some(json!({"id": id, "label": format!("{name}, {country}"), "zone": 10 * i}))
+        })
+        .collect();
+    assert_eq!(rows(&dir.path().join("out.jsonl")), expected);
+}
+
+#[test]
+fn csv_is_refused_outside_a_filesystem_lookup_table_and_with_another_delimiter() {
+    let dir = scratch();
+    std::fs::write(dir.path().join("orders.csv"), "1,eu-west,1716467700000\n").unwrap();
+    let csv_source = plan_in(
+        dir.path(),
+        "CREATE TABLE orders (id BIGINT, region STRING, tsMillis BIGINT)
+WITH ('connector' = 'filesystem', 'path' = 'orders.csv', 'format' = 'csv');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'print');
+INSERT INTO out SELECT id FROM orders;",
+    )
+    .unwrap_err();
+    assert!(
+        csv_source.contains("the CSV table `orders` read by the query")
+            && csv_source.contains("a CSV file is read as a lookup table"),
+        "{csv_source}"
+    );
+    let csv_topic = plan_in(
+        dir.path(),
+        "CREATE TABLE orders (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 'orders',
+  'properties.bootstrap.servers' = 'localhost:9092', 'format' = 'csv');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'print');
+INSERT INTO out SELECT id FROM orders;",
+    )
+    .unwrap_err();
+    assert!(
+        csv_topic.contains("the format 'csv' on the kafka table `orders`"),
+        "{csv_topic}"
+    );
+    let semicolons = plan_in(
+        dir.path(),
+        &format!(
+            "{TABLES}CREATE TABLE zones (region STRING, label STRING, PRIMARY KEY (region) NOT ENFORCED)
+WITH ('connector' = 'filesystem', 'path' = 'regions.csv', 'format' = 'csv', 'csv.field-delimiter' = ';');
+CREATE TABLE out (id BIGINT, label STRING) WITH ('connector' = 'print');
+INSERT INTO out SELECT o.id, z.label
+FROM orders AS o JOIN zones FOR SYSTEM_TIME AS OF o.proc_time AS z ON o.region = z.region;"
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        semicolons.contains("'csv.field-delimiter' = ';'")
+            && semicolons.contains("CSV files are read comma-separated"),
+        "{semicolons}"
+    );
+}
+
 #[test]
 fn a_plain_join_with_a_filesystem_table_is_a_broadcast_lookup() {
     let (_, lookup) = enriched("JOIN regions FOR SYSTEM_TIME AS OF o.proc_time AS r");
