@@ -472,7 +472,7 @@ fn scripts_that_cannot_run_are_refused_naming_the_construct_and_position() {
     assert_eq!(
         plan_error(&script),
         format!(
-            "{}: the format 'protobuf' is not supported yet (json and avro-confluent are)",
+            "{}: the format 'protobuf' is not supported yet (json, avro-confluent and csv are)",
             at(&script, "'format' = 'protobuf'")
         )
     );
