@@ -100,6 +100,7 @@ fn table(path: &Path, key: &str) -> Arc<TableHandle> {
         source: TableSource::File {
             path: path.to_owned(),
             format: None,
+            columns: None,
         },
         types: BTreeMap::new(),
     };
@@ -127,6 +128,7 @@ fn wasm_stages(dir: &Path) -> (WasmMap, WasmMap) {
         source: TableSource::File {
             path: dir.join("regions.jsonl"),
             format: None,
+            columns: None,
         },
         types: BTreeMap::new(),
     };

@@ -406,7 +406,7 @@ fn a_format_shadow_that_rekeys_shows_the_changed_keys_and_value_fields_and_reach
     // and flags every order whose id is a multiple of 4.
     let ids = WARM..WARM + N;
     let rekeyed = |id: usize| status_of(id).to_uppercase() != status_of(id);
-    let flagged = |id: usize| id % 4 == 0;
+    let flagged = |id: usize| id.is_multiple_of(4);
     let changed: Vec<usize> = ids
         .clone()
         .filter(|&id| rekeyed(id) || flagged(id))
