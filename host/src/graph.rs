@@ -166,7 +166,9 @@ impl JobGraph {
                     crate::spec::TableSource::File { path, .. } => {
                         format!("file {}", file_name(path))
                     }
-                    crate::spec::TableSource::Kafka { topic } => format!("Kafka topic {topic}"),
+                    crate::spec::TableSource::Kafka { topic, .. } => {
+                        format!("Kafka topic {topic}")
+                    }
                 };
                 let input = graph.node(format!("table {}: {source}", table.name), true);
                 graph.edge(&input, &node, Some("broadcast"), None);

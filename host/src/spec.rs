@@ -7,7 +7,7 @@ use crate::udf::Limits;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use table::{OnMiss, TableFormat, TableSource, TableSpec};
+pub use table::{OnMiss, TableFormat, TableSource, TableSpec, TopicKeyFormat};
 
 /// A spec that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]

@@ -35,10 +35,26 @@ pub enum TableSource {
         columns: Option<Vec<String>>,
     },
     /// A Kafka topic (compacted, typically), read from the beginning before the job takes
-    /// its first record and followed while it runs: the record key is the row's key, the
-    /// value a JSON object of its columns; the last value of a key wins and a null value
-    /// (a tombstone) deletes the key.
-    Kafka { topic: String },
+    /// its first record and followed while it runs: the record key is the row's key (as
+    /// `key_format` says), the value a JSON object of its columns; the last value of a key
+    /// wins and a null value (a tombstone) deletes the key.
+    Kafka {
+        topic: String,
+        #[serde(default)]
+        key_format: TopicKeyFormat,
+    },
+}
+
+/// How a table topic's record keys are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicKeyFormat {
+    /// The key's UTF-8 text is the row's key.
+    #[default]
+    Text,
+    /// The key is JSON: an object holding the table's key column (as Flink's upsert-kafka
+    /// writes it with `'key.format' = 'json'`), or a bare JSON value.
+    Json,
 }
 
 /// How a table file is written.

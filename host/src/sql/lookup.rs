@@ -15,7 +15,7 @@ use super::connector::{Role, connector};
 use super::{Pos, SqlError};
 use crate::spec::{
     KeyFormat, OnError, OnMiss, SinkFormat, SinkSpec, StageKind, StageSpec, TableFormat,
-    TableSource, TableSpec,
+    TableSource, TableSpec, TopicKeyFormat,
 };
 use crate::table::Declared;
 use sqlparser::ast::{
@@ -319,7 +319,7 @@ fn equality(
 }
 
 /// Where the table's rows come from: a filesystem table's file, an upsert-kafka table's
-/// topic (its key raw text, its value JSON).
+/// topic (its key raw text or JSON, its value JSON).
 fn table_source(
     table: &Table,
     options: &super::connector::Connector,
@@ -368,13 +368,17 @@ fn table_source(
                     "its topic's values are read as JSON",
                 ));
             }
-            if *key_format != Some(KeyFormat::Raw) {
-                return Err(SqlError::unsupported_because(
-                    super::connector::at_of(table, "key.format"),
-                    format!("the lookup table `{}` with this key format", table.name),
-                    "its record keys are read as text: 'key.format' = 'raw'",
-                ));
-            }
+            let key_format = match key_format {
+                Some(KeyFormat::Raw) => TopicKeyFormat::Text,
+                Some(KeyFormat::Json) => TopicKeyFormat::Json,
+                _ => {
+                    return Err(SqlError::unsupported_because(
+                        super::connector::at_of(table, "key.format"),
+                        format!("the lookup table `{}` with this key format", table.name),
+                        "its record keys are read as text ('key.format' = 'raw') or JSON ('key.format' = 'json')",
+                    ));
+                }
+            };
             let brokers = options.brokers.clone().map(|b| {
                 (
                     b,
@@ -384,6 +388,7 @@ fn table_source(
             Ok((
                 TableSource::Kafka {
                     topic: topic.clone(),
+                    key_format,
                 },
                 brokers,
             ))

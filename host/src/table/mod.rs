@@ -254,8 +254,8 @@ impl Tables {
                         &spec.name, &spec.key, source, contents,
                     )))
                 }
-                TableSource::Kafka { topic } => match context {
-                    Some(context) => topic::follow(spec, topic, context)?,
+                TableSource::Kafka { topic, key_format } => match context {
+                    Some(context) => topic::follow(spec, topic, *key_format, context)?,
                     None => TableHandle::detached(Arc::new(Table::new(
                         &spec.name,
                         &spec.key,

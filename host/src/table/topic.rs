@@ -1,14 +1,15 @@
 //! A table from a Kafka topic (compacted, typically; Kafka Streams' GlobalKTable): every
 //! partition is read from the beginning to the end it had at start before the job takes its
 //! first record, then a thread follows the topic while the job runs. The record key is the
-//! row's key, the value a JSON object of its columns; the last value of a key wins, and a
+//! row's key (its text, or with `key_format = "json"` the key column of a JSON key), the
+//! value a JSON object of its columns; the last value of a key wins, and a
 //! record without a value (a tombstone) deletes the key. A record that is no row (no key,
 //! not a JSON object) is refused, counted and logged; the row before it stays.
 
 use super::contents::Contents;
 use super::{Table, TableContext, TableError, TableHandle};
 use crate::kafka::KafkaError;
-use crate::spec::TableSpec;
+use crate::spec::{TableSpec, TopicKeyFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -20,10 +21,12 @@ use std::time::{Duration, Instant};
 /// How long one metadata or watermark request may take.
 const ASK: Duration = Duration::from_secs(10);
 
-/// Reads `topic` into the table `spec` and starts following it.
+/// Reads `topic` into the table `spec` (its record keys written as `key_format` says) and
+/// starts following it.
 pub fn follow(
     spec: &TableSpec,
     topic: &str,
+    key_format: TopicKeyFormat,
     context: &TableContext<'_>,
 ) -> Result<TableHandle, TableError> {
     let fail = |error: KafkaError| TableError::Kafka {
@@ -82,6 +85,7 @@ pub fn follow(
         consumer,
         table: table.clone(),
         key: spec.key.clone(),
+        key_format,
     };
     let started = Instant::now();
     let mut last_progress = Instant::now();
@@ -146,9 +150,28 @@ struct Follower {
     consumer: BaseConsumer,
     table: Arc<Table>,
     key: String,
+    key_format: TopicKeyFormat,
 }
 
 impl Follower {
+    /// The row key a record's key names: its text, or the key column of a JSON key (an
+    /// object holding it, or a bare value).
+    fn key_of(&self, key: &[u8]) -> Result<String, String> {
+        let text = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8 text".to_owned())?;
+        if self.key_format == TopicKeyFormat::Text {
+            return Ok(text.to_owned());
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|err| format!("the key is not JSON: {err}"))?;
+        match value {
+            serde_json::Value::Object(mut fields) => match fields.remove(&self.key) {
+                Some(value) => super::contents::key_text(Some(&value), &self.key),
+                None => Err(format!("the JSON key has no `{}`", self.key)),
+            },
+            value => super::contents::key_text(Some(&value), &self.key),
+        }
+    }
+
     /// Follows the topic until `stop`.
     fn run(self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
@@ -174,19 +197,16 @@ impl Follower {
             message.partition(),
             message.offset()
         );
-        let key = match message.key().map(std::str::from_utf8) {
+        let key = match message.key().map(|key| self.key_of(key)) {
             Some(Ok(key)) => key,
-            Some(Err(_)) => {
-                return self
-                    .table
-                    .reject(format!("record {at}: the key is not UTF-8 text"));
-            }
+            Some(Err(reason)) => return self.table.reject(format!("record {at}: {reason}")),
             None => {
                 return self
                     .table
                     .reject(format!("record {at} has no key (a table row needs one)"));
             }
         };
+        let key = key.as_str();
         let Some(payload) = message.payload() else {
             return self.table.delete(key);
         };

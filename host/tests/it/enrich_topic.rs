@@ -193,6 +193,113 @@ max_wait = "20ms"
     running.join().unwrap().unwrap();
 }
 
+/// Flink's upsert-kafka writes a JSON key (`'key.format' = 'json'`): an object holding the
+/// key column. With `key_format = "json"` the row's key is that column (or a bare JSON
+/// value); a key that is no JSON, or lacks the column, is refused and counted; a tombstone
+/// with a JSON key deletes its row.
+#[test]
+fn a_topic_table_with_json_keys_is_keyed_by_the_key_column_inside_them() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    for topic in ["regions", "orders", "enriched"] {
+        broker.topic(topic, 1);
+    }
+    let keyed = |key: &str, name: &str| {
+        (
+            0,
+            key.to_owned(),
+            json!({ "name": name }).to_string().into_bytes(),
+        )
+    };
+    produce(
+        &address,
+        "regions",
+        &[
+            keyed(r#"{"region":"eu-west"}"#, "Europe (Ireland)"),
+            keyed(r#""us-east""#, "US East (N. Virginia)"),
+            keyed(r#"{"region":"ap-south"}"#, "Asia Pacific (Mumbai)"),
+            keyed("us-west", "not JSON"),
+            keyed(r#"{"zone":"us-west"}"#, "no region in the key"),
+        ],
+    );
+    tombstone(&address, "regions", r#"{"region":"ap-south"}"#);
+    let spec = PipelineSpec::parse(
+        r#"
+name = "enrich-json-keys"
+parallelism = 1
+[source]
+kind = "kafka"
+topic = "orders"
+assign = "all"
+start = "earliest"
+[[stages]]
+name = "parse"
+kind = "parse"
+builtin = "json"
+[[stages]]
+name = "add-region"
+kind = "enrich"
+table = "regions"
+on = "region"
+columns = ["name"]
+[[tables]]
+name = "regions"
+key = "region"
+source = { kind = "kafka", topic = "regions", key_format = "json" }
+[sink]
+kind = "kafka"
+topic = "enriched"
+[batch]
+max_wait = "20ms"
+"#,
+        Path::new("job.toml"),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        brokers: Some(address.clone()),
+        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
+        stop: stop.clone(),
+        connect_timeout: Some(Duration::from_secs(30)),
+        commit_every: Duration::from_millis(200),
+        swappable: false,
+        instance: Default::default(),
+    };
+    let mut job = Job::from_spec(&spec, &options).unwrap();
+    let status = job.status.clone();
+    let table = status.snapshot().tables.remove(0);
+    assert_eq!(
+        (table.rows, table.updates, table.deletes, table.rejected),
+        (2, 3, 1, 2)
+    );
+    assert_eq!(
+        table.last_rejection.as_deref(),
+        Some("record regions/0@4: the JSON key has no `region`")
+    );
+    let running = std::thread::spawn(move || job.run().map_err(|e| e.to_string()));
+    produce(
+        &address,
+        "orders",
+        &[
+            order(1, "eu-west"),
+            order(2, "us-east"),
+            order(3, "ap-south"),
+            order(4, "us-west"),
+        ],
+    );
+    assert_eq!(
+        enriched(&address, "enriched", 4),
+        [
+            (1, json!("Europe (Ireland)")),
+            (2, json!("US East (N. Virginia)")),
+            (3, Value::Null),
+            (4, Value::Null),
+        ]
+    );
+    stop.store(true, Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+}
+
 #[test]
 fn a_table_topic_that_does_not_exist_stops_the_job_at_start() {
     let broker = TestBroker::embedded();

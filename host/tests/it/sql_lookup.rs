@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use rivulet::assemble::RunOptions;
-use rivulet::spec::{OnMiss, StageKind, TableSource};
+use rivulet::spec::{OnMiss, StageKind, TableSource, TopicKeyFormat};
 use rivulet::sql::SqlJob;
 use rivulet::task::Job;
 use rivulet::udf::{ModuleCache, Runtime};
@@ -386,6 +386,44 @@ FROM {from};"
             "orders AS o JOIN regions AS r ON o.region = r.region JOIN regions AS q ON o.region = q.region"
         ),
         "a second JOIN is not supported yet"
+    );
+}
+
+#[test]
+fn an_upsert_kafka_lookup_table_reads_raw_or_json_keys_and_refuses_avro_keys() {
+    let dir = scratch();
+    let plan = |key_format: &str| {
+        plan_in(
+            dir.path(),
+            &format!(
+                "{TABLES}CREATE TABLE live (region STRING, label STRING, PRIMARY KEY (region) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = 'regions', 'properties.bootstrap.servers' = 'localhost:9092',
+  {key_format}, 'value.format' = 'json');
+CREATE TABLE enriched (id BIGINT, label STRING)
+WITH ('connector' = 'filesystem', 'path' = 'out.jsonl', 'format' = 'json');
+INSERT INTO enriched SELECT o.id, r.label
+FROM orders AS o JOIN live FOR SYSTEM_TIME AS OF o.proc_time AS r ON o.region = r.region;"
+            ),
+        )
+    };
+    for (given, read) in [
+        ("'key.format' = 'raw'", TopicKeyFormat::Text),
+        ("'key.format' = 'json'", TopicKeyFormat::Json),
+    ] {
+        let job = plan(given).unwrap();
+        assert!(
+            matches!(&job.spec.tables[0].source, TableSource::Kafka { topic, key_format } if topic == "regions" && *key_format == read),
+            "{given}: {:?}",
+            job.spec.tables[0].source
+        );
+    }
+    let avro =
+        plan("'key.format' = 'avro-confluent', 'key.avro-confluent.url' = 'http://localhost:8081'")
+            .unwrap_err();
+    assert!(
+        avro.contains("the lookup table `live` with this key format")
+            && avro.contains("'key.format' = 'json'"),
+        "{avro}"
     );
 }
 
