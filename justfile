@@ -196,6 +196,11 @@ bench-sql records="1000000": build (udf "parse-sales") (udf "sum-sales")
 bench-swap: udfs test-guests
     cargo bench -p rivulet --bench swap
 
+# `just bench-edit-loop --rivulet target/demo/rivulet` measures the unoptimised host.
+# The participant's loop (issue 9): UDF source edit → `just udf` → the demo swaps it in (medians of 10).
+bench-edit-loop *args: udfs build
+    scripts/bench-edit-loop {{ args }}
+
 # Shadow-swap figures (issue 13): promote → first result of the new module (in process), then
 # the live job's throughput with and without a shadow (whole processes, medians of 3).
 bench-shadow: udfs test-guests
