@@ -90,15 +90,15 @@ demo *args:
     set -euo pipefail
     echo "==> [1/3] the step components (udfs/*, wasm32-wasip2)" >&2
     {{ just_executable() }} udfs
-    # The optimised host once there is one (`just build`, `just test`): swaps of edited steps
-    # prepare in ~0.4 s there, ~1.6 s unoptimised. Without one, the unoptimised host comes
-    # first: a fresh clone's first result in under 5 minutes instead of 10.
+    # The optimised host once there is one (`just build`, `just test`). Without one, the
+    # `demo` profile (unoptimised but for the component compiler) comes first: a fresh
+    # clone's first result in under 5 minutes instead of 10, with swaps as quick.
     if [ -x target/release/rivulet ]; then
         echo "==> [2/3] the host, optimised (target/release/rivulet exists; brought up to date)" >&2
         cargo build --release -p rivulet
         rivulet=target/release/rivulet
     else
-        echo "==> [2/3] the host, unoptimised (the demo profile; a fresh clone compiles ~330 crates: 3-4 minutes on 2 cores; later builds take seconds). Run \`just build\` once for the optimised host: the next demo uses it, and swaps of edited steps prepare 4x faster" >&2
+        echo "==> [2/3] the host, unoptimised but for the component compiler (the demo profile; a fresh clone compiles ~330 crates: 3-4 minutes on 2 cores; later builds take seconds). \`just build\` makes the optimised host, which the next demo uses" >&2
         cargo build --profile demo -p rivulet
         rivulet=target/demo/rivulet
     fi
