@@ -1,7 +1,8 @@
 //! A table from a file, read once at start: JSON lines (one object per line, blank lines
-//! skipped) or CSV, with a header row or with its fields named by the spec. Anything that is not a row of the table — invalid
-//! JSON, a missing or repeated key, a value of another type than its column — is an error
-//! naming the file and the line.
+//! skipped) or CSV, with a header row or with its fields named by the spec. Anything that
+//! is not a row of the table — invalid JSON, a missing or repeated key, a value of another
+//! type than its column, a CSV record of another width — is an error naming the file and
+//! the line.
 
 use super::TableError;
 use super::contents::{Contents, Declared, key_text};

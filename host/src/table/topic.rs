@@ -2,9 +2,10 @@
 //! partition is read from the beginning to the end it had at start before the job takes its
 //! first record, then a thread follows the topic while the job runs. The record key is the
 //! row's key (its text, or with `key_format = "json"` the key column of a JSON key), the
-//! value a JSON object of its columns; the last value of a key wins, and a
-//! record without a value (a tombstone) deletes the key. A record that is no row (no key,
-//! not a JSON object) is refused, counted and logged; the row before it stays.
+//! value a JSON object of its columns; the last value of a key wins, and a record without
+//! a value (a tombstone) deletes the key. A record that is no row (no key, a JSON key
+//! without the key column, not a JSON object) is refused, counted and logged; the row
+//! before it stays.
 
 use super::contents::Contents;
 use super::{Table, TableContext, TableError, TableHandle};
