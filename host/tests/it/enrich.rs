@@ -110,8 +110,13 @@ fn options() -> RunOptions {
 
 /// Writes `spec` (TOML) as `dir/job.toml` and loads it.
 fn spec_in(dir: &Path, spec: &str) -> PipelineSpec {
+    try_spec_in(dir, spec).unwrap()
+}
+
+/// [`spec_in`], with the error a spec that doesn't load gives.
+fn try_spec_in(dir: &Path, spec: &str) -> Result<PipelineSpec, String> {
     std::fs::write(dir.join("job.toml"), spec).unwrap();
-    PipelineSpec::load(&dir.join("job.toml")).unwrap()
+    PipelineSpec::load(&dir.join("job.toml")).map_err(|e| e.to_string())
 }
 
 /// Runs the orders through an `enrich` stage with `on_miss`, in two tasks; returns the
@@ -437,9 +442,7 @@ kind = "file"
 path = "out.jsonl"
 "#
     );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, spec).unwrap();
-    PipelineSpec::load(&path).map_err(|e| e.to_string())
+    try_spec_in(dir, &spec)
 }
 
 #[test]

@@ -46,26 +46,13 @@ fn enriched(address: &str, topic: &str, n: usize) -> Vec<(i64, Value)> {
         .collect()
 }
 
-#[test]
-fn a_topic_table_is_read_before_the_first_record_and_followed_while_the_job_runs() {
-    let broker = TestBroker::embedded();
-    let address = broker.address();
-    for topic in ["regions", "orders", "enriched"] {
-        broker.topic(topic, 1);
-    }
-    produce(
-        &address,
-        "regions",
-        &[
-            row("eu-west", "Europe (Ireland)"),
-            row("us-east", "US East (N. Virginia)"),
-            (0, "broken".to_owned(), b"not json".to_vec()),
-            row("eu-west", "Europe (Dublin)"),
-        ],
-    );
+/// The job that enriches `orders` (JSON, from the start) with the table `regions` read from
+/// `table` (a TOML source) into the topic `enriched`; and the flag that stops it.
+fn enriching_job(address: &str, name: &str, table: &str) -> (Job, Arc<AtomicBool>) {
     let spec = PipelineSpec::parse(
-        r#"
-name = "enrich-from-topic"
+        &format!(
+            r#"
+name = "{name}"
 parallelism = 1
 [source]
 kind = "kafka"
@@ -85,19 +72,20 @@ columns = ["name"]
 [[tables]]
 name = "regions"
 key = "region"
-source = { kind = "kafka", topic = "regions" }
+source = {table}
 [sink]
 kind = "kafka"
 topic = "enriched"
 [batch]
 max_wait = "20ms"
-"#,
+"#
+        ),
         Path::new("job.toml"),
     )
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
-        brokers: Some(address.clone()),
+        brokers: Some(address.to_owned()),
         runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
         stop: stop.clone(),
         connect_timeout: Some(Duration::from_secs(30)),
@@ -105,7 +93,31 @@ max_wait = "20ms"
         swappable: false,
         instance: Default::default(),
     };
-    let mut job = Job::from_spec(&spec, &options).unwrap();
+    (Job::from_spec(&spec, &options).unwrap(), stop)
+}
+
+#[test]
+fn a_topic_table_is_read_before_the_first_record_and_followed_while_the_job_runs() {
+    let broker = TestBroker::embedded();
+    let address = broker.address();
+    for topic in ["regions", "orders", "enriched"] {
+        broker.topic(topic, 1);
+    }
+    produce(
+        &address,
+        "regions",
+        &[
+            row("eu-west", "Europe (Ireland)"),
+            row("us-east", "US East (N. Virginia)"),
+            (0, "broken".to_owned(), b"not json".to_vec()),
+            row("eu-west", "Europe (Dublin)"),
+        ],
+    );
+    let (mut job, stop) = enriching_job(
+        &address,
+        "enrich-from-topic",
+        r#"{ kind = "kafka", topic = "regions" }"#,
+    );
     let status = job.status.clone();
     // Read to its end before the job starts: the last value of a key won, the broken
     // record was refused.
@@ -223,49 +235,11 @@ fn a_topic_table_with_json_keys_is_keyed_by_the_key_column_inside_them() {
         ],
     );
     tombstone(&address, "regions", r#"{"region":"ap-south"}"#);
-    let spec = PipelineSpec::parse(
-        r#"
-name = "enrich-json-keys"
-parallelism = 1
-[source]
-kind = "kafka"
-topic = "orders"
-assign = "all"
-start = "earliest"
-[[stages]]
-name = "parse"
-kind = "parse"
-builtin = "json"
-[[stages]]
-name = "add-region"
-kind = "enrich"
-table = "regions"
-on = "region"
-columns = ["name"]
-[[tables]]
-name = "regions"
-key = "region"
-source = { kind = "kafka", topic = "regions", key_format = "json" }
-[sink]
-kind = "kafka"
-topic = "enriched"
-[batch]
-max_wait = "20ms"
-"#,
-        Path::new("job.toml"),
-    )
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let options = RunOptions {
-        brokers: Some(address.clone()),
-        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
-        stop: stop.clone(),
-        connect_timeout: Some(Duration::from_secs(30)),
-        commit_every: Duration::from_millis(200),
-        swappable: false,
-        instance: Default::default(),
-    };
-    let mut job = Job::from_spec(&spec, &options).unwrap();
+    let (mut job, stop) = enriching_job(
+        &address,
+        "enrich-json-keys",
+        r#"{ kind = "kafka", topic = "regions", key_format = "json" }"#,
+    );
     let status = job.status.clone();
     let table = status.snapshot().tables.remove(0);
     assert_eq!(

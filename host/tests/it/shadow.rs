@@ -118,7 +118,6 @@ fn a_parse_shadow_that_lower_cases_status_shows_exactly_the_changed_rows_and_rea
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
     let job = start(&parse_spec(&out, &dead), &broker.address(), dir.path());
     let producer = producer(&broker.address());
-    const WARM: usize = 10;
     warm_up(&job, &producer, WARM);
 
     let report = job
@@ -230,10 +229,34 @@ fn a_parse_shadow_that_lower_cases_status_shows_exactly_the_changed_rows_and_rea
     assert_eq!(dead_letters.len(), broken.len(), "{dead_letters:?}");
 }
 
-fn map_spec() -> String {
-    format!(
-        r#"
-name = "map-shadows"
+/// A job from `orders` through the parse component `parse` and `stages` (TOML) to the
+/// topic `out`, warmed up with [`WARM`] orders, with a shadow of `stage` running
+/// `candidate` (for 10 minutes).
+struct ToTopic {
+    broker: TestBroker,
+    _dir: tempfile::TempDir,
+    job: Running,
+    producer: BaseProducer,
+    out: &'static str,
+    stage: &'static str,
+}
+
+const WARM: usize = 10;
+
+impl ToTopic {
+    fn start(
+        parse: &str,
+        stages: &str,
+        out: &'static str,
+        stage: &'static str,
+        candidate: &str,
+    ) -> Self {
+        let broker = TestBroker::embedded();
+        broker.topic("orders", 1);
+        broker.topic(out, 1);
+        let spec = format!(
+            r#"
+name = "{stage}-shadows"
 [source]
 kind = "kafka"
 topic = "orders"
@@ -242,43 +265,67 @@ assign = "all"
 name = "parse"
 kind = "parse"
 module = "{}"
-[[stages]]
-name = "map"
-kind = "map"
-module = "{}"
+{stages}
 [sink]
 kind = "kafka"
-topic = "mapped"
+topic = "{out}"
 [batch]
 max_records = 25
 max_wait = "10ms"
 "#,
-        wasm("swap_parse_v1").display(),
-        wasm("swap_map_v1").display(),
-    )
+            wasm(parse).display(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let job = start(&spec, &broker.address(), dir.path());
+        let producer = producer(&broker.address());
+        warm_up(&job, &producer, WARM);
+        let report = job
+            .shadow(stage, candidate, Bound::For(Duration::from_secs(600)))
+            .unwrap();
+        assert_eq!(
+            (report.state, report.kind.as_str()),
+            (State::Running, stage)
+        );
+        ToTopic {
+            broker,
+            _dir: dir,
+            job,
+            producer,
+            out,
+            stage,
+        }
+    }
+
+    /// Drops the shadow, stops the job, and reads back what reached the topic.
+    fn stop(self) -> Vec<common::kafka::Read> {
+        self.job
+            .status
+            .shadows
+            .drop_shadow(self.stage, "dropped on request")
+            .unwrap();
+        self.job.stop();
+        read_until(
+            &self.broker.address(),
+            self.out,
+            1,
+            Duration::from_secs(5),
+            |_| false,
+        )
+    }
 }
 
 #[test]
 fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fields() {
-    let broker = TestBroker::embedded();
-    broker.topic("orders", 1);
-    broker.topic("mapped", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let job = start(&map_spec(), &broker.address(), dir.path());
-    let producer = producer(&broker.address());
-    const WARM: usize = 10;
-    warm_up(&job, &producer, WARM);
-    let report = job
-        .shadow("map", "swap_map_v2", Bound::For(Duration::from_secs(600)))
-        .unwrap();
-    assert_eq!(
-        (report.state, report.kind.as_str()),
-        (State::Running, "map")
+    let stages = format!(
+        "[[stages]]\nname = \"map\"\nkind = \"map\"\nmodule = \"{}\"",
+        wasm("swap_map_v1").display()
     );
+    let run = ToTopic::start("swap_parse_v1", &stages, "mapped", "map", "swap_map_v2");
+    let (job, producer) = (&run.job, &run.producer);
 
     const N: usize = 120;
     for id in WARM..WARM + N {
-        send(&producer, "orders", &format!(r#"{{"id":{id}}}"#), None);
+        send(producer, "orders", &format!(r#"{{"id":{id}}}"#), None);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     let report = job.wait_report("map", "every row compared", |r| {
@@ -324,19 +371,8 @@ fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fi
     assert_eq!(records.examples[0].input, "row 0");
     assert_eq!((report.live.errors, report.shadow.errors), (0, 0));
 
-    job.status
-        .shadows
-        .drop_shadow("map", "dropped on request")
-        .unwrap();
-    job.stop();
     // The topic has the live module's rows only, each once.
-    let records = read_until(
-        &broker.address(),
-        "mapped",
-        1,
-        Duration::from_secs(5),
-        |_| false,
-    );
+    let records = run.stop();
     let rows: Vec<Value> = records
         .iter()
         .map(|r| serde_json::from_slice(&r.payload).unwrap())
@@ -345,58 +381,25 @@ fn a_map_shadow_that_adds_a_thousand_shows_every_row_changed_in_exactly_those_fi
     assert_eq!(rows, want);
 }
 
-fn format_spec() -> String {
-    format!(
-        r#"
-name = "format-shadows"
-[source]
-kind = "kafka"
-topic = "orders"
-assign = "all"
-[[stages]]
-name = "parse"
-kind = "parse"
-module = "{}"
-[format]
-module = "{}"
-[sink]
-kind = "kafka"
-topic = "formatted"
-[batch]
-max_records = 25
-max_wait = "10ms"
-"#,
-        wasm("shadow_parse_v1").display(),
-        wasm("shadow_format_v1").display(),
-    )
-}
-
 #[test]
 fn a_format_shadow_that_rekeys_shows_the_changed_keys_and_value_fields_and_reaches_no_topic() {
-    let broker = TestBroker::embedded();
-    broker.topic("orders", 1);
-    broker.topic("formatted", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let job = start(&format_spec(), &broker.address(), dir.path());
-    let producer = producer(&broker.address());
-    const WARM: usize = 10;
-    warm_up(&job, &producer, WARM);
-    let report = job
-        .shadow(
-            "format",
-            "shadow_format_keyed",
-            Bound::For(Duration::from_secs(600)),
-        )
-        .unwrap();
-    assert_eq!(
-        (report.state, report.kind.as_str()),
-        (State::Running, "format")
+    let stages = format!(
+        "[format]\nmodule = \"{}\"",
+        wasm("shadow_format_v1").display()
     );
+    let run = ToTopic::start(
+        "shadow_parse_v1",
+        &stages,
+        "formatted",
+        "format",
+        "shadow_format_keyed",
+    );
+    let (job, producer) = (&run.job, &run.producer);
 
     const N: usize = 200;
     for id in WARM..WARM + N {
         let order = format!(r#"{{"id":{id},"status":"{}"}}"#, status_of(id));
-        send(&producer, "orders", &order, None);
+        send(producer, "orders", &order, None);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     let report = job.wait_report("format", "every record compared", |r| {
@@ -458,19 +461,8 @@ fn a_format_shadow_that_rekeys_shows_the_changed_keys_and_value_fields_and_reach
         .collect();
     assert_eq!(examples, expected);
 
-    job.status
-        .shadows
-        .drop_shadow("format", "dropped on request")
-        .unwrap();
-    job.stop();
     // The topic has the live module's records only, each once, keyed by the status as sent.
-    let read = read_until(
-        &broker.address(),
-        "formatted",
-        1,
-        Duration::from_secs(5),
-        |_| false,
-    );
+    let read = run.stop();
     let got: Vec<(String, Value)> = read
         .iter()
         .map(|r| {
