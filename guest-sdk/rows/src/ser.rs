@@ -245,7 +245,7 @@ impl BatchBuilder {
                 if self
                     .columns
                     .get(h.column)
-                    .is_some_and(|c| same_text(&c.name, name.text())) =>
+                    .is_some_and(|c| c.name == name.text()) =>
             {
                 Some(h.column)
             }
@@ -284,30 +284,6 @@ impl BatchBuilder {
             return Err(RowError::DuplicateField);
         }
         write(col, cell, idx, &mut self.undo)
-    }
-}
-
-/// Whether two field names are the same, without a call to `memcmp` for the short names
-/// fields have: a row's every field is checked against the column its position had in the
-/// previous row, and a libc call per cell cost more than the compare (6 % of a built-in
-/// JSON parse). Names of 4 to 16 bytes compare as two overlapping words.
-#[inline]
-pub(crate) fn same_text(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word4 = |s: &[u8], i: usize| s.get(i..i + 4).map(|w| [w[0], w[1], w[2], w[3]]);
-    let word8 = |s: &[u8], i: usize| {
-        s.get(i..i + 8)
-            .map(|w| [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
-    };
-    match n {
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=8 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
-        9..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
-        _ => a == b,
     }
 }
 

@@ -627,37 +627,3 @@ fn text_values_split_inside_a_character_are_not_text() {
     let text: Vec<_> = p.iter_text().collect();
     assert_eq!(text, [Err(&[0xC3][..]), Err(&[0xA9][..]), Ok("né"), Ok("")]);
 }
-
-#[test]
-fn field_names_compare_equal_only_when_every_byte_is() {
-    use crate::ser::same_text;
-    let names = [
-        "",
-        "a",
-        "ts",
-        "amt",
-        "ab",
-        "status",
-        "orderId",
-        "tsMillis",
-        "amount_1",
-        "customerId",
-        "sixteen_bytes_ok",
-        "seventeen_bytes_x",
-        "é",
-        "ée",
-    ];
-    for a in names {
-        for b in names {
-            assert_eq!(same_text(a, b), a == b, "{a:?} vs {b:?}");
-        }
-        // The same length, one byte different at each position.
-        for i in 0..a.len() {
-            let mut other = a.as_bytes().to_vec();
-            other[i] ^= 1;
-            if let Ok(other) = std::str::from_utf8(&other) {
-                assert!(!same_text(a, other), "{a:?} vs {other:?}");
-            }
-        }
-    }
-}
