@@ -150,10 +150,12 @@ impl Pipeline {
             self.serve_sinks()?;
             if self.transaction.is_some() {
                 // Exactly-once: a transaction per interval, with the offsets of a snapshot
-                // (never during a replay: what it rebuilds was committed before).
+                // (never during a replay: what it rebuilds was committed before). The
+                // commit runs beside the next interval's records.
+                self.transaction_committed()?;
                 if last_snapshot.elapsed() >= self.commit_every && !replaying {
                     self.snapshot();
-                    self.commit_transaction()?;
+                    self.commit_transaction(false)?;
                     last_snapshot = Instant::now();
                 }
             } else {
@@ -533,12 +535,15 @@ impl Pipeline {
 
     /// Exactly-once: commits the task's open transaction — everything it wrote since the
     /// last one, and the waiting snapshot's offsets and restart state — and begins the
-    /// next. A failure aborts it (nothing of it is visible) and stops the task; the job
+    /// next, after the commit still in flight. `wait`: until it is done; otherwise the
+    /// commit runs beside the record flow and [`Pipeline::transaction_committed`] sees it
+    /// end. A failure aborts it (nothing of it is visible) and stops the task; the job
     /// restarts from the last commit.
-    fn commit_transaction(&mut self) -> Result<(), PipelineError> {
+    fn commit_transaction(&mut self, wait: bool) -> Result<(), PipelineError> {
         // Everything sent is in the transaction: the commit delivers all of it or nothing.
         let marks: Vec<u64> = self.sinks().map(|sink| sink.lock().acks().mark()).collect();
         let states = self.tracker.ready(&marks).unwrap_or_default();
+        let deposits = self.tracker.committed().and_then(|s| s.deposits);
         let commit = match &self.source {
             crate::source::Source::Kafka(kafka) => Some(
                 kafka
@@ -547,13 +552,10 @@ impl Pipeline {
             ),
             _ => None,
         };
-        let Some(transaction) = &mut self.transaction else {
-            return Ok(());
-        };
-        let (offsets, records) = match &commit {
-            Some(commit) => match (&commit.group, commit.offsets.count()) {
-                (_, 0) => (None, commit.states.as_slice()),
-                (Some(group), _) => (Some((&commit.offsets, group)), commit.states.as_slice()),
+        let (offsets, records) = match commit {
+            Some(commit) => match (commit.group, commit.offsets.count()) {
+                (_, 0) => (None, commit.states),
+                (Some(group), _) => (Some((commit.offsets, group)), commit.states),
                 (None, _) => {
                     return Err(PipelineError::Config(format!(
                         "exactly-once: the consumer of `{}` has no group metadata to commit offsets with",
@@ -561,14 +563,40 @@ impl Pipeline {
                     )));
                 }
             },
-            None => (None, &[][..]),
+            None => (None, Vec::new()),
         };
-        transaction.commit(offsets, records)?;
-        let deposits = self.tracker.committed().and_then(|s| s.deposits);
+        let Some(transaction) = &mut self.transaction else {
+            return Ok(());
+        };
+        let previous = transaction.start_commit(offsets, &records, deposits)?;
+        self.committed(previous);
+        if wait {
+            let Some(transaction) = &mut self.transaction else {
+                return Ok(());
+            };
+            let done = transaction.settle()?;
+            self.committed(done);
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: whether the commit in flight ended (without waiting); its failure
+    /// stops the task.
+    fn transaction_committed(&mut self) -> Result<(), PipelineError> {
+        let Some(transaction) = &mut self.transaction else {
+            return Ok(());
+        };
+        let done = transaction.poll()?;
+        self.committed(done);
+        Ok(())
+    }
+
+    /// A transaction committed: the windows handed over before its snapshot are durable.
+    fn committed(&self, done: Option<crate::delivery::transaction::Committed>) {
+        let deposits = done.and_then(|done| done.deposits);
         if let (Some(windowing), Some(deposits)) = (&self.windowing, deposits) {
             windowing.committed(deposits);
         }
-        Ok(())
     }
 
     /// Flushes every sink and commits what was read. Asked to stop, it gives up once
@@ -607,7 +635,7 @@ impl Pipeline {
                 return Ok(());
             }
             self.snapshot();
-            return self.commit_transaction();
+            return self.commit_transaction(true);
         }
         for sink in self.sinks() {
             sink.lock().flush(Duration::from_secs(30), stall)?;

@@ -152,7 +152,6 @@ impl OffsetTracker {
         )
     }
 
-    /// The waiting snapshot was committed.
     /// The waiting snapshot was committed; returns it.
     pub fn committed(&mut self) -> Option<Snapshot> {
         let snapshot = self.pending.take()?;

@@ -5,7 +5,9 @@
 //! [`Transaction`]'s producer, inside the open Kafka transaction. Each commit interval the
 //! consumed offsets (with the restart state as commit metadata) join the transaction and it
 //! commits: the outputs and the input position become visible together, to `read_committed`
-//! readers, or not at all. A crash leaves the open transaction to be aborted by the broker
+//! readers, or not at all. The commit's round trips run on a thread of their own while the
+//! task processes the next interval, whose records its sinks hold until the next
+//! transaction has begun. A crash leaves the open transaction to be aborted by the broker
 //! (or by the restarted task's `init_transactions`, which also fences the old instance), and
 //! the restart replays from the committed position.
 
@@ -13,6 +15,7 @@ use crate::kafka::{KafkaConfig, KafkaError};
 use crate::sink::kafka::{KafkaSink, SharedProducer, SinkContext};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::producer::{BaseProducer, Producer};
+
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,15 +55,45 @@ impl TransactionError {
 }
 
 /// A task's transactional producer and its open transaction.
+///
+/// A commit runs beside the record flow ([`Transaction::start_commit`]): while it is in
+/// flight the task goes on processing, and its sinks hold what it sends (see
+/// [`crate::sink::kafka::KafkaSink`]) until the next transaction has begun. So a commit's
+/// round trips to the broker cost the task no time, only the records it holds meanwhile.
 pub struct Transaction {
-    producer: SharedProducer,
-    id: String,
+    producer: TaskProducer,
     /// The job's state topic, written in the transaction (restart state that survives a
     /// broker that drops commit metadata).
     state: Option<KafkaSink>,
-    /// A transaction is open.
+    /// A transaction is open (or a commit in flight will begin the next one).
     open: bool,
+    /// The commit in flight, if any.
+    in_flight: Option<InFlight>,
 }
+
+/// The producer and its `transactional.id`: what a commit in flight needs.
+#[derive(Clone)]
+struct TaskProducer {
+    producer: SharedProducer,
+    id: String,
+}
+
+/// A commit running on its own thread.
+struct InFlight {
+    done: std::thread::JoinHandle<Result<(), TransactionError>>,
+    /// What the caller noted with it, handed back when it completes.
+    deposits: Option<u64>,
+}
+
+/// A commit that completed: the next transaction is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// What [`Transaction::start_commit`] was given with it.
+    pub deposits: Option<u64>,
+}
+
+/// The consumed offsets a commit carries, with the group they are committed to.
+pub type Offsets = (TopicPartitionList, ConsumerGroupMetadata);
 
 /// The `transactional.id` of a task: stable across restarts of the same task, distinct
 /// between the tasks and processes (`instance`) of a job, so that a restarted task fences
@@ -104,10 +137,13 @@ impl Transaction {
         let producer = Arc::new(producer);
         let state = state_topic.map(|topic| KafkaSink::on(&producer, topic));
         let mut transaction = Transaction {
-            producer,
-            id: id.to_owned(),
+            producer: TaskProducer {
+                producer,
+                id: id.to_owned(),
+            },
             state,
             open: false,
+            in_flight: None,
         };
         transaction.begin().map_err(|err| KafkaError::Restore {
             reason: err.to_string(),
@@ -120,16 +156,158 @@ impl Transaction {
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        &self.producer.id
     }
 
     /// A sink to `topic` whose records go into this task's transactions.
     pub fn sink(&self, topic: &str) -> KafkaSink {
-        KafkaSink::on(&self.producer, topic)
+        KafkaSink::on(&self.producer.producer, topic)
     }
 
     /// Whether the producer was fenced (or failed for good): it cannot write any more.
     pub fn fenced(&self) -> Option<TransactionError> {
+        self.producer.fenced()
+    }
+
+    fn begin(&mut self) -> Result<(), TransactionError> {
+        self.producer.begin()?;
+        self.producer.context().release();
+        self.open = true;
+        Ok(())
+    }
+
+    /// Starts committing the open transaction with `offsets` (the consumed offsets, with
+    /// their restart state as metadata) and `states` (records for the state topic: key,
+    /// value), on a thread of its own that begins the next transaction after it. Until
+    /// then the task's sinks hold what is sent. A commit still in flight is waited for
+    /// first (its outcome is returned, as [`Transaction::settle`] does); `deposits` comes
+    /// back with this one's.
+    pub fn start_commit(
+        &mut self,
+        offsets: Option<Offsets>,
+        states: &[(String, String)],
+        deposits: Option<u64>,
+    ) -> Result<Option<Committed>, TransactionError> {
+        let previous = self.settle()?;
+        if !self.open {
+            self.begin()?;
+        }
+        if let Some(state) = &mut self.state {
+            for (key, value) in states {
+                if let Err(err) =
+                    state.send_to(Some(0), Some(key.as_bytes()), value.as_bytes(), &[])
+                {
+                    let err = self
+                        .producer
+                        .abort_after("writing restart state", err.to_string());
+                    self.open = false;
+                    return Err(err);
+                }
+            }
+        }
+        let producer = self.producer.clone();
+        producer.context().hold();
+        let done = std::thread::Builder::new()
+            .name("rivulet-commit".into())
+            .spawn(move || {
+                let committed = producer.commit(offsets);
+                match &committed {
+                    Ok(()) => producer.context().release(),
+                    // The sinks keep holding: the task stops at the error, and nothing
+                    // held may go out of a transaction.
+                    Err(_) => producer.context().fail(),
+                }
+                committed
+            });
+        let done = match done {
+            Ok(done) => done,
+            Err(err) => {
+                self.producer.context().release();
+                let err = self
+                    .producer
+                    .abort_after("starting the commit", err.to_string());
+                self.open = false;
+                return Err(err);
+            }
+        };
+        self.in_flight = Some(InFlight { done, deposits });
+        Ok(previous)
+    }
+
+    /// The commit in flight, if it completed (without waiting): `Some` once it did.
+    pub fn poll(&mut self) -> Result<Option<Committed>, TransactionError> {
+        match &self.in_flight {
+            Some(in_flight) if in_flight.done.is_finished() => self.settle(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits for the commit in flight, if any. On failure the transaction was aborted
+    /// (unless the producer was fenced) and the error says which.
+    pub fn settle(&mut self) -> Result<Option<Committed>, TransactionError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let outcome = in_flight.done.join().unwrap_or_else(|_| {
+            Err(TransactionError::Aborted {
+                id: self.producer.id.clone(),
+                what: "committing",
+                reason: "the commit thread panicked".into(),
+            })
+        });
+        if let Some(state) = &mut self.state {
+            // Its delivery reports came before the commit returned.
+            let _ = state.poll();
+        }
+        self.open = outcome.is_ok();
+        outcome.map(|()| {
+            Some(Committed {
+                deposits: in_flight.deposits,
+            })
+        })
+    }
+
+    /// Commits the open transaction and waits for it (see [`Transaction::start_commit`]).
+    pub fn commit(
+        &mut self,
+        offsets: Option<Offsets>,
+        states: &[(String, String)],
+        deposits: Option<u64>,
+    ) -> Result<Option<Committed>, TransactionError> {
+        self.start_commit(offsets, states, deposits)?;
+        self.settle()
+    }
+
+    /// Aborts the open transaction (a stop that cannot commit): nothing of it becomes
+    /// visible. A fenced producer has nothing to abort.
+    pub fn abort(&mut self) {
+        // A commit in flight ends first; if it failed it aborted already.
+        let _ = self.settle();
+        // What the sinks hold belongs to the aborted transaction.
+        self.producer.context().aborted();
+        if !self.open || self.fenced().is_some() {
+            return;
+        }
+        self.open = false;
+        self.producer.abort();
+    }
+
+    /// Begins a transaction after an [`Transaction::abort`] (the task goes on writing).
+    pub fn restart(&mut self) -> Result<(), TransactionError> {
+        self.settle()?;
+        match self.open {
+            true => Ok(()),
+            false => self.begin(),
+        }
+    }
+}
+
+impl TaskProducer {
+    fn context(&self) -> &SinkContext {
+        self.producer.context()
+    }
+
+    fn fenced(&self) -> Option<TransactionError> {
         self.producer
             .client()
             .fatal_error()
@@ -139,36 +317,15 @@ impl Transaction {
             })
     }
 
-    fn begin(&mut self) -> Result<(), TransactionError> {
+    fn begin(&self) -> Result<(), TransactionError> {
         self.producer
             .begin_transaction()
-            .map_err(|err| self.failed("beginning a transaction", err))?;
-        self.open = true;
-        Ok(())
+            .map_err(|err| self.failed("beginning a transaction", err))
     }
 
-    /// Commits the open transaction with `offsets` (the consumed offsets of `group`, with
-    /// their restart state as metadata) and `states` (records for the state topic: key,
-    /// value), then begins the next one. On failure the transaction is aborted (unless the
-    /// producer was fenced) and the error says which.
-    pub fn commit(
-        &mut self,
-        offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>,
-        states: &[(String, String)],
-    ) -> Result<(), TransactionError> {
-        if !self.open {
-            self.begin()?;
-        }
-        if let Some(state) = &mut self.state {
-            for (key, value) in states {
-                if let Err(err) =
-                    state.send_to(Some(0), Some(key.as_bytes()), value.as_bytes(), &[])
-                {
-                    return Err(self.abort_after("writing restart state", err.to_string()));
-                }
-            }
-        }
-        if let Some((offsets, group)) = offsets
+    /// Sends the offsets to the open transaction, commits it and begins the next one.
+    fn commit(&self, offsets: Option<Offsets>) -> Result<(), TransactionError> {
+        if let Some((offsets, group)) = &offsets
             && offsets.count() > 0
             && let Err(err) =
                 self.producer
@@ -179,47 +336,24 @@ impl Transaction {
         if let Err(err) = self.producer.commit_transaction(OPERATION_TIMEOUT) {
             return Err(self.abort_on("committing", err));
         }
-        self.open = false;
-        if let Some(state) = &mut self.state {
-            // Its delivery reports came before the commit returned.
-            let _ = state.poll();
-        }
         self.begin()
     }
 
-    /// Aborts the open transaction (a stop that cannot commit): nothing of it becomes
-    /// visible. A fenced producer has nothing to abort.
-    pub fn abort(&mut self) {
-        if !self.open || self.fenced().is_some() {
-            return;
-        }
-        self.open = false;
+    fn abort(&self) {
         if let Err(err) = self.producer.abort_transaction(OPERATION_TIMEOUT) {
             tracing::warn!(transactional_id = %self.id, "aborting the transaction failed ({err}); the broker aborts it when it times out or when this task restarts");
         }
     }
 
-    /// Begins a transaction after an [`Transaction::abort`] (the task goes on writing).
-    pub fn restart(&mut self) -> Result<(), TransactionError> {
-        match self.open {
-            true => Ok(()),
-            false => self.begin(),
-        }
-    }
-
     /// The error for a failed operation: fenced, or aborted after it.
-    fn abort_on(
-        &mut self,
-        what: &'static str,
-        err: rdkafka::error::KafkaError,
-    ) -> TransactionError {
+    fn abort_on(&self, what: &'static str, err: rdkafka::error::KafkaError) -> TransactionError {
         match self.failed(what, err) {
             fenced @ TransactionError::Fenced { .. } => fenced,
             TransactionError::Aborted { reason, .. } => self.abort_after(what, reason),
         }
     }
 
-    fn abort_after(&mut self, what: &'static str, reason: String) -> TransactionError {
+    fn abort_after(&self, what: &'static str, reason: String) -> TransactionError {
         if let Some(fenced) = self.fenced() {
             return fenced;
         }

@@ -1,6 +1,7 @@
 //! The Kafka sink: an idempotent producer (acks=all) that numbers every record and tracks
 //! which ones the broker acknowledged (see [`crate::delivery::Acks`]). Under exactly-once,
-//! the sinks of a task share one transactional producer ([`KafkaSink::on`]).
+//! the sinks of a task share one transactional producer ([`KafkaSink::on`]); while its
+//! commit is in flight they hold what is sent, and send it into the next transaction.
 
 use crate::delivery::Acks;
 use crate::kafka::{KafkaConfig, KafkaError, LogContext};
@@ -8,8 +9,14 @@ use rdkafka::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// A sink holding this many records while a commit is in flight waits for the commit
+/// (memory stays bounded when the broker is slow).
+const MAX_HELD: usize = 200_000;
 
 /// Delivery outcomes by record id, filled by librdkafka's callback.
 type Outcomes = Arc<Mutex<Vec<(u64, Result<(), String>)>>>;
@@ -20,9 +27,51 @@ type Outcomes = Arc<Mutex<Vec<(u64, Result<(), String>)>>>;
 pub struct SinkContext {
     log: LogContext,
     slots: Mutex<Vec<Outcomes>>,
+    gate: Gate,
 }
 
+/// Whether the producer takes records now: not while its transaction commits (or after
+/// that failed), when its sinks hold them. Counts aborted transactions, so that records
+/// held for one are dropped with it.
+#[derive(Default)]
+struct Gate {
+    state: AtomicU8,
+    aborts: AtomicU64,
+}
+
+const OPEN: u8 = 0;
+const COMMITTING: u8 = 1;
+const FAILED: u8 = 2;
+
 impl SinkContext {
+    /// A commit starts: the sinks hold what is sent until [`SinkContext::release`].
+    pub fn hold(&self) {
+        self.gate.state.store(COMMITTING, Ordering::Release);
+    }
+
+    /// A transaction is open: the sinks send what they held, and what comes.
+    pub fn release(&self) {
+        self.gate.state.store(OPEN, Ordering::Release);
+    }
+
+    /// The commit failed: the sinks hold on (the task stops, or aborts and begins anew).
+    pub fn fail(&self) {
+        self.gate.state.store(FAILED, Ordering::Release);
+    }
+
+    /// The open transaction was aborted: what the sinks held for it is dropped.
+    pub fn aborted(&self) {
+        self.gate.aborts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn gate(&self) -> u8 {
+        self.gate.state.load(Ordering::Acquire)
+    }
+
+    fn aborts(&self) -> u64 {
+        self.gate.aborts.load(Ordering::Acquire)
+    }
+
     /// A new slot for a sink, and where its outcomes arrive.
     fn slot(&self) -> (usize, Outcomes) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,6 +128,17 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// A record a sink holds while its producer's transaction commits.
+struct Held {
+    id: u64,
+    /// [`SinkContext::aborts`] when it was sent: it belongs to the transaction after.
+    aborts: u64,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
 /// A topic being written.
 pub struct KafkaSink {
     producer: SharedProducer,
@@ -89,6 +149,8 @@ pub struct KafkaSink {
     outcomes: Outcomes,
     sent: u64,
     acked: u64,
+    /// Records sent while a commit was in flight, oldest first.
+    held: VecDeque<Held>,
 }
 
 impl KafkaSink {
@@ -118,6 +180,7 @@ impl KafkaSink {
             outcomes,
             sent: 0,
             acked: 0,
+            held: VecDeque::new(),
         }
     }
 
@@ -154,7 +217,8 @@ impl KafkaSink {
         self.send_to(None, key, payload, headers)
     }
 
-    /// Queues a record to `partition` (`None`: the partitioner picks).
+    /// Queues a record to `partition` (`None`: the partitioner picks). While the
+    /// producer's transaction commits the record is held, and sent after it.
     pub fn send_to(
         &mut self,
         partition: Option<i32>,
@@ -162,7 +226,73 @@ impl KafkaSink {
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), KafkaError> {
+        self.release()?;
+        if self.producer.context().gate() != OPEN {
+            while self.held.len() >= MAX_HELD && self.producer.context().gate() == COMMITTING {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.release()?;
+        }
+        if self.producer.context().gate() != OPEN {
+            self.held.push_back(Held {
+                id: self.acks.send(),
+                aborts: self.producer.context().aborts(),
+                partition,
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                headers: headers
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.to_vec()))
+                    .collect(),
+            });
+            self.sent += 1;
+            return Ok(());
+        }
         let id = self.acks.mark();
+        self.produce(id, partition, key, payload, headers)?;
+        self.acks.send();
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Sends what was held, once the producer takes records again. Records held for an
+    /// aborted transaction are dropped with it.
+    fn release(&mut self) -> Result<(), KafkaError> {
+        if self.held.is_empty() || self.producer.context().gate() != OPEN {
+            return Ok(());
+        }
+        let aborts = self.producer.context().aborts();
+        while let Some(held) = self.held.pop_front() {
+            if held.aborts != aborts {
+                self.acks.ack(held.id);
+                self.acked += 1;
+                continue;
+            }
+            let headers: Vec<(&str, &[u8])> = held
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_slice()))
+                .collect();
+            self.produce(
+                held.id,
+                held.partition,
+                held.key.as_deref(),
+                &held.payload,
+                &headers,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Hands record `id` to the producer (waiting while its queue is full).
+    fn produce(
+        &mut self,
+        id: u64,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), KafkaError> {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (key, value) in headers {
             owned = owned.insert(Header {
@@ -182,10 +312,9 @@ impl KafkaSink {
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
-        let mut record = record;
         loop {
             match self.producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err((
                     rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
                     back,
@@ -202,9 +331,6 @@ impl KafkaSink {
                 }
             }
         }
-        self.acks.send();
-        self.sent += 1;
-        Ok(())
     }
 
     fn collect(&mut self) -> Result<(), KafkaError> {
@@ -230,6 +356,7 @@ impl KafkaSink {
     /// Serves delivery reports; a record the producer gave up on is an error (at-least-once
     /// cannot drop it: the pipeline stops and its offsets stay uncommitted).
     pub fn poll(&mut self) -> Result<(), KafkaError> {
+        self.release()?;
         self.producer.poll(Duration::ZERO);
         self.collect()
     }
@@ -237,6 +364,7 @@ impl KafkaSink {
     /// Waits until everything sent is acknowledged, or `timeout`, or (with `stall`) until no
     /// acknowledgement came for that long.
     pub fn flush(&mut self, timeout: Duration, stall: Option<Duration>) -> Result<(), KafkaError> {
+        self.release()?;
         let started = Instant::now();
         let deadline = started + timeout;
         let (mut pending, mut progress) = (self.acks.pending(), Instant::now());
@@ -271,5 +399,76 @@ impl KafkaSink {
     /// (sent, acknowledged)
     pub fn counts(&self) -> (u64, u64) {
         (self.sent, self.acked)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::kafka::broker::EmbeddedBroker;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+
+    /// The payloads of `topic`'s partition 0: once `count` arrived, what came until nothing
+    /// more did for 500 ms (or 10 s passed).
+    fn read(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>> {
+        let consumer: BaseConsumer = KafkaConfig::new(brokers)
+            .client()
+            .set("group.id", "held-reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let (mut got, started, mut last) = (Vec::new(), Instant::now(), Instant::now());
+        while started.elapsed() < Duration::from_secs(10)
+            && (got.len() < count || last.elapsed() < Duration::from_millis(500))
+        {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                got.push(message.payload().unwrap_or_default().to_vec());
+                last = Instant::now();
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn records_sent_while_a_commit_is_in_flight_wait_for_it_in_order_and_go_with_an_abort() {
+        let broker = EmbeddedBroker::start(1).unwrap();
+        broker.create_topic("held", 1).unwrap();
+        let brokers = broker.bootstrap_servers();
+        let mut sink = KafkaSink::open(&KafkaConfig::new(brokers.as_str()), "held").unwrap();
+        let gate = |sink: &KafkaSink| sink.producer.clone();
+        sink.send_to(Some(0), None, b"1", &[]).unwrap();
+        gate(&sink).context().hold();
+        sink.send_to(Some(0), Some(b"k"), b"2", &[("h", b"v")])
+            .unwrap();
+        sink.send_to(Some(0), None, b"3", &[]).unwrap();
+        sink.poll().unwrap();
+        // Held: numbered and counted as sent, not handed to the producer.
+        assert_eq!(sink.counts().0, 3);
+        assert_eq!(sink.held.len(), 2);
+        assert_eq!(sink.acks().mark(), 3);
+        gate(&sink).context().release();
+        sink.send_to(Some(0), None, b"4", &[]).unwrap();
+        sink.flush(Duration::from_secs(10), None).unwrap();
+        assert_eq!(sink.counts(), (4, 4));
+        assert_eq!(sink.acks().frontier(), 4);
+        // Held for a transaction that is then aborted: dropped, never sent.
+        gate(&sink).context().hold();
+        sink.send_to(Some(0), None, b"aborted", &[]).unwrap();
+        gate(&sink).context().aborted();
+        gate(&sink).context().release();
+        sink.send_to(Some(0), None, b"5", &[]).unwrap();
+        sink.flush(Duration::from_secs(10), None).unwrap();
+        assert_eq!(sink.acks().frontier(), 6);
+        let expected: Vec<Vec<u8>> = ["1", "2", "3", "4", "5"]
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        assert_eq!(read(&brokers, "held", 5), expected);
     }
 }
