@@ -30,6 +30,9 @@ const TRANSACTION_TIMEOUT: (Duration, Duration) =
 /// How long `init_transactions` and a commit may take (a broker that answers in time).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one wait for delivery reports takes, while a commit flushes its records.
+const FLUSH_STEP: Duration = Duration::from_millis(1);
+
 /// A failed transactional operation.
 #[derive(Debug, thiserror::Error)]
 pub enum TransactionError {
@@ -333,10 +336,26 @@ impl TaskProducer {
         {
             return Err(self.abort_on("sending the offsets", err));
         }
+        self.flush()?;
         if let Err(err) = self.producer.commit_transaction(OPERATION_TIMEOUT) {
             return Err(self.abort_on("committing", err));
         }
         self.begin()
+    }
+
+    /// Waits until every record of the transaction is delivered, its report served (here
+    /// or by the task's poll). The client's own commit flushes too, but serves reports in
+    /// waits of 100 ms that always run to their end: 100 ms per commit, however fast the
+    /// broker.
+    fn flush(&self) -> Result<(), TransactionError> {
+        let deadline = std::time::Instant::now() + OPERATION_TIMEOUT;
+        loop {
+            match self.producer.flush(FLUSH_STEP) {
+                Ok(()) => return Ok(()),
+                Err(_) if std::time::Instant::now() < deadline => {}
+                Err(err) => return Err(self.abort_on("delivering its records", err)),
+            }
+        }
     }
 
     fn abort(&self) {
