@@ -540,6 +540,13 @@ impl Pipeline {
     /// end. A failure aborts it (nothing of it is visible) and stops the task; the job
     /// restarts from the last commit.
     fn commit_transaction(&mut self, wait: bool) -> Result<(), PipelineError> {
+        // The commit in flight ends first; then what the sinks held meanwhile goes into
+        // the transaction it began, before the snapshot's offsets do.
+        if let Some(transaction) = &mut self.transaction {
+            let previous = transaction.settle()?;
+            self.committed(previous);
+        }
+        self.serve_sinks()?;
         // Everything sent is in the transaction: the commit delivers all of it or nothing.
         let marks: Vec<u64> = self.sinks().map(|sink| sink.lock().acks().mark()).collect();
         let states = self.tracker.ready(&marks).unwrap_or_default();

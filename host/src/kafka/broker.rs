@@ -42,6 +42,14 @@ impl EmbeddedBroker {
         self.cluster.request_errors(api, errors);
     }
 
+    /// Delays every answer of the broker by `delay` (tests: a slow broker, whose commits
+    /// are in flight while the job goes on).
+    pub fn round_trip(&self, delay: std::time::Duration) -> Result<(), KafkaError> {
+        self.cluster
+            .broker_round_trip_time(1, delay)
+            .map_err(KafkaError::client("slowing the embedded broker"))
+    }
+
     /// Creates a topic (the mock cluster does not serve the admin API).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
         self.cluster

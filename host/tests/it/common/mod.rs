@@ -93,6 +93,7 @@ impl Drop for JobProcess {
 }
 
 pub mod job;
+pub mod committed;
 pub mod kafka;
 pub mod registry;
 pub mod tansu;
