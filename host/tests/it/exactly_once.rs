@@ -3,10 +3,11 @@
 //! state. A reader sees each output once across restarts, zombies and crashes.
 //!
 //! Which broker proves what: librdkafka's mock cluster and Tansu 0.6 accept transactions
-//! but do not hide aborted ones from `read_committed` readers (checked by
-//! [`hides_aborted_transactions`]), and only Tansu fences an older producer. So a graceful
-//! restart runs on the mock cluster, the zombie on Tansu, and the SIGKILL runs on any broker
-//! given in `RIVULET_TEST_TXN_BROKERS` that hides aborted transactions (Apache Kafka).
+//! but do not hide aborted ones from `read_committed` readers (see [`isolation`]), and only
+//! Tansu fences an older producer. So a graceful restart runs on the mock cluster, the
+//! zombie on Tansu, and the SIGKILL on Tansu, read by a reader that applies the log's
+//! transaction markers itself ([`common::committed`]) — or on the broker given in
+//! `RIVULET_TEST_TXN_BROKERS` (Apache Kafka, which hides aborted transactions itself).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use crate::common;
@@ -466,10 +467,19 @@ fn a_zombie_with_the_same_task_identity_is_fenced_and_nothing_is_written_twice()
     truth.check(&counts, &dlq, &late);
 }
 
-/// Whether the broker at `address` hides records of aborted transactions from
-/// `read_committed` readers (Apache Kafka does; librdkafka's mock cluster and Tansu 0.6 do
-/// not), and takes transactions at all.
-fn hides_aborted_transactions(address: &str) -> Result<(), String> {
+/// How a `read_committed` reader is shielded from aborted transactions on a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// The broker hides them (Apache Kafka): any client's `read_committed` is right.
+    Broker,
+    /// The broker shows them, but its log has each transaction's COMMIT or ABORT marker:
+    /// [`common::committed`] applies them (Tansu 0.6).
+    Markers,
+}
+
+/// Which [`Isolation`] the broker at `address` gives: a transaction aborted, then one
+/// committed, read back both ways. Err: neither reader gets it right.
+fn isolation(address: &str) -> Result<Isolation, String> {
     use rdkafka::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let topic = unique("eos-probe");
@@ -501,45 +511,87 @@ fn hides_aborted_transactions(address: &str) -> Result<(), String> {
     let read = read_until(address, &topic, 1, Duration::from_secs(10), |r| {
         r.iter().any(|r| r.payload == b"committed")
     });
-    match read.iter().any(|r| r.payload == b"aborted") {
-        true => Err("a read_committed reader sees an aborted transaction's record".into()),
-        false => Ok(()),
+    if !read.iter().any(|r| r.payload == b"aborted") {
+        return Ok(Isolation::Broker);
+    }
+    let payloads: Vec<Vec<u8>> = common::committed::committed(address, &topic, 0)
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    match payloads == vec![b"committed".to_vec()] {
+        true => Ok(Isolation::Markers),
+        false => Err(format!(
+            "a read_committed reader sees an aborted transaction's record, and the log's markers give {payloads:?}"
+        )),
     }
 }
 
-/// The broker the crash test needs: `RIVULET_TEST_TXN_BROKERS` (Apache Kafka), else Tansu
-/// if it hides aborted transactions.
-fn transactional_broker() -> Option<(String, Option<Tansu>)> {
+/// The broker the crash test needs: `RIVULET_TEST_TXN_BROKERS` (Apache Kafka), else Tansu,
+/// with how its readers are shielded from aborted transactions.
+fn transactional_broker() -> Option<(String, Option<Tansu>, Isolation)> {
     if let Ok(address) = std::env::var("RIVULET_TEST_TXN_BROKERS") {
-        if let Err(reason) = hides_aborted_transactions(&address) {
-            panic!("RIVULET_TEST_TXN_BROKERS={address}: {reason}");
+        match isolation(&address) {
+            Ok(isolation) => return Some((address, None, isolation)),
+            Err(reason) => panic!("RIVULET_TEST_TXN_BROKERS={address}: {reason}"),
         }
-        return Some((address, None));
     }
     let tansu = Tansu::start(Storage::Memory)?;
-    match hides_aborted_transactions(&tansu.address()) {
-        Ok(()) => Some((tansu.address(), Some(tansu))),
-        Err(reason) => {
-            eprintln!(
-                "SKIPPED: Tansu: {reason}, so what a killed task had sent in its open transaction stays visible; set RIVULET_TEST_TXN_BROKERS to an Apache Kafka"
-            );
-            None
+    match isolation(&tansu.address()) {
+        Ok(isolation) => Some((tansu.address(), Some(tansu), isolation)),
+        Err(reason) => panic!("Tansu: {reason}"),
+    }
+}
+
+/// [`outputs`], read as `isolation` says.
+fn outputs_isolated(
+    address: &str,
+    topics: &Topics,
+    truth: &Truth,
+    isolation: Isolation,
+) -> (Vec<Read>, Vec<Read>, Vec<Read>) {
+    if isolation == Isolation::Broker {
+        return outputs(address, topics, truth);
+    }
+    let read = || {
+        let read = |topic: &str| common::committed::committed(address, topic, 0);
+        (read(&topics.counts), read(&topics.dlq), read(&topics.late))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (counts, dlq, late) = read();
+        if truth.done(&counts, &dlq, &late) || Instant::now() >= deadline {
+            // Then what came after, if anything.
+            std::thread::sleep(Duration::from_secs(2));
+            return read();
         }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 #[test]
+fn the_marker_reader_keeps_a_committed_transaction_and_drops_an_aborted_one_on_tansu() {
+    // Tansu shows aborted records to every client; the crash test's reader must not.
+    // (librdkafka's mock cluster writes no markers at all: no reader can tell there.)
+    let Some(tansu) = Tansu::start(Storage::Memory) else {
+        return;
+    };
+    let isolation = isolation(&tansu.address()).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(isolation, Isolation::Markers);
+}
+
+#[test]
 fn sigkill_of_either_process_five_times_and_a_read_committed_reader_sees_each_output_once() {
-    let Some((address, _tansu)) = transactional_broker() else {
+    let Some((address, _tansu, isolation)) = transactional_broker() else {
         return;
     };
     let broker = TestBroker::External(address.clone());
     let topics = Topics::new("eos-kill");
     topics.create(&broker);
     let dir = tempfile::tempdir().unwrap();
-    // Two processes share the partitions through the consumer group.
-    let spec = topics.spec(dir.path(), "group");
-    let truth = Truth::orders(6, 200);
+    // Two processes share the partitions through the consumer group; every status is in
+    // every partition, so their windows meet over the job's partials topic.
+    let spec = topics.spec_exchanging(dir.path(), "group", "kafka");
+    let truth = Truth::orders(6, 5_556);
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -554,17 +606,53 @@ fn sigkill_of_either_process_five_times_and_a_read_committed_reader_sees_each_ou
     let mut jobs = vec![spawn(&spec, &address, "a").0, spawn(&spec, &address, "b").0];
     for part in &truth.parts[..5] {
         produce(&address, &topics.orders, part);
-        std::thread::sleep(Duration::from_millis(200 + random(3000)));
+        std::thread::sleep(Duration::from_millis(random(1000)));
         let victim = random(2) as usize;
         jobs[victim].kill().unwrap();
         jobs[victim].wait().unwrap();
         jobs[victim] = spawn(&spec, &address, ["a", "b"][victim]).0;
     }
     produce(&address, &topics.orders, &truth.parts[5]);
-    let (counts, dlq, late) = outputs(&address, &topics, &truth);
+    let (counts, dlq, late) = outputs_isolated(&address, &topics, &truth, isolation);
     for job in &mut jobs {
         stop(job);
     }
+    truth.check(&counts, &dlq, &late);
+}
+
+#[test]
+#[ignore = "on Tansu 0.6 (S3 storage) two dead letters came out twice after the broker's SIGKILL mid-run, cause not found yet (Tansu's EndTxn is not atomic across a crash, or ours); run with `scripts/with-tansu cargo test --release -p rivulet --test it -- --ignored exactly_once::a_broker_stopped`"]
+fn a_broker_stopped_ten_seconds_mid_run_and_restarted_and_a_read_committed_reader_sees_each_output_once()
+ {
+    // Tansu's S3 storage keeps the log through the restart and takes transactions (its
+    // sqlite storage times them out).
+    let Some(mut tansu) = Tansu::start(Storage::ObjectStore) else {
+        return;
+    };
+    let address = tansu.address();
+    let isolation = isolation(&address).unwrap_or_else(|err| panic!("Tansu (S3): {err}"));
+    let broker = TestBroker::External(address.clone());
+    let topics = Topics::new("eos-outage");
+    topics.create(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = topics.spec(dir.path(), "all");
+    let truth = Truth::orders(3, 2_000);
+    produce(&address, &topics.orders, &truth.parts[0]);
+    let (mut job, _lines) = spawn(&spec, &address, "0");
+    read_until(&address, &topics.counts, 1, Duration::from_secs(60), |r| {
+        !r.is_empty()
+    });
+    produce(&address, &topics.orders, &truth.parts[1]);
+    tansu.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    tansu.restart();
+    produce(&address, &topics.orders, &truth.parts[2]);
+    let (counts, dlq, late) = outputs_isolated(&address, &topics, &truth, isolation);
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "the job kept running through the outage"
+    );
+    stop(&mut job);
     truth.check(&counts, &dlq, &late);
 }
 

@@ -92,8 +92,8 @@ impl Drop for JobProcess {
     }
 }
 
-pub mod job;
 pub mod committed;
+pub mod job;
 pub mod kafka;
 pub mod registry;
 pub mod tansu;

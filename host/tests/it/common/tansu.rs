@@ -1,6 +1,6 @@
 //! A Tansu broker (a separate Kafka-protocol broker process) that a test starts, stops and
-//! restarts. The binary comes from `RIVULET_TANSU` (`just test-tansu` sets it); storage from
-//! `RIVULET_TANSU_STORAGE` (`memory` or `sqlite`, the latter persistent across restarts).
+//! restarts. The binary comes from `RIVULET_TANSU` (`just test-tansu` sets it); the storage
+//! is the test's choice ([`Storage`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,14 +13,23 @@ pub struct Tansu {
     child: Option<Child>,
     dir: tempfile::TempDir,
     log: PathBuf,
+    /// The broker's environment (where its object store is).
+    env: Vec<(&'static str, String)>,
+    /// The local S3 server of [`Storage::ObjectStore`].
+    s3: Option<Child>,
 }
 
 /// Which storage a test needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     Memory,
-    /// Survives a broker restart.
+    /// Survives a broker restart (sqlite: `RIVULET_TANSU_PERSISTENT`, a Tansu built with
+    /// it; its transactions time out).
     Persistent,
+    /// Survives a broker restart and takes transactions: Tansu's S3 storage on a local S3
+    /// server (`RIVULET_MOTO`, moto's `moto_server`, which `scripts/with-tansu` installs),
+    /// which outlives the broker's restarts.
+    ObjectStore,
 }
 
 impl Tansu {
@@ -34,6 +43,24 @@ impl Tansu {
         let dir = tempfile::tempdir().expect("tansu dir");
         let storage = match storage {
             Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::ObjectStore => {
+                let Some(moto) = std::env::var_os("RIVULET_MOTO") else {
+                    eprintln!("SKIPPED: RIVULET_MOTO (moto's S3 server) is not set");
+                    return None;
+                };
+                let (s3, endpoint) = s3_server(&PathBuf::from(moto), &dir);
+                let mut tansu = Self::prepare(binary, "s3://tansu/".to_owned(), dir);
+                tansu.s3 = Some(s3);
+                tansu.env = vec![
+                    ("AWS_ENDPOINT", endpoint),
+                    ("AWS_ACCESS_KEY_ID", "test".into()),
+                    ("AWS_SECRET_ACCESS_KEY", "test".into()),
+                    ("AWS_DEFAULT_REGION", "us-east-1".into()),
+                    ("AWS_ALLOW_HTTP", "true".into()),
+                ];
+                tansu.spawn();
+                return Some(tansu);
+            }
             Storage::Persistent => {
                 let Some(binary) = std::env::var_os("RIVULET_TANSU_PERSISTENT") else {
                     eprintln!(
@@ -53,21 +80,23 @@ impl Tansu {
     }
 
     fn launch(binary: PathBuf, storage: String, dir: tempfile::TempDir) -> Option<Self> {
-        let port = {
-            let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            socket.local_addr().expect("port").port()
-        };
+        let mut tansu = Self::prepare(binary, storage, dir);
+        tansu.spawn();
+        Some(tansu)
+    }
+
+    fn prepare(binary: PathBuf, storage: String, dir: tempfile::TempDir) -> Self {
         let log = dir.path().join("tansu.log");
-        let mut tansu = Tansu {
+        Tansu {
             binary,
             storage,
-            port,
+            port: free_port(),
             child: None,
             dir,
             log,
-        };
-        tansu.spawn();
-        Some(tansu)
+            env: Vec::new(),
+            s3: None,
+        }
     }
 
     fn spawn(&mut self) {
@@ -88,6 +117,7 @@ impl Tansu {
                 &url,
             ])
             .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -164,5 +194,52 @@ impl Drop for Tansu {
         if std::thread::panicking() {
             self.print_log_tail();
         }
+        if let Some(mut s3) = self.s3.take() {
+            let _ = s3.kill();
+            let _ = s3.wait();
+        }
     }
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    socket.local_addr().expect("port").port()
+}
+
+/// Starts moto's S3 server with a bucket `tansu`: the process and its endpoint.
+fn s3_server(moto: &std::path::Path, dir: &tempfile::TempDir) -> (Child, String) {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("s3.log")).expect("s3 log");
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start moto_server");
+    let started = Instant::now();
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // Creates the bucket (us-east-1 needs no location).
+            let request = format!(
+                "PUT /tansu HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream
+                .write_all(request.as_bytes())
+                .expect("create the bucket");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "creating the bucket: {answer}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
 }
