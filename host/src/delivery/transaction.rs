@@ -270,17 +270,6 @@ impl Transaction {
         })
     }
 
-    /// Commits the open transaction and waits for it (see [`Transaction::start_commit`]).
-    pub fn commit(
-        &mut self,
-        offsets: Option<Offsets>,
-        states: &[(String, String)],
-        deposits: Option<u64>,
-    ) -> Result<Option<Committed>, TransactionError> {
-        self.start_commit(offsets, states, deposits)?;
-        self.settle()
-    }
-
     /// Aborts the open transaction (a stop that cannot commit): nothing of it becomes
     /// visible. A fenced producer has nothing to abort.
     pub fn abort(&mut self) {

@@ -242,6 +242,23 @@ fn outputs(address: &str, topics: &Topics, truth: &Truth) -> (Vec<Read>, Vec<Rea
     }
 }
 
+/// Options to run a job in this process against `address`, as instance `0`, until `stop`.
+fn in_process(
+    address: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> rivulet::assemble::RunOptions {
+    use rivulet::udf::{ModuleCache, Runtime};
+    rivulet::assemble::RunOptions {
+        brokers: Some(address.to_owned()),
+        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
+        stop,
+        connect_timeout: Some(Duration::from_secs(30)),
+        commit_every: Duration::from_secs(1),
+        swappable: false,
+        instance: "0".into(),
+    }
+}
+
 /// A `rivulet run` of `spec` as `instance`, its stderr lines collected.
 fn spawn(spec: &std::path::Path, brokers: &str, instance: &str) -> (JobProcess, Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
@@ -348,9 +365,7 @@ fn restart_gracefully(broker: &TestBroker, topics: &Topics, spec: &std::path::Pa
 
 #[test]
 fn what_a_task_sends_while_its_commit_is_in_flight_goes_into_the_next_commit_to_the_last_window() {
-    use rivulet::assemble::RunOptions;
     use rivulet::task::Job;
-    use rivulet::udf::{ModuleCache, Runtime};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -386,15 +401,7 @@ fn what_a_task_sends_while_its_commit_is_in_flight_goes_into_the_next_commit_to_
     );
     produce(&address, &topics.orders, &truth.parts[0]);
     embedded.round_trip(Duration::from_millis(20)).unwrap();
-    let options = RunOptions {
-        brokers: Some(address.clone()),
-        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
-        stop: Arc::new(AtomicBool::new(false)),
-        connect_timeout: Some(Duration::from_secs(30)),
-        commit_every: Duration::from_secs(1),
-        swappable: false,
-        instance: "0".into(),
-    };
+    let options = in_process(&address, Arc::new(AtomicBool::new(false)));
     Job::from_spec(&spec, &options).unwrap().run().unwrap();
     embedded.round_trip(Duration::ZERO).unwrap();
     let (counts, dlq, late) = outputs(&address, &topics, &truth);
@@ -694,9 +701,7 @@ fn consume_reads_read_committed_by_default_and_names_the_isolation_levels() {
 #[test]
 fn a_commit_the_broker_refuses_is_aborted_and_the_restarted_job_loses_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    use rivulet::assemble::RunOptions;
     use rivulet::task::Job;
-    use rivulet::udf::{ModuleCache, Runtime};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -710,15 +715,7 @@ fn a_commit_the_broker_refuses_is_aborted_and_the_restarted_job_loses_nothing() 
     let dir = tempfile::tempdir().unwrap();
     let spec = rivulet::spec::PipelineSpec::load(&topics.spec(dir.path(), "all")).unwrap();
     let truth = Truth::orders(2, 600);
-    let options = |stop: Arc<AtomicBool>| RunOptions {
-        brokers: Some(address.clone()),
-        runtime: Runtime::new(ModuleCache::disabled()).unwrap(),
-        stop,
-        connect_timeout: Some(Duration::from_secs(30)),
-        commit_every: Duration::from_secs(1),
-        swappable: false,
-        instance: "0".into(),
-    };
+    let options = |stop: Arc<AtomicBool>| in_process(&address, stop);
     produce(&address, &topics.orders, &truth.parts[0]);
     let mut job = Job::from_spec(&spec, &options(Arc::new(AtomicBool::new(false)))).unwrap();
     let running = std::thread::spawn(move || job.run());
