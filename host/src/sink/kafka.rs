@@ -226,13 +226,10 @@ impl KafkaSink {
         payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), KafkaError> {
-        self.release()?;
-        if self.producer.context().gate() != OPEN {
-            while self.held.len() >= MAX_HELD && self.producer.context().gate() == COMMITTING {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            self.release()?;
+        while self.held.len() >= MAX_HELD && self.producer.context().gate() == COMMITTING {
+            std::thread::sleep(Duration::from_millis(1));
         }
+        self.release()?;
         if self.producer.context().gate() != OPEN {
             self.held.push_back(Held {
                 id: self.acks.send(),
