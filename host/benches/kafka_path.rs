@@ -101,6 +101,7 @@ fn source_drain(address: &str, topic: &str, records: i64, run: usize) -> (f64, f
         connect_timeout: Some(Duration::from_secs(30)),
         share: (0, 1),
         cooperative: false,
+        exactly_once: false,
     };
     let stop = AtomicBool::new(false);
     let mut source = KafkaSource::open(&KafkaConfig::new(address), &options, &stop).unwrap();

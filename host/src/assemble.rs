@@ -418,6 +418,7 @@ impl Job {
                     share: (task, tasks),
                     // Stage 2 keeps its windows per partials partition.
                     cooperative: true,
+                    exactly_once,
                 };
                 let source = KafkaSource::open(&kafka, &source_options, &options.stop)
                     .map_err(SourceError::from)?;
@@ -1133,6 +1134,7 @@ impl Share {
                         .window
                         .as_ref()
                         .is_none_or(|w| w.exchange == crate::spec::WindowExchange::Kafka),
+                    exactly_once: spec.delivery == Delivery::ExactlyOnce,
                 };
                 Source::Kafka(Box::new(
                     KafkaSource::open(kafka, &source_options, &options.stop)

@@ -575,7 +575,7 @@ impl Pipeline {
         let Some(transaction) = &mut self.transaction else {
             return Ok(());
         };
-        let previous = transaction.start_commit(offsets, &records, deposits)?;
+        let previous = transaction.start_commit(offsets, records, deposits)?;
         self.committed(previous);
         if wait {
             let Some(transaction) = &mut self.transaction else {

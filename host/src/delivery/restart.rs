@@ -124,6 +124,15 @@ impl Restored {
         }
     }
 
+    /// The state an exactly-once transaction committed with its offsets.
+    pub fn pinned(state: PartitionState) -> Self {
+        Restored {
+            start: Some(state.committed),
+            state: Some(state),
+            from: "state topic, pinned by the committed offsets",
+        }
+    }
+
     /// A committed offset without the state that goes with it: windows that had already
     /// fired may reopen on replayed records.
     pub fn is_missing_state(&self) -> bool {

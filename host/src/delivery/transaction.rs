@@ -5,18 +5,21 @@
 //! [`Transaction`]'s producer, inside the open Kafka transaction. Each commit interval the
 //! consumed offsets (with the restart state as commit metadata) join the transaction and it
 //! commits: the outputs and the input position become visible together, to `read_committed`
-//! readers, or not at all. The commit's round trips run on a thread of their own while the
+//! readers, or not at all. The offsets also pin the restart state the transaction wrote
+//! (see [`crate::kafka::state_topic`]): a restore reads that record, never one of an
+//! aborted transaction, even from a broker that shows aborted records to every reader. The commit's round trips run on a thread of their own while the
 //! task processes the next interval, whose records its sinks hold until the next
 //! transaction has begun. A crash leaves the open transaction to be aborted by the broker
 //! (or by the restarted task's `init_transactions`, which also fences the old instance), and
 //! the restart replays from the committed position.
 
+use crate::kafka::state_topic::StateRecord;
 use crate::kafka::{KafkaConfig, KafkaError};
-use crate::sink::kafka::{KafkaSink, SharedProducer, SinkContext};
+use crate::sink::kafka::{KafkaSink, PLACED, SharedProducer, SinkContext};
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::producer::{BaseProducer, Producer};
-
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +70,7 @@ pub struct Transaction {
     producer: TaskProducer,
     /// The job's state topic, written in the transaction (restart state that survives a
     /// broker that drops commit metadata).
-    state: Option<KafkaSink>,
+    state_topic: Option<String>,
     /// A transaction is open (or a commit in flight will begin the next one).
     open: bool,
     /// The commit in flight, if any.
@@ -138,13 +141,12 @@ impl Transaction {
                 "registering transactional.id `{id}` (does the broker support transactions?)"
             )))?;
         let producer = Arc::new(producer);
-        let state = state_topic.map(|topic| KafkaSink::on(&producer, topic));
         let mut transaction = Transaction {
             producer: TaskProducer {
                 producer,
                 id: id.to_owned(),
             },
-            state,
+            state_topic: state_topic.map(str::to_owned),
             open: false,
             in_flight: None,
         };
@@ -180,40 +182,31 @@ impl Transaction {
     }
 
     /// Starts committing the open transaction with `offsets` (the consumed offsets, with
-    /// their restart state as metadata) and `states` (records for the state topic: key,
-    /// value), on a thread of its own that begins the next transaction after it. Until
-    /// then the task's sinks hold what is sent. A commit still in flight is waited for
-    /// first (its outcome is returned, as [`Transaction::settle`] does); `deposits` comes
-    /// back with this one's.
+    /// their restart state as metadata) and `states` (the same state for the state topic),
+    /// on a thread of its own that begins the next transaction after it. Until then the
+    /// task's sinks hold what is sent. A commit still in flight is waited for first (its
+    /// outcome is returned, as [`Transaction::settle`] does); `deposits` comes back with
+    /// this one's.
     pub fn start_commit(
         &mut self,
         offsets: Option<Offsets>,
-        states: &[(String, String)],
+        states: Vec<StateRecord>,
         deposits: Option<u64>,
     ) -> Result<Option<Committed>, TransactionError> {
         let previous = self.settle()?;
         if !self.open {
             self.begin()?;
         }
-        if let Some(state) = &mut self.state {
-            for (key, value) in states {
-                if let Err(err) =
-                    state.send_to(Some(0), Some(key.as_bytes()), value.as_bytes(), &[])
-                {
-                    let err = self
-                        .producer
-                        .abort_after("writing restart state", err.to_string());
-                    self.open = false;
-                    return Err(err);
-                }
-            }
-        }
+        let states = self
+            .state_topic
+            .as_ref()
+            .map(|topic| (topic.clone(), states));
         let producer = self.producer.clone();
         producer.context().hold();
         let done = std::thread::Builder::new()
             .name("rivulet-commit".into())
             .spawn(move || {
-                let committed = producer.commit(offsets);
+                let committed = producer.commit(offsets, states);
                 match &committed {
                     Ok(()) => producer.context().release(),
                     // The sinks keep holding: the task stops at the error, and nothing
@@ -258,10 +251,6 @@ impl Transaction {
                 reason: "the commit thread panicked".into(),
             })
         });
-        if let Some(state) = &mut self.state {
-            // Its delivery reports came before the commit returned.
-            let _ = state.poll();
-        }
         self.open = outcome.is_ok();
         outcome.map(|()| {
             Some(Committed {
@@ -315,21 +304,74 @@ impl TaskProducer {
             .map_err(|err| self.failed("beginning a transaction", err))
     }
 
-    /// Sends the offsets to the open transaction, commits it and begins the next one.
-    fn commit(&self, offsets: Option<Offsets>) -> Result<(), TransactionError> {
-        if let Some((offsets, group)) = &offsets
-            && offsets.count() > 0
-            && let Err(err) =
-                self.producer
-                    .send_offsets_to_transaction(offsets, group, OPERATION_TIMEOUT)
-        {
-            return Err(self.abort_on("sending the offsets", err));
-        }
+    /// Writes the restart `states` to the state topic, sends the offsets (with the state
+    /// records they pin) to the open transaction, commits it and begins the next one.
+    fn commit(
+        &self,
+        offsets: Option<Offsets>,
+        states: Option<(String, Vec<StateRecord>)>,
+    ) -> Result<(), TransactionError> {
+        let pinning = match &states {
+            Some((topic, records)) => {
+                self.context().take_placed();
+                for record in records {
+                    self.write_state(topic, record)?;
+                }
+                records.iter().any(|r| r.pinned).then_some(topic.as_str())
+            }
+            None => None,
+        };
         self.flush()?;
+        if let Some((mut offsets, group)) = offsets
+            && offsets.count() > 0
+        {
+            if let (Some(topic), Some((_, records))) = (pinning, &states) {
+                // Each pinned record's place: the offset after it, committed with the
+                // transaction, says which record of its state partition is the committed one.
+                for (partition, offset) in self.context().take_placed() {
+                    if records.iter().any(|r| r.pinned && r.partition == partition) {
+                        let _ = offsets.add_partition_offset(
+                            topic,
+                            partition,
+                            Offset::Offset(offset + 1),
+                        );
+                    }
+                }
+            }
+            if let Err(err) =
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, OPERATION_TIMEOUT)
+            {
+                return Err(self.abort_on("sending the offsets", err));
+            }
+        }
         if let Err(err) = self.producer.commit_transaction(OPERATION_TIMEOUT) {
             return Err(self.abort_on("committing", err));
         }
         self.begin()
+    }
+
+    /// Sends one restart state record into the open transaction (its place is reported
+    /// to [`SinkContext::take_placed`]).
+    fn write_state(&self, topic: &str, state: &StateRecord) -> Result<(), TransactionError> {
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new((PLACED, 0)))
+            .partition(state.partition)
+            .key(state.key.as_bytes())
+            .payload(state.value.as_bytes());
+        let deadline = std::time::Instant::now() + OPERATION_TIMEOUT;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    back,
+                )) if std::time::Instant::now() < deadline => {
+                    record = back;
+                    self.producer.poll(FLUSH_STEP);
+                }
+                Err((err, _)) => return Err(self.abort_on("writing restart state", err)),
+            }
+        }
     }
 
     /// Waits until every record of the transaction is delivered, its report served (here

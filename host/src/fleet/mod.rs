@@ -262,7 +262,7 @@ impl Fleet {
     /// Joins job `spec.name`'s fleet: reads its control topic, refuses a spec that differs
     /// from a live process's, and says which modules the fleet runs (see [`Fleet::adopted`]).
     pub fn join(spec: &PipelineSpec, kafka: &KafkaConfig) -> Result<Self, FleetError> {
-        let topic = Compacted::open(kafka, &control_topic(&spec.name), "control topic")?;
+        let topic = Compacted::open(kafka, &control_topic(&spec.name), "control topic", 1)?;
         let view = View::default();
         let joined_at = topic.read_to_end(|entry| {
             match Control::decode(&entry.key, entry.value.as_deref()) {

@@ -6,11 +6,14 @@
 
 use super::{KafkaConfig, KafkaError, LogContext};
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,8 @@ pub struct Compacted {
     /// later record of a producer id they knew before (Tansu 0.6 answers "unknown error"),
     /// and a new producer gets a new id.
     producer: Mutex<BaseProducer<WriteContext>>,
+    /// Its partition count when opened.
+    partitions: i32,
 }
 
 /// A producer for topic `name`.
@@ -85,35 +90,54 @@ impl ProducerContext for WriteContext {
 pub struct Entry {
     pub key: String,
     pub value: Option<Vec<u8>>,
+    pub partition: i32,
     pub offset: i64,
 }
 
 impl Compacted {
     /// Connects to `name`, creating it (compacted, one partition) if the broker serves
     /// topic creation; otherwise the first write creates it. `what` names it in logs.
-    pub fn open(config: &KafkaConfig, name: &str, what: &str) -> Result<Self, KafkaError> {
-        let topic = Compacted::existing(config, name)?;
-        topic.create(what);
+    /// `partitions`: how many it is created with (grown to, if it has fewer); the records
+    /// written with [`Compacted::write`] all go to partition 0.
+    pub fn open(
+        config: &KafkaConfig,
+        name: &str,
+        what: &str,
+        partitions: i32,
+    ) -> Result<Self, KafkaError> {
+        let mut topic = Compacted::existing(config, name)?;
+        topic.create(what, partitions.max(1));
+        topic.partitions = topic.partition_count().unwrap_or(1);
         Ok(topic)
     }
 
     /// Connects to `name` without creating it (reading a missing topic reads nothing).
     pub fn existing(config: &KafkaConfig, name: &str) -> Result<Self, KafkaError> {
-        Ok(Compacted {
+        let mut topic = Compacted {
             producer: Mutex::new(producer(config, name)?),
             name: name.to_owned(),
             config: config.clone(),
-        })
+            partitions: 1,
+        };
+        topic.partitions = topic.partition_count().unwrap_or(1);
+        Ok(topic)
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Creates the topic if it is missing (compacted, one partition). A broker without the
-    /// admin API (the embedded one) creates it on demand instead, with its own defaults.
-    fn create(&self, what: &str) {
-        if self.exists() {
+    /// The topic's partition count when it was opened.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// Creates the topic if it is missing (compacted, `partitions` partitions), or adds
+    /// partitions up to `partitions`. A broker without the admin API (the embedded one)
+    /// creates it on demand instead, with its own defaults.
+    fn create(&self, what: &str, partitions: i32) {
+        let found = self.partition_count();
+        if found.is_some_and(|n| n >= partitions) {
             return;
         }
         let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -122,23 +146,47 @@ impl Compacted {
             .client()
             .fetch_cluster_id(TIMEOUT)
             .is_some_and(|id| id.starts_with("mockCluster"));
-        if !embedded && let Err(reason) = self.create_with_admin(what) {
-            tracing::warn!(topic = %self.name, "cannot create the {what} compacted ({reason}); the broker creates it with its defaults");
+        if !embedded {
+            let done = match found {
+                None => self.create_with_admin(what, partitions),
+                Some(_) => self.grow_with_admin(what, partitions),
+            };
+            if let Err(reason) = done {
+                match found {
+                    None => {
+                        tracing::warn!(topic = %self.name, "cannot create the {what} compacted ({reason}); the broker creates it with its defaults")
+                    }
+                    Some(n) => {
+                        tracing::warn!(topic = %self.name, "cannot add partitions to the {what} ({n} of {partitions}): {reason}")
+                    }
+                }
+            }
         }
-        if !self.exists() {
+        if self.partition_count().is_none() {
             // Producers' metadata requests ask the broker to create missing topics.
             let _ = producer.client().fetch_metadata(Some(&self.name), TIMEOUT);
         }
     }
 
-    /// A client that only reads, by manual assignment (it never joins or commits).
+    /// A client that only reads, by manual assignment (it never joins or commits), what
+    /// was committed.
     fn reader(&self) -> Result<BaseConsumer<LogContext>, KafkaError> {
+        self.reader_at("read_committed")
+    }
+
+    /// A reader with the given `isolation.level`.
+    fn reader_at(&self, isolation: &str) -> Result<BaseConsumer<LogContext>, KafkaError> {
         self.config
             .client()
+            .set("isolation.level", isolation)
             .set("group.id", format!("{}-reader", self.name))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("allow.auto.create.topics", "false")
+            // Never jump: some brokers (Tansu, just restarted) answer an offset they hold as
+            // out of range for a moment, and a reset to the end would skip records. The
+            // readers below assign the offset again instead.
+            .set("auto.offset.reset", "error")
             .set(
                 "fetch.message.max.bytes",
                 (MAX_RECORD + 64 * 1024).to_string(),
@@ -147,53 +195,86 @@ impl Compacted {
             .map_err(KafkaError::client(format!("reading `{}`", self.name)))
     }
 
-    /// Whether the topic exists (asked without creating it).
-    fn exists(&self) -> bool {
-        self.reader().is_ok_and(|probe| {
-            probe
-                .fetch_metadata(Some(&self.name), TIMEOUT)
-                .is_ok_and(|m| {
-                    m.topics().iter().any(|t| {
-                        t.name() == self.name && t.error().is_none() && !t.partitions().is_empty()
-                    })
-                })
-        })
+    /// The topic's partition count (None: it does not exist), asked without creating it.
+    fn partition_count(&self) -> Option<i32> {
+        let probe = self.reader().ok()?;
+        let metadata = probe.fetch_metadata(Some(&self.name), TIMEOUT).ok()?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty())?;
+        Some(topic.partitions().len() as i32)
     }
 
-    fn create_with_admin(&self, what: &str) -> Result<(), String> {
+    /// Runs one admin request, bounded by [`TIMEOUT`].
+    fn admin<T>(
+        &self,
+        request: impl AsyncFnOnce(&AdminClient<LogContext>, &AdminOptions) -> T,
+    ) -> Result<T, String> {
         let admin: AdminClient<LogContext> = self
             .config
             .client()
             .create_with_context(LogContext)
             .map_err(|err| err.to_string())?;
-        let max = (MAX_RECORD + 64 * 1024).to_string();
-        let topic = NewTopic::new(&self.name, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", &max);
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|err| err.to_string())?;
-        let results = runtime
-            .block_on(async {
-                tokio::time::timeout(TIMEOUT, admin.create_topics([&topic], &options)).await
-            })
-            .map_err(|_| "timed out".to_owned())?
+        runtime
+            .block_on(async { tokio::time::timeout(TIMEOUT, request(&admin, &options)).await })
+            .map_err(|_| "timed out".to_owned())
+    }
+
+    fn grow_with_admin(&self, what: &str, partitions: i32) -> Result<(), String> {
+        let grow = NewPartitions::new(&self.name, partitions as usize);
+        let results = self
+            .admin(async |admin, options| admin.create_partitions([&grow], options).await)?
             .map_err(|err| err.to_string())?;
         for result in results {
             match result {
-                Ok(name) => tracing::info!(topic = %name, "created the job's {what}"),
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(name) => {
+                    tracing::info!(topic = %name, partitions, "added partitions to the job's {what}")
+                }
                 Err((_, code)) => return Err(code.to_string()),
             }
         }
         Ok(())
     }
 
-    /// Reads every record from the beginning to the end the broker reports, oldest first,
-    /// and returns the offset after the last one (where [`Compacted::tail`] goes on).
-    pub fn read_to_end(&self, mut each: impl FnMut(Entry)) -> Result<i64, KafkaError> {
+    fn create_with_admin(&self, what: &str, partitions: i32) -> Result<(), String> {
+        let max = (MAX_RECORD + 64 * 1024).to_string();
+        let topic = NewTopic::new(&self.name, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", &max);
+        let results = self
+            .admin(async |admin, options| admin.create_topics([&topic], options).await)?
+            .map_err(|err| err.to_string())?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created the job's {what}"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(code.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every record of partition 0 from the beginning to the end the broker reports,
+    /// oldest first, and returns the offset after the last one (where [`Compacted::tail`]
+    /// goes on).
+    pub fn read_to_end(&self, each: impl FnMut(Entry)) -> Result<i64, KafkaError> {
+        let ends = self.read_partitions_to_end(&[0], each)?;
+        Ok(ends.get(&0).copied().unwrap_or(0))
+    }
+
+    /// Reads every record of `partitions` from the beginning to the end the broker
+    /// reports, each partition's oldest first, and returns each one's offset after its last.
+    pub fn read_partitions_to_end(
+        &self,
+        partitions: &[i32],
+        mut each: impl FnMut(Entry),
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
         let consumer = self.reader()?;
         let metadata = consumer
             .fetch_metadata(Some(&self.name), TIMEOUT)
@@ -203,27 +284,55 @@ impl Compacted {
             .iter()
             .any(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty());
         if !exists {
-            return Ok(0);
+            return Ok(BTreeMap::new());
         }
-        let (low, high) =
-            consumer
-                .fetch_watermarks(&self.name, 0, TIMEOUT)
+        // Per partition: the end the broker reports, and the next offset to read.
+        let mut reading: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        let mut ends = BTreeMap::new();
+        for &partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.name, partition, TIMEOUT)
                 .map_err(KafkaError::client(format!(
-                    "reading the end of `{}`",
+                    "reading the end of `{}` [{partition}]",
                     self.name
                 )))?;
-        if high <= low {
-            return Ok(high.max(0));
+            match high > low {
+                true => {
+                    reading.insert(partition, (high, low));
+                }
+                false => {
+                    ends.insert(partition, high.max(0));
+                }
+            }
         }
-        assign(&consumer, &self.name, Offset::Beginning)?;
+        if reading.is_empty() {
+            return Ok(ends);
+        }
+        let starts: Vec<(i32, Offset)> = reading.keys().map(|&p| (p, Offset::Beginning)).collect();
+        assign(&consumer, &self.name, &starts)?;
         let deadline = Instant::now() + READ_WAIT;
-        let mut next = low;
-        while next < high {
+        let mut take = |message: &rdkafka::message::BorrowedMessage<'_>,
+                        reading: &mut BTreeMap<i32, (i64, i64)>| {
+            if let Some((_, next)) = reading.get_mut(&message.partition()) {
+                *next = message.offset() + 1;
+            }
+            if let Some(entry) = entry(message) {
+                each(entry);
+            }
+        };
+        let unread = |reading: &BTreeMap<i32, (i64, i64)>| {
+            reading
+                .iter()
+                .filter(|(_, (high, next))| next < high)
+                .map(|(&p, &(high, next))| (p, high, next))
+                .collect::<Vec<_>>()
+        };
+        while let Some(&(partition, high, next)) = unread(&reading).first() {
             if Instant::now() >= deadline {
                 return Err(KafkaError::Delivery {
                     topic: self.name.clone(),
                     reason: format!(
-                        "read only up to offset {next} of {high} in {} s",
+                        "read partition {partition} only up to offset {next} of {high} in {} s",
                         READ_WAIT.as_secs()
                     ),
                 });
@@ -231,33 +340,92 @@ impl Compacted {
             let polled = consumer.poll(Duration::from_millis(200));
             // Transaction markers take offsets but are never handed out: the position
             // moves past them.
-            if let Some(position) = consumer.position().ok().and_then(|tpl| {
-                tpl.find_partition(&self.name, 0)
-                    .and_then(|e| e.offset().to_raw())
-            }) {
-                next = next.max(position);
-            }
-            let Some(result) = polled else {
-                continue;
-            };
-            match result {
-                Ok(message) => {
-                    next = message.offset() + 1;
-                    if let Some(entry) = entry(&message) {
-                        each(entry);
+            if let Ok(positions) = consumer.position() {
+                for (&p, (_, next)) in reading.iter_mut() {
+                    if let Some(position) = positions
+                        .find_partition(&self.name, p)
+                        .and_then(|e| e.offset().to_raw())
+                    {
+                        *next = (*next).max(position);
                     }
                 }
-                Err(err) => tracing::debug!(topic = %self.name, "reading: {err}"),
+            }
+            match polled {
+                None => {}
+                Some(Ok(message)) => take(&message, &mut reading),
+                Some(Err(err)) => {
+                    tracing::debug!(topic = %self.name, "reading: {err}");
+                    if out_of_range(&err) {
+                        std::thread::sleep(RETRY);
+                        let again: Vec<(i32, Offset)> = unread(&reading)
+                            .into_iter()
+                            .map(|(p, _, next)| (p, Offset::Offset(next)))
+                            .collect();
+                        assign(&consumer, &self.name, &again)?;
+                    }
+                }
             }
         }
-        Ok(next)
+        // Some brokers (Tansu) report the end as the start of the last batch + 1, and a
+        // transaction writes several records in one batch: the rest of that batch came in
+        // the same fetch, and is taken from what the client holds already.
+        while let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
+            take(&message, &mut reading);
+        }
+        ends.extend(reading.into_iter().map(|(p, (_, next))| (p, next)));
+        Ok(ends)
+    }
+
+    /// The record at `offset` of `partition`, read uncommitted (the caller knows it was
+    /// committed). `None`: the partition has none there (compacted away).
+    pub fn read_at(&self, partition: i32, offset: i64) -> Result<Option<Entry>, KafkaError> {
+        let consumer = self.reader_at("read_uncommitted")?;
+        assign(
+            &consumer,
+            &self.name,
+            &[(partition, Offset::Offset(offset))],
+        )?;
+        let deadline = Instant::now() + READ_WAIT;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                // A fetch from inside a batch hands out the records from `offset` on.
+                Some(Ok(message)) => {
+                    return Ok((message.offset() == offset)
+                        .then(|| entry(&message))
+                        .flatten());
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(topic = %self.name, partition, "reading: {err}");
+                    if out_of_range(&err) {
+                        std::thread::sleep(RETRY);
+                        assign(
+                            &consumer,
+                            &self.name,
+                            &[(partition, Offset::Offset(offset))],
+                        )?;
+                    }
+                }
+            }
+        }
+        Err(KafkaError::Delivery {
+            topic: self.name.clone(),
+            reason: format!(
+                "offset {offset} of partition {partition} not read in {} s",
+                READ_WAIT.as_secs()
+            ),
+        })
     }
 
     /// A reader of the records from `offset` on, as they come.
     pub fn tail(&self, offset: i64) -> Result<Tail, KafkaError> {
         let consumer = self.reader()?;
-        assign(&consumer, &self.name, Offset::Offset(offset))?;
-        Ok(Tail { consumer })
+        assign(&consumer, &self.name, &[(0, Offset::Offset(offset))])?;
+        Ok(Tail {
+            consumer,
+            name: self.name.clone(),
+            next: AtomicI64::new(offset),
+        })
     }
 
     /// Writes `records` (a `None` value: a tombstone) and waits until the broker has them.
@@ -322,14 +490,27 @@ impl Compacted {
 fn assign(
     consumer: &BaseConsumer<LogContext>,
     name: &str,
-    offset: Offset,
+    partitions: &[(i32, Offset)],
 ) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(name, 0, offset)
-        .map_err(KafkaError::client(format!("assigning `{name}`")))?;
+    for &(partition, offset) in partitions {
+        tpl.add_partition_offset(name, partition, offset)
+            .map_err(KafkaError::client(format!("assigning `{name}`")))?;
+    }
     consumer
         .assign(&tpl)
         .map_err(KafkaError::client(format!("reading `{name}`")))
+}
+
+/// How long a reader waits before asking again for an offset the broker called out of range.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The broker called the offset asked for out of range (`auto.offset.reset = error`).
+fn out_of_range(err: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    )
 }
 
 fn entry(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Entry> {
@@ -337,6 +518,7 @@ fn entry(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Entry> {
     Some(Entry {
         key,
         value: message.payload().map(<[u8]>::to_vec),
+        partition: message.partition(),
         offset: message.offset(),
     })
 }
@@ -344,15 +526,29 @@ fn entry(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Entry> {
 /// The records of a compacted topic as they come.
 pub struct Tail {
     consumer: BaseConsumer<LogContext>,
+    name: String,
+    /// The offset after the last record handed out, where a reader called out of range
+    /// goes on.
+    next: AtomicI64,
 }
 
 impl Tail {
     /// The next record, waiting at most `wait` (None: none came, or a transient error).
     pub fn next(&self, wait: Duration) -> Option<Entry> {
         match self.consumer.poll(wait)? {
-            Ok(message) => entry(&message),
+            Ok(message) => {
+                self.next.store(message.offset() + 1, Ordering::Relaxed);
+                entry(&message)
+            }
             Err(err) => {
-                tracing::debug!("reading a compacted topic: {err}");
+                tracing::debug!(topic = %self.name, "reading: {err}");
+                if out_of_range(&err) {
+                    std::thread::sleep(RETRY);
+                    let next = Offset::Offset(self.next.load(Ordering::Relaxed));
+                    if let Err(err) = assign(&self.consumer, &self.name, &[(0, next)]) {
+                        tracing::warn!(topic = %self.name, "{err}");
+                    }
+                }
                 None
             }
         }

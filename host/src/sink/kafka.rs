@@ -6,7 +6,7 @@
 use crate::delivery::Acks;
 use crate::kafka::{KafkaConfig, KafkaError, LogContext};
 use rdkafka::ClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::VecDeque;
@@ -28,7 +28,14 @@ pub struct SinkContext {
     log: LogContext,
     slots: Mutex<Vec<Outcomes>>,
     gate: Gate,
+    /// Where the broker put the records sent with [`PLACED`] as their slot: (partition,
+    /// offset), in the order of their reports.
+    placed: Mutex<Vec<(i32, i64)>>,
 }
+
+/// The delivery slot of records whose place in the log the sender needs (the transaction's
+/// restart state, pinned by the offsets it commits): see [`SinkContext::take_placed`].
+pub const PLACED: usize = usize::MAX;
 
 /// Whether the producer takes records now: not while its transaction commits (or after
 /// that failed), when its sinks hold them. Counts aborted transactions, so that records
@@ -70,6 +77,11 @@ impl SinkContext {
 
     fn aborts(&self) -> u64 {
         self.gate.aborts.load(Ordering::Acquire)
+    }
+
+    /// Where the records sent with slot [`PLACED`] were written, since the last call.
+    pub fn take_placed(&self) -> Vec<(i32, i64)> {
+        std::mem::take(&mut *self.placed.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// A new slot for a sink, and where its outcomes arrive.
@@ -114,6 +126,16 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (slot, id) = *opaque;
+        if slot == PLACED {
+            // A failure fails the transaction's commit.
+            if let Ok(message) = result {
+                self.placed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((message.partition(), message.offset()));
+            }
+            return;
+        }
         let outcome = match result {
             Ok(_) => Ok(()),
             Err((err, _)) => Err(err.to_string()),

@@ -271,11 +271,27 @@ fn restore<C: ConsumerContext>(
         tpl.add_partition(topic, p);
     }
     let mut committed: BTreeMap<i32, (Option<i64>, Option<PartitionState>)> = BTreeMap::new();
+    // Exactly-once: the offset committed after each partition's restart state record.
+    let mut pins: BTreeMap<i32, i64> = BTreeMap::new();
     if start == StartAt::Committed {
+        let mut asked = tpl.clone();
+        if let Some(state) = state {
+            for &p in partitions {
+                if state.pins(p) {
+                    asked.add_partition(state.name(), p);
+                }
+            }
+        }
         let offsets = consumer
-            .committed_offsets(tpl.clone(), METADATA_TIMEOUT)
+            .committed_offsets(asked, METADATA_TIMEOUT)
             .map_err(KafkaError::client("reading committed offsets"))?;
         for elem in offsets.elements() {
+            if elem.topic() != topic {
+                if let Offset::Offset(pin) = elem.offset() {
+                    pins.insert(elem.partition(), pin);
+                }
+                continue;
+            }
             let offset = match elem.offset() {
                 Offset::Offset(n) => Some(n),
                 _ => None,
@@ -331,7 +347,14 @@ fn restore<C: ConsumerContext>(
                 "reading the offsets of partition {p}"
             )))?;
         let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
-        let restored = Restored::choose(group_offset, metadata, from_topic.get(&p).copied());
+        let pinned = match (state, pins.get(&p)) {
+            (Some(state), Some(&pin)) => pinned(state, topic, p, pin, group_offset),
+            _ => None,
+        };
+        let restored = match pinned {
+            Some(state) => Restored::pinned(state),
+            None => Restored::choose(group_offset, metadata, from_topic.get(&p).copied()),
+        };
         if restored.is_missing_state() {
             tracing::warn!(
                 topic,
@@ -375,6 +398,42 @@ fn restore<C: ConsumerContext>(
             .map_err(KafkaError::client("building the assignment"))?;
     }
     Ok((assignment, offsets))
+}
+
+/// The restart state a committed transaction pinned for `partition` (see
+/// [`crate::kafka::state_topic`]), if it can be read and goes with the group's committed
+/// offset; otherwise the newest state found is used, as for an at-least-once job.
+fn pinned(
+    state: &StateTopic,
+    topic: &str,
+    partition: i32,
+    pin: i64,
+    group_offset: Option<i64>,
+) -> Option<PartitionState> {
+    match state.read_pinned(topic, partition, pin) {
+        Ok(Some(pinned)) if Some(pinned.committed) == group_offset => Some(pinned),
+        // An at-least-once run committed after the exactly-once one that pinned it.
+        Ok(Some(_)) => None,
+        Ok(None) => {
+            tracing::warn!(
+                topic,
+                partition,
+                state_topic = state.name(),
+                offset = pin - 1,
+                "the committed restart state record is not in the state topic (compacted away?); using the newest state found"
+            );
+            None
+        }
+        Err(err) => {
+            tracing::warn!(
+                topic,
+                partition,
+                state_topic = state.name(),
+                "cannot read the committed restart state ({err}); using the newest state found"
+            );
+            None
+        }
+    }
 }
 
 /// The partitions of a partition list.
@@ -424,8 +483,8 @@ pub struct TransactionalCommit {
     pub offsets: TopicPartitionList,
     /// The consumer group's metadata (fences a member of an older generation).
     pub group: Option<rdkafka::consumer::ConsumerGroupMetadata>,
-    /// State topic records (key, value).
-    pub states: Vec<(String, String)>,
+    /// State topic records.
+    pub states: Vec<crate::kafka::state_topic::StateRecord>,
 }
 
 /// How to open a [`KafkaSource`].
@@ -445,6 +504,8 @@ pub struct SourceOptions {
     /// partitions (cooperative-sticky assignment: a join or a leave moves only what it
     /// must, and the other members read on). Otherwise every rebalance replays all.
     pub cooperative: bool,
+    /// Exactly-once: the restart state is pinned by the offsets each transaction commits.
+    pub exactly_once: bool,
 }
 
 impl KafkaSource {
@@ -496,7 +557,10 @@ impl KafkaSource {
             options.connect_timeout,
             stop,
         )?;
-        let state = match StateTopic::open(config, &options.group) {
+        let pinned = options
+            .exactly_once
+            .then(|| partitions.iter().max().map_or(1, |p| p + 1));
+        let state = match StateTopic::open(config, &options.group, pinned) {
             Ok(state) => Some(Arc::new(state)),
             Err(err) => {
                 tracing::warn!(group = %options.group, "no state topic, restart state only in commit metadata: {err}");
@@ -893,9 +957,9 @@ impl KafkaSource {
             if let Some(elem) = commit.offsets.find_partition(&self.topic, p).as_mut() {
                 elem.set_metadata(state.encode());
             }
-            commit
-                .states
-                .push(crate::kafka::state_topic::record(&self.topic, p, state));
+            if let Some(topic) = &self.state {
+                commit.states.push(topic.record(&self.topic, p, state));
+            }
         }
         Ok(commit)
     }

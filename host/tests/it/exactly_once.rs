@@ -628,11 +628,12 @@ fn sigkill_of_either_process_five_times_and_a_read_committed_reader_sees_each_ou
 }
 
 #[test]
-#[ignore = "on Tansu 0.6 (S3 storage), when the outage fails a commit and the job restarts, the restore found the committed offsets of all three partitions but restart state for one only, so the other two replayed and sent their dead letters again; cause not found yet. Run: scripts/with-tansu cargo test --release -p rivulet --test it -- --ignored exactly_once::a_broker_stopped"]
 fn a_broker_stopped_ten_seconds_mid_run_and_restarted_and_a_read_committed_reader_sees_each_output_once()
  {
     // Tansu's S3 storage keeps the log through the restart and takes transactions (its
-    // sqlite storage times them out).
+    // sqlite storage times them out). When the outage fails a commit, the job restarts
+    // from its committed state: the restart state pinned by the committed offsets, not the
+    // newer records of the aborted transaction, which this broker shows to every reader.
     let Some(mut tansu) = Tansu::start(Storage::ObjectStore) else {
         return;
     };
@@ -757,4 +758,98 @@ fn a_commit_the_broker_refuses_is_aborted_and_the_restarted_job_loses_nothing() 
         );
     }
     assert!(dlq.len() >= truth.bad.len() && late.len() >= truth.late.len());
+}
+
+#[test]
+fn a_restore_takes_the_restart_state_the_last_commit_pinned_not_a_newer_one_of_an_aborted_transaction()
+ {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rivulet::delivery::{PartitionState, Transaction};
+    use rivulet::kafka::KafkaConfig;
+    use rivulet::kafka::state_topic::StateTopic;
+    use rivulet::source::kafka::{KafkaSource, SourceOptions};
+    use rivulet::spec::{AssignMode, StartAt};
+    use std::sync::atomic::AtomicBool;
+
+    // Tansu shows aborted records to `read_committed` readers (the embedded broker does
+    // too, but it never commits a transaction's offsets).
+    let Some(tansu) = Tansu::start(Storage::Memory) else {
+        return;
+    };
+    let address = tansu.address();
+    let topic = unique("eos-pin");
+    TestBroker::External(address.clone()).topic(&topic, 2);
+    let config = KafkaConfig::new(address.as_str());
+    let group = format!("{topic}-group");
+    let options = SourceOptions {
+        topic: topic.clone(),
+        group: group.clone(),
+        start: StartAt::Committed,
+        assign: AssignMode::All,
+        bounded: false,
+        connect_timeout: Some(Duration::from_secs(30)),
+        share: (0, 1),
+        cooperative: false,
+        exactly_once: true,
+    };
+    let stop = AtomicBool::new(false);
+    let source = KafkaSource::open(&config, &options, &stop).unwrap();
+    let state_topic = source.state_topic().unwrap().to_owned();
+    let state = |committed: i64, read: i64| PartitionState {
+        committed,
+        read,
+        watermark: Some(read * 100),
+        combined: Some(read * 100),
+    };
+    // A commit of both partitions' restart state, with their offsets.
+    let committed = BTreeMap::from([(0, state(10, 20)), (1, state(5, 7))]);
+    let mut transaction = Transaction::open(
+        &config,
+        &format!("{topic}-task"),
+        Some(&state_topic),
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    let commit = source.transactional_commit(&committed).unwrap();
+    transaction
+        .start_commit(
+            Some((commit.offsets, commit.group.unwrap())),
+            commit.states,
+            None,
+        )
+        .unwrap();
+    transaction.settle().unwrap();
+    // A later transaction moved partition 0 on — with the same committed offset: an open
+    // window still needs offset 10 — and was aborted.
+    let zombie: BaseProducer = KafkaConfig::new(address.as_str())
+        .client()
+        .set("transactional.id", format!("{topic}-other"))
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(20);
+    zombie.init_transactions(timeout).unwrap();
+    zombie.begin_transaction().unwrap();
+    let key = format!("{topic}/0");
+    let aborted = state(10, 50).encode();
+    zombie
+        .send(
+            BaseRecord::to(&state_topic)
+                .partition(0)
+                .key(key.as_str())
+                .payload(aborted.as_str()),
+        )
+        .unwrap();
+    zombie.flush(timeout).unwrap();
+    zombie.abort_transaction(timeout).unwrap();
+    // This broker shows the aborted record: it is the newest state of partition 0 found.
+    let newest = StateTopic::open(&config, &group, None)
+        .unwrap()
+        .read(&topic, &[0, 1])
+        .unwrap();
+    assert_eq!(newest.get(&0), Some(&state(10, 50)), "{newest:?}");
+    drop(source);
+
+    let restarted = KafkaSource::open(&config, &options, &stop).unwrap();
+    assert_eq!(restarted.assignment().states, committed);
+    assert_eq!(restarted.positions(), &BTreeMap::from([(0, 10), (1, 5)]));
 }
