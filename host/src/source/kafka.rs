@@ -857,6 +857,27 @@ impl KafkaSource {
             };
             let partition = message.partition();
             let offset = message.offset();
+            // Behind what was handed out already: the client went back. It resets a position
+            // the broker calls out of range to the partition's start, and some brokers (Tansu,
+            // just restarted) say that of offsets they hold. Those records were processed.
+            // (Not before the first record since the assignment: a committed offset past
+            // the partition's end — a recreated topic — reads from its start.)
+            let expected = match last {
+                Some((p, next)) if p == partition => next,
+                _ => self.positions.get(&partition).copied().unwrap_or(0),
+            };
+            let started = self.assignment.positions.get(&partition).copied();
+            if offset < expected && started.is_some_and(|start| expected > start) {
+                if let Some(line) = crate::kafka::collapsed(&format!(
+                    "partition {partition}: the client went back to records already processed (its position was reset); they are skipped"
+                )) {
+                    tracing::warn!(topic = %self.topic, offset, expected, "{line}");
+                }
+                if self.revoked() {
+                    break;
+                }
+                continue;
+            }
             let timestamp = message.timestamp().to_millis().unwrap_or_else(now_millis);
             if let Some(ends) = self.ends.as_mut()
                 && !ends.admits(partition, offset, timestamp)
@@ -1127,5 +1148,61 @@ mod tests {
         assert!(!end.reached(&positions), "partition 1 has said nothing yet");
         assert!(!end.admits(1, 0, START + 1));
         assert!(end.reached(&positions));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn records_the_client_goes_back_to_after_handing_them_out_are_skipped() {
+        use crate::kafka::broker::EmbeddedBroker;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        let broker = EmbeddedBroker::start(1).unwrap();
+        broker.create_topic("rewound", 1).unwrap();
+        let config = KafkaConfig::new(broker.bootstrap_servers().as_str());
+        let producer: BaseProducer = config.client().create().unwrap();
+        let produce = |range: std::ops::Range<i32>| {
+            for n in range {
+                let payload = n.to_string();
+                producer
+                    .send(BaseRecord::<(), str>::to("rewound").payload(&payload))
+                    .unwrap();
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+        let options = SourceOptions {
+            topic: "rewound".into(),
+            group: "rewound".into(),
+            start: StartAt::Earliest,
+            assign: AssignMode::All,
+            bounded: false,
+            connect_timeout: Some(Duration::from_secs(10)),
+            share: (0, 1),
+            cooperative: false,
+            exactly_once: false,
+        };
+        let mut source = KafkaSource::open(&config, &options, &AtomicBool::new(false)).unwrap();
+        let mut read = |source: &mut KafkaSource, count: usize| {
+            let mut offsets = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while offsets.len() < count && Instant::now() < deadline {
+                let batch = source.poll(100, Duration::from_millis(100)).unwrap();
+                offsets.extend(batch.offsets.iter().copied());
+            }
+            // Nothing more comes.
+            let batch = source.poll(100, Duration::from_millis(300)).unwrap();
+            offsets.extend(batch.offsets.iter().copied());
+            offsets
+        };
+        produce(0..10);
+        assert_eq!(read(&mut source, 10), (0..10).collect::<Vec<i64>>());
+        // The client goes back to the partition's start (as after a reset).
+        let mut start = TopicPartitionList::new();
+        start
+            .add_partition_offset("rewound", 0, Offset::Beginning)
+            .unwrap();
+        source.consumer.assign(&start).unwrap();
+        produce(10..13);
+        assert_eq!(read(&mut source, 3), vec![10, 11, 12]);
+        assert_eq!(source.positions(), &BTreeMap::from([(0, 13)]));
     }
 }
