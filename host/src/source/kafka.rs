@@ -1181,7 +1181,7 @@ mod tests {
             exactly_once: false,
         };
         let mut source = KafkaSource::open(&config, &options, &AtomicBool::new(false)).unwrap();
-        let mut read = |source: &mut KafkaSource, count: usize| {
+        let read = |source: &mut KafkaSource, count: usize| {
             let mut offsets = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(10);
             while offsets.len() < count && Instant::now() < deadline {
