@@ -376,45 +376,60 @@ impl Compacted {
         Ok(ends)
     }
 
-    /// The record at `offset` of `partition`, read uncommitted (the caller knows it was
-    /// committed). `None`: the partition has none there (compacted away).
-    pub fn read_at(&self, partition: i32, offset: i64) -> Result<Option<Entry>, KafkaError> {
+    /// The record at each (partition, offset) of `places`, read uncommitted (the caller
+    /// knows they were committed), with one client. `None`: the partition has none there
+    /// (compacted away).
+    pub fn read_at(
+        &self,
+        places: &BTreeMap<i32, i64>,
+    ) -> Result<BTreeMap<i32, Option<Entry>>, KafkaError> {
+        let mut found = BTreeMap::new();
+        if places.is_empty() {
+            return Ok(found);
+        }
         let consumer = self.reader_at("read_uncommitted")?;
-        assign(
-            &consumer,
-            &self.name,
-            &[(partition, Offset::Offset(offset))],
-        )?;
+        let wanted = |found: &BTreeMap<i32, Option<Entry>>| -> Vec<(i32, Offset)> {
+            places
+                .iter()
+                .filter(|(p, _)| !found.contains_key(*p))
+                .map(|(&p, &offset)| (p, Offset::Offset(offset)))
+                .collect()
+        };
+        assign(&consumer, &self.name, &wanted(&found))?;
         let deadline = Instant::now() + READ_WAIT;
-        while Instant::now() < deadline {
+        while found.len() < places.len() && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 // A fetch from inside a batch hands out the records from `offset` on.
                 Some(Ok(message)) => {
-                    return Ok((message.offset() == offset)
-                        .then(|| entry(&message))
-                        .flatten());
+                    let partition = message.partition();
+                    if let Some(&offset) = places.get(&partition)
+                        && !found.contains_key(&partition)
+                    {
+                        let at = (message.offset() == offset).then(|| entry(&message));
+                        found.insert(partition, at.flatten());
+                    }
                 }
                 Some(Err(err)) => {
-                    tracing::debug!(topic = %self.name, partition, "reading: {err}");
+                    tracing::debug!(topic = %self.name, "reading: {err}");
                     if out_of_range(&err) {
                         std::thread::sleep(RETRY);
-                        assign(
-                            &consumer,
-                            &self.name,
-                            &[(partition, Offset::Offset(offset))],
-                        )?;
+                        assign(&consumer, &self.name, &wanted(&found))?;
                     }
                 }
             }
         }
-        Err(KafkaError::Delivery {
-            topic: self.name.clone(),
-            reason: format!(
-                "offset {offset} of partition {partition} not read in {} s",
-                READ_WAIT.as_secs()
-            ),
-        })
+        if found.len() < places.len() {
+            let missing: Vec<i32> = wanted(&found).iter().map(|(p, _)| *p).collect();
+            return Err(KafkaError::Delivery {
+                topic: self.name.clone(),
+                reason: format!(
+                    "the records of partitions {missing:?} not read in {} s",
+                    READ_WAIT.as_secs()
+                ),
+            });
+        }
+        Ok(found)
     }
 
     /// A reader of the records from `offset` on, as they come.

@@ -103,30 +103,33 @@ impl StateTopic {
         }
     }
 
-    /// The pinned state of `topic`'s `partition`: the record before `pin` (the offset
-    /// committed with it) in its state partition. `None`: that record is gone (compacted
-    /// away) or is not this partition's.
+    /// The pinned state of each of `topic`'s partitions in `pins` (partition → the offset
+    /// committed with its state): the record before the pin in its state partition.
+    /// `None`: that record is gone (compacted away) or is not this partition's.
     pub fn read_pinned(
         &self,
         topic: &str,
-        partition: i32,
-        pin: i64,
-    ) -> Result<Option<PartitionState>, KafkaError> {
-        let Some(entry) = self.topic.read_at(partition, pin - 1)? else {
-            return Ok(None);
-        };
-        if entry.key != key(topic, partition) {
-            return Ok(None);
+        pins: &BTreeMap<i32, i64>,
+    ) -> Result<BTreeMap<i32, Option<PartitionState>>, KafkaError> {
+        let places = pins.iter().map(|(&p, &pin)| (p, pin - 1)).collect();
+        let mut states = BTreeMap::new();
+        for (p, entry) in self.topic.read_at(&places)? {
+            let value = entry
+                .filter(|entry| entry.key == key(topic, p))
+                .and_then(|entry| entry.value);
+            let state = match value {
+                None => None,
+                Some(value) => Some(
+                    PartitionState::decode(&String::from_utf8_lossy(&value), None).map_err(
+                        |err| KafkaError::Restore {
+                            reason: format!("state topic `{}`: {err}", self.name()),
+                        },
+                    )?,
+                ),
+            };
+            states.insert(p, state);
         }
-        let Some(value) = entry.value else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&value);
-        PartitionState::decode(&text, None)
-            .map(Some)
-            .map_err(|err| KafkaError::Restore {
-                reason: format!("state topic `{}`: {err}", self.name()),
-            })
+        Ok(states)
     }
 
     /// The newest state of each of `partitions` of `topic` (absent: none was written):

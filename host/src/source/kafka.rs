@@ -326,6 +326,21 @@ fn restore<C: ConsumerContext>(
         },
         _ => BTreeMap::new(),
     };
+    // The states committed transactions pinned, read together.
+    let pinned: Option<BTreeMap<i32, Option<PartitionState>>> = match state {
+        Some(state) if !pins.is_empty() => match state.read_pinned(topic, &pins) {
+            Ok(read) => Some(read),
+            Err(err) => {
+                tracing::warn!(
+                    topic,
+                    state_topic = state.name(),
+                    "cannot read the committed restart state ({err}); using the newest state found"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let job_closed = job
         .iter()
         .filter_map(|p| {
@@ -347,8 +362,8 @@ fn restore<C: ConsumerContext>(
                 "reading the offsets of partition {p}"
             )))?;
         let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
-        let pinned = match (state, pins.get(&p)) {
-            (Some(state), Some(&pin)) => pinned(state, topic, p, pin, group_offset),
+        let pinned = match (state, pinned.as_ref().and_then(|read| read.get(&p))) {
+            (Some(state), Some(&read)) => pinned_state(state, topic, p, read, group_offset),
             _ => None,
         };
         let restored = match pinned {
@@ -401,35 +416,26 @@ fn restore<C: ConsumerContext>(
 }
 
 /// The restart state a committed transaction pinned for `partition` (see
-/// [`crate::kafka::state_topic`]), if it can be read and goes with the group's committed
-/// offset; otherwise the newest state found is used, as for an at-least-once job.
-fn pinned(
+/// [`crate::kafka::state_topic`]; `read`: the record found there), if it goes with the
+/// group's committed offset; otherwise the newest state found is used, as for an
+/// at-least-once job.
+fn pinned_state(
     state: &StateTopic,
     topic: &str,
     partition: i32,
-    pin: i64,
+    read: Option<PartitionState>,
     group_offset: Option<i64>,
 ) -> Option<PartitionState> {
-    match state.read_pinned(topic, partition, pin) {
-        Ok(Some(pinned)) if Some(pinned.committed) == group_offset => Some(pinned),
+    match read {
+        Some(pinned) if Some(pinned.committed) == group_offset => Some(pinned),
         // An at-least-once run committed after the exactly-once one that pinned it.
-        Ok(Some(_)) => None,
-        Ok(None) => {
+        Some(_) => None,
+        None => {
             tracing::warn!(
                 topic,
                 partition,
                 state_topic = state.name(),
-                offset = pin - 1,
                 "the committed restart state record is not in the state topic (compacted away?); using the newest state found"
-            );
-            None
-        }
-        Err(err) => {
-            tracing::warn!(
-                topic,
-                partition,
-                state_topic = state.name(),
-                "cannot read the committed restart state ({err}); using the newest state found"
             );
             None
         }
