@@ -7,9 +7,9 @@
 //! commits: the outputs and the input position become visible together, to `read_committed`
 //! readers, or not at all. The offsets also pin the restart state the transaction wrote
 //! (see [`crate::kafka::state_topic`]): a restore reads that record, never one of an
-//! aborted transaction, even from a broker that shows aborted records to every reader. The commit's round trips run on a thread of their own while the
-//! task processes the next interval, whose records its sinks hold until the next
-//! transaction has begun. A crash leaves the open transaction to be aborted by the broker
+//! aborted transaction, even from a broker that shows aborted records to every reader. The
+//! commit's round trips run on a thread of their own while the task processes the next
+//! interval, whose records its sinks hold until the next transaction has begun. A crash leaves the open transaction to be aborted by the broker
 //! (or by the restarted task's `init_transactions`, which also fences the old instance), and
 //! the restart replays from the committed position.
 
@@ -311,21 +311,17 @@ impl TaskProducer {
         offsets: Option<Offsets>,
         states: Option<(String, Vec<StateRecord>)>,
     ) -> Result<(), TransactionError> {
-        let pinning = match &states {
-            Some((topic, records)) => {
-                self.context().take_placed();
-                for record in records {
-                    self.write_state(topic, record)?;
-                }
-                records.iter().any(|r| r.pinned).then_some(topic.as_str())
+        if let Some((topic, records)) = &states {
+            self.context().take_placed();
+            for record in records {
+                self.write_state(topic, record)?;
             }
-            None => None,
-        };
+        }
         self.flush()?;
         if let Some((mut offsets, group)) = offsets
             && offsets.count() > 0
         {
-            if let (Some(topic), Some((_, records))) = (pinning, &states) {
+            if let Some((topic, records)) = &states {
                 // Each pinned record's place: the offset after it, committed with the
                 // transaction, says which record of its state partition is the committed one.
                 for (partition, offset) in self.context().take_placed() {

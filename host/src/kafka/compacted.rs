@@ -106,8 +106,12 @@ impl Compacted {
         partitions: i32,
     ) -> Result<Self, KafkaError> {
         let mut topic = Compacted::existing(config, name)?;
-        topic.create(what, partitions.max(1));
-        topic.partitions = topic.partition_count().unwrap_or(1);
+        let wanted = partitions.max(1);
+        let found = (topic.partitions > 0).then_some(topic.partitions);
+        if found.is_none_or(|n| n < wanted) {
+            topic.create(what, wanted, found);
+            topic.partitions = topic.partition_count().unwrap_or(1);
+        }
         Ok(topic)
     }
 
@@ -117,9 +121,9 @@ impl Compacted {
             producer: Mutex::new(producer(config, name)?),
             name: name.to_owned(),
             config: config.clone(),
-            partitions: 1,
+            partitions: 0,
         };
-        topic.partitions = topic.partition_count().unwrap_or(1);
+        topic.partitions = topic.partition_count().unwrap_or(0);
         Ok(topic)
     }
 
@@ -127,19 +131,15 @@ impl Compacted {
         &self.name
     }
 
-    /// The topic's partition count when it was opened.
+    /// The topic's partition count when it was opened (0: it did not exist).
     pub fn partitions(&self) -> i32 {
         self.partitions
     }
 
-    /// Creates the topic if it is missing (compacted, `partitions` partitions), or adds
-    /// partitions up to `partitions`. A broker without the admin API (the embedded one)
-    /// creates it on demand instead, with its own defaults.
-    fn create(&self, what: &str, partitions: i32) {
-        let found = self.partition_count();
-        if found.is_some_and(|n| n >= partitions) {
-            return;
-        }
+    /// Creates the topic if it is missing (`found`: its partition count; compacted,
+    /// `partitions` partitions), or adds partitions up to `partitions`. A broker without the
+    /// admin API (the embedded one) creates it on demand instead, with its own defaults.
+    fn create(&self, what: &str, partitions: i32, found: Option<i32>) {
         let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         // librdkafka's mock cluster (the embedded broker) leaves admin requests unanswered.
         let embedded = producer
@@ -198,12 +198,7 @@ impl Compacted {
     /// The topic's partition count (None: it does not exist), asked without creating it.
     fn partition_count(&self) -> Option<i32> {
         let probe = self.reader().ok()?;
-        let metadata = probe.fetch_metadata(Some(&self.name), TIMEOUT).ok()?;
-        let topic = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty())?;
-        Some(topic.partitions().len() as i32)
+        partitions_of(&probe, &self.name).ok().flatten()
     }
 
     /// Runs one admin request, bounded by [`TIMEOUT`].
@@ -276,14 +271,7 @@ impl Compacted {
         mut each: impl FnMut(Entry),
     ) -> Result<BTreeMap<i32, i64>, KafkaError> {
         let consumer = self.reader()?;
-        let metadata = consumer
-            .fetch_metadata(Some(&self.name), TIMEOUT)
-            .map_err(KafkaError::client(format!("reading `{}`", self.name)))?;
-        let exists = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == self.name && t.error().is_none() && !t.partitions().is_empty());
-        if !exists {
+        if partitions_of(&consumer, &self.name)?.is_none() {
             return Ok(BTreeMap::new());
         }
         // Per partition: the end the broker reports, and the next offset to read.
@@ -515,6 +503,18 @@ fn assign(
     consumer
         .assign(&tpl)
         .map_err(KafkaError::client(format!("reading `{name}`")))
+}
+
+/// The partition count of topic `name` (None: it does not exist), as `client` sees it.
+fn partitions_of(client: &BaseConsumer<LogContext>, name: &str) -> Result<Option<i32>, KafkaError> {
+    let metadata = client
+        .fetch_metadata(Some(name), TIMEOUT)
+        .map_err(KafkaError::client(format!("reading `{name}`")))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
 }
 
 /// How long a reader waits before asking again for an offset the broker called out of range.

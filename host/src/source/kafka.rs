@@ -276,7 +276,7 @@ fn restore<C: ConsumerContext>(
     if start == StartAt::Committed {
         let mut asked = tpl.clone();
         if let Some(state) = state {
-            for &p in partitions {
+            for p in tpl_partitions(&tpl) {
                 if state.pins(p) {
                     asked.add_partition(state.name(), p);
                 }
@@ -341,12 +341,25 @@ fn restore<C: ConsumerContext>(
         },
         _ => None,
     };
+    // Each partition's restart point: the pinned state, else the newest found.
+    let restored_of = |p: i32| {
+        let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
+        let pinned = match (state, pinned.as_ref().and_then(|read| read.get(&p))) {
+            (Some(state), Some(&read)) => pinned_state(state, topic, p, read, group_offset),
+            _ => None,
+        };
+        match pinned {
+            Some(state) => Restored::pinned(state),
+            None => Restored::choose(group_offset, metadata, from_topic.get(&p).copied()),
+        }
+    };
+    let restored: BTreeMap<i32, Restored> = tpl_partitions(&tpl)
+        .into_iter()
+        .map(|p| (p, restored_of(p)))
+        .collect();
     let job_closed = job
         .iter()
-        .filter_map(|p| {
-            let (group_offset, metadata) = committed.get(p).copied().unwrap_or((None, None));
-            Restored::choose(group_offset, metadata, from_topic.get(p).copied()).state
-        })
+        .filter_map(|p| restored.get(p).and_then(|r| r.state))
         .filter_map(|state| state.combined)
         .max();
     let mut assignment = Assignment {
@@ -361,15 +374,7 @@ fn restore<C: ConsumerContext>(
             .map_err(KafkaError::client(format!(
                 "reading the offsets of partition {p}"
             )))?;
-        let (group_offset, metadata) = committed.get(&p).copied().unwrap_or((None, None));
-        let pinned = match (state, pinned.as_ref().and_then(|read| read.get(&p))) {
-            (Some(state), Some(&read)) => pinned_state(state, topic, p, read, group_offset),
-            _ => None,
-        };
-        let restored = match pinned {
-            Some(state) => Restored::pinned(state),
-            None => Restored::choose(group_offset, metadata, from_topic.get(&p).copied()),
-        };
+        let restored = restored.get(&p).cloned().unwrap_or_else(|| restored_of(p));
         if restored.is_missing_state() {
             tracing::warn!(
                 topic,
@@ -872,8 +877,13 @@ impl KafkaSource {
                 Some((p, next)) if p == partition => next,
                 _ => self.positions.get(&partition).copied().unwrap_or(0),
             };
-            let started = self.assignment.positions.get(&partition).copied();
-            if offset < expected && started.is_some_and(|start| expected > start) {
+            if offset < expected
+                && self
+                    .assignment
+                    .positions
+                    .get(&partition)
+                    .is_some_and(|&start| expected > start)
+            {
                 if let Some(line) = crate::kafka::collapsed(&format!(
                     "partition {partition}: the client went back to records already processed (its position was reset); they are skipped"
                 )) {

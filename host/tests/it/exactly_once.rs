@@ -852,4 +852,7 @@ fn a_restore_takes_the_restart_state_the_last_commit_pinned_not_a_newer_one_of_a
     let restarted = KafkaSource::open(&config, &options, &stop).unwrap();
     assert_eq!(restarted.assignment().states, committed);
     assert_eq!(restarted.positions(), &BTreeMap::from([(0, 10), (1, 5)]));
+    // Windows closed for every partition: by the committed states (the aborted one had
+    // closed up to 5000).
+    assert_eq!(restarted.assignment().job_closed, Some(2000));
 }
